@@ -1,0 +1,63 @@
+"""`facefact` entry point: dispatches to sub-command modules and turns errors into messages.
+
+Each sub-command module in this package exposes ``register(subparsers)``, which adds its parser
+and sets ``func`` (called with the parsed args, returns an exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from facefact import __version__
+from facefact.errors import FacefactError
+
+# Order is the order in `facefact --help`.
+SUBCOMMAND_MODULES = ["generate", "faces", "models", "convert", "prepare", "train", "evaluate", "serve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facefact",
+        description="One photo of a person -> new portraits from a text prompt (FaceChain-FACT).",
+    )
+    parser.add_argument("--version", action="version", version=f"facefact {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        module_name = f"facefact.cli.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FacefactError as err:
+        print(f"facefact {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facefact {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"facefact {args.command}: error: out of memory; lower the image size, batch size "
+              "or number of images, or use a smaller dtype", file=sys.stderr)
+        return 3
+    except RuntimeError as err:  # torch reports CUDA OOM as a RuntimeError subclass
+        if "out of memory" in str(err).lower():
+            print(f"facefact {args.command}: error: the accelerator ran out of memory ({err}).\n"
+                  "  hint: lower --size/--batch-size/-n, use --dtype float16, or enable CPU offload",
+                  file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

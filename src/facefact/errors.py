@@ -1,0 +1,61 @@
+"""User-facing errors.
+
+Every failure a user can cause (a bad photo, a missing weight file, a wrong setting) is raised
+as a :class:`FacefactError`: a message that names the file and the problem, and a hint that says
+what to do. The CLI prints these without a traceback; library users can catch the base class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FacefactError(Exception):
+    """Base class of every error facefact raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None, path: str | Path | None = None):
+        self.message = message
+        self.hint = hint
+        self.path = str(path) if path is not None else None
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:  # message first, then what to do
+        text = f"{self.path}: {self.message}" if self.path and self.path not in self.message else self.message
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class ImageError(FacefactError):
+    """The file is missing, unreadable, not an image, or an image we refuse to decode."""
+
+
+class FaceError(FacefactError):
+    """The photo is an image, but its face cannot be used."""
+
+
+class NoFaceError(FaceError):
+    """No face was found."""
+
+
+class MultipleFacesError(FaceError):
+    """Several faces were found and strict mode asked for exactly one."""
+
+
+class FaceQualityError(FaceError):
+    """A face was found but is too small, cut off, blurred or turned away to be used."""
+
+
+class CheckpointError(FacefactError):
+    """A weight file is missing, truncated, of the wrong kind or of the wrong shape."""
+
+
+class ModelNotFoundError(CheckpointError):
+    """A model a command needs is not on disk (and could not or may not be downloaded)."""
+
+
+class ConfigError(FacefactError):
+    """A setting or combination of settings is invalid."""
+
+
+class DatasetError(FacefactError):
+    """A training or evaluation data set is empty, unreadable or inconsistent."""
