@@ -1,0 +1,1 @@
+"""Generation pipelines: reference photos + prompt -> portraits."""

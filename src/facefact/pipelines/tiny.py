@@ -1,0 +1,76 @@
+"""A complete tiny Stable Diffusion 1.5-layout pipeline with random weights, built offline.
+
+Tokenizer (byte-level CLIP BPE with no merges), CLIP text encoder, UNet with the SD1.5 block
+layout (3 cross-attention down blocks, 1 plain; mid; 1 plain up block, 3 cross-attention), VAE
+with the SD 8x downsampling, PNDM scheduler configured like SD1.5. Everything from configs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from facefact.model.tiny import TINY_CROSS_ATTENTION_DIM
+
+TINY_IMAGE_SIZE = 128  # 16x16 latents
+
+
+def tiny_tokenizer() -> CLIPTokenizer:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {tok: i for i, tok in enumerate(chars + [c + "</w>" for c in chars])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    tokenizer.model_max_length = 77
+    return tokenizer
+
+
+def tiny_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=TINY_IMAGE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(32, 32, 64, 64), norm_num_groups=16, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TINY_CROSS_ATTENTION_DIM)
+
+
+def tiny_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16, 16), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=TINY_IMAGE_SIZE)
+
+
+def tiny_text_encoder(vocab_size: int) -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=TINY_CROSS_ATTENTION_DIM, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1))
+
+
+def tiny_scheduler() -> PNDMScheduler:
+    return PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                         steps_offset=1, set_alpha_to_one=False, num_train_timesteps=1000)
+
+
+def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """The base pipeline, random but deterministic weights, float32 on CPU."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = tiny_tokenizer()
+        pipe = StableDiffusionPipeline(
+            vae=tiny_vae(), text_encoder=tiny_text_encoder(len(tokenizer)), tokenizer=tokenizer, unet=tiny_unet(),
+            scheduler=tiny_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_tiny_sd_pipeline(directory: str | Path, seed: int = 0) -> Path:
+    """Write the tiny base model as a diffusers folder (what `from_pretrained` reads)."""
+    directory = Path(directory)
+    tiny_sd_pipeline(seed).save_pretrained(directory)
+    return directory
