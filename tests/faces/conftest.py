@@ -1,0 +1,49 @@
+"""Shared fixtures: one FaceAnalysis per embedder for the whole session (model loading is the slow part)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def fa():
+    from facefact.faces import FaceAnalysis
+
+    return FaceAnalysis()
+
+
+@pytest.fixture(scope="session")
+def fa_dlib():
+    from facefact.faces import FaceAnalysis
+
+    return FaceAnalysis(embedder="dlib")
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_path() -> str:
+    import matplotlib.cbook as cbook
+
+    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@pytest.fixture(scope="session")
+def grace_hopper(grace_hopper_path) -> np.ndarray:
+    from facefact.faces import load_image
+
+    return load_image(grace_hopper_path)
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
