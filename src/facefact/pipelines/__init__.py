@@ -1,1 +1,4 @@
 """Generation pipelines: reference photos + prompt -> portraits."""
+from facefact.pipelines.fact import FaceFactOutput, FaceFactPipeline
+
+__all__ = ["FaceFactPipeline", "FaceFactOutput"]

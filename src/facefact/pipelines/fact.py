@@ -1,0 +1,205 @@
+"""`FaceFactPipeline`: reference photo(s) + prompt -> portraits of that person.
+
+    pipe = FaceFactPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                            adapter="adapter.safetensors", encoder="transface.safetensors")
+    out = pipe("a portrait in a garden", face_images=["me.jpg"], seed=7, num_images_per_prompt=4)
+    out.images[0].save("me_garden.png")
+
+It wraps a stock diffusers `StableDiffusionPipeline` (or its ControlNet sibling): the face tokens
+are appended to the text embeddings that pipeline already accepts (`prompt_embeds`), with the
+null face tokens on the unconditional side (`cfg_face`), so schedulers, LoRA, offloading and
+callbacks all behave as diffusers users expect. Face tokens are computed once per request.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facefact import __version__
+from facefact.errors import ConfigError
+from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder
+from facefact.pipelines.loading import (check_unet_layout, describe_file, load_base_pipeline, make_scheduler,
+                                        pick_device_dtype, require_file)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceFactOutput:
+    images: list                                   # PIL images; image i was made from seeds[i]
+    metadata: list[dict]                           # provenance per image (see facefact.pipelines.metadata)
+    notes: list[str] = field(default_factory=list)  # what the user should know (several faces, cut prompt...)
+
+
+class FaceFactPipeline:
+    def __init__(self, sd_pipeline, encoder: TransFaceEncoder, adapter: FaceAdapter, face_analysis=None,
+                 model_info: dict | None = None, default_size: int = 512):
+        self.sd = sd_pipeline
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.adapter = adapter
+        self.face_analysis = face_analysis
+        self.model_info = model_info or {}
+        self.default_size = default_size
+        check_unet_layout(self.sd.unet, self.model_info.get("base_model", {}).get("id"))
+        adapter.attach(self.sd.unet)
+        self.encoder.to(self.sd.device, torch.float32)  # the reference runs the encoder in float32 always
+        self._controlnet_hook = None
+        if getattr(self.sd, "controlnet", None) is not None:
+            self._controlnet_hook = self.sd.controlnet.register_forward_pre_hook(self._text_only_for_controlnet,
+                                                                                 with_kwargs=True)
+
+    # ---- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, base_model: str | Path, adapter: str | Path, encoder: str | Path, *,
+                        device=None, dtype=None, face_analysis=None, controlnet=None,
+                        resampler_config: ResamplerConfig | None = None,
+                        encoder_config: EncoderConfig | None = None) -> "FaceFactPipeline":
+        device, dtype = pick_device_dtype(device, dtype)
+        adapter_path = require_file(adapter, "FACT adapter", "--adapter")
+        encoder_path = require_file(encoder, "TransFace encoder", "--encoder")
+        face_adapter = FaceAdapter.from_checkpoint(adapter_path, resampler_config)
+        face_encoder = TransFaceEncoder.from_checkpoint(encoder_path, encoder_config)
+        sd = load_base_pipeline(base_model, dtype, controlnet=controlnet).to(device)
+        info = {"base_model": describe_file(base_model) if Path(str(base_model)).is_file() else {"id": str(base_model)},
+                "adapter": describe_file(adapter_path), "encoder": describe_file(encoder_path)}
+        return cls(sd, face_encoder, face_adapter, face_analysis, info, default_size=512)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, face_analysis=None, device=None, dtype=None) -> "FaceFactPipeline":
+        """Tiny random-weight models, built offline in a second: the whole path, no download."""
+        from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+        from facefact.pipelines.tiny import TINY_IMAGE_SIZE, tiny_sd_pipeline
+
+        device, dtype = pick_device_dtype(device or "cpu", dtype or torch.float32)
+        sd = tiny_sd_pipeline(seed).to(device)
+        if dtype != torch.float32:
+            sd.to(dtype=dtype)
+        info = {name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in ("base_model", "adapter", "encoder")}
+        return cls(sd, tiny_encoder(seed), tiny_face_adapter(sd.unet, seed=seed + 1), face_analysis, info,
+                   default_size=TINY_IMAGE_SIZE)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sd._execution_device
+
+    def to(self, device) -> "FaceFactPipeline":
+        self.sd.to(device)
+        self.encoder.to(device)
+        return self
+
+    def enable_model_cpu_offload(self, **kwargs) -> None:
+        self.sd.enable_model_cpu_offload(**kwargs)
+
+    def load_lora_weights(self, *args, **kwargs) -> None:
+        self.sd.load_lora_weights(*args, **kwargs)
+
+    # ---- faces -> tokens ---------------------------------------------------------------------
+    def _analysis(self):
+        if self.face_analysis is None:
+            from facefact.faces import FaceAnalysis
+
+            self.face_analysis = FaceAnalysis()
+        return self.face_analysis
+
+    def face_pixels(self, face_images, notes: list[str] | None = None) -> torch.Tensor:
+        """Photos -> head-masked aligned faces [n, 3, 112, 112] in [-1, 1] (spec section 1)."""
+        from facefact.faces import load_image
+
+        analysis = self._analysis()
+        crops = []
+        for source in face_images:
+            image = load_image(source)
+            faces = analysis.get(image)
+            face = analysis.get_one(image, strict=False) if len(faces) != 1 else faces[0]
+            if len(faces) > 1 and notes is not None:
+                name = source if isinstance(source, (str, Path)) else "reference photo"
+                notes.append(f"{name}: {len(faces)} faces found; used the largest")
+            crops.append(analysis.fact_condition(image, face))
+        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+        return (pixels / 255.0 - 0.5) / 0.5
+
+    @torch.no_grad()
+    def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None, notes=None):
+        """(face tokens, null face tokens), each [1, 16n, C] in the UNet's dtype."""
+        if face_pixels is None:
+            face_pixels = self.face_pixels(face_images, notes)
+        encoder_device = next(self.encoder.parameters()).device
+        tokens = self.encoder(face_pixels.to(encoder_device, torch.float32))
+        adapter_device = self.adapter.resampler.latents.device
+        tokens = tokens.to(adapter_device)
+        face = self.adapter.face_tokens(tokens)
+        null = self.adapter.null_face_tokens(len(face_pixels), tuple(tokens.shape[1:]))
+        return face, null
+
+    # ---- generation --------------------------------------------------------------------------
+    def _check_prompt(self, prompt: str, notes: list[str]) -> None:
+        tokenizer = self.sd.tokenizer
+        ids = tokenizer(prompt, truncation=False).input_ids
+        limit = tokenizer.model_max_length
+        if len(ids) > limit:
+            cut = tokenizer.decode(ids[limit - 1:-1])
+            notes.append(f"the prompt is {len(ids)} tokens but the text encoder takes {limit}; this part was cut: "
+                         f"'{cut.strip()}'")
+
+    def _text_only_for_controlnet(self, module, args, kwargs):
+        # ControlNets were trained on text tokens only (spec section 5): cut the face tokens off.
+        n_faces = self.adapter.num_face_tokens
+        states = kwargs.get("encoder_hidden_states")
+        if states is not None and n_faces and states.shape[1] > n_faces:
+            kwargs = {**kwargs, "encoder_hidden_states": states[:, :-n_faces]}
+        return args, kwargs
+
+    def __call__(self, prompt: str, face_images=None, *, negative_prompt: str | None = None,
+                 adapter_scale: float = 0.5, cfg_face: bool = True, num_images_per_prompt: int = 1,
+                 seed: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 5.0,
+                 height: int | None = None, width: int | None = None, scheduler: str = "pndm",
+                 face_pixels: torch.Tensor | None = None, callback_on_step_end=None, **sd_kwargs) -> FaceFactOutput:
+        height, width = height or self.default_size, width or self.default_size
+        if height % 8 or width % 8:
+            raise ConfigError(f"image size {width}x{height} is not a multiple of 8",
+                              hint=f"use e.g. {width // 8 * 8}x{height // 8 * 8}")
+        if num_images_per_prompt < 1:
+            raise ConfigError("num_images_per_prompt must be at least 1")
+        notes: list[str] = []
+        self._check_prompt(prompt, notes)
+        if negative_prompt:
+            self._check_prompt(negative_prompt, notes)
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        seeds = [seed + i for i in range(num_images_per_prompt)]
+        self.sd.scheduler = make_scheduler(scheduler, self.sd.scheduler.config)
+
+        device = self.device
+        do_cfg = guidance_scale > 1.0
+        text, negative_text = self.sd.encode_prompt(prompt, device, 1, do_cfg, negative_prompt)
+        has_faces = face_images is not None or face_pixels is not None
+        if has_faces:
+            face, null = self.encode_faces(face_images, face_pixels, notes)
+            face, null = face.to(device, text.dtype), null.to(device, text.dtype)
+            text = torch.cat([text, face], dim=1)
+            if do_cfg:
+                negative_text = torch.cat([negative_text, null if cfg_face else face], dim=1)
+            n_photos = face.shape[1] // self.adapter.tokens_per_photo
+        else:
+            n_photos = 0
+        self.adapter.set_num_face_tokens(face.shape[1] if has_faces else 0)
+        self.adapter.set_scale(adapter_scale)
+
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same latents on every device
+        result = self.sd(prompt_embeds=text, negative_prompt_embeds=negative_text if do_cfg else None,
+                         num_images_per_prompt=num_images_per_prompt, generator=generators,
+                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
+                         width=width, callback_on_step_end=callback_on_step_end, **sd_kwargs)
+        for note in notes:
+            logger.warning(note)
+        settings = {"prompt": prompt, "negative_prompt": negative_prompt or "", "adapter_scale": adapter_scale,
+                    "cfg_face": cfg_face, "num_reference_photos": n_photos, "steps": num_inference_steps,
+                    "guidance_scale": guidance_scale, "width": width, "height": height, "scheduler": scheduler,
+                    "dtype": str(text.dtype).replace("torch.", "")}
+        metadata = [{"generator": f"facefact {__version__}", "method": "FaceChain-FACT", "ai_generated": True,
+                     "seed": s, **settings, "models": self.model_info, "notes": notes} for s in seeds]
+        return FaceFactOutput(images=result.images, metadata=metadata, notes=notes)

@@ -1,0 +1,120 @@
+"""Where the weights come from: base model, FACT adapter and TransFace encoder.
+
+A base model is a diffusers folder, a hub id, or a single-file `.safetensors`/`.ckpt` community
+fine-tune; every failure names the location and what to do. Nothing here runs a model.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+
+SCHEDULERS = {
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # what the FACT release used
+    "ddim": ("DDIMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpm++karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+}
+
+
+def make_scheduler(name: str, base_config):
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler '{name}'", hint=f"choose one of: {', '.join(SCHEDULERS)}")
+    class_name, overrides = SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(base_config, **overrides)
+
+
+def pick_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None):
+    """CUDA -> float16, MPS -> float16, CPU -> float32 unless asked otherwise."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else (
+            "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+        if dtype not in names:
+            raise ConfigError(f"unknown dtype '{dtype}'", hint="use float32, float16 or bfloat16")
+        dtype = names[dtype]
+    if dtype is None:
+        dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ConfigError("float16 is not supported on the CPU", hint="use --dtype float32 or bfloat16 on the CPU")
+    return device, dtype
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None):
+    """A diffusers SD1.5-family pipeline (StableDiffusionPipeline, or the ControlNet one)."""
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
+    extra = {"controlnet": controlnet} if controlnet is not None else {}
+    kwargs = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    path = Path(str(location)).expanduser()
+    try:
+        if path.is_file():
+            if path.suffix not in (".safetensors", ".ckpt"):
+                raise ConfigError(f"{path} is not a .safetensors or .ckpt model file", path=path)
+            return cls.from_single_file(str(path), **kwargs)
+        if path.is_dir():
+            if not (path / "model_index.json").exists():
+                raise ModelNotFoundError(f"{path} is not a diffusers model folder (no model_index.json)", path=path,
+                                         hint="point --base-model at a folder saved by diffusers, a hub id, or a "
+                                              "single .safetensors file")
+            return cls.from_pretrained(str(path), **kwargs)
+        if str(location).startswith((".", "/", "~")) or str(location).count("/") != 1:
+            raise ModelNotFoundError(f"base model not found: {location}", path=location,
+                                     hint="give a diffusers folder, a single .safetensors/.ckpt file, or a hub id "
+                                          "such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
+        return cls.from_pretrained(str(location), local_files_only=_offline(), **kwargs)
+    except (OSError, EnvironmentError) as err:
+        raise ModelNotFoundError(
+            f"could not load the base model '{location}': {str(err).splitlines()[0]}", path=location,
+            hint="without a connection, download it elsewhere and pass the local folder; single-file models also "
+                 "need their config, which diffusers fetches from the hub once") from None
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(path: str | Path) -> dict:
+    """Id + short hash for provenance metadata (hashes are computed once, when a model is loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        return {"id": str(path)}
+    return {"id": str(path), "sha256": file_sha256(path)[:16], "bytes": path.stat().st_size}
+
+
+def require_file(path: str | Path | None, what: str, flag: str) -> Path:
+    if path is None:
+        raise ModelNotFoundError(f"no {what} given", hint=f"pass {flag} PATH (see `facefact models`)")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelNotFoundError(f"{what} not found: {path}", path=path,
+                                 hint=f"download it (see `facefact models`) or pass the right file with {flag}")
+    return path
+
+
+def check_unet_layout(unet, source) -> None:
+    """Refuse SDXL early with a clear word; the adapter's attach() checks the exact block layout."""
+    if getattr(unet.config, "addition_embed_type", None) == "text_time":
+        raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
+                              path=source, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
