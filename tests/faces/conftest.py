@@ -43,7 +43,11 @@ def grace_hopper(grace_hopper_path) -> np.ndarray:
     return load_image(grace_hopper_path)
 
 
-def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+@pytest.fixture(scope="session")
+def jpeg_bytes():
+    """``jpeg_bytes(rgb, quality=90) -> bytes`` (a fixture, so test files need no shared import)."""
+    def encode(rgb: np.ndarray, quality: int = 90) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
+    return encode

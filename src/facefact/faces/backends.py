@@ -35,11 +35,16 @@ class YuNetDetector:
     name = "yunet"
 
     def __init__(self, *, score_threshold: float = 0.6, nms_threshold: float = 0.3,
-                 detect_size: int = 640):
+                 detect_size: int = 640, upright_refine: bool = True, refine_min_roll: float = 6.0):
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.detect_size = detect_size  # long side the photo is shrunk to before detection
-        self._net = None
+        # YuNet's landmarks collapse towards an upright face when the head is tilted (20 degrees
+        # of roll reads as ~3). dlib's 5-point predictor measures the eye line well, so for tilted
+        # faces we rotate the face upright and let YuNet place its landmarks there.
+        self.upright_refine = upright_refine
+        self.refine_min_roll = refine_min_roll
+        self._net = self._shape = None
 
     def _model(self):
         if self._net is None:
@@ -66,7 +71,44 @@ class YuNetDetector:
             marks = row[4:14].reshape(5, 2) * np.array([sx, sy])
             found.append(Detection(bbox=(float(x * sx), float(y * sy), float((x + bw) * sx), float((y + bh) * sy)),
                                    score=float(row[14]), landmarks=_image_order(marks)))
+        if self.upright_refine:
+            found = [self._refine_tilted(rgb, d) for d in found]
         return found
+
+    def _eye_line_roll(self, rgb: np.ndarray, bbox) -> float:
+        if self._shape is None:
+            import dlib  # dlib-bin; its 5-point model is CC0 and ships in face-recognition-models
+
+            self._shape = dlib.shape_predictor(str(model_files.dlib_shape5_path()))
+        import dlib
+
+        x1, y1, x2, y2 = (int(round(v)) for v in bbox)
+        pts = np.array([(p.x, p.y) for p in self._shape(rgb, dlib.rectangle(x1, y1, x2, y2)).parts()], float)
+        eye_a, eye_b = pts[0:2].mean(axis=0), pts[2:4].mean(axis=0)  # two corners per eye
+        left, right = (eye_a, eye_b) if eye_a[0] < eye_b[0] else (eye_b, eye_a)
+        return float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0])))
+
+    def _refine_tilted(self, rgb: np.ndarray, det: Detection) -> Detection:
+        roll = self._eye_line_roll(rgb, det.bbox)
+        if abs(roll) < self.refine_min_roll:
+            return det
+        x1, y1, x2, y2 = det.bbox
+        side = 2.2 * max(x2 - x1, y2 - y1)
+        k = min(1.0, 320.0 / side)
+        out = max(32, int(round(side * k)))
+        to_crop = cv2.getRotationMatrix2D(((x1 + x2) / 2, (y1 + y2) / 2), roll, k)  # roll -> upright
+        to_crop[:, 2] += np.array([out / 2, out / 2]) - np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+        crop = cv2.warpAffine(rgb, to_crop, (out, out), borderMode=cv2.BORDER_REPLICATE)
+        net = self._model()
+        net.setInputSize((out, out))
+        _, rows = net.detect(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        if rows is None:
+            return det
+        centres = rows[:, :2] + rows[:, 2:4] / 2
+        row = rows[int(np.argmin(np.linalg.norm(centres - out / 2, axis=1)))]
+        back = cv2.invertAffineTransform(to_crop)
+        marks = row[4:14].reshape(5, 2).astype(np.float64) @ back[:, :2].T + back[:, 2]
+        return Detection(bbox=det.bbox, score=det.score, landmarks=_image_order(marks))
 
 
 def _image_order(marks: np.ndarray) -> np.ndarray:

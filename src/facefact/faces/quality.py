@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from facefact.errors import FaceQualityError
+from facefact.faces.align import alignment_matrix, transform_points
 from facefact.faces.types import Face, FaceQuality, QualityThresholds
 
 _SHARPNESS_SIDE = 128  # faces are resized to this before measuring, so sharpness ignores face size
@@ -56,15 +57,32 @@ def sharpness(gray: np.ndarray, bbox) -> float:
     return float(cv2.Laplacian(crop, cv2.CV_32F).var()) / contrast
 
 
-def cut_off_fraction(bbox, image_shape) -> float:
-    """Fraction of the face box that lies outside the image (the detector extrapolates it)."""
+# Where the whole face (forehead to chin) lies in the 112 px ArcFace crop, measured on frontal faces.
+_FACE_REGION_IN_TEMPLATE = (20.0, 16.0, 92.0, 108.0)
+
+
+def cut_off_fraction(bbox, landmarks: np.ndarray, image_shape) -> float:
+    """Fraction of the face that lies outside the image.
+
+    Detectors shrink their box to the visible part of a cut face, so the box alone underestimates
+    the loss; the landmarks tell where the whole face should be. We map a grid over the face
+    region of the ArcFace template back into the photo and count the points that fall outside,
+    and take the larger of that and the box's own outside fraction.
+    """
     h, w = image_shape[:2]
     x1, y1, x2, y2 = bbox
     area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
-    if area <= 0:
-        return 1.0
     inside = max(min(x2, w) - max(x1, 0.0), 0.0) * max(min(y2, h) - max(y1, 0.0), 0.0)
-    return float(1.0 - inside / area)
+    box_fraction = 1.0 - inside / area if area > 0 else 1.0
+    try:
+        to_image = cv2.invertAffineTransform(alignment_matrix(landmarks, 112))
+    except ValueError:  # degenerate landmarks
+        return float(box_fraction)
+    rx1, ry1, rx2, ry2 = _FACE_REGION_IN_TEMPLATE
+    gx, gy = np.meshgrid(np.linspace(rx1, rx2, 16), np.linspace(ry1, ry2, 16))
+    pts = transform_points(np.stack([gx.ravel(), gy.ravel()], axis=1), to_image)
+    outside = (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
+    return float(max(box_fraction, outside.mean()))
 
 
 def measure_quality(gray: np.ndarray, bbox, landmarks: np.ndarray, score: float) -> FaceQuality:
@@ -74,7 +92,7 @@ def measure_quality(gray: np.ndarray, bbox, landmarks: np.ndarray, score: float)
         yaw=yaw_degrees(landmarks),
         roll=roll_degrees(landmarks),
         score=float(score),
-        cut_off=cut_off_fraction(bbox, gray.shape),
+        cut_off=cut_off_fraction(bbox, landmarks, gray.shape),
     )
 
 
