@@ -108,17 +108,16 @@ class FaceFactPipeline:
 
     def face_pixels(self, face_images, notes: list[str] | None = None) -> torch.Tensor:
         """Photos -> head-masked aligned faces [n, 3, 112, 112] in [-1, 1] (spec section 1)."""
-        from facefact.faces import load_image
-
+        if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):
+            face_images = [face_images]  # one photo given on its own (path, array or PIL image)
         analysis = self._analysis()
         crops = []
         for source in face_images:
-            image = load_image(source)
-            faces = analysis.get(image)
-            face = analysis.get_one(image, strict=False) if len(faces) != 1 else faces[0]
-            if len(faces) > 1 and notes is not None:
-                name = source if isinstance(source, (str, Path)) else "reference photo"
-                notes.append(f"{name}: {len(faces)} faces found; used the largest")
+            name = str(source) if isinstance(source, (str, Path)) else None
+            image = analysis.load(source)
+            face = analysis.get_one(image, strict=False, path=name)  # clear errors: no face, too small...
+            if notes is not None:
+                notes.extend(f"{name or 'reference photo'}: {note}" for note in face.notes)
             crops.append(analysis.fact_condition(image, face))
         pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
         return (pixels / 255.0 - 0.5) / 0.5
