@@ -1,0 +1,55 @@
+"""`facefact prepare PHOTOS --out DIR`: photos grouped by identity -> a FACT training set."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+
+def register(subparsers) -> None:
+    from facefact.training.prepare import PrepareSettings
+
+    defaults = {f.name: f.default for f in fields(PrepareSettings)}
+    parser = subparsers.add_parser(
+        "prepare", help="turn photos grouped by person into a training set for `facefact train`",
+        description="PHOTOS is a folder with one sub-folder per person (captions in optional sidecar "
+                    "photo.txt files), or a CSV/JSONL manifest with columns path, identity[, caption]. "
+                    "Writes index.jsonl, per-sample files and rejected.jsonl (every photo left out, and why). "
+                    "Re-running the same command resumes an interrupted run and skips finished photos.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("photos", help="folder of per-person folders, or a .csv/.jsonl manifest")
+    parser.add_argument("--out", required=True, help="output folder (the training set)")
+    parser.add_argument("--workers", type=int, default=1, help="processes analysing photos in parallel")
+    parser.add_argument("--size", type=int, default=defaults["size"], help="side of the training crop (px)")
+    parser.add_argument("--crop-scale", type=float, default=defaults["crop_scale"],
+                        help="crop side / longer side of the face box")
+    parser.add_argument("--mask", choices=["face", "head"], default=defaults["mask"],
+                        help="the region FAIR lets the adapter change")
+    parser.add_argument("--image-format", choices=["jpg", "png"], default=defaults["image_format"])
+    parser.add_argument("--min-face-size", type=float, default=defaults["min_face_size"], help="px, shorter box side")
+    parser.add_argument("--min-sharpness", type=float, default=defaults["min_sharpness"])
+    parser.add_argument("--max-yaw", type=float, default=defaults["max_yaw"], help="degrees")
+    parser.add_argument("--min-score", type=float, default=defaults["min_score"], help="detector confidence")
+    parser.add_argument("--default-caption", default=defaults["default_caption"],
+                        help="caption of photos without manifest caption, sidecar .txt or captioning model")
+    parser.add_argument("--caption-model", default=None,
+                        help="local transformers image-to-text model folder (never downloaded)")
+    parser.add_argument("--max-caption-words", type=int, default=defaults["max_caption_words"])
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from facefact.training.prepare import PrepareSettings, prepare_dataset
+
+    settings = PrepareSettings(size=args.size, crop_scale=args.crop_scale, mask=args.mask,
+                               image_format=args.image_format, min_face_size=args.min_face_size,
+                               min_sharpness=args.min_sharpness, max_yaw=args.max_yaw, min_score=args.min_score,
+                               default_caption=args.default_caption, caption_model=args.caption_model,
+                               max_caption_words=args.max_caption_words)
+    summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(summary, indent=1))
+    if summary["identities_with_one_photo"]:
+        print(f"note: {len(summary['identities_with_one_photo'])} identities have a single usable photo; "
+              "face shuffle needs at least two per person")
+    return 0 if summary["accepted"] else 1

@@ -1,0 +1,142 @@
+"""Every setting of `facefact train` in one dataclass; read from YAML/JSON, overridden by CLI flags.
+
+The CLI flags are generated from the fields (``learning_rate`` -> ``--learning-rate``), so the
+config file, the flags and this class can never disagree. See docs/training.md for the meaning
+of each setting and examples/train_config.yaml for a complete file.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from facefact.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    # data and models
+    data: str = ""                     # a folder written by `facefact prepare`
+    output_dir: str = "facefact-train"
+    base_model: str = "tiny"           # diffusers SD1.5-family folder, or 'tiny' (random, built in-process)
+    encoder: str = "tiny"              # TransFace checkpoint (ms1mv2_model_TransFace_S.pt), or 'tiny'
+    init_adapter: str | None = None    # start from an adapter checkpoint instead of a fresh one
+    resolution: int | None = None      # training size; default: the size the data set was prepared at
+    # optimisation
+    max_steps: int = 1000              # optimizer steps
+    batch_size: int = 1                # per process and micro-step
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    lr_warmup_steps: int = 0
+    lr_schedule: str = "constant"      # any diffusers.optimization schedule name: constant, cosine, linear, ...
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    optimizer: str = "adamw"           # 'adamw' or 'adamw8bit' (bitsandbytes)
+    mixed_precision: str = "no"        # 'no', 'bf16' or 'fp16' (frozen models in that dtype, adapter in fp32)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    num_workers: int = 0               # DataLoader worker processes that decode images
+    # FACT's decoupled training (spec section 7)
+    fair_weight: float = 0.01          # lambda of FAIR; 0 disables it (and its cost)
+    face_drop_prob: float = 0.1        # encoder tokens zeroed = the null face used for guidance
+    text_drop_prob: float = 0.05       # empty prompt
+    shuffle_prob_start: float = 0.0    # curriculum: probability that the condition photo is another photo
+    shuffle_prob_end: float = 1.0      #   of the same person ramps linearly from start to end
+    shuffle_ramp_steps: int = 0        #   over the first shuffle_ramp_steps steps (0: 'end' from step 0)
+    # logging, validation, checkpoints
+    log_every: int = 10
+    tensorboard: bool = False
+    validate_every: int = 0            # 0: no validation images
+    validation_prompts: tuple[str, ...] = ("a portrait photo of a person",)
+    validation_samples: int = 2        # condition faces taken from the start of the data set
+    validation_steps: int = 20
+    validation_guidance: float = 5.0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    resume: str | None = None          # a checkpoint folder, or 'latest' (in output_dir/checkpoints)
+    stop_after_steps: int | None = None  # stop (with a checkpoint) after this many steps of *this* run
+    progress: bool = True
+
+    def check(self) -> "TrainConfig":
+        def need(ok: bool, message: str, hint: str | None = None):
+            if not ok:
+                raise ConfigError(message, hint=hint)
+
+        need(bool(self.data), "no training data given", "pass --data DIR (a folder written by `facefact prepare`)")
+        need(self.max_steps > 0 and self.batch_size > 0 and self.gradient_accumulation_steps > 0,
+             "max_steps, batch_size and gradient_accumulation_steps must be positive")
+        need(self.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, "
+             f"not {self.mixed_precision!r}")
+        need(self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, not {self.optimizer!r}")
+        for name in ("face_drop_prob", "text_drop_prob", "shuffle_prob_start", "shuffle_prob_end"):
+            need(0.0 <= getattr(self, name) <= 1.0, f"{name} = {getattr(self, name)} is not a probability in [0, 1]")
+        need(self.fair_weight >= 0, "fair_weight must be >= 0")
+        need(self.shuffle_ramp_steps >= 0, "shuffle_ramp_steps must be >= 0")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        need(self.resolution is None or (self.resolution >= 64 and self.resolution % 8 == 0),
+             f"resolution {self.resolution} must be a multiple of 8 and at least 64")
+        return self
+
+    @property
+    def uses_face_shuffle(self) -> bool:
+        return max(self.shuffle_prob_start, self.shuffle_prob_end) > 0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["validation_prompts"] = list(self.validation_prompts)
+        return out
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _coerce(name: str, value):
+    kind = str(FIELD_TYPES[name])
+    if value is None:
+        return None
+    try:
+        if kind.startswith("tuple"):
+            return tuple([value] if isinstance(value, str) else value)
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[value.lower()]
+            return bool(value)
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (KeyError, ValueError, TypeError):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from None
+
+
+def config_from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(f"unknown training settings {unknown}", hint=f"valid settings: {', '.join(FIELD_TYPES)}")
+    merged = (base or TrainConfig()).to_dict()
+    merged.update({k: _coerce(k, v) for k, v in values.items()})
+    merged["validation_prompts"] = tuple(merged["validation_prompts"])
+    return TrainConfig(**merged)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Settings from a .yaml/.yml/.json file, then `overrides` (e.g. the CLI flags given)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", path=path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as err:  # yaml and json raise different types; both mean a malformed file
+        raise ConfigError(f"cannot parse {path}: {err}", path=path) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of setting: value", path=path)
+    return config_from_dict({**values, **(overrides or {})})

@@ -1,0 +1,123 @@
+"""Reading a prepared set for training: images, masks, conditions, and the per-sample decisions
+(face shuffle, face drop, text drop) made reproducibly from (seed, micro-step, rank, slot)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facefact.errors import ConfigError, DatasetError
+from facefact.training.dataset_format import load_index
+from facefact.training.schedule import choose_condition, generator_for, micro_batch_indices, shuffle_probability
+
+
+class SampleKey(NamedTuple):
+    """What the sampler hands the data set: which sample, and where in training it is drawn."""
+    index: int
+    micro_step: int
+    rank: int
+    slot: int
+
+
+class FaceTrainingSet(torch.utils.data.Dataset):
+    def __init__(self, root, *, resolution: int | None = None, seed: int = 0, gradient_accumulation_steps: int = 1,
+                 face_drop_prob: float = 0.1, text_drop_prob: float = 0.0, shuffle_prob_start: float = 0.0,
+                 shuffle_prob_end: float = 1.0, shuffle_ramp_steps: int = 0, require_pairs: bool | None = None):
+        self.samples = load_index(root)
+        self.resolution = resolution
+        self.seed, self.accumulation = seed, gradient_accumulation_steps
+        self.face_drop_prob, self.text_drop_prob = face_drop_prob, text_drop_prob
+        self.shuffle = (shuffle_prob_start, shuffle_prob_end, shuffle_ramp_steps)
+        members = defaultdict(list)
+        for i, sample in enumerate(self.samples):
+            members[sample["identity"]].append(i)
+        self.identity_members = dict(members)
+        self.members_of = [self.identity_members[s["identity"]] for s in self.samples]
+        if require_pairs is None:
+            require_pairs = max(shuffle_prob_start, shuffle_prob_end) > 0
+        lonely = sorted(name for name, idx in self.identity_members.items() if len(idx) < 2)
+        if require_pairs and lonely:
+            raise DatasetError(
+                f"{len(lonely)} of {len(self.identity_members)} identities have only one photo "
+                f"(e.g. {lonely[:3]}), so face shuffle cannot pick another photo of them", path=root,
+                hint="add photos of those people, remove them from the set, or turn face shuffle off "
+                     "(shuffle_prob_start: 0 and shuffle_prob_end: 0)")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def shuffle_probability(self, micro_step: int) -> float:
+        return shuffle_probability(micro_step // self.accumulation, *self.shuffle)
+
+    def decide(self, key: SampleKey) -> dict:
+        """The random choices for one draw; pure function of the key and the settings."""
+        generator = generator_for(self.seed, 1, key.micro_step, key.rank, key.slot)
+        drop_face = torch.rand((), generator=generator).item() < self.face_drop_prob
+        drop_text = torch.rand((), generator=generator).item() < self.text_drop_prob
+        condition = choose_condition(key.index, self.members_of[key.index], self.shuffle_probability(key.micro_step),
+                                     generator)
+        return {"drop_face": drop_face, "drop_text": drop_text, "condition_index": condition}
+
+    def __getitem__(self, key) -> dict:
+        key = SampleKey(*key) if isinstance(key, tuple) else SampleKey(int(key), 0, 0, 0)
+        sample, choice = self.samples[key.index], self.decide(key)
+        image = self._read(sample["image"], "RGB")
+        mask = self._read(sample["mask"], "L")
+        condition = self._read(self.samples[choice["condition_index"]]["condition"], "RGB", resize=False)
+        if condition.shape[:2] != (112, 112):
+            raise DatasetError(f"condition image is {condition.shape[1]}x{condition.shape[0]}, expected 112x112",
+                               path=self.samples[choice["condition_index"]]["condition"])
+        return {
+            "pixel_values": _to_unit_range(image),                                   # [3, R, R] in [-1, 1]
+            "face_mask": torch.from_numpy(mask.astype(np.float32) / 255.0)[None],     # [1, R, R], 1 = face
+            "condition": _to_unit_range(condition),                                   # [3, 112, 112] in [-1, 1]
+            "caption": "" if choice["drop_text"] else sample["caption"],
+            "drop_face": choice["drop_face"],
+            "sample_index": key.index,
+            "condition_index": choice["condition_index"],
+        }
+
+    def _read(self, path: str, mode: str, resize: bool = True) -> np.ndarray:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode)
+                if resize and self.resolution and img.size != (self.resolution, self.resolution):
+                    img = img.resize((self.resolution, self.resolution), Image.BICUBIC if mode == "RGB" else Image.BOX)
+                return np.asarray(img)
+        except OSError as err:
+            raise DatasetError(f"cannot read a training file: {err}", path=path,
+                               hint="the prepared set is damaged; run `facefact prepare` again") from None
+
+    @property
+    def image_size(self) -> int:
+        if self.resolution:
+            return self.resolution
+        with Image.open(self.samples[0]["image"]) as img:
+            return img.size[0]
+
+
+def _to_unit_range(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+class MicroBatchSampler(torch.utils.data.Sampler):
+    """Yields the SampleKeys of micro-steps [start, stop) for one process: the data position is just
+    the micro-step number, so resuming at step k reads exactly what the full run read from step k."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, stop: int,
+                 world_size: int = 1, rank: int = 0):
+        if num_samples < 1:
+            raise ConfigError("the training set is empty")
+        self.args = (batch_size, num_samples, seed, world_size, rank)
+        self.start, self.stop, self.rank = start, stop, rank
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self):
+        for micro_step in range(self.start, self.stop):
+            indices = micro_batch_indices(micro_step, *self.args)
+            yield [SampleKey(i, micro_step, self.rank, slot) for slot, i in enumerate(indices)]

@@ -1,0 +1,97 @@
+"""The prepared training set on disk: what `facefact prepare` writes and `facefact train` reads.
+
+    OUT/
+      dataset.json     format, version and the settings it was prepared with, counts
+      index.jsonl      one accepted sample per line (see `SampleRecord`)
+      rejected.jsonl   one rejected photo per line: source, identity, reason, message
+      samples/ab/<id>.image.jpg   square crop, 1.5x the face box, resized to --size (the target)
+      samples/ab/<id>.cond.png    head-masked aligned 112x112 face on black (the encoder input)
+      samples/ab/<id>.mask.png    face mask aligned with the crop, 0/255 (FAIR's M)
+      samples/ab/<id>.txt         the caption
+      samples/ab/<id>.json        the sample's record; written last, so it marks a finished sample
+
+A JSONL index plus plain files streams well (read the index, open files lazily, shard by line) and
+needs no tool to inspect. Every file is written to a temporary name and renamed, so an interrupted
+run never leaves a half-written sample behind; re-running skips samples whose record exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from facefact.errors import DatasetError
+
+FORMAT = "facefact.fact-training-set"
+FORMAT_VERSION = 1
+INDEX_NAME = "index.jsonl"
+REJECTED_NAME = "rejected.jsonl"
+INFO_NAME = "dataset.json"
+
+
+def sample_id(identity: str, source: str) -> str:
+    """Stable id of one (identity, photo) pair: the same photo always maps to the same files."""
+    return hashlib.sha1(f"{identity}\0{source}".encode()).hexdigest()[:16]
+
+
+def sample_stem(root: Path, sid: str) -> Path:
+    """Files of a sample share this stem; two-character fan-out keeps directories small."""
+    return Path(root) / "samples" / sid[:2] / sid
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def atomic_write_jsonl(path: str | Path, rows) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"line {number} is not valid JSON ({err.msg})", path=path,
+                                   hint="the index is damaged; run `facefact prepare` again to rebuild it") from None
+    return rows
+
+
+def load_index(root: str | Path) -> list[dict]:
+    """Accepted samples of a prepared set, with file paths made absolute; clear errors otherwise."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"training set not found: {root}", path=root,
+                           hint="run `facefact prepare PHOTOS --out DIR` first and pass DIR")
+    index = root / INDEX_NAME
+    if not index.is_file():
+        raise DatasetError(f"{root} has no {INDEX_NAME}; it is not a prepared training set", path=root,
+                           hint="run `facefact prepare PHOTOS --out DIR` (an interrupted run writes the index "
+                                "when it finishes; run it again to complete it)")
+    samples = read_jsonl(index)
+    if not samples:
+        raise DatasetError(f"the training set {root} is empty: no photo passed preparation", path=root,
+                           hint=f"see {root / REJECTED_NAME} for why each photo was rejected")
+    for sample in samples:
+        for key in ("image", "condition", "mask"):
+            sample[key] = str(root / sample[key])
+    return samples

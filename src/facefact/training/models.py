@@ -1,0 +1,138 @@
+"""The models of a training run: frozen base (UNet, VAE, text encoder), frozen face encoder, and
+the trainable FaceAdapter, plus the one module DDP wraps (`AdapterTrainingModule`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+from facefact.model import FaceAdapter, ResamplerConfig, TransFaceEncoder, cross_attention_blocks
+
+SD15_CROSS_ATTENTION_BLOCKS = 16
+
+
+@dataclass
+class BaseModel:
+    unet: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: object
+    noise_scheduler: object   # DDPM-style: add_noise, num_train_timesteps, prediction_type
+    scheduler_config: dict    # the folder's own (inference) scheduler, for validation images
+
+
+def load_base_model(spec: str) -> BaseModel:
+    """'tiny' (random weights, built in-process) or a diffusers SD1.5-family folder."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if spec == "tiny":
+        from facefact.pipelines.tiny import tiny_sd_pipeline
+
+        pipe = tiny_sd_pipeline()
+        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        scheduler_config = dict(pipe.scheduler.config)
+    else:
+        root = Path(spec)
+        missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (root / sub).is_dir()]
+        if missing:
+            raise ModelNotFoundError(f"{root} is not a diffusers model folder (missing {missing})", path=root,
+                                     hint="pass a Stable Diffusion 1.5-family folder as saved by diffusers' "
+                                          "save_pretrained (unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
+        try:
+            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
+            vae = AutoencoderKL.from_pretrained(root, subfolder="vae")
+            text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder")
+            tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot load the base model from {root}: {err}", path=root) from None
+        scheduler_config = dict(DDPMScheduler.load_config(root, subfolder="scheduler"))
+    check_sd15_layout(unet, spec)
+    noise_scheduler = DDPMScheduler.from_config(scheduler_config)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).eval()
+    return BaseModel(unet, vae, text_encoder, tokenizer, noise_scheduler, scheduler_config)
+
+
+def check_sd15_layout(unet: nn.Module, source: str) -> None:
+    blocks = cross_attention_blocks(unet)
+    if len(blocks) != SD15_CROSS_ATTENTION_BLOCKS or "mid_block.attentions.0.transformer_blocks.0" not in blocks:
+        raise ConfigError(
+            f"the base model's UNet has {len(blocks)} cross-attention blocks; FACT needs the Stable Diffusion 1.5 "
+            f"layout with {SD15_CROSS_ATTENTION_BLOCKS}", path=source,
+            hint="use an SD1.5-family base model (SD2/SDXL and other layouts are not supported)")
+
+
+def load_encoder(spec: str) -> TransFaceEncoder:
+    if spec == "tiny":
+        from facefact.model.tiny import tiny_encoder
+
+        return tiny_encoder()
+    return TransFaceEncoder.from_checkpoint(spec)
+
+
+def build_adapter(unet: nn.Module, encoder: TransFaceEncoder, init_adapter: str | None, tiny: bool) -> FaceAdapter:
+    """A fresh adapter (identity at init: alpha = 0), or one loaded to continue training."""
+    if init_adapter:
+        return FaceAdapter.from_checkpoint(init_adapter)
+    cross_dim = unet.config.cross_attention_dim
+    if tiny:
+        from facefact.model.tiny import tiny_resampler_config
+
+        config = tiny_resampler_config(cross_dim)
+    else:
+        config = ResamplerConfig(output_dim=cross_dim)
+    if config.embedding_dim != encoder.config.embed_dim:
+        config = ResamplerConfig(**{**config.to_dict(), "embedding_dim": encoder.config.embed_dim})
+    return FaceAdapter.for_unet(unet, config)
+
+
+def trainable_parameters(adapter: FaceAdapter) -> list[tuple[str, nn.Parameter]]:
+    """Resampler + block adapters, but not the block norms the processors borrow while attached
+    (`ln`, unless the checkpoint owns it): those belong to the frozen UNet."""
+    out = [(f"resampler.{n}", p) for n, p in adapter.resampler.named_parameters()]
+    for path, proc in zip(adapter.block_paths, adapter.all_processors()):
+        out += [(f"{path}.{n}", p) for n, p in proc.named_parameters() if proc.owns_ln or not n.startswith("ln.")]
+    return out
+
+
+def copy_adapter_weights(source: FaceAdapter, target: FaceAdapter) -> None:
+    """Load `source`'s trained weights into `target` (which may be attached), exactly."""
+    target.resampler.load_state_dict(source.resampler.state_dict())
+    for path in target.block_paths:
+        state = {k: v for k, v in source.processor(path).state_dict().items() if not k.startswith("ln.")}
+        missing, unexpected = target.processor(path).load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("ln.") for k in missing):
+            raise CheckpointError(f"adapter weights for {path} do not match: missing {missing}, unexpected {unexpected}")
+
+
+@torch.no_grad()
+def encode_conditions(encoder: TransFaceEncoder, condition: torch.Tensor, drop_face: torch.Tensor) -> torch.Tensor:
+    """Encoder tokens [B, 144, D] of the condition photos; a dropped face gets all-zero tokens, which
+    the resampler turns into exactly the null face tokens used for guidance at inference."""
+    tokens = encoder(condition.float())
+    tokens[drop_face.to(tokens.device)] = 0.0
+    return tokens
+
+
+class AdapterTrainingModule(nn.Module):
+    """Encoder tokens -> resampler -> UNet (with the adapter attached) -> noise prediction.
+
+    This is the module accelerate/DDP wraps: calling it is what lets DDP synchronise the adapter's
+    gradients. The frozen UNet is held outside the module tree on purpose, so DDP neither broadcasts
+    nor tracks its ~860M parameters."""
+
+    def __init__(self, adapter: FaceAdapter, unet: nn.Module):
+        super().__init__()
+        self.adapter = adapter
+        self._unet = [unet]
+
+    def forward(self, noisy_latents, timesteps, text_embeds, encoder_tokens, measure_fair: bool = False):
+        face_tokens = self.adapter.resampler(encoder_tokens.to(self.adapter.resampler.latents.dtype))  # [B, 16, C]
+        hidden = torch.cat([text_embeds, face_tokens.to(text_embeds.dtype)], dim=1)
+        prediction = self._unet[0](noisy_latents, timesteps, encoder_hidden_states=hidden).sample
+        fair = self.adapter.fair_loss() if measure_fair else prediction.new_zeros(())
+        return prediction, fair

@@ -1,0 +1,264 @@
+"""`facefact train`: FACT's decoupled training of the resampler + block adapters (spec section 7).
+
+One step, per micro-batch:
+    latents  = VAE(target crop) * scaling          (frozen)
+    tokens   = TransFace(condition photo)           (frozen; zeroed where the face is dropped)
+    faces    = resampler(tokens)                    (trained)
+    pred     = UNet(noisy latents, t, cat[text, faces])   with the adapters attached (trained)
+    loss     = MSE(pred, noise) + fair_weight * FAIR      (FAIR recorded in the same forward pass)
+
+accelerate runs it: the same command trains on a CPU, one GPU, DDP or several nodes
+(`accelerate launch -m facefact.cli.main train ...`), with mixed precision and accumulation.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from facefact.errors import ConfigError
+from facefact.model.checkpoints import save_adapter
+from facefact.training import checkpointing
+from facefact.training.config import TrainConfig
+from facefact.training.data import FaceTrainingSet, MicroBatchSampler
+from facefact.training.models import (AdapterTrainingModule, build_adapter, copy_adapter_weights, encode_conditions,
+                                      load_base_model,
+                                      load_encoder, trainable_parameters)
+from facefact.training.schedule import generator_for
+from facefact.training.validation import encode_prompts, save_validation_grid
+
+LOG_COLUMNS = ["step", "loss", "mse", "fair", "lr", "shuffle_prob", "samples_per_s", "elapsed_s"]
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_path: Path | None          # final adapter (None when stopped early by stop_after_steps)
+    last_checkpoint: Path | None
+    step: int
+    history: list[dict] = field(default_factory=list)  # one row per optimizer step of this run
+
+
+def make_optimizer(params, config: TrainConfig):
+    kwargs = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                  weight_decay=config.weight_decay)
+    if config.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError("optimizer adamw8bit needs bitsandbytes, which is not installed",
+                              hint="pip install bitsandbytes (CUDA only), or use optimizer: adamw") from None
+        return bnb.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def out_of_memory_error(config: TrainConfig, step: int) -> ConfigError:
+    return ConfigError(
+        f"out of memory at step {step} (batch_size={config.batch_size}, resolution={config.resolution or 'data set'}, "
+        f"mixed_precision={config.mixed_precision}, gradient_checkpointing={config.gradient_checkpointing})",
+        hint="lower batch_size (raise gradient_accumulation_steps to keep the effective batch), turn on "
+             "gradient_checkpointing, use mixed_precision bf16/fp16, optimizer adamw8bit, or a lower resolution")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    config.check()
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.mixed_precision]
+    torch.manual_seed(config.seed)  # model construction only; training draws come from schedule.generator_for
+    output_dir = Path(config.output_dir)
+
+    dataset = FaceTrainingSet(config.data, resolution=config.resolution, seed=config.seed,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
+                              shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
+                              shuffle_ramp_steps=config.shuffle_ramp_steps)
+    base = load_base_model(config.base_model)
+    encoder = load_encoder(config.encoder).to(device)  # float32, as the reference runs it
+    adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model == "tiny")
+    for module in (base.unet, base.vae, base.text_encoder):
+        module.to(device, dtype=weight_dtype)
+    if config.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+
+    adapter.attach(base.unet)  # casts the adapter to the UNet's dtype; trained weights go back to fp32
+    adapter.set_scale(1.0)
+    adapter.set_num_face_tokens(adapter.tokens_per_photo)
+    adapter.requires_grad_(False)
+    params = [p for _, p in trainable_parameters(adapter)]
+    for p in params:
+        p.data = p.data.float()
+        p.requires_grad_(True)
+
+    optimizer = make_optimizer(params, config)
+    from diffusers.optimization import get_scheduler
+
+    lr_scheduler = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=config.lr_warmup_steps,
+                                 num_training_steps=config.max_steps)
+    # The scheduler is stepped by hand once per optimizer step; accelerate's wrapper would step it
+    # once per process.
+    module, optimizer = accelerator.prepare(AdapterTrainingModule(adapter, base.unet), optimizer)
+
+    start_step = 0
+    resume_from = checkpointing.resolve_resume(config.resume, output_dir)
+    if resume_from is not None:
+        saved_adapter, state = checkpointing.load_checkpoint(resume_from)
+        copy_adapter_weights(saved_adapter, adapter)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if accelerator.scaler is not None and state["scaler"]:
+            accelerator.scaler.load_state_dict(state["scaler"])
+        checkpointing.set_rng_state(state["rng"])
+        start_step = int(state["step"])
+
+    stop_step = config.max_steps
+    if config.stop_after_steps is not None:
+        stop_step = min(stop_step, start_step + config.stop_after_steps)
+    accumulation = config.gradient_accumulation_steps
+    sampler = MicroBatchSampler(len(dataset), config.batch_size, config.seed, start_step * accumulation,
+                                stop_step * accumulation, world_size=world, rank=rank)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
+    measure_fair = config.fair_weight > 0
+    prediction_type = base.noise_scheduler.config.prediction_type
+    log = TrainLog(output_dir, config, start_step) if accelerator.is_main_process else None
+
+    def loss_and_backward(batch: dict, micro_step: int) -> tuple[float, float]:
+        """Forward and backward of one micro-batch; backward stays inside the FAIR context because
+        gradient checkpointing re-runs the forward (and FAIR's ops) during backward."""
+        generator = generator_for(config.seed, 2, micro_step, rank)
+        with torch.no_grad():
+            pixels = batch["pixel_values"].to(device, weight_dtype)
+            latents = base.vae.encode(pixels).latent_dist.sample(generator=generator).float()
+            latents = latents * base.vae.config.scaling_factor
+            text = encode_prompts(base, list(batch["caption"]), device)
+            tokens = encode_conditions(encoder, batch["condition"].to(device), batch["drop_face"])
+            face_mask = F.interpolate(batch["face_mask"].to(device), size=latents.shape[-2:], mode="area")
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, base.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                  generator=generator).to(device)
+        noisy = base.noise_scheduler.add_noise(latents, noise, timesteps)
+        target = noise if prediction_type == "epsilon" else base.noise_scheduler.get_velocity(latents, noise, timesteps)
+        fair_context = adapter.fair_regularizer(face_mask) if measure_fair else contextlib.nullcontext()
+        with fair_context:
+            prediction, fair = module(noisy.to(weight_dtype), timesteps, text, tokens, measure_fair=measure_fair)
+            mse = F.mse_loss(prediction.float(), target.float())
+            accelerator.backward(mse + config.fair_weight * fair)
+        return mse.item(), fair.item()
+
+    step, started = start_step, time.time()
+    bar = tqdm(total=config.max_steps, initial=start_step, desc="train", unit="step",
+               disable=not (config.progress and accelerator.is_main_process))
+    window = []
+    history = []
+    module.train()
+    for micro_step, batch in enumerate(loader, start=start_step * accumulation):
+        try:
+            with accelerator.accumulate(module):
+                window.append(loss_and_backward(batch, micro_step))
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        except torch.OutOfMemoryError:
+            raise out_of_memory_error(config, step) from None
+        except RuntimeError as err:  # CPU allocators report OOM as a plain RuntimeError
+            if "can't allocate memory" in str(err) or "out of memory" in str(err).lower():
+                raise out_of_memory_error(config, step) from None
+            raise
+        if not accelerator.sync_gradients:
+            continue
+        lr_scheduler.step()
+        step += 1
+        mse = sum(m for m, _ in window) / len(window)
+        fair = sum(f for _, f in window) / len(window)
+        window = []
+        row = {"step": step, "loss": mse + config.fair_weight * fair, "mse": mse, "fair": fair,
+               "lr": lr_scheduler.get_last_lr()[0], "shuffle_prob": dataset.shuffle_probability(micro_step),
+               "samples_per_s": (step - start_step) * config.batch_size * accumulation * world / (time.time() - started),
+               "elapsed_s": time.time() - started}
+        history.append(row)
+        bar.update()
+        bar.set_postfix(loss=f"{row['loss']:.4f}", fair=f"{fair:.3f}")
+        if log is not None:
+            log.write(row, every=config.log_every)
+        if config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:
+            save_validation_grid(output_dir / "validation" / f"step-{step:08d}.png", base, adapter, encoder, dataset,
+                                 list(config.validation_prompts), samples=config.validation_samples,
+                                 size=dataset.image_size, steps=config.validation_steps,
+                                 guidance=config.validation_guidance, seed=config.seed, device=device,
+                                 dtype=weight_dtype)
+        if step % config.checkpoint_every == 0 or step == stop_step:
+            _save(accelerator, config, step, adapter, optimizer, lr_scheduler)
+    bar.close()
+    if log is not None:
+        log.close()
+
+    last = checkpointing.list_checkpoints(output_dir)
+    adapter_path = None
+    if step >= config.max_steps:
+        adapter_path = output_dir / "adapter.safetensors"
+        if accelerator.is_main_process:
+            save_adapter(adapter, adapter_path, extra_metadata={"training_step": step})
+    accelerator.wait_for_everyone()
+    adapter.detach()
+    accelerator.end_training()
+    return TrainResult(output_dir, adapter_path, last[-1] if last else None, step, history)
+
+
+def _save(accelerator, config: TrainConfig, step, adapter, optimizer, lr_scheduler):
+    path = None
+    if accelerator.is_main_process:
+        path = checkpointing.save_checkpoint(config.output_dir, step, adapter, optimizer, lr_scheduler,
+                                             accelerator.scaler, config.to_dict(), config.keep_checkpoints,
+                                             metadata={"base_model": config.base_model})
+    accelerator.wait_for_everyone()
+    return path
+
+
+class TrainLog:
+    """log.csv always (rows after the resume step are dropped: they belong to the killed run);
+    TensorBoard when asked."""
+
+    def __init__(self, output_dir: Path, config: TrainConfig, start_step: int):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.path = output_dir / "log.csv"
+        kept = []
+        if start_step and self.path.is_file():
+            with open(self.path, newline="") as handle:
+                kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
+        self.handle = open(self.path, "w", newline="")
+        self.writer = csv.DictWriter(self.handle, fieldnames=LOG_COLUMNS)
+        self.writer.writeheader()
+        self.writer.writerows(kept)
+        self.tensorboard = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("tensorboard logging is on but the tensorboard package is not installed",
+                                  hint="pip install tensorboard, or set tensorboard: false (log.csv is always written)") from None
+            self.tensorboard = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def write(self, row: dict, every: int) -> None:
+        self.writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else v)
+                              for k, v in row.items()})
+        if row["step"] % max(every, 1) == 0:
+            self.handle.flush()
+        if self.tensorboard is not None:
+            for key in ("loss", "mse", "fair", "lr", "shuffle_prob"):
+                self.tensorboard.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
