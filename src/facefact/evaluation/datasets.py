@@ -1,0 +1,142 @@
+"""What an evaluation runs on: identities (reference photos per person) and prompts.
+
+Identities folder layouts (both accepted, so users can point at whatever they have):
+
+* ``DIR/<identity>/*.jpg`` - one sub-folder per person, one or more reference photos each;
+* ``DIR/*.jpg`` - a flat folder; each photo is its own identity, named after the file.
+
+Prompts: ``"default"`` (the set shipped in ``facefact/data/prompts/default.yaml``), a ``.txt``
+file (one prompt a line, ``#`` comments), or a ``.yaml`` file in the same format as the default.
+Prompts use ``{subject}`` for the person ("a man", "a woman", "a person"); it is filled per identity
+when the identity folder has a ``subject.txt``, else with ``DEFAULT_SUBJECT``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from facefact.errors import DatasetError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+DEFAULT_SUBJECT = "a person"
+
+
+@dataclass
+class Identity:
+    name: str
+    references: list[Path]
+    subject: str = DEFAULT_SUBJECT
+
+    def content_hash(self) -> str:
+        """Hash of the reference files' bytes: a cached image is reused only for the same photos."""
+        digest = hashlib.sha256()
+        for path in self.references:
+            digest.update(path.read_bytes())
+        return digest.hexdigest()[:16]
+
+
+@dataclass
+class Prompt:
+    text: str                       # may contain {subject}
+    category: str = "custom"
+    id: str = ""                    # short stable name used in file names and reports
+
+    def for_subject(self, subject: str) -> str:
+        return self.text.replace("{subject}", subject)
+
+
+@dataclass
+class PromptSet:
+    name: str
+    prompts: list[Prompt]
+    negative_prompt: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def load_identities(directory: str | Path) -> list[Identity]:
+    """Identities found in ``directory`` (sorted by name, so runs are deterministic)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise DatasetError("identities folder not found", path=root,
+                           hint="pass a folder with one sub-folder of reference photos per person, "
+                                "or a folder of photos (one person each)")
+    identities = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        photos = _images_in(sub)
+        if photos:
+            subject_file = sub / "subject.txt"
+            subject = subject_file.read_text().strip() if subject_file.is_file() else DEFAULT_SUBJECT
+            identities.append(Identity(sub.name, photos, subject or DEFAULT_SUBJECT))
+    # Loose photos at the top level are identities of their own (the flat layout, or a mix).
+    taken = {i.name for i in identities}
+    for photo in _images_in(root):
+        name = photo.stem if photo.stem not in taken else f"{photo.stem}{photo.suffix.replace('.', '_')}"
+        identities.append(Identity(name, [photo]))
+    if not identities:
+        raise DatasetError("no reference photos found", path=root,
+                           hint=f"put photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in DIR/<person>/ "
+                                "or directly in DIR")
+    return identities
+
+
+def _prompt_id(index: int, category: str) -> str:
+    return f"p{index:02d}-{category}"[:24]
+
+
+def _from_records(records, name: str, path) -> PromptSet:
+    if isinstance(records, dict):
+        negative = records.get("negative_prompt")
+        items = records.get("prompts", [])
+    else:
+        negative, items = None, records
+    prompts = []
+    for item in items or []:
+        if isinstance(item, str):
+            text, category = item, "custom"
+        elif isinstance(item, dict) and "prompt" in item:
+            text, category = str(item["prompt"]), str(item.get("category", "custom"))
+        else:
+            raise DatasetError(f"cannot read prompt entry {item!r}", path=path,
+                               hint="each entry is a string or a mapping with 'prompt' (and 'category')")
+        prompts.append(Prompt(text.strip(), category, _prompt_id(len(prompts), category)))
+    if not prompts:
+        raise DatasetError("the prompt file has no prompts", path=path,
+                           hint="one prompt per line (.txt), or a 'prompts:' list (.yaml)")
+    return PromptSet(name, prompts, negative)
+
+
+def default_prompts_path() -> Path:
+    return Path(str(resources.files("facefact").joinpath("data/prompts/default.yaml")))
+
+
+def load_prompts(source: str | Path = "default", *, limit: int | None = None) -> PromptSet:
+    """The prompt set named by ``source`` ("default" or a .txt/.yaml file); ``limit`` keeps the first N."""
+    import yaml
+
+    if str(source) == "default":
+        path, name = default_prompts_path(), "default"
+    else:
+        path = Path(source)
+        name = path.stem
+    if not path.is_file():
+        raise DatasetError("prompt file not found", path=path,
+                           hint="use --prompts default, or a .txt file with one prompt per line")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in {".yaml", ".yml"}:
+        try:
+            records = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise DatasetError(f"invalid YAML ({err})", path=path, hint="check indentation and quoting") from None
+    else:
+        records = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    prompt_set = _from_records(records, name, path)
+    if limit is not None:
+        prompt_set.prompts = prompt_set.prompts[:limit]
+    return prompt_set

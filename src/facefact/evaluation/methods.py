@@ -1,0 +1,207 @@
+"""Generation methods an evaluation compares, behind one small protocol and a registry.
+
+A method turns (prompt, reference photos, seed, size) into one image. Built in:
+
+* ``fact:S`` - FaceFactPipeline at adapter scale S (``fact`` alone = 0.5, the released apps' value);
+* ``base`` - the same base model with no face (plain text-to-image): the control that FACT's
+  decoupling is measured against (adapter scale 0 is the base model bit for bit);
+* ``ipadapter-faceid:PATH[@SCALE]`` - diffusers' IP-Adapter-FaceID, only when its weights exist at
+  PATH and an ArcFace ONNX file is given for its embeddings (otherwise reported as skipped).
+
+Add your own with :func:`register_method`, or pass objects with the :class:`Method` shape to
+``evaluate(methods=[...])``.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, runtime_checkable
+
+from PIL import Image
+
+from facefact.errors import ConfigError, FacefactError
+
+DEFAULT_FACT_SCALE = 0.5
+
+
+class MethodUnavailable(FacefactError):
+    """A method that is valid but cannot run here (its weights or packages are missing): skipped."""
+
+
+@runtime_checkable
+class Method(Protocol):
+    name: str                 # shown in reports and used (slugged) in file names, e.g. "fact:0.5"
+    uses_references: bool     # False: the image does not depend on the identity (cached once per prompt/seed)
+    control: str | None       # name of the method whose image is this one's "no face" control, for decoupling
+
+    def settings(self) -> dict: ...          # everything that changes the pixels (cache key)
+
+    def generate(self, prompt: str, references: list[Path], seed: int, size: int | None) -> Image.Image: ...
+
+
+@dataclass
+class GenerationSettings:
+    """Settings shared by every method of a run (part of each image's cache key)."""
+
+    model: str = "tiny"                      # "tiny" or a diffusers SD1.5 folder / hub id
+    adapter: str | None = None
+    encoder: str | None = None
+    steps: int = 30
+    size: int | None = None                  # None: the pipeline's default (512, 128 for tiny)
+    guidance_scale: float = 5.0
+    scheduler: str = "pndm"
+    negative_prompt: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    arcface_onnx: str | None = None          # for ipadapter-faceid's embeddings
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MethodContext:
+    """Heavy objects shared by the methods of one run, built on first use."""
+
+    settings: GenerationSettings
+    _fact_pipeline: object = field(default=None, repr=False)
+
+    def fact_pipeline(self):
+        if self._fact_pipeline is None:
+            from facefact.pipelines import FaceFactPipeline
+
+            s = self.settings
+            if s.model == "tiny":
+                self._fact_pipeline = FaceFactPipeline.tiny()
+            else:
+                self._fact_pipeline = FaceFactPipeline.from_pretrained(
+                    s.model, adapter=s.adapter, encoder=s.encoder, device=s.device, dtype=s.dtype)
+        return self._fact_pipeline
+
+
+class FactMethod:
+    """FaceFactPipeline at one adapter scale; with ``use_face=False`` the bare base model."""
+
+    def __init__(self, context: MethodContext, scale: float, *, use_face: bool = True, name: str | None = None):
+        self.context, self.scale, self.use_face = context, float(scale), use_face
+        self.name = name or f"fact:{self.scale:g}"
+        self.uses_references = use_face
+        self.control = "base" if use_face else None
+
+    def settings(self) -> dict:
+        return {"method": "fact", "scale": self.scale, "use_face": self.use_face, **self.context.settings.as_dict()}
+
+    def generate(self, prompt, references, seed, size):
+        s = self.context.settings
+        pipe = self.context.fact_pipeline()
+        size = size or s.size or pipe.default_size
+        out = pipe(prompt, face_images=[str(p) for p in references] if self.use_face else None,
+                   negative_prompt=s.negative_prompt, adapter_scale=self.scale if self.use_face else 0.0,
+                   num_images_per_prompt=1, seed=seed, num_inference_steps=s.steps,
+                   guidance_scale=s.guidance_scale, height=size, width=size, scheduler=s.scheduler)
+        return out.images[0]
+
+
+class IPAdapterFaceIDMethod:
+    """diffusers' IP-Adapter-FaceID (SD1.5) on the same base model, conditioned on ArcFace embeddings."""
+
+    def __init__(self, context: MethodContext, weights: Path, scale: float = 1.0):
+        self.context, self.weights, self.scale = context, weights, scale
+        self.name = f"ipadapter-faceid:{scale:g}"
+        self.uses_references, self.control = True, None
+        self._pipe = self._faces = None
+        if not weights.is_file():
+            raise MethodUnavailable(f"skipped {self.name}: weights not found at {weights}",
+                                    hint="download ip-adapter-faceid_sd15.bin yourself and pass its path")
+        if context.settings.model == "tiny":
+            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not --model tiny")
+        if importlib.util.find_spec("insightface") is None or not context.settings.arcface_onnx:
+            raise MethodUnavailable(f"skipped {self.name}: its identity embeddings need insightface and "
+                                    "an ArcFace ONNX file (--arcface PATH)",
+                                    hint="pip install 'facefact[insightface]'")
+
+    def settings(self) -> dict:
+        return {"method": "ipadapter-faceid", "weights": str(self.weights), "scale": self.scale,
+                **self.context.settings.as_dict()}
+
+    def generate(self, prompt, references, seed, size):  # pragma: no cover - needs real weights
+        import numpy as np
+        import torch
+        from diffusers import StableDiffusionPipeline
+
+        from facefact.faces import FaceAnalysis
+
+        s = self.context.settings
+        if self._pipe is None:
+            self._pipe = StableDiffusionPipeline.from_pretrained(s.model, safety_checker=None)
+            self._pipe.load_ip_adapter(str(self.weights.parent), subfolder="", weight_name=self.weights.name,
+                                       image_encoder_folder=None)
+            self._pipe.set_ip_adapter_scale(self.scale)
+            if s.device:
+                self._pipe.to(s.device)
+            self._faces = FaceAnalysis(embedder="insightface", embedder_options={"model_path": s.arcface_onnx})
+        embeds = [self._faces.embed(p, self._faces.get_one(p)) for p in references]
+        ident = torch.from_numpy(np.mean(embeds, axis=0)).reshape(1, 1, -1)
+        id_embeds = torch.cat([torch.zeros_like(ident), ident]).to(self._pipe.device, self._pipe.unet.dtype)
+        size = size or s.size or 512
+        generator = torch.Generator("cpu").manual_seed(seed)
+        return self._pipe(prompt, negative_prompt=s.negative_prompt, ip_adapter_image_embeds=[id_embeds],
+                          num_inference_steps=s.steps, guidance_scale=s.guidance_scale, height=size, width=size,
+                          generator=generator).images[0]
+
+
+def _parse_scale(text: str, spec: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"bad method '{spec}': '{text}' is not a number",
+                          hint="write the adapter scale as a number, e.g. --method fact:0.5") from None
+    if not 0.0 <= value <= 3.0:
+        raise ConfigError(f"bad method '{spec}': scale {value} is outside [0, 3]",
+                          hint="FACT's released apps use 0.5; 0 is the base model")
+    return value
+
+
+def _make_fact(arg, context):
+    scale = DEFAULT_FACT_SCALE if arg in (None, "") else _parse_scale(arg, f"fact:{arg}")
+    return FactMethod(context, scale)
+
+
+def _make_base(arg, context):
+    if arg:
+        raise ConfigError(f"bad method 'base:{arg}': base takes no argument", hint="write --method base")
+    return FactMethod(context, 0.0, use_face=False, name="base")
+
+
+def _make_ipadapter_faceid(arg, context):
+    if not arg:
+        raise ConfigError("bad method 'ipadapter-faceid': the weights path is missing",
+                          hint="write --method ipadapter-faceid:PATH/ip-adapter-faceid_sd15.bin[@SCALE]")
+    path, _, scale = arg.rpartition("@") if "@" in arg else (arg, "", "")
+    return IPAdapterFaceIDMethod(context, Path(path).expanduser(),
+                                 _parse_scale(scale, arg) if scale else 1.0)
+
+
+MethodFactory = Callable[[str | None, MethodContext], Method]
+METHODS: dict[str, MethodFactory] = {"fact": _make_fact, "base": _make_base,
+                                     "ipadapter-faceid": _make_ipadapter_faceid}
+
+
+def register_method(name: str, factory: MethodFactory) -> None:
+    """Make ``--method NAME[:ARG]`` build ``factory(ARG or None, context)``."""
+    METHODS[name] = factory
+
+
+def parse_method(spec: str, context: MethodContext) -> Method:
+    """Build the method a ``--method`` value names; ConfigError if malformed, MethodUnavailable if it cannot run."""
+    kind, _, arg = spec.strip().partition(":")
+    if kind not in METHODS:
+        raise ConfigError(f"unknown method '{spec}'",
+                          hint=f"choose from: {', '.join(METHODS)} (e.g. --method fact:0.5 --method base)")
+    return METHODS[kind](arg or None, context)
+
+
+def method_slug(name: str) -> str:
+    """A file-system-safe name for a method ("fact:0.5" -> "fact@0.5")."""
+    return "".join(c if c.isalnum() or c in "-_.@" else "@" if c == ":" else "_" for c in name)

@@ -1,0 +1,225 @@
+"""A single self-contained HTML report of one or more evaluation runs.
+
+Self-contained means: CSS inline, every image a base64 JPEG thumbnail, every plot a base64 PNG -
+no links to fetch, so it can be mailed or opened offline and shows the same thing in ten years.
+With several runs it adds a side-by-side comparison of their per-method aggregates; image grids
+are drawn for the first run.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facefact.evaluation import plots
+from facefact.evaluation.results import EvalResults
+
+THUMB_SIDE = 112
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1600px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
+table{border-collapse:collapse;margin:8px 0;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.best{background:#dff3df;font-weight:bold}
+.grid td{text-align:center;vertical-align:top}.grid img{display:inline-block;margin:1px}
+.note{color:#555;font-size:13px}.skip{color:#a33}.plots img{margin:4px;border:1px solid #eee}
+small{color:#777}
+"""
+
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "&ndash;"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return _esc(value)
+
+
+def thumbnail_uri(path: Path | str, side: int = THUMB_SIDE) -> str | None:
+    """A base64 JPEG ``data:`` URI of the image shrunk to ``side`` px, or None if it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((side, side), Image.LANCZOS)
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+    except (OSError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(uri: str | None, title: str = "") -> str:
+    if uri is None:
+        return f'<span title="{_esc(title)}">[missing]</span>'
+    return f'<img src="{uri}" alt="{_esc(title)}" title="{_esc(title)}">'
+
+
+def _label(results: EvalResults, index: int) -> str:
+    if results.run_dir is not None:
+        return Path(results.run_dir).name or f"run{index + 1}"
+    return f"run{index + 1}"
+
+
+def _metric_columns(results_list: list[EvalResults]) -> list[str]:
+    keys = []
+    for res in results_list:
+        for agg in res.aggregate:
+            keys.extend(k for k in agg if k in res.metric_info)
+    return list(dict.fromkeys(keys))
+
+
+def _aggregate_table(rows: list[dict], columns: list[str], info: dict, lead: list[str]) -> str:
+    """Table with one row per (run,) method; the best value of each 'higher'/'lower' metric is highlighted."""
+    best = {}
+    for col in columns:
+        direction = info.get(col, ("", "info"))[1]
+        vals = [r.get(col) for r in rows if isinstance(r.get(col), (int, float)) and not math.isnan(r.get(col))]
+        if vals and direction in ("higher", "lower") and len(rows) > 1:
+            best[col] = max(vals) if direction == "higher" else min(vals)
+    head = "".join(f'<th class="l">{_esc(c)}</th>' for c in lead) + "".join(
+        f'<th title="{_esc(info.get(c, ("", ""))[0])}">{_esc(c)}'
+        f'{" &uarr;" if info.get(c, ("", ""))[1] == "higher" else " &darr;" if info.get(c, ("", ""))[1] == "lower" else ""}'
+        f"</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = "".join(f'<td class="l">{_esc(r.get(c, ""))}</td>' for c in lead)
+        for c in columns:
+            cls = ' class="best"' if c in best and r.get(c) == best[c] else ""
+            cells += f"<td{cls}>{_fmt(r.get(c))}</td>"
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _category_table(res: EvalResults, metric: str) -> str:
+    cats = list(dict.fromkeys(r["category"] for r in res.rows))
+    methods = list(dict.fromkeys(r["method"] for r in res.rows))
+    head = '<th class="l">category</th>' + "".join(f"<th>{_esc(m)}</th>" for m in methods)
+    body = []
+    for cat in cats:
+        cells = f'<td class="l">{_esc(cat)}</td>'
+        for m in methods:
+            vals = [r.get(metric) for r in res.rows if r["category"] == cat and r["method"] == m]
+            vals = [v for v in vals if isinstance(v, (int, float)) and not math.isnan(v)]
+            cells += f"<td>{_fmt(float(np.mean(vals)) if vals else math.nan)}</td>"
+        body.append(f"<tr>{cells}</tr>")
+    return f"<h3>{_esc(metric)} by prompt category</h3><table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _image_title(row: dict, embedders: list[str]) -> str:
+    parts = [f"{row['method']} seed {row['seed']}", f"face: {'yes' if row.get('detected') else 'no'}"]
+    for name in embedders:
+        parts.append(f"id_{name} {_fmt(row.get(f'id_sim_{name}'))}")
+    parts += [f"CLIP-T {_fmt(row.get('clip_t'), 1)}", f"drift out {_fmt(row.get('drift_outside_px'))}"]
+    return " | ".join(p.replace("&ndash;", "-") for p in parts)
+
+
+def _grids(res: EvalResults, max_seeds: int) -> str:
+    """Per identity: rows = prompts, columns = reference photo(s) + one per method, cells = seed thumbnails."""
+    base = Path(res.run_dir) if res.run_dir else Path(".")
+    methods = list(dict.fromkeys(r["method"] for r in res.rows))
+    embedders = res.config.get("embedders", [])
+    out = []
+    for ident in res.identities:
+        mine = [r for r in res.rows if r["identity"] == ident["name"]]
+        if not mine:
+            continue
+        refs = "".join(_img(thumbnail_uri(p), Path(p).name) for p in ident.get("references", [])[:3])
+        head = '<th class="l">prompt</th>' + "".join(f"<th>{_esc(m)}</th>" for m in methods)
+        body = []
+        for prompt_id in dict.fromkeys(r["prompt_id"] for r in mine):
+            prow = [r for r in mine if r["prompt_id"] == prompt_id]
+            cells = f'<td class="l"><small>{_esc(prompt_id)}</small><br>{_esc(prow[0]["prompt"])}</td>'
+            for m in methods:
+                shown = [r for r in prow if r["method"] == m][:max_seeds]
+                cells += "<td>" + "".join(_img(thumbnail_uri(base / r["image"]), _image_title(r, embedders))
+                                          for r in shown) + "</td>"
+            body.append(f"<tr>{cells}</tr>")
+        out.append(f"<h3>{_esc(ident['name'])}</h3><p>reference: {refs}</p>"
+                   f'<table class="grid"><tr>{head}</tr>{"".join(body)}</table>')
+    return "".join(out)
+
+
+def _plots(results_list: list[EvalResults], labels: list[str]) -> str:
+    first = results_list[0]
+    primary = (first.config.get("embedders") or ["sface"])[0]
+    uris = []
+    for metric in ["detection_rate", f"id_sim_{primary}", "clip_t", "drift_outside_px", "div_image_px",
+                   "div_identity", "time_s"]:
+        series = {label: {a["method"]: a.get(metric, math.nan) for a in res.aggregate}
+                  for label, res in zip(labels, results_list)}
+        uris.append(plots.bar_chart(metric, series))
+    def points(x_key, y_key):
+        pts = {}
+        for label, res in zip(labels, results_list):
+            for r in res.rows:
+                key = r["method"] if len(results_list) == 1 else f"{label}/{r['method']}"
+                pts.setdefault(key, []).append((r.get(x_key), r.get(y_key)))
+        return pts
+    uris.append(plots.scatter("identity vs prompt following", f"id_sim_{primary}", "CLIP-T",
+                              points(f"id_sim_{primary}", "clip_t")))
+    uris.append(plots.scatter("identity vs change outside the face", f"id_sim_{primary}", "drift_outside_px",
+                              points(f"id_sim_{primary}", "drift_outside_px")))
+    return '<div class="plots">' + "".join(f'<img src="{u}" alt="plot">' for u in uris if u) + "</div>"
+
+
+def render_report(results_list: list[EvalResults], *, title: str = "facefact evaluation",
+                  max_seeds_in_grid: int = 2, grids: bool = True) -> str:
+    labels = [_label(r, i) for i, r in enumerate(results_list)]
+    first = results_list[0]
+    columns = _metric_columns(results_list)
+    info = {k: v for res in results_list for k, v in res.metric_info.items()}
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{_esc(title)}</h1>"]
+    for label, res in zip(labels, results_list):
+        c = res.config
+        gen = c.get("generation", {})
+        parts.append(f"<p class='note'><b>{_esc(label)}</b>: model {_esc(gen.get('model'))}, "
+                     f"{len(res.identities)} identities, {c.get('num_prompts')} prompts ({_esc(c.get('prompt_set'))}), "
+                     f"seeds {_esc(c.get('seeds'))}, {gen.get('steps')} steps, size {_esc(gen.get('size') or 'default')}, "
+                     f"embedders {_esc(', '.join(c.get('embedders', [])))}, CLIP {_esc(c.get('clip') or 'none')}, "
+                     f"started {_esc(c.get('started'))}, {c.get('wall_s')} s</p>")
+        parts += [f"<p class='note skip'>{_esc(s['reason'])}</p>" for s in res.skipped]
+        parts += [f"<p class='note'>{_esc(n)}</p>" for n in res.notes]
+    parts.append("<h2>Per method</h2>")
+    parts.append(_aggregate_table(first.aggregate, columns, info, ["method"]))
+    if len(results_list) > 1:
+        parts.append("<h2>Comparison of runs</h2>")
+        rows = [{"run": label, **agg} for label, res in zip(labels, results_list) for agg in res.aggregate]
+        parts.append(_aggregate_table(rows, columns, info, ["run", "method"]))
+    parts.append("<h2>Plots</h2>" + _plots(results_list, labels))
+    primary = (first.config.get("embedders") or ["sface"])[0]
+    parts.append("<h2>By prompt category</h2>" + _category_table(first, f"id_sim_{primary}")
+                 + _category_table(first, "clip_t"))
+    legend = "".join(f"<tr><td class='l'>{_esc(k)}</td><td class='l'>{_esc(v[0])}</td><td class='l'>{_esc(v[1])}</td></tr>"
+                     for k, v in info.items())
+    parts.append(f"<h2>Metrics</h2><table><tr><th class='l'>metric</th><th class='l'>meaning</th>"
+                 f"<th class='l'>better</th></tr>{legend}</table>")
+    if grids:
+        parts.append(f"<h2>Images ({_esc(labels[0])})</h2><p class='note'>hover an image for its metrics</p>"
+                     + _grids(first, max_seeds_in_grid))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(results_list: list[EvalResults], path: str | Path, **kwargs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(results_list, **kwargs), encoding="utf-8")
+    return path
+
+
+def report_runs(run_dirs: list[str | Path], out: str | Path, **kwargs) -> Path:
+    """Report (and compare) finished runs: ``facefact evaluate report RUN_DIR... --out report.html``."""
+    return write_report([EvalResults.load(d) for d in run_dirs], out, **kwargs)

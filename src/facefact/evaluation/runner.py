@@ -1,0 +1,279 @@
+"""``evaluate()``: generate identity x prompt x seed x method, then measure every image.
+
+Two passes, so a crash or Ctrl-C in either loses nothing: first every image is generated (or found
+in the run folder - each file is keyed by a hash of everything that changes its pixels, so a re-run
+reuses what is done and regenerates only what changed), then every image is analysed. Analysis is
+cheap and always redone, so new metrics apply to old images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facefact import __version__
+from facefact.errors import ConfigError
+from facefact.evaluation import metrics
+from facefact.evaluation.datasets import Identity, Prompt, load_identities, load_prompts
+from facefact.evaluation.measure import generation_uses_cuda, measure
+from facefact.evaluation.methods import (GenerationSettings, Method, MethodContext, MethodUnavailable,
+                                         method_slug, parse_method)
+from facefact.evaluation.observe import ImageAnalyzer, Observation
+from facefact.evaluation.results import METRIC_INFO, EvalResults, aggregate, identity_metrics
+
+DEFAULT_METHODS = ("fact:0.5", "base")
+
+
+@dataclass
+class Job:
+    identity: Identity
+    prompt: Prompt
+    seed: int
+    method: Method
+    path: Path          # where the image is (or will be)
+
+    @property
+    def text(self) -> str:
+        return self.prompt.for_subject(self.identity.subject)
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    """A tqdm bar over ``iterable`` (or a manual one when it is None); the iterable itself when disabled."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+
+def build_methods(specs, context: MethodContext, *, add_controls: bool = True):
+    """(methods, skipped, notes). Controls that decoupling needs (e.g. ``base`` for ``fact:S``) are added."""
+    methods, skipped, notes = [], [], []
+    for spec in specs:
+        try:
+            method = parse_method(spec, context) if isinstance(spec, str) else spec
+        except MethodUnavailable as err:
+            skipped.append({"method": spec, "reason": str(err)})
+            continue
+        if any(m.name == method.name for m in methods):
+            raise ConfigError(f"method '{method.name}' is listed twice", hint="give each --method once")
+        methods.append(method)
+    names = {m.name for m in methods}
+    for control in dict.fromkeys(m.control for m in methods if m.control):
+        if control not in names and add_controls:
+            methods.append(parse_method(control, context))
+            names.add(control)
+            notes.append(f"added '{control}' as the no-face control that decoupling is measured against")
+    if not methods:
+        raise ConfigError("no method can run", hint="; ".join(s["reason"].splitlines()[0] for s in skipped)
+                          or "pass --method fact:0.5 (and --method base)")
+    return methods, skipped, notes
+
+
+def image_key(method: Method, identity: Identity, prompt_text: str, seed: int, size) -> str:
+    payload = {"settings": method.settings(), "prompt": prompt_text, "seed": seed, "size": size,
+               "references": identity.content_hash() if method.uses_references else None}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _plan(identities, prompts, seeds, methods, out: Path, size) -> list[Job]:
+    jobs = []
+    for identity in identities:
+        for prompt in prompts:
+            for seed in seeds:
+                for method in methods:
+                    text = prompt.for_subject(identity.subject)
+                    key = image_key(method, identity, text, seed, size)
+                    # Images that do not depend on the person are shared by all identities with the same prompt.
+                    owner = identity.name if method.uses_references else "_shared"
+                    path = out / "images" / method_slug(method.name) / owner / f"{prompt.id}-s{seed}-{key}.png"
+                    jobs.append(Job(identity, prompt, seed, method, path))
+    return jobs
+
+
+def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> dict[Path, dict]:
+    """Generate missing images; return the sidecar (time, memory, cached) of every image."""
+    info: dict[Path, dict] = {}
+    for job in _progress(jobs, len(jobs), "generating", progress):
+        if job.path in info:
+            continue
+        sidecar = job.path.with_suffix(".json")
+        if job.path.is_file() and sidecar.is_file():
+            info[job.path] = {**json.loads(sidecar.read_text()), "cached": True}
+            continue
+        image, m = measure(job.method.generate, job.text, job.identity.references, job.seed, size, cuda=cuda)
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+        image.convert("RGB").save(job.path)
+        record = {"time_s": m.seconds, "peak_mb": m.peak_mb, "mem_kind": m.mem_kind, "method": job.method.name,
+                  "prompt": job.text, "seed": job.seed}
+        sidecar.write_text(json.dumps(record))  # written last: an image without it is regenerated
+        info[job.path] = {**record, "cached": False}
+    return info
+
+
+def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: int = 2, first_seed: int = 0,
+             out: str | Path = "facefact-eval", model: str = "tiny", adapter: str | None = None,
+             encoder: str | None = None, steps: int = 30, size: int | None = None, guidance_scale: float = 5.0,
+             scheduler: str = "pndm", negative_prompt: str | None = None, device: str | None = None,
+             dtype: str | None = None, embedders=("sface",), clip=None, max_prompts: int | None = None,
+             arcface_onnx: str | None = None, add_controls: bool = True, keep_embeddings: bool = False,
+             report: bool = True, progress: bool = True) -> EvalResults:
+    """Run an evaluation; writes results.json/.csv, aggregate.csv and report.html under ``out``.
+
+    ``methods``: specs ("fact:0.5", "base", ...) or :class:`~facefact.evaluation.methods.Method` objects.
+    ``clip``: a CLIP folder / cached hub id, a :class:`ClipScorer`, or None (CLIP-T reported unavailable).
+    ``embedders``: evaluation identity models ("sface", "dlib", "arcface:PATH.onnx"); the first is primary.
+    ``keep_embeddings``: also save output embeddings to embeddings.npz (references are never saved).
+    """
+    started = time.time()
+    out = Path(out)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1 (got {seeds})", hint="use --seeds 4 for diversity metrics")
+    people = load_identities(identities)
+    prompt_set = load_prompts(prompts, limit=max_prompts)
+    settings = GenerationSettings(model=model, adapter=adapter, encoder=encoder, steps=steps, size=size,
+                                  guidance_scale=guidance_scale, scheduler=scheduler,
+                                  negative_prompt=negative_prompt if negative_prompt is not None
+                                  else prompt_set.negative_prompt, device=device, dtype=dtype,
+                                  arcface_onnx=arcface_onnx)
+    method_list, skipped, notes = build_methods(list(methods), MethodContext(settings), add_controls=add_controls)
+    for s in skipped:
+        warnings.warn(s["reason"], stacklevel=2)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    jobs = _plan(people, prompt_set.prompts, seed_list, method_list, out, size)
+    gen_info = _generate_all(jobs, size, generation_uses_cuda(device), progress)
+
+    analyzer = ImageAnalyzer(list(embedders))
+    scorer, clip_note = _clip_scorer(clip, device)
+    if clip_note:
+        notes.append(clip_note)
+    rows, groups, kept = _analyse(jobs, gen_info, analyzer, scorer, out, progress)
+    notes.extend(analyzer.notes)
+    if keep_embeddings:
+        np.savez(out / "embeddings.npz", **kept)
+
+    embedder_names = list(analyzer.embedders)
+    config = {"facefact_version": __version__, "identities_dir": str(identities), "prompts": str(prompts),
+              "prompt_set": prompt_set.name, "num_prompts": len(prompt_set.prompts), "seeds": seed_list,
+              "methods": [m.name for m in method_list], "method_settings": {m.name: m.settings() for m in method_list},
+              "generation": settings.as_dict(), "embedders": embedder_names, "thresholds": analyzer.thresholds(),
+              "clip": getattr(scorer, "name", None), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+              "wall_s": round(time.time() - started, 2)}
+    results = EvalResults(config=config, rows=rows, groups=groups,
+                          aggregate=aggregate(rows, groups, embedder_names, analyzer.thresholds()),
+                          identities=[{"name": p.name, "subject": p.subject, "references": [str(r) for r in p.references]}
+                                      for p in people],
+                          skipped=skipped, notes=notes,
+                          metric_info={**METRIC_INFO, **identity_metrics(embedder_names)})
+    results.save(out)
+    if report:
+        from facefact.evaluation.report import write_report
+
+        write_report([results], out / "report.html")
+    return results
+
+
+def _clip_scorer(clip, device):
+    if clip is None:
+        return None, ("CLIP-T unavailable: no CLIP model given (pass --clip PATH to a transformers CLIPModel "
+                      "folder, e.g. openai/clip-vit-large-patch14)")
+    if hasattr(clip, "score"):
+        return clip, None
+    from facefact.evaluation.clip_score import ClipScorer
+
+    return ClipScorer.load(clip, device=device), None
+
+
+def _analyse(jobs, gen_info, analyzer: ImageAnalyzer, scorer, out: Path, progress: bool):
+    """Per-image rows, per-group diversity rows and (optionally kept) output embeddings.
+
+    Works one identity x prompt block at a time (all its seeds and methods) and then drops the pixels,
+    so memory does not grow with the size of the run.
+    """
+    observations: dict[Path, Observation] = {}   # small; kept so shared (identity-free) images are analysed once
+    pixels: dict[Path, np.ndarray] = {}
+
+    def look(path: Path) -> Observation:
+        if path not in pixels:
+            pixels[path] = np.asarray(Image.open(path).convert("RGB"))
+        if path not in observations:
+            observations[path] = analyzer.observe(pixels[path])
+        return observations[path]
+
+    index = {(j.identity.name, j.prompt.id, j.seed, j.method.name): j for j in jobs}
+    blocks: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        blocks.setdefault((job.identity.name, job.prompt.id), []).append(job)
+    refs, rows, groups, kept = {}, [], [], {}
+    bar = _progress(None, len(jobs), "measuring", progress) if progress else None
+    for (who, _), block in blocks.items():
+        if who not in refs:  # in memory only: the users' reference embeddings are never written
+            refs[who] = analyzer.reference_embeddings(block[0].identity.references)
+        block_rows = []
+        for job in block:
+            obs = look(job.path)
+            row = {"identity": who, "prompt_id": job.prompt.id, "category": job.prompt.category,
+                   "prompt": job.text, "seed": job.seed, "method": job.method.name,
+                   "image": job.path.relative_to(out).as_posix(),
+                   **{k: gen_info[job.path][k] for k in ("time_s", "peak_mb", "mem_kind", "cached")}, **obs.row()}
+            for name in analyzer.embedders:
+                vec = obs.embeddings.get(name)
+                row[f"id_sim_{name}"] = (metrics.identity_similarity(vec, refs[who][name])
+                                         if vec is not None and refs[who][name] else math.nan)
+                if vec is not None:
+                    kept[f"{method_slug(job.method.name)}/{who}/{job.prompt.id}/s{job.seed}/{name}"] = vec
+            row.update(_decoupling(job, index, obs, look, pixels, analyzer))
+            block_rows.append(row)
+            if bar is not None:
+                bar.update(1)
+        scores = (scorer.score([Image.fromarray(pixels[j.path]) for j in block], [j.text for j in block])
+                  if scorer is not None else [math.nan] * len(block))
+        for row, score in zip(block_rows, scores):
+            row["clip_t"] = score
+        rows.extend(block_rows)
+        groups.extend(_diversity_groups(block, observations, pixels, analyzer.primary))
+        pixels.clear()
+    if bar is not None:
+        bar.close()
+    return rows, groups, kept
+
+
+def _decoupling(job: Job, index, obs, look, pixels, analyzer) -> dict:
+    empty = {"control": "", "drift_outside_px": math.nan, "drift_outside_lowres": math.nan,
+             "drift_inside_px": math.nan, "outside_fraction": math.nan, "drift_mask": ""}
+    control_job = index.get((job.identity.name, job.prompt.id, job.seed, job.method.control)) if job.method.control else None
+    if control_job is None:
+        return empty
+    control_obs = look(control_job.path)
+    image, control = pixels[job.path], pixels[control_job.path]
+    if control.shape != image.shape:
+        control = np.asarray(Image.fromarray(control).resize(image.shape[1::-1], Image.BICUBIC))
+    outside, source = analyzer.outside_face(image, obs, control, control_obs)
+    return {**empty, "control": control_job.method.name, **metrics.outside_face_drift(image, control, outside),
+            "drift_mask": source}
+
+
+def _diversity_groups(jobs, observations, pixels, primary: str) -> list[dict]:
+    grouped: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        grouped.setdefault((job.identity.name, job.prompt.id, job.method.name), []).append(job)
+    groups = []
+    for (who, prompt_id, method), members in grouped.items():
+        obs = [observations[j.path] for j in members]
+        # Mouth-open ratio when dlib's 68 points are there, else the 5-point smile ratio - never a mix.
+        expression = [o.mouth_open for o in obs]
+        if all(math.isnan(e) for e in expression):
+            expression = [o.smile for o in obs]
+        groups.append({"identity": who, "prompt_id": prompt_id, "method": method,
+                       **metrics.diversity([o.embeddings.get(primary) for o in obs],
+                                           [o.row()["yaw"] for o in obs], [o.row()["roll"] for o in obs],
+                                           expression,
+                                           [pixels[j.path] for j in members])})
+    return groups

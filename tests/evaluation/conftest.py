@@ -1,0 +1,54 @@
+"""Shared fixtures: two real identities (astronaut, Grace Hopper) and a fake method returning photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eval_fakes import PhotoMethod
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def grace_hopper() -> np.ndarray:
+    import matplotlib.cbook as cbook
+
+    from facefact.faces import load_image
+
+    return load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@pytest.fixture(scope="session")
+def identities_dir(tmp_path_factory, astronaut, grace_hopper):
+    root = tmp_path_factory.mktemp("identities")
+    for name, rgb in (("astronaut", astronaut), ("hopper", grace_hopper)):
+        (root / name).mkdir()
+        Image.fromarray(rgb).save(root / name / "ref.png")
+    (root / "hopper" / "subject.txt").write_text("a woman")
+    return root
+
+
+@pytest.fixture(scope="session")
+def analyzer():
+    from facefact.evaluation.observe import ImageAnalyzer
+
+    return ImageAnalyzer(["sface"])
+
+
+@pytest.fixture()
+def prompt_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# two prompts\na photo of {subject} on a beach\na pencil sketch of {subject}\n")
+    return path
+
+
+@pytest.fixture()
+def photo_methods():
+    return [PhotoMethod("pasted", paste=True), PhotoMethod("photo")]
+

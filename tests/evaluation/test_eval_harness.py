@@ -1,0 +1,149 @@
+"""The harness on a fake method returning real photos: results, resume, report, errors, CLI."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+
+import pytest
+
+from facefact.errors import ConfigError, DatasetError
+from facefact.evaluation import evaluate, load_identities, load_prompts, register_method, report_runs
+from facefact.evaluation.methods import METHODS, MethodContext, GenerationSettings, parse_method
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.tags = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.tags += 1
+        self.refs += [(tag, k, v) for k, v in attrs if k in ("src", "href") and v is not None]
+
+
+def assert_self_contained(html: str):
+    parser = _Links()
+    parser.feed(html)
+    parser.close()
+    assert parser.tags > 10
+    assert parser.refs, "expected inline images"
+    for tag, key, value in parser.refs:
+        assert value.startswith("data:") or value.startswith("#"), (tag, key, value[:60])
+    for scheme in ("http://", "https://", "//cdn"):
+        assert f'src="{scheme}' not in html and f'href="{scheme}' not in html
+    assert "<link" not in html and "<script" not in html
+    return parser
+
+
+def test_run_resume_and_report(tmp_path, identities_dir, prompt_file, photo_methods):
+    out = tmp_path / "run"
+    res = evaluate(identities_dir, prompt_file, methods=photo_methods, seeds=2, out=out, progress=False)
+    assert len(res.rows) == 2 * 2 * 2 * 2              # identities x prompts x seeds x methods
+    agg = res.by_method()
+    assert agg["photo"]["detection_rate"] == 1.0
+    assert agg["photo"]["id_sim_sface"] == pytest.approx(1.0, abs=1e-4)
+    assert agg["photo"]["id_match_sface"] == 1.0
+    assert agg["photo"]["div_image_px"] == 0 and agg["photo"]["div_identity"] == pytest.approx(0, abs=1e-6)
+    assert agg["pasted"]["div_image_px"] > 0                                 # the corner differs per seed
+    assert agg["pasted"]["drift_outside_px"] > 0 and agg["pasted"]["drift_inside_px"] == 0
+    assert math.isnan(agg["photo"]["drift_outside_px"])                      # no control of its own
+    assert math.isnan(agg["photo"]["clip_t"]) and any("CLIP-T unavailable" in n for n in res.notes)
+    assert {r["prompt"] for r in res.rows if r["identity"] == "hopper"} >= {"a photo of a woman on a beach"}
+    assert agg["photo"]["mem_kind"] == "cpu-rss-peak" and agg["photo"]["time_s"] >= 0
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["images"][0]["clip_t"] is None                               # NaN -> null
+    assert not any("embedding" in k for k in data["images"][0])              # nothing identifying stored
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 16 and "drift_outside_px" in rows[0] and "id_sim_sface" in rows[0]
+    assert len(list(csv.DictReader(open(out / "aggregate.csv")))) == 2
+    assert not (out / "embeddings.npz").exists()
+
+    # Resume: nothing generated again, same numbers.
+    fresh = [type(m)(m.name, m.paste) for m in photo_methods]
+    again = evaluate(identities_dir, prompt_file, methods=fresh, seeds=2, out=out, progress=False)
+    assert sum(m.calls for m in fresh) == 0
+    assert all(r["cached"] for r in again.rows)
+    assert again.by_method()["pasted"]["drift_outside_px"] == agg["pasted"]["drift_outside_px"]
+    # One more seed: only the new images are made.
+    evaluate(identities_dir, prompt_file, methods=fresh, seeds=3, out=out, progress=False)
+    assert sum(m.calls for m in fresh) == 2 * 2 * 2
+
+    html = (out / "report.html").read_text()
+    assert_self_contained(html)
+    assert "pasted" in html and "astronaut" in html and "data:image/jpeg;base64," in html
+
+    compare = report_runs([out, out], tmp_path / "compare.html")
+    text = compare.read_text()
+    assert_self_contained(text)
+    assert "Comparison of runs" in text
+
+
+def test_identities_layouts_and_errors(tmp_path, identities_dir):
+    nested = load_identities(identities_dir)
+    assert [i.name for i in nested] == ["astronaut", "hopper"] and nested[1].subject == "a woman"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for ident in nested:
+        (flat / f"{ident.name}.png").write_bytes(ident.references[0].read_bytes())
+    assert [i.name for i in load_identities(flat)] == ["astronaut", "hopper"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError) as err:
+        load_identities(empty)
+    assert err.value.hint and "DIR/<person>" in err.value.hint
+
+
+def test_default_prompt_set_covers_the_protocol():
+    prompts = load_prompts("default")
+    assert 30 <= len(prompts.prompts) <= 40
+    assert {p.category for p in prompts.prompts} == {"scene", "style", "clothing", "accessory", "expression", "camera"}
+    assert all("{subject}" in p.text for p in prompts.prompts)
+    assert len({p.id for p in prompts.prompts}) == len(prompts.prompts)
+    assert prompts.negative_prompt
+    with pytest.raises(DatasetError):
+        load_prompts("/no/such/prompts.txt")
+
+
+def test_bad_and_unavailable_methods(tmp_path, identities_dir, prompt_file):
+    context = MethodContext(GenerationSettings())
+    for bad in ("fact:abc", "fact:9", "nosuch", "base:1", "ipadapter-faceid"):
+        with pytest.raises(ConfigError) as err:
+            parse_method(bad, context)
+        assert err.value.hint
+    with pytest.warns(UserWarning, match="weights not found"):
+        res = evaluate(identities_dir, prompt_file, methods=["ipadapter-faceid:/no/such.bin", _photo()],
+                       seeds=1, out=tmp_path / "r", max_prompts=1, progress=False, report=False)
+    assert res.skipped and "weights not found at /no/such.bin" in res.skipped[0]["reason"]
+    assert [a["method"] for a in res.aggregate] == ["photo"]
+
+
+def _photo():
+    from eval_fakes import PhotoMethod
+
+    return PhotoMethod("photo")
+
+
+def test_cli_with_a_registered_method(tmp_path, identities_dir, prompt_file, capsys):
+    from eval_fakes import PhotoMethod
+
+    from facefact.cli.main import main
+
+    register_method("photo", lambda arg, ctx: PhotoMethod("photo"))
+    try:
+        out = tmp_path / "cli"
+        rc = main(["evaluate", "--identities", str(identities_dir), "--prompts", str(prompt_file), "--seeds", "1",
+                   "--method", "photo", "--out", str(out), "--no-progress", "--keep-embeddings"])
+        assert rc == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        assert "photo" in printed and "report:" in printed and "CLIP-T unavailable" in printed
+        assert (out / "embeddings.npz").exists()
+        rc = main(["evaluate", "report", str(out), str(out), "--out", str(tmp_path / "r.html")])
+        assert rc == 0 and (tmp_path / "r.html").exists()
+        assert main(["evaluate", "--identities", str(identities_dir), "--method", "fact:x", "--out", str(out)]) == 2
+        assert "not a number" in capsys.readouterr().err
+        assert main(["evaluate", "--identities", str(tmp_path / "none"), "--out", str(out)]) == 2
+    finally:
+        METHODS.pop("photo", None)
