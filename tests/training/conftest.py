@@ -56,3 +56,15 @@ def prepared(tmp_path_factory, photo_folder) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare_dataset(photo_folder, out, PrepareSettings(size=128), workers=1, progress=False)
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny models are far too small to gain from intra-op threads, and on a busy 2-core CI
+    machine spinning OpenMP threads make each step 10-40x slower. Restored after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,112 @@
+"""`facefact prepare`: what it writes, what it rejects and why, resume, manifests, parallel workers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefact.errors import ConfigError, DatasetError
+from facefact.training.dataset_format import load_index, read_jsonl
+from facefact.training.prepare import PrepareSettings, list_photos, prepare_dataset
+
+
+def test_prepared_set_has_crop_mask_condition_caption(prepared):
+    samples = load_index(prepared)
+    assert len(samples) == 6 and {s["identity"] for s in samples} == {"astronaut", "hopper"}
+    for s in samples:
+        image, mask, cond = (np.asarray(Image.open(s[k])) for k in ("image", "mask", "condition"))
+        assert image.shape == (128, 128, 3) and mask.shape == (128, 128) and cond.shape == (112, 112, 3)
+        # the face is centred in the 1.5x crop: the mask covers the middle, not the corners
+        assert mask[48:80, 48:80].mean() > 128 and mask[:10, :10].mean() < 10
+        assert (cond.max(axis=-1) == 0).mean() > 0.02  # head-masked: background is black
+        assert 0 < len(s["caption"].split()) <= 20
+    captions = {s["source"].split("/")[-1]: s["caption"] for s in samples if s["identity"] == "astronaut"}
+    assert captions["0.jpg"] == "a portrait photo of astronaut"  # sidecar .txt
+    assert captions["1.jpg"] == "a photo of a person"  # default
+    info = json.loads((prepared / "dataset.json").read_text())
+    assert info["complete"] and info["summary"]["accepted"] == 6
+
+
+def _bad_photos(folder):
+    from skimage import data
+
+    person = folder / "mixed"
+    person.mkdir(parents=True)
+    astronaut = data.astronaut()
+    Image.fromarray(astronaut).save(person / "good.jpg")
+    Image.fromarray(astronaut).save(person / "good2.png")
+    Image.fromarray(data.coffee()).save(person / "no_face.jpg")
+    small = Image.fromarray(astronaut).resize((96, 96))
+    Image.fromarray(np.array(small)).save(person / "tiny_face.jpg")
+    (person / "broken.jpg").write_bytes(b"not an image at all")
+    return person
+
+
+def test_rejected_photos_are_reported_with_reasons(tmp_path):
+    _bad_photos(tmp_path / "photos")
+    summary = prepare_dataset(tmp_path / "photos", tmp_path / "out", PrepareSettings(size=64), progress=False)
+    reasons = {r["source"].split("/")[-1]: r["reason"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl")}
+    assert reasons == {"no_face.jpg": "no_face", "tiny_face.jpg": "low_quality", "broken.jpg": "unreadable"}
+    assert summary["accepted"] == 2 and summary["rejected_by_reason"]["no_face"] == 1
+    assert all(r["message"] for r in read_jsonl(tmp_path / "out" / "rejected.jsonl"))
+
+
+def test_resume_skips_finished_photos_and_redoes_missing_ones(tmp_path, photo_folder):
+    out = tmp_path / "out"
+    settings = PrepareSettings(size=64)
+    first = prepare_dataset(photo_folder, out, settings, progress=False)
+    assert first["processed_now"] == 6
+    before = (out / "index.jsonl").read_text()
+    # simulate a kill: one sample never got its record, and the index was never written
+    victim = next(out.glob("samples/*/*.json"))
+    victim.unlink()
+    (out / "index.jsonl").unlink()
+    second = prepare_dataset(photo_folder, out, settings, progress=False)
+    assert (second["processed_now"], second["skipped_already_done"]) == (1, 5)
+    assert (out / "index.jsonl").read_text() == before  # idempotent
+    assert not list(out.rglob("*.tmp"))
+    with pytest.raises(ConfigError, match="other settings"):
+        prepare_dataset(photo_folder, out, PrepareSettings(size=96), progress=False)
+
+
+def test_parallel_workers_give_the_same_set(tmp_path, photo_folder, prepared):
+    prepare_dataset(photo_folder, tmp_path / "par", PrepareSettings(size=128), workers=2, progress=False)
+    serial = [{k: s[k] for k in ("id", "identity", "caption")} for s in read_jsonl(prepared / "index.jsonl")]
+    parallel = [{k: s[k] for k in ("id", "identity", "caption")} for s in read_jsonl(tmp_path / "par" / "index.jsonl")]
+    assert serial == parallel
+
+
+def test_manifest_csv_and_jsonl(tmp_path, photo_folder):
+    photos = sorted(photo_folder.glob("*/*.jpg"))
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,identity,caption\n" + "".join(
+        f"{p.relative_to(tmp_path) if p.is_relative_to(tmp_path) else p},{p.parent.name},custom {i}\n"
+        for i, p in enumerate(photos)))
+    jobs = list_photos(csv_path)
+    assert len(jobs) == len(photos) and jobs[0].caption == "custom 0"
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text("".join(json.dumps({"path": str(p), "identity": "x"}) + "\n" for p in photos))
+    assert {j.identity for j in list_photos(jsonl)} == {"x"}
+    jsonl.write_text(json.dumps({"path": "a.jpg"}) + "\n")
+    with pytest.raises(DatasetError, match="identity"):
+        list_photos(jsonl)
+
+
+def test_empty_or_missing_photos_and_missing_caption_model(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        list_photos(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no photos"):
+        list_photos(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="captioning model not found locally"):
+        PrepareSettings(caption_model=str(tmp_path / "blip")).check()
+
+
+def test_cli_prepare(tmp_path, photo_folder, capsys):
+    from facefact.cli.main import main
+
+    assert main(["prepare", str(photo_folder), "--out", str(tmp_path / "o"), "--size", "64", "--quiet"]) == 0
+    assert '"accepted": 6' in capsys.readouterr().out
+    assert main(["prepare", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
