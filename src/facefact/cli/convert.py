@@ -1,0 +1,195 @@
+"""`facefact convert`: released FACT / TransFace pickles -> safetensors that describe themselves.
+
+    facefact convert --adapter adapter_maj_...ckpt --out fact_adapter.safetensors [--heads 12 --dim-head 64]
+    facefact convert --encoder ms1mv2_model_TransFace_S.pt --out transface_s.safetensors [--heads 8]
+
+The input is read with torch.load(weights_only=True) only. The output is checked before the
+command reports success: it is read back and must hold exactly the same tensors and sizes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert", help="convert released FACT / TransFace weights to safetensors",
+        description="Convert a released FACT adapter (.ckpt) or TransFace encoder (.pt) to a safetensors file "
+                    "with metadata (sizes, format), validating it on the way.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--adapter", metavar="IN", help="FACT adapter checkpoint (.ckpt/.pt/.safetensors)")
+    what.add_argument("--encoder", metavar="IN", help="TransFace encoder checkpoint (.pt/.safetensors)")
+    p.add_argument("--out", required=True, metavar="OUT.safetensors")
+    p.add_argument("--heads", type=int, help="attention heads (resampler: official 12; encoder: official 8); "
+                                             "the tensors do not say how their width is split")
+    p.add_argument("--dim-head", type=int, dest="dim_head", help="resampler head width (official 64)")
+    p.add_argument("--check-base", metavar="BASE", dest="check_base",
+                   help="also check the adapter fits this base model (diffusers folder, UNet folder, "
+                        "single .safetensors or hub id)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run)
+
+
+def _resampler_config(state: dict, heads: int | None, dim_head: int | None, source):
+    """ResamplerConfig with the user's head split; given one of the two, the other follows from the width."""
+    from facefact.model import ResamplerConfig
+
+    if heads is None and dim_head is None:
+        return None
+    key = "local_fac_prj.layers.0.0.to_q.weight"
+    if key not in state:
+        return None  # not an adapter: split_adapter_state says so clearly
+    inner = state[key].shape[0]
+    heads = heads or inner // dim_head
+    dim_head = dim_head or inner // heads
+    if heads * dim_head != inner:
+        raise ConfigError(f"--heads {heads} x --dim-head {dim_head} != the resampler's attention width {inner}",
+                          path=source)
+    return ResamplerConfig(heads=heads, dim_head=dim_head)
+
+
+def base_unet_config(base: str) -> dict:
+    """The UNet config of a base model, without loading its weights."""
+    from diffusers import UNet2DConditionModel
+
+    path = Path(base).expanduser()
+    if path.is_dir():
+        for candidate in (path / "unet" / "config.json", path / "config.json"):
+            if candidate.is_file():
+                return json.loads(candidate.read_text())
+        raise ModelNotFoundError(f"{path} holds no UNet config (unet/config.json)", path=path)
+    if path.is_file():
+        return _single_file_unet_config(path)
+    if str(base).count("/") != 1:
+        raise ModelNotFoundError(f"base model not found: {base}", path=base)
+    try:
+        return dict(UNet2DConditionModel.load_config(base, subfolder="unet"))
+    except OSError as err:
+        raise ModelNotFoundError(f"could not read the UNet config of '{base}': {str(err).splitlines()[0]}",
+                                 path=base, hint="pass a local diffusers folder") from None
+
+
+def _single_file_unet_config(path: Path) -> dict:
+    """Family of an original-layout checkpoint from its key names and one tensor shape."""
+    from safetensors import safe_open
+
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"--check-base reads .safetensors single files or diffusers folders, not {path.suffix}",
+                          path=path)
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        if any(k.startswith("conditioner.embedders.") for k in keys):
+            return {"addition_embed_type": "text_time"}  # SDXL's layout
+        key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+        if key not in keys:
+            raise CheckpointError("not a Stable Diffusion checkpoint (no UNet cross-attention found)", path=path)
+        return {"cross_attention_dim": f.get_slice(key).get_shape()[1], "single_file": True}
+
+
+def check_base(adapter, base: str) -> str:
+    """Raise CheckpointError if `adapter` cannot attach to the base's UNet; else describe the base."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    from facefact.model import cross_attention_blocks
+    from facefact.pipelines.loading import check_unet_layout
+
+    config = base_unet_config(base)
+    if config.get("addition_embed_type") == "text_time":
+        raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
+                              path=base, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
+    if config.pop("single_file", False):
+        width = config["cross_attention_dim"]
+        if width != adapter.resampler.config.output_dim:
+            raise CheckpointError(f"the base model's cross-attention is {width} wide, the adapter's face tokens "
+                                  f"{adapter.resampler.config.output_dim}", path=base,
+                                  hint="FACT adapters need a Stable Diffusion 1.5-family base (768)")
+        return f"SD1.x single file, cross-attention {width}"
+    with init_empty_weights():  # layout only: no memory for weights
+        unet = UNet2DConditionModel.from_config(config)
+    check_unet_layout(unet, base)
+    adapter._check_layout(unet, cross_attention_blocks(unet))  # the exact check attach() makes
+    return f"UNet with {len(cross_attention_blocks(unet))} cross-attention blocks, fits"
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> dict:
+    from facefact.model import FaceAdapter
+    from facefact.model.checkpoints import read_adapter_file, save_adapter, sniff_kind
+    from facefact.pipelines.loading import file_sha256
+
+    state, config = read_adapter_file(src)  # config: the sizes a facefact safetensors file records
+    if sniff_kind(state) == "encoder":
+        raise CheckpointError("this is a TransFace encoder checkpoint, not a FACT adapter", path=src,
+                              hint=f"convert it with --encoder {src}")
+    adapter = FaceAdapter.from_state_dict(state, _resampler_config(state, heads, dim_head, src) or config, src)
+    base_note = check_base(adapter, base) if base else None
+    save_adapter(adapter, out, extra_metadata={"source_file": src.name, "source_sha256": file_sha256(src)})
+    again = FaceAdapter.from_checkpoint(out)
+    if again.resampler.config != adapter.resampler.config or not _same_tensors(
+            adapter.released_state_dict(), again.released_state_dict()):
+        out.unlink()
+        raise CheckpointError("the converted file does not read back identically; nothing was written", path=out)
+    return {"kind": "adapter", "resampler": adapter.resampler.config.to_dict(), "blocks": len(adapter.block_paths),
+            "tensors": len(again.released_state_dict()), "base": base_note}
+
+
+def convert_encoder(src: Path, out: Path, heads) -> dict:
+    from facefact.model import EncoderConfig, TransFaceEncoder
+    from facefact.model.checkpoints import read_state_dict, save_encoder, sniff_kind
+
+    try:
+        encoder = TransFaceEncoder.from_checkpoint(src, EncoderConfig(num_heads=heads) if heads else None)
+    except CheckpointError:
+        if src.is_file() and src.stat().st_size and src.suffix != ".safetensors" \
+                and sniff_kind(read_state_dict(src)) == "adapter":
+            raise CheckpointError("this is a FACT adapter checkpoint, not a TransFace encoder", path=src,
+                                  hint=f"convert it with --adapter {src}") from None
+        raise
+    save_encoder(encoder, out)
+    again = TransFaceEncoder.from_checkpoint(out)
+    if again.config != encoder.config or not _same_tensors(encoder.state_dict(), again.state_dict()):
+        out.unlink()
+        raise CheckpointError("the converted file does not read back identically; nothing was written", path=out)
+    return {"kind": "encoder", "encoder": encoder.config.to_dict(), "tensors": len(again.state_dict())}
+
+
+def run(args) -> int:
+    from facefact.cli.generate import quiet_libraries
+
+    quiet_libraries()
+    src = Path(args.adapter or args.encoder).expanduser()
+    out = Path(args.out).expanduser()
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"--out must end in .safetensors, not '{out.suffix or out.name}'")
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; not replacing it", path=out, hint="pass --overwrite or another --out")
+    if out.resolve() == src.resolve():
+        raise ConfigError("--out is the input file")
+    if args.encoder and (args.dim_head or args.check_base):
+        raise ConfigError("--dim-head and --check-base apply to --adapter only")
+    if args.adapter:
+        summary = convert_adapter(src, out, args.heads, args.dim_head, args.check_base)
+    else:
+        summary = convert_encoder(src, out, args.heads)
+    summary.update({"input": str(src), "output": str(out), "bytes": out.stat().st_size})
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        sizes = summary.get("resampler") or summary.get("encoder")
+        print(f"wrote {out} ({summary['kind']}, {summary['tensors']} tensors, {summary['bytes']:,} bytes); "
+              f"read back identical", file=sys.stdout)
+        print(f"  sizes: {json.dumps(sizes)}")
+        if summary.get("base"):
+            print(f"  base: {summary['base']}")
+    return 0

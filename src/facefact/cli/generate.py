@@ -1,0 +1,203 @@
+"""`facefact generate`: reference photo(s) + prompt -> PNGs with provenance, and a contact sheet.
+
+Order of work is chosen so mistakes cost nothing: settings and sizes are checked, then the photos
+(face found, usable), then the model files exist - and only then are weights loaded.
+Heavy imports (torch, diffusers) happen inside `run`, so `facefact --help` stays fast.
+
+Output policy: `{name}_{seed}.png` in --out; a name that is taken is never replaced silently -
+`{name}_{seed}-1.png` is written instead - unless --overwrite. The photos themselves and their
+face embeddings are never written anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from facefact.errors import ConfigError, ModelNotFoundError
+
+BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
+                    "size": None, "width": None, "height": None, "scheduler": "pndm", "n": 1, "out": "outputs"}
+
+
+def register(subparsers) -> None:
+    from facefact.pipelines.loading import SCHEDULERS
+
+    p = subparsers.add_parser(
+        "generate", help="portraits of the person in --face, from a text prompt",
+        description="Generate portraits of the person in the reference photo(s) from a text prompt. "
+                    "Settings: flag > environment > config file > built-in default.")
+    p.add_argument("--face", action="append", required=True, metavar="PHOTO",
+                   help="reference photo; repeat for several photos of the same person")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", dest="negative_prompt")
+    p.add_argument("-n", "--num-images", dest="n", type=int, help="images to generate (seeds seed..seed+n-1)")
+    p.add_argument("--seed", type=int, help="first seed (random if not given; always written to the metadata)")
+    p.add_argument("--out", help="output folder (default: outputs)")
+    p.add_argument("--name", help="file name stem (default: <photo>_<prompt words>)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
+    p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, help="denoising steps (default 50)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 5)")
+    g.add_argument("--scale", type=float, help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
+    g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
+                   help="unconditional branch uses the face tokens too, not the null face tokens")
+    g.add_argument("--size", type=int, help="square image size, a multiple of 8 (default: the model's)")
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--scheduler", choices=list(SCHEDULERS))
+    m = p.add_argument_group("models")
+    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
+                   help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
+    m.add_argument("--base-model", dest="base_model", help="diffusers folder, hub id or single .safetensors file")
+    m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film")
+    m.add_argument("--encoder", help="TransFace encoder file")
+    m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
+    m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
+    m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
+    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def resolve_options(args, config: dict) -> dict:
+    """Flag > config `generate:` section > built-in default, then sanity checks (before any loading)."""
+    section = config.get("generate") or {}
+    opts = {k: getattr(args, k) if getattr(args, k, None) is not None else section.get(k, default)
+            for k, default in BUILTIN_DEFAULTS.items()}
+    width = opts["width"] or opts["size"]
+    height = opts["height"] or opts["size"]
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (int(value) <= 0 or int(value) % 8):
+            raise ConfigError(f"image {name} {value} is not a positive multiple of 8",
+                              hint=f"Stable Diffusion works on 8x smaller latents; try {max(8, int(value) // 8 * 8)}")
+    opts["width"], opts["height"] = width, height
+    if int(opts["n"]) < 1 or int(opts["steps"]) < 1:
+        raise ConfigError("-n and --steps must be at least 1")
+    if not 0.0 <= float(opts["scale"]) <= 2.0:
+        raise ConfigError(f"adapter scale {opts['scale']} is outside 0..2", hint="0.5 is the released setting")
+    return opts
+
+
+def check_photos(paths: list[str], analysis, notes: list[str]) -> None:
+    """Fail on a photo without a usable face now, before weights are loaded."""
+    for path in paths:
+        image = analysis.load(path)
+        face = analysis.get_one(image, strict=False, path=path)
+        notes.extend(f"{path}: {note}" for note in face.notes)
+
+
+def load_pipeline(args, config: dict, config_path, analysis):
+    import torch
+
+    from facefact.pipelines import FaceFactPipeline
+    from facefact.pipelines import registry
+
+    device = registry.resolve_setting("device", args.device, config, config_path).value
+    dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
+    if args.model == "tiny":
+        if args.base_model or args.adapter or args.encoder:
+            raise ConfigError("--model tiny uses built-in models; drop --base-model/--adapter/--encoder")
+        return FaceFactPipeline.tiny(face_analysis=analysis, device=device or "cpu", dtype=dtype or torch.float32)
+    directory = registry.models_dir(args.models_dir, config)
+    where = {s: registry.resolve_setting(s, getattr(args, s), config, config_path, directory)
+             for s in ("base_model", "adapter", "encoder")}
+    for setting in ("adapter", "encoder"):
+        path = where[setting].path
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"{setting} not found: {path} (from {where[setting].origin})", path=path,
+                hint=f"run `facefact models download`, or {registry.how_to_point(setting)}")
+    base = where["base_model"].value
+    if where["base_model"].known is None and not Path(base).expanduser().exists() and base.count("/") != 1:
+        raise ModelNotFoundError(f"base model not found: {base} (from {where['base_model'].origin})", path=base,
+                                 hint=f"give a diffusers folder, a .safetensors file or a hub id; "
+                                      f"{registry.how_to_point('base_model')}")
+    return FaceFactPipeline.from_pretrained(base, where["adapter"].path, where["encoder"].path, device=device,
+                                            dtype=dtype, face_analysis=analysis)
+
+
+def progress_callback(total: int, enabled: bool):
+    """A `callback_on_step_end` that drives a tqdm bar on stderr (diffusers' own bar is turned off)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="denoising", unit="step", file=sys.stderr, disable=not enabled, leave=False)
+
+    def callback(pipe, step, timestep, kwargs):
+        if step == 0 and getattr(pipe, "num_timesteps", None):
+            bar.total = pipe.num_timesteps  # PNDM runs steps + 1 model calls; the pipeline knows the count
+            bar.refresh()
+        bar.update(1)
+        return kwargs
+    return callback, bar
+
+
+def output_stem(args, face_paths: list[str], prompt: str) -> str:
+    from facefact.pipelines.metadata import slug
+
+    if args.name:
+        if "/" in args.name or "\\" in args.name or args.name.startswith("."):
+            raise ConfigError(f"--name '{args.name}' must be a plain file name stem")
+        return args.name
+    return f"{slug(Path(face_paths[0]).stem, 24)}_{slug(prompt, 32)}"
+
+
+def quiet_libraries() -> None:
+    """transformers warns at import that torchvision is absent (facefact never needs it)."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].logging.set_verbosity_error()
+
+
+def run(args) -> int:
+    quiet_libraries()
+    from facefact.faces import FaceAnalysis
+    from facefact.pipelines import registry
+    from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
+
+    config, config_path = registry.load_config(args.config)
+    opts = resolve_options(args, config)
+    notes: list[str] = []
+    analysis = FaceAnalysis()
+    check_photos(args.face, analysis, notes)
+    stem = output_stem(args, args.face, args.prompt)
+
+    # The pipeline logs its notes too; we print them ourselves, once.
+    logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
+    pipe = load_pipeline(args, config, config_path, analysis)
+    pipe.sd.set_progress_bar_config(disable=True)
+    callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
+    try:
+        out = pipe(args.prompt, face_images=args.face, negative_prompt=opts["negative_prompt"],
+                   adapter_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]),
+                   num_images_per_prompt=int(opts["n"]), seed=args.seed, num_inference_steps=int(opts["steps"]),
+                   guidance_scale=float(opts["guidance"]), height=opts["height"], width=opts["width"],
+                   scheduler=opts["scheduler"], callback_on_step_end=callback)
+    finally:
+        bar.close()
+    notes = list(dict.fromkeys(out.notes + notes))  # the pipeline repeats the photo notes; keep each once
+    out_dir = Path(opts["out"]).expanduser()
+    written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
+               for image, meta in zip(out.images, out.metadata)]
+    sheet = None
+    if len(out.images) > 1 and not args.no_sheet:
+        seeds = [m["seed"] for m in out.metadata]
+        sheet = write_png(contact_sheet(out.images), out_dir / f"{stem}_{seeds[0]}-{seeds[-1]}_sheet.png",
+                          sheet_metadata(out.metadata), overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"images": [str(p) for p in written], "contact_sheet": str(sheet) if sheet else None,
+                          "notes": notes, "metadata": out.metadata}, indent=1, ensure_ascii=False))
+        return 0
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in written:
+        print(path)
+    if sheet:
+        print(f"{sheet}  (contact sheet)")
+    return 0

@@ -1,0 +1,78 @@
+"""Shared fixtures for the generation tests: photos, a tiny pipeline, an in-process CLI runner."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+PARITY = REPO / "tests" / "data" / "parity" / "fact_tiny_a"
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> str:
+    return str(REPO / "examples" / "astronaut.jpg")
+
+
+@pytest.fixture(scope="session")
+def grace_hopper(tmp_path_factory) -> str:
+    import matplotlib.cbook as cbook
+
+    dst = tmp_path_factory.mktemp("photos") / "grace_hopper.jpg"
+    shutil.copy(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), dst)
+    return str(dst)
+
+
+@pytest.fixture(scope="session")
+def plain_jpeg(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("photos") / "plain.jpg"
+    Image.fromarray(np.full((256, 256, 3), (120, 180, 90), np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from facefact.pipelines import FaceFactPipeline
+
+    return FaceFactPipeline.tiny()
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """cli(*argv) -> (exit code, stdout, stderr), run in-process with an isolated home and config."""
+    from facefact.cli.main import main
+
+    monkeypatch.setenv("FACEFACT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    for var in ("FACEFACT_CONFIG", "FACEFACT_ADAPTER", "FACEFACT_ENCODER", "FACEFACT_BASE_MODEL",
+                "FACEFACT_DEVICE", "FACEFACT_DTYPE"):
+        monkeypatch.delenv(var, raising=False)
+
+    def run(*argv):
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory):
+    """(base folder, adapter .safetensors, encoder .safetensors): the tiny models as files on disk."""
+    from facefact.model.checkpoints import save_adapter, save_encoder
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+    from facefact.pipelines.tiny import save_tiny_sd_pipeline, tiny_sd_pipeline
+
+    root = tmp_path_factory.mktemp("models")
+    base = save_tiny_sd_pipeline(root / "base")
+    adapter = save_adapter(tiny_face_adapter(tiny_sd_pipeline().unet), root / "adapter.safetensors")
+    encoder = save_encoder(tiny_encoder(), root / "encoder.safetensors")
+    return base, adapter, encoder

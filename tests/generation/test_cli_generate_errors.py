@@ -1,0 +1,91 @@
+"""What `facefact generate` says when the user gets something wrong: a message, exit code 2, no traceback."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import PARITY
+
+
+def fails(result, *phrases):
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+def tiny(cli, face, *extra, prompt="a portrait"):
+    return cli("generate", "--model", "tiny", "--face", face, "--prompt", prompt, "--steps", 1, "--size", 64,
+               "--quiet", *extra)
+
+
+def test_photo_without_a_face(cli, plain_jpeg, tmp_path):
+    err = fails(tiny(cli, plain_jpeg, "--out", tmp_path), "no face", "plain.jpg")
+    assert "hint:" in err and not list(tmp_path.iterdir())
+
+
+def test_missing_photo(cli, tmp_path):
+    fails(tiny(cli, tmp_path / "nobody.jpg", "--out", tmp_path), "nobody.jpg")
+
+
+def test_size_not_a_multiple_of_8(cli, astronaut):
+    fails(tiny(cli, astronaut, "--size", 100), "not a positive multiple of 8", "try 96")
+    fails(tiny(cli, astronaut, "--width", 64, "--height", 60), "height 60")
+
+
+def test_prompt_longer_than_the_text_encoder_says_what_was_cut(cli, astronaut, tmp_path):
+    prompt = "a portrait in a garden " + " ".join(f"word{i}" for i in range(40)) + " unicorn"
+    code, out, err = tiny(cli, astronaut, "--out", tmp_path, prompt=prompt)
+    assert code == 0, err
+    assert "note: the prompt is" in err and "unicorn" in err.split("this part was cut")[1]
+
+
+def test_tiny_refuses_model_files(cli, astronaut):
+    fails(tiny(cli, astronaut, "--adapter", "x.safetensors"), "--model tiny uses built-in models")
+
+
+def test_missing_model_files_say_where_they_were_looked_for(cli, astronaut, tmp_path):
+    err = fails(cli("generate", "--face", astronaut, "--prompt", "p"), "adapter not found",
+                "adapter_maj_mask_large_new_reg001_faceshuffle_00290001.ckpt", "(from default)")
+    assert "FACEFACT_ADAPTER" in err and "facefact models download" in err
+    fails(cli("generate", "--face", astronaut, "--prompt", "p", "--adapter", tmp_path / "nope.safetensors"),
+          "nope.safetensors", "from flag --adapter")
+
+
+@pytest.fixture
+def adapter_variants(tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((PARITY / "adapter.ckpt").read_bytes()[:50_000])
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    return {"truncated": truncated, "empty": empty, "encoder": PARITY / "transface.pt",
+            "other_unet": PARITY / "adapter.ckpt"}
+
+
+@pytest.mark.parametrize("variant, phrases", [
+    ("truncated", ["truncated"]),
+    ("empty", ["empty (0 bytes)"]),
+    ("encoder", ["not a FACT adapter", "encoder"]),
+    ("other_unet", ["48-wide face tokens", "32 wide"]),  # parity adapter: cross-attention 48, tiny UNet: 32
+])
+def test_bad_adapter_files(cli, astronaut, tiny_model_files, adapter_variants, variant, phrases, tmp_path):
+    base, _, encoder = tiny_model_files
+    fails(cli("generate", "--base-model", base, "--adapter", adapter_variants[variant], "--encoder", encoder,
+              "--face", astronaut, "--prompt", "p", "--steps", 1, "--out", tmp_path), *phrases)
+
+
+def test_adapter_given_as_encoder(cli, astronaut, tiny_model_files):
+    base, adapter, _ = tiny_model_files
+    fails(cli("generate", "--base-model", base, "--adapter", adapter, "--encoder", adapter, "--face", astronaut,
+              "--prompt", "p"), "not a TransFace encoder")
+
+
+def test_base_model_folder_without_model_index(cli, astronaut, tiny_model_files, tmp_path):
+    base, adapter, encoder = tiny_model_files
+    broken = tmp_path / "base"
+    shutil.copytree(base / "unet", broken / "unet")
+    fails(cli("generate", "--base-model", broken, "--adapter", adapter, "--encoder", encoder, "--face", astronaut,
+              "--prompt", "p"), "not a diffusers model folder")
