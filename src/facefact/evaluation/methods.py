@@ -37,6 +37,8 @@ class Method(Protocol):
 
     def settings(self) -> dict: ...          # everything that changes the pixels (cache key)
 
+    # Optional: ``prepare()`` loads models before the first timed image (called only if images are missing).
+
     def generate(self, prompt: str, references: list[Path], seed: int, size: int | None) -> Image.Image: ...
 
 
@@ -88,6 +90,10 @@ class FactMethod:
         self.name = name or f"fact:{self.scale:g}"
         self.uses_references = use_face
         self.control = "base" if use_face else None
+
+    def prepare(self) -> None:
+        """Load the models now, so the first image's time and memory do not include loading them."""
+        self.context.fact_pipeline()
 
     def settings(self) -> dict:
         return {"method": "fact", "scale": self.scale, "use_face": self.use_face, **self.context.settings.as_dict()}

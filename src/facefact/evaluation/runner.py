@@ -101,6 +101,10 @@ def _plan(identities, prompts, seeds, methods, out: Path, size) -> list[Job]:
 def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> dict[Path, dict]:
     """Generate missing images; return the sidecar (time, memory, cached) of every image."""
     info: dict[Path, dict] = {}
+    missing = {j.method.name: j.method for j in jobs if not (j.path.is_file() and j.path.with_suffix(".json").is_file())}
+    for method in missing.values():
+        if hasattr(method, "prepare"):
+            method.prepare()  # model loading is not part of the per-image time
     for job in _progress(jobs, len(jobs), "generating", progress):
         if job.path in info:
             continue
