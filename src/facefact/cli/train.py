@@ -1,11 +1,13 @@
 """`facefact train`: FACT decoupled training. Every setting of TrainConfig is a flag and a config key.
 
     facefact train --config examples/train_config.yaml --max-steps 2000
-    accelerate launch -m facefact.cli.main train --config cfg.yaml        # several GPUs / nodes
+    accelerate launch --multi_gpu -m facefact.cli.main train --config cfg.yaml   # several GPUs / nodes
+    torchrun --nproc_per_node 2 -m facefact.cli.main train --config cfg.yaml     # several CPU processes
 """
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 from facefact.training.config import TrainConfig
@@ -47,6 +49,8 @@ def run(args) -> int:
     from facefact.training.trainer import train
 
     result = train(config_from_args(args))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # one message per run, not one per process
     if result.adapter_path is not None:
         print(f"trained adapter: {result.adapter_path} (step {result.step})")
     else:

@@ -1,5 +1,5 @@
 """Reading a prepared set for training: images, masks, conditions, and the per-sample decisions
-(face shuffle, face drop, text drop) made reproducibly from (seed, micro-step, rank, slot)."""
+(face shuffle, face drop, text drop) made reproducibly from (seed, micro-step, slot in the global batch)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -15,7 +15,8 @@ from facefact.training.schedule import choose_condition, generator_for, micro_ba
 
 
 class SampleKey(NamedTuple):
-    """What the sampler hands the data set: which sample, and where in training it is drawn."""
+    """What the sampler hands the data set: which sample, and where in training it is drawn
+    (slot: position in the global batch of all processes)."""
     index: int
     micro_step: int
     rank: int
@@ -54,7 +55,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
 
     def decide(self, key: SampleKey) -> dict:
         """The random choices for one draw; pure function of the key and the settings."""
-        generator = generator_for(self.seed, 1, key.micro_step, key.rank, key.slot)
+        generator = generator_for(self.seed, 1, key.micro_step, key.slot)
         drop_face = torch.rand((), generator=generator).item() < self.face_drop_prob
         drop_text = torch.rand((), generator=generator).item() < self.text_drop_prob
         condition = choose_condition(key.index, self.members_of[key.index], self.shuffle_probability(key.micro_step),
@@ -77,6 +78,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
             "caption": "" if choice["drop_text"] else sample["caption"],
             "drop_face": choice["drop_face"],
             "sample_index": key.index,
+            "slot": key.slot,
             "condition_index": choice["condition_index"],
         }
 
@@ -120,4 +122,7 @@ class MicroBatchSampler(torch.utils.data.Sampler):
     def __iter__(self):
         for micro_step in range(self.start, self.stop):
             indices = micro_batch_indices(micro_step, *self.args)
-            yield [SampleKey(i, micro_step, self.rank, slot) for slot, i in enumerate(indices)]
+            # slot = position in the *global* batch, so N processes x batch b draw exactly what one
+            # process with batch N*b would (the basis of the DDP test and of changing GPU counts).
+            first_slot = self.rank * len(indices)
+            yield [SampleKey(i, micro_step, self.rank, first_slot + j) for j, i in enumerate(indices)]

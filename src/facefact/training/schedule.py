@@ -8,7 +8,7 @@ person: the adapter must carry identity, not copy pose/lighting/expression) ramp
     p_shuffle(step) = start + (end - start) * min(step / ramp_steps, 1)      (ramp_steps = 0: end)
 
 Randomness: every per-sample decision and every noise draw comes from a generator seeded by
-(seed, micro-step, rank, slot), never from a global RNG. A resumed run therefore makes exactly
+(seed, micro-step, slot in the global batch), never from a global RNG. A resumed run therefore makes exactly
 the choices the uninterrupted run would have made, whatever happened before.
 """
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,9 @@ def train(config: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     config.check()
-    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+    # Several processes and no GPU (torchrun on CPUs): accelerate only picks gloo DDP when told cpu=True.
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=launched and not torch.cuda.is_available(),
                               gradient_accumulation_steps=config.gradient_accumulation_steps)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     weight_dtype = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[config.mixed_precision]
@@ -135,17 +138,21 @@ def train(config: TrainConfig) -> TrainResult:
     def loss_and_backward(batch: dict, micro_step: int) -> tuple[float, float]:
         """Forward and backward of one micro-batch; backward stays inside the FAIR context because
         gradient checkpointing re-runs the forward (and FAIR's ops) during backward."""
-        generator = generator_for(config.seed, 2, micro_step, rank)
+        # One generator per sample of the global batch: N processes x batch b draw the same noise
+        # as one process with batch N*b.
+        generators = [generator_for(config.seed, 2, micro_step, slot) for slot in batch["slot"].tolist()]
         with torch.no_grad():
             pixels = batch["pixel_values"].to(device, weight_dtype)
-            latents = base.vae.encode(pixels).latent_dist.sample(generator=generator).float()
+            posterior = base.vae.encode(pixels).latent_dist
+            latent_noise = torch.stack([torch.randn(posterior.mean.shape[1:], generator=g) for g in generators])
+            latents = posterior.mean.float() + posterior.std.float() * latent_noise.to(device)
             latents = latents * base.vae.config.scaling_factor
             text = encode_prompts(base, list(batch["caption"]), device)
             tokens = encode_conditions(encoder, batch["condition"].to(device), batch["drop_face"])
             face_mask = F.interpolate(batch["face_mask"].to(device), size=latents.shape[-2:], mode="area")
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, base.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
-                                  generator=generator).to(device)
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators]).to(device)
+        num_timesteps = base.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.cat([torch.randint(0, num_timesteps, (1,), generator=g) for g in generators]).to(device)
         noisy = base.noise_scheduler.add_noise(latents, noise, timesteps)
         target = noise if prediction_type == "epsilon" else base.noise_scheduler.get_velocity(latents, noise, timesteps)
         fair_context = adapter.fair_regularizer(face_mask) if measure_fair else contextlib.nullcontext()
