@@ -1,0 +1,111 @@
+"""FaceFactPipeline beside the diffusers features people combine it with: plain base model
+(scale 0), LoRA, model CPU offload, ControlNet. Tiny random models, 64 px, 2 steps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facefact.model import FACTAttnProcessor
+from facefact.pipelines import FaceFactPipeline
+from facefact.pipelines.tiny import tiny_sd_pipeline
+
+PROMPT = "a portrait in a garden"
+FAST = dict(num_inference_steps=2, height=64, width=64, seed=7)
+
+
+def as_array(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def face(tiny_pipe, astronaut):
+    return tiny_pipe.face_pixels([astronaut])  # detection once; the tests reuse the aligned face
+
+
+def test_scale_zero_gives_the_base_pipeline_pixels(tiny_pipe, face):
+    ours = tiny_pipe(PROMPT, face_pixels=face, adapter_scale=0.0, **FAST).images[0]
+    base = tiny_sd_pipeline(0)  # the same weights, no adapter anywhere
+    reference = base(PROMPT, generator=torch.Generator("cpu").manual_seed(7), num_inference_steps=2,
+                     guidance_scale=5.0, height=64, width=64).images[0]
+    np.testing.assert_array_equal(as_array(ours), as_array(reference))
+    with_face = tiny_pipe(PROMPT, face_pixels=face, adapter_scale=0.5, **FAST).images[0]
+    assert np.abs(as_array(with_face) - as_array(reference)).max() > 0  # and the face does change it
+
+
+def test_same_seed_same_image_different_seed_different(tiny_pipe, face):
+    a = tiny_pipe(PROMPT, face_pixels=face, num_images_per_prompt=2, **FAST)
+    b = tiny_pipe(PROMPT, face_pixels=face, **FAST)
+    assert [m["seed"] for m in a.metadata] == [7, 8]
+    np.testing.assert_allclose(as_array(a.images[0]), as_array(b.images[0]), atol=1)  # batch of 2 vs 1
+    assert np.abs(as_array(a.images[0]) - as_array(a.images[1])).max() > 10
+
+
+def tiny_lora(tmp_path):
+    """A diffusers-format LoRA on the tiny UNet's attention projections (random, non-zero)."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = tiny_sd_pipeline(0).unet
+    torch.manual_seed(3)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(unet),
+                                              safe_serialization=True)
+    return tmp_path
+
+
+def test_works_after_load_lora_weights(face, tmp_path):
+    pytest.importorskip("peft")
+    pipe = FaceFactPipeline.tiny()
+    before = pipe(PROMPT, face_pixels=face, **FAST).images[0]
+    pipe.load_lora_weights(tiny_lora(tmp_path), adapter_name="style")
+    processors = [m for m in pipe.sd.unet.modules() if isinstance(m, FACTAttnProcessor)]
+    assert len(processors) == len(pipe.adapter.block_paths)  # LoRA did not displace the FACT processors
+    after = pipe(PROMPT, face_pixels=face, **FAST).images[0]
+    no_face = pipe(PROMPT, face_pixels=face, adapter_scale=0.0, **FAST).images[0]
+    assert np.abs(as_array(after) - as_array(before)).max() > 0   # the LoRA acts
+    assert np.abs(as_array(after) - as_array(no_face)).max() > 0  # and so does the face
+
+
+def test_model_cpu_offload_keeps_the_adapter_with_the_unet(tiny_pipe, face):
+    """Without an accelerator diffusers refuses `enable_model_cpu_offload()` ("requires accelerator"); with
+    device="cpu" it installs the same accelerate hooks, which move each model - with all its submodules -
+    to the execution device. The FACT processors (and the borrowed norms) are UNet submodules, so they
+    move with it; the result must not change."""
+    pipe = FaceFactPipeline.tiny()
+    reference = pipe(PROMPT, face_pixels=face, **FAST).images[0]
+    pipe.enable_model_cpu_offload(device="cpu")
+    assert hasattr(pipe.sd.unet, "_hf_hook")
+    unet_params = {id(p) for p in pipe.sd.unet.parameters()}
+    for proc in pipe.adapter.all_processors():
+        assert all(id(p) in unet_params for p in proc.parameters())
+    offloaded = pipe(PROMPT, face_pixels=face, **FAST).images[0]
+    np.testing.assert_array_equal(as_array(offloaded), as_array(reference))
+
+
+def test_controlnet_sees_only_the_text_tokens(face):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+
+    sd = tiny_sd_pipeline(0)
+    torch.manual_seed(0)
+    controlnet = ControlNetModel.from_unet(sd.unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+    parts = {k: v for k, v in sd.components.items() if k not in ("image_encoder",)}
+    cn_pipe = StableDiffusionControlNetPipeline(**parts, controlnet=controlnet)
+    cn_pipe.set_progress_bar_config(disable=True)
+    pipe = FaceFactPipeline(cn_pipe, tiny_encoder(0), tiny_face_adapter(cn_pipe.unet, seed=1))
+
+    seen = {"controlnet": [], "unet": []}
+    for name, module in (("controlnet", controlnet), ("unet", cn_pipe.unet)):
+        module.register_forward_pre_hook(
+            lambda m, args, kwargs, name=name: seen[name].append(kwargs["encoder_hidden_states"].shape[1]),
+            with_kwargs=True)
+    control = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    out = pipe(PROMPT, face_pixels=face, image=control, **FAST)
+    assert len(out.images) == 1 and seen["controlnet"] and seen["unet"]
+    assert set(seen["controlnet"]) == {77}
+    assert set(seen["unet"]) == {77 + 16}
