@@ -142,8 +142,28 @@ def test_cli_with_a_registered_method(tmp_path, identities_dir, prompt_file, cap
         assert (out / "embeddings.npz").exists()
         rc = main(["evaluate", "report", str(out), str(out), "--out", str(tmp_path / "r.html")])
         assert rc == 0 and (tmp_path / "r.html").exists()
+        second = tmp_path / "cli2"
+        rc = main(["evaluate", "--identities", str(identities_dir), "--prompts", str(prompt_file), "--seeds", "1",
+                   "--method", "photo", "--out", str(second), "--no-progress", "--compare", str(out)])
+        assert rc == 0 and "Comparison of runs" in (second / "report.html").read_text()
         assert main(["evaluate", "--identities", str(identities_dir), "--method", "fact:x", "--out", str(out)]) == 2
         assert "not a number" in capsys.readouterr().err
         assert main(["evaluate", "--identities", str(tmp_path / "none"), "--out", str(out)]) == 2
     finally:
         METHODS.pop("photo", None)
+
+
+def test_cache_key_covers_everything_that_changes_pixels():
+    from eval_fakes import PhotoMethod
+
+    from facefact.evaluation.runner import image_key
+
+    photo, pasted = PhotoMethod("photo"), PhotoMethod("pasted", paste=True)
+    key = image_key(photo, "refs1", "a prompt", 0, 64)
+    assert key == image_key(PhotoMethod("photo"), "refs1", "a prompt", 0, 64)
+    others = [image_key(pasted, "refs1", "a prompt", 0, 64), image_key(photo, "refs2", "a prompt", 0, 64),
+              image_key(photo, "refs1", "another", 0, 64), image_key(photo, "refs1", "a prompt", 1, 64),
+              image_key(photo, "refs1", "a prompt", 0, 128)]
+    assert len({key, *others}) == 6
+    photo.uses_references = False          # e.g. 'base': the same image for every person
+    assert image_key(photo, "refs1", "a prompt", 0, 64) == image_key(photo, "refs2", "a prompt", 0, 64)

@@ -98,7 +98,8 @@ def diversity(embeddings: list, yaws: list, rolls: list, expressions: list, imag
     faces = [e for e in embeddings if e is not None]
     thumbs = [cv2.resize(im, (64, 64), interpolation=cv2.INTER_AREA) for im in images]
     return {
-        "div_identity": mean_pairwise(faces, lambda a, b: 1.0 - cosine(a, b)),
+        # rounded: identical embeddings give 1 - cos ~ 1e-16 from float error, which should read as 0
+        "div_identity": mean_pairwise(faces, lambda a, b: round(1.0 - cosine(a, b), 9)),
         "div_yaw": mean_pairwise(_finite(yaws), lambda a, b: abs(a - b)),
         "div_roll": mean_pairwise(_finite(rolls), lambda a, b: abs(a - b)),
         "div_expression": mean_pairwise(_finite(expressions), lambda a, b: abs(a - b)),

@@ -77,20 +77,22 @@ def build_methods(specs, context: MethodContext, *, add_controls: bool = True):
     return methods, skipped, notes
 
 
-def image_key(method: Method, identity: Identity, prompt_text: str, seed: int, size) -> str:
+def image_key(method: Method, references_hash: str, prompt_text: str, seed: int, size) -> str:
+    """Hash of everything that changes the pixels: the cache key of one image file."""
     payload = {"settings": method.settings(), "prompt": prompt_text, "seed": seed, "size": size,
-               "references": identity.content_hash() if method.uses_references else None}
+               "references": references_hash if method.uses_references else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _plan(identities, prompts, seeds, methods, out: Path, size) -> list[Job]:
     jobs = []
     for identity in identities:
+        ref_hash = identity.content_hash()  # once per identity: it reads every reference file
         for prompt in prompts:
             for seed in seeds:
                 for method in methods:
                     text = prompt.for_subject(identity.subject)
-                    key = image_key(method, identity, text, seed, size)
+                    key = image_key(method, ref_hash, text, seed, size)
                     # Images that do not depend on the person are shared by all identities with the same prompt.
                     owner = identity.name if method.uses_references else "_shared"
                     path = out / "images" / method_slug(method.name) / owner / f"{prompt.id}-s{seed}-{key}.png"
