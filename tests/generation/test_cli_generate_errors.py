@@ -89,3 +89,20 @@ def test_base_model_folder_without_model_index(cli, astronaut, tiny_model_files,
     shutil.copytree(base / "unet", broken / "unet")
     fails(cli("generate", "--base-model", broken, "--adapter", adapter, "--encoder", encoder, "--face", astronaut,
               "--prompt", "p"), "not a diffusers model folder")
+
+
+def test_several_faces_uses_the_largest_and_says_so(cli, astronaut, grace_hopper, tmp_path):
+    from PIL import Image
+
+    from facefact.pipelines.metadata import read_png_metadata
+
+    a, g = Image.open(astronaut).convert("RGB"), Image.open(grace_hopper).convert("RGB").resize((400, 470))
+    group = Image.new("RGB", (a.width + g.width, max(a.height, g.height)), "white")
+    group.paste(a, (0, 0))
+    group.paste(g, (a.width, 0))
+    group.save(tmp_path / "group.jpg")
+    code, out, err = tiny(cli, tmp_path / "group.jpg", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert err.count("2 faces found; using the largest") == 1 and "FaceWarning" not in err
+    meta = read_png_metadata(out.split()[0])
+    assert meta["notes"] and "group.jpg" not in str(meta)  # the note is kept, the photo's name is not

@@ -125,3 +125,19 @@ def test_download_offline_says_what_is_missing_and_how_to_point(cli, monkeypatch
     monkeypatch.setenv("FACEFACT_OFFLINE", "1")
     code, _, err = cli("models", "download", "sd15")
     assert code == 2 and "offline" in err and "--base-model" in err
+
+
+def test_example_config_loads_and_relative_paths_follow_the_config_file(cli, tmp_path, monkeypatch):
+    from conftest import REPO
+    from facefact.pipelines.registry import load_config, resolve_setting
+
+    config, path = load_config(REPO / "examples" / "facefact.yaml")
+    assert config["generate"]["scheduler"] == "pndm"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "a.ckpt").write_bytes(b"x")
+    (tmp_path / "c.yaml").write_text("adapter: weights/a.ckpt\nencoder: transface-s\nmodels_dir: /srv/m\n")
+    config, path = load_config(tmp_path / "c.yaml")
+    assert resolve_setting("adapter", None, config, path).path == tmp_path / "weights" / "a.ckpt"
+    assert str(resolve_setting("encoder", None, config, path).path).startswith(str(tmp_path / "home"))  # env wins
+    monkeypatch.delenv("FACEFACT_HOME")
+    assert str(resolve_setting("encoder", None, config, path).path) == f"/srv/m/{ENCODER}"

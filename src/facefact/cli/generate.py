@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 from facefact.errors import ConfigError, ModelNotFoundError
@@ -146,6 +147,12 @@ def output_stem(args, face_paths: list[str], prompt: str) -> str:
     return f"{slug(Path(face_paths[0]).stem, 24)}_{slug(prompt, 32)}"
 
 
+def anonymise(note: str, photos: list[str]) -> str:
+    for i, photo in enumerate(photos):
+        note = note.replace(str(photo), f"reference photo {i + 1}")
+    return note
+
+
 def quiet_libraries() -> None:
     """transformers warns at import that torchvision is absent (facefact never needs it)."""
     import os
@@ -158,15 +165,22 @@ def quiet_libraries() -> None:
 def run(args) -> int:
     quiet_libraries()
     from facefact.faces import FaceAnalysis
+    from facefact.faces.types import FaceWarning
     from facefact.pipelines import registry
-    from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
     config, config_path = registry.load_config(args.config)
     opts = resolve_options(args, config)
     notes: list[str] = []
     analysis = FaceAnalysis()
-    check_photos(args.face, analysis, notes)
-    stem = output_stem(args, args.face, args.prompt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
+        check_photos(args.face, analysis, notes)
+        stem = output_stem(args, args.face, args.prompt)
+        return generate_and_write(args, opts, config, config_path, analysis, notes, stem)
+
+
+def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str) -> int:
+    from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
     # The pipeline logs its notes too; we print them ourselves, once.
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
@@ -182,6 +196,8 @@ def run(args) -> int:
     finally:
         bar.close()
     notes = list(dict.fromkeys(out.notes + notes))  # the pipeline repeats the photo notes; keep each once
+    for meta in out.metadata:  # the files keep no trace of the photos, not even their names
+        meta["notes"] = [anonymise(note, args.face) for note in meta["notes"]]
     out_dir = Path(opts["out"]).expanduser()
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
                for image, meta in zip(out.images, out.metadata)]

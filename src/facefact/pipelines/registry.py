@@ -129,6 +129,9 @@ def resolve_setting(setting: str, flag: str | None, config: dict | None, config_
         value, origin = os.environ[env], f"env {env}"
     elif config.get(setting) is not None:
         value, origin = str(config[setting]), f"config {config_path or ''}".strip()
+        beside = Path(config_path).parent / Path(value).expanduser() if config_path else None
+        if beside is not None and not Path(value).expanduser().is_absolute() and beside.exists():
+            value = str(beside)  # relative paths in a config file are relative to that file
     elif setting in DEFAULTS:
         value, origin = DEFAULTS[setting], "default"
     else:
