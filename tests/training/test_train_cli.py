@@ -1,0 +1,61 @@
+"""`facefact train` from a config file with flag overrides, on a diffusers folder and an encoder file,
+with validation images, CSV log and the example config's keys all valid."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from facefact.cli.main import main
+from facefact.training.config import TrainConfig, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train_config.yaml"
+
+
+def test_example_config_is_complete_and_valid():
+    config = load_config(EXAMPLE, {"data": "x"}).check()
+    assert set(config.to_dict()) == set(TrainConfig().to_dict())
+    assert config.fair_weight == 0.01 and config.face_drop_prob == 0.1
+
+
+def test_cli_train_from_folder_models_with_validation(tmp_path, prepared, capsys):
+    from facefact.model.tiny import tiny_encoder
+    from facefact.pipelines.tiny import save_tiny_sd_pipeline
+
+    base = save_tiny_sd_pipeline(tmp_path / "sd15")
+    encoder_path = tmp_path / "transface.pt"
+    torch.save(tiny_encoder().state_dict(), encoder_path)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"data: {prepared}\nmax_steps: 50\nresolution: 64\nvalidate_every: 2\nvalidation_steps: 2\n"
+                      f"validation_prompts: [a photo, a painting]\nprogress: false\n")
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config), "--max-steps", "2", "--output-dir", str(out), "--base-model",
+                 str(base), "--encoder", str(encoder_path), "--no-progress"])
+    assert code == 0 and "trained adapter" in capsys.readouterr().out
+    grid = Image.open(out / "validation" / "step-00000002.png")
+    assert grid.size == (64 * 3, 64 * 2)  # condition + 2 prompts, 2 validation samples
+    assert len((out / "log.csv").read_text().splitlines()) == 3
+
+
+def test_cli_train_errors_are_messages(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "training set not found" in capsys.readouterr().err
+    assert main(["train", "--data", "x", "--mixed-precision", "fp8"]) == 2
+    assert "mixed_precision" in capsys.readouterr().err
+
+
+def test_8bit_adam_without_bitsandbytes_is_a_clear_error(tmp_path, prepared):
+    pytest.importorskip("torch")
+    try:
+        import bitsandbytes  # noqa: F401
+        pytest.skip("bitsandbytes is installed")
+    except ImportError:
+        pass
+    from facefact.errors import ConfigError
+    from facefact.training import train
+
+    with pytest.raises(ConfigError, match="bitsandbytes"):
+        train(TrainConfig(data=str(prepared), output_dir=str(tmp_path), optimizer="adamw8bit", max_steps=1,
+                          resolution=64, progress=False))
