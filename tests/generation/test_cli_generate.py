@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,11 +100,15 @@ def test_real_model_files_path(cli, astronaut, tiny_model_files, tmp_path):
 
 
 def test_readme_command_in_a_subprocess(astronaut, tmp_path):
-    env = {**os.environ, "FACEFACT_HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-    proc = subprocess.run([sys.executable, "-m", "facefact.cli.main", "generate", "--model", "tiny", "--face",
-                           astronaut, "--prompt", PROMPT, "-n", "2", "--seed", "7", "--steps", "2", "--out",
-                           "outputs/"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "FACEFACT_HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+           "OMP_NUM_THREADS": "1"}
+    script = shutil.which("facefact")  # the installed console script, as users run it
+    command = [script] if script else [sys.executable, "-m", "facefact.cli.main"]
+    proc = subprocess.run([*command, "generate", "--model", "tiny", "--face", astronaut, "--prompt", PROMPT,
+                           "-n", "2", "--seed", "7", "--steps", "2", "--out", "outputs/"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "torchvision" not in proc.stderr
     written = [Path(line.split()[0]) for line in proc.stdout.splitlines()]
     assert len(written) == 3 and all((tmp_path / p).is_file() for p in written)
+    assert read_png_metadata(tmp_path / written[0])["width"] == 128  # the tiny model's own size
