@@ -106,3 +106,12 @@ def test_several_faces_uses_the_largest_and_says_so(cli, astronaut, grace_hopper
     assert err.count("2 faces found; using the largest") == 1 and "FaceWarning" not in err
     meta = read_png_metadata(out.split()[0])
     assert meta["notes"] and "group.jpg" not in str(meta)  # the note is kept, the photo's name is not
+
+
+def test_unavailable_device_and_dtype(cli, astronaut):
+    import torch
+
+    if not torch.cuda.is_available():
+        fails(tiny(cli, astronaut, "--device", "cuda"), "device 'cuda' is not available")
+    fails(tiny(cli, astronaut, "--device", "toaster"), "unknown device 'toaster'")
+    fails(tiny(cli, astronaut, "--device", "cpu", "--dtype", "float16"), "float16 is not supported on the CPU")

@@ -92,6 +92,8 @@ def test_download_resumes_validates_and_records_then_check_verifies(cli, server,
     assert code == 0, out
     assert out.count("sha256 verified") == 2
     assert cli("models", "download", "maj")[0] == 0 and len(server) == 2  # verified copy: not fetched again
+    code, out, err = cli("models", "download", "--base-model", tmp_path, "--json")  # local base: left alone
+    assert code == 0 and "not downloaded" in out and len(server) == 2, err
 
     # A file that changes after it was recorded (here: another valid adapter) is reported.
     from facefact.model.tiny import tiny_face_adapter

@@ -92,6 +92,23 @@ def check_photos(paths: list[str], analysis, notes: list[str]) -> None:
         notes.extend(f"{path}: {note}" for note in face.notes)
 
 
+def check_device(device: str | None) -> None:
+    """torch's own message for a missing accelerator is an AssertionError deep in .to(); say it plainly."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{device}'", hint="use cuda, cuda:N, mps or cpu") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if not available.get(kind, True):
+        raise ConfigError(f"device '{device}' is not available on this machine (torch {torch.__version__})",
+                          hint="drop --device to use the best available one, or install a torch build for it")
+
+
 def load_pipeline(args, config: dict, config_path, analysis):
     import torch
 
@@ -100,6 +117,7 @@ def load_pipeline(args, config: dict, config_path, analysis):
 
     device = registry.resolve_setting("device", args.device, config, config_path).value
     dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
+    check_device(device)
     if args.model == "tiny":
         if args.base_model or args.adapter or args.encoder:
             raise ConfigError("--model tiny uses built-in models; drop --base-model/--adapter/--encoder")

@@ -186,6 +186,9 @@ def check_models(targets: list, directory: Path, as_json: bool) -> int:
 def download_models(targets: list, directory: Path, as_json: bool) -> int:
     done = []
     for item in targets:
+        if item.known is None and item.path is not None and item.path.exists():
+            done.append({"name": item.setting, "location": f"{item.path} (local, {item.origin}; not downloaded)"})
+            continue
         if item.known is None:
             raise ModelNotFoundError(f"{item.setting} points to {item.value} ({item.origin}), not a known "
                                      "model facefact can download",
