@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -43,15 +44,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     _check_file(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path)[0]
+    not_weights = CheckpointError(f"cannot read {path}: the file is truncated or not a PyTorch weights file",
+                                  path=path, hint="download the file again; check the size matches the source")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a (legacy) pickle: e.g. text, HTML
+        raise not_weights
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"refused to load {path}: it contains Python objects, not only tensors ({err})",
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:
+            what = f"it contains Python objects, not only tensors (e.g. {found.group(1)})"
+        elif zipfile.is_zipfile(path):  # an intact archive whose pickle the weights-only unpickler refuses
+            what = "its pickle holds more than tensors and plain containers (refused by weights-only loading)"
+        else:  # a damaged (legacy) pickle stream
+            raise not_weights from None
+        raise CheckpointError(f"refused to load {path}: {what}",
                               path=path, hint="only weights files are accepted; convert it to safetensors "
                                               "where it was made, or re-download the official file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"cannot read {path}: the file is truncated or not a PyTorch weights file ({err})",
-                              path=path, hint="download the file again; check the size matches the source") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError,
+            AttributeError, UnicodeDecodeError) as err:  # the weights-only unpickler's errors on garbage vary
+        raise CheckpointError(f"{not_weights.message} ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})",
+                              path=path, hint=not_weights.hint) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # Lightning-style wrapper
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -57,7 +57,8 @@ class FaceAdapter(nn.Module):
         config = resampler_config or ResamplerConfig(output_dim=cross_dim)
         if config.output_dim != cross_dim:
             raise CheckpointError(f"resampler output width {config.output_dim} != UNet cross-attention width {cross_dim}")
-        processors = {path: FACTAttnProcessor(block.norm2.normalized_shape[0], cross_dim) for path, block in blocks.items()}
+        # the width from attn2's query projection: norm2 is an nn.Identity while another adapter is attached
+        processors = {path: FACTAttnProcessor(block.attn2.to_q.in_features, cross_dim) for path, block in blocks.items()}
         return cls(Resampler(config), processors)
 
     @classmethod

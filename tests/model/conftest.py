@@ -1,0 +1,81 @@
+"""Tiny random-weight UNet / adapter / encoder, built offline in well under a second each."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+from facefact.pipelines.tiny import tiny_unet
+
+LATENT = 16  # tiny UNet sample size: 16x16 latents, 3 cross-attention resolutions 16/8/4
+
+
+def make_unet(seed: int = 0, **overrides):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if not overrides:
+            return tiny_unet().eval().requires_grad_(False)
+        from diffusers import UNet2DConditionModel
+
+        config = dict(tiny_unet().config)
+        config.update(overrides)
+        return UNet2DConditionModel.from_config(config).eval().requires_grad_(False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared, oversubscribed machine OpenMP's
+    spinning worker threads make each op wait for a time slice (seconds per UNet call)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def base_unet():
+    """Shared, never modified: tests that attach use `unet` (a fresh copy)."""
+    return make_unet()
+
+
+@pytest.fixture
+def unet(base_unet):
+    return copy.deepcopy(base_unet)
+
+
+@pytest.fixture
+def adapter(unet):
+    """Trained-like adapter (gates open) for the tiny UNet."""
+    return tiny_face_adapter(unet, seed=1, trained_like=True).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return tiny_encoder(0)
+
+
+@pytest.fixture
+def inputs(base_unet):
+    """(latents [2, 4, 16, 16], timestep, text [2, 77, C]) - deterministic."""
+    g = torch.Generator().manual_seed(123)
+    width = base_unet.config.cross_attention_dim
+    return (torch.randn(2, 4, LATENT, LATENT, generator=g), torch.tensor(500),
+            torch.randn(2, 77, width, generator=g))
+
+
+def encoder_tokens(n: int, seed: int = 7, width: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 144, width, generator=g)
+
+
+def with_faces(text: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """cat[text, faces] along the sequence; faces [1, 16n, C] repeated over the batch."""
+    return torch.cat([text, faces.expand(text.shape[0], -1, -1)], dim=1)
+
+
+def run(unet, inputs, states=None) -> torch.Tensor:
+    latents, timestep, text = inputs
+    with torch.no_grad():
+        return unet(latents, timestep, encoder_hidden_states=text if states is None else states).sample

@@ -1,0 +1,187 @@
+"""FaceAdapter attach / detach on the tiny SD1.5-layout UNet: reversible, exact at scale 0, `ln.*` checkpoints,
+several photos."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from facefact.model import FaceAdapter, cross_attention_blocks
+from facefact.model.adapter import FACTAttnProcessor
+from facefact.model.tiny import tiny_face_adapter, tiny_resampler_config
+
+from .conftest import encoder_tokens, run, with_faces
+
+
+def snapshot(unet):
+    return ({k: v.clone() for k, v in unet.state_dict().items()},
+            {name: type(p) for name, p in unet.attn_processors.items()},
+            {path: block.norm2 for path, block in cross_attention_blocks(unet).items()})
+
+
+def test_detach_restores_the_unet_exactly(unet, adapter, inputs):
+    before = run(unet, inputs)
+    state, processors, norms = snapshot(unet)
+    assert len(norms) == 16  # the SD1.5 block layout
+
+    adapter.attach(unet)
+    assert adapter.is_attached
+    assert all(isinstance(p, FACTAttnProcessor) for n, p in unet.attn_processors.items() if n.endswith("attn2.processor"))
+    adapter.set_scale(0.7)
+    faces = adapter.face_tokens(encoder_tokens(1))
+    changed = run(unet, inputs, with_faces(inputs[2], faces))
+    assert not torch.allclose(changed, before)  # the adapter did act while attached
+    adapter.detach()
+
+    assert not adapter.is_attached
+    assert torch.equal(run(unet, inputs), before)
+    state_after, processors_after, norms_after = snapshot(unet)
+    assert list(state_after) == list(state)
+    assert all(torch.equal(state_after[k], state[k]) for k in state)
+    assert processors_after == processors
+    assert all(norms_after[p] is norms[p] for p in norms)  # the very same norm2 modules, not copies
+    assert all(proc.ln is None and proc._base[0] is None for proc in adapter.all_processors())
+
+
+def test_attach_detach_attach_again_gives_the_same_output(unet, adapter, inputs):
+    states = with_faces(inputs[2], adapter.face_tokens(encoder_tokens(1)))
+    adapter.attach(unet)
+    adapter.set_scale(0.5)
+    first = run(unet, inputs, states)
+    adapter.detach()
+    adapter.attach(unet)
+    assert torch.equal(run(unet, inputs, states), first)
+    adapter.detach()
+
+
+def test_attaching_twice_raises(unet, adapter):
+    adapter.attach(unet)
+    try:
+        with pytest.raises(RuntimeError, match="already attached"):
+            adapter.attach(unet)
+        other = tiny_face_adapter(unet, seed=5)
+        with pytest.raises(RuntimeError, match="already carries a FACT adapter"):
+            other.attach(unet)
+        assert not other.is_attached
+    finally:
+        adapter.detach()
+
+
+def test_scale_zero_is_the_base_unet_bit_for_bit(unet, adapter, inputs):
+    base = run(unet, inputs)
+    states = with_faces(inputs[2], adapter.face_tokens(encoder_tokens(1)))
+    adapter.attach(unet)
+    try:
+        adapter.set_scale(0.0)
+        assert torch.equal(run(unet, inputs, states), base)
+        adapter.set_num_face_tokens(0)  # no face tokens at all: the text alone
+        adapter.set_scale(1.0)
+        assert torch.equal(run(unet, inputs), base)
+    finally:
+        adapter.detach()
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0, 3.0])
+def test_untrained_adapter_is_the_identity_at_any_scale(unet, inputs, scale):
+    base = run(unet, inputs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        adapter = FaceAdapter.for_unet(unet, tiny_resampler_config(unet.config.cross_attention_dim))
+    assert all(p.alpha_attn.item() == 0 and p.alpha_dense.item() == 0 for p in adapter.all_processors())
+    adapter.attach(unet)
+    try:
+        adapter.set_scale(scale)
+        with torch.no_grad():
+            states = with_faces(inputs[2], adapter.face_tokens(encoder_tokens(1)))
+        assert torch.equal(run(unet, inputs, states), base)
+    finally:
+        adapter.detach()
+
+
+# ---- checkpoints that carry the block norm as `processor.ln.*` ----------------------------------
+def adapter_with_ln(adapter, seed: int = 11):
+    g = torch.Generator().manual_seed(seed)
+    state = dict(adapter.released_state_dict())
+    ln = {}
+    for path in adapter.block_paths:
+        width = adapter.processor(path).block_dim
+        ln[path] = (1 + 0.3 * torch.randn(width, generator=g), 0.2 * torch.randn(width, generator=g))
+        state[f"{path}.attn2.processor.ln.weight"], state[f"{path}.attn2.processor.ln.bias"] = ln[path]
+    return FaceAdapter.from_state_dict(state), ln
+
+
+def test_ln_checkpoint_replaces_the_block_norm_and_detach_restores_it(unet, adapter, inputs):
+    loaded, ln = adapter_with_ln(adapter)
+    assert all(p.owns_ln for p in loaded.all_processors())
+    assert all(k in loaded.released_state_dict() for k in (f"{p}.attn2.processor.ln.weight" for p in ln))
+
+    # independent expectation: a copy of the UNet with the checkpoint's norm2 parameters copied in
+    expected_unet = copy.deepcopy(unet)
+    for path, block in cross_attention_blocks(expected_unet).items():
+        block.norm2.weight.copy_(ln[path][0])
+        block.norm2.bias.copy_(ln[path][1])
+    expected = run(expected_unet, inputs)
+
+    base = run(unet, inputs)
+    norms = {p: (b.norm2, b.norm2.weight.clone(), b.norm2.bias.clone()) for p, b in cross_attention_blocks(unet).items()}
+    states = with_faces(inputs[2], loaded.face_tokens(encoder_tokens(1)))
+    loaded.attach(unet)
+    try:
+        loaded.set_scale(0.0)
+        ours = run(unet, inputs, states)
+        assert not torch.allclose(ours, base)  # the checkpoint's norm is in effect even at scale 0
+        assert torch.equal(ours, expected)
+    finally:
+        loaded.detach()
+    for path, block in cross_attention_blocks(unet).items():
+        module, weight, bias = norms[path]
+        assert block.norm2 is module
+        assert torch.equal(block.norm2.weight, weight) and torch.equal(block.norm2.bias, bias)
+    assert torch.equal(run(unet, inputs), base)
+    # the checkpoint's norm stays with the adapter (it is its weight), ready for the next attach
+    assert all(p.ln is not None for p in loaded.all_processors())
+
+
+# ---- several photos ---------------------------------------------------------------------------
+def test_two_photos_are_concatenated_in_order(unet, adapter, inputs):
+    tokens = encoder_tokens(2)
+    with torch.no_grad():
+        both = adapter.face_tokens(tokens)
+        first, second = adapter.face_tokens(tokens[:1]), adapter.face_tokens(tokens[1:])
+        swapped = adapter.face_tokens(tokens.flip(0))
+        other = adapter.face_tokens(torch.cat([tokens[:1], encoder_tokens(1, seed=99)]))
+    assert both.shape == (1, 32, unet.config.cross_attention_dim)
+    torch.testing.assert_close(both, torch.cat([first, second], dim=1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(swapped, torch.cat([second, first], dim=1), rtol=1e-6, atol=1e-6)
+
+    base = run(unet, inputs)
+    adapter.attach(unet)
+    try:
+        adapter.set_scale(1.0)
+        adapter.set_num_face_tokens(32)
+        out = run(unet, inputs, with_faces(inputs[2], both))
+        out_swapped = run(unet, inputs, with_faces(inputs[2], swapped))
+        out_other = run(unet, inputs, with_faces(inputs[2], other))
+        adapter.set_num_face_tokens(16)
+        out_one = run(unet, inputs, with_faces(inputs[2], first))
+    finally:
+        adapter.detach()
+    assert out.shape == base.shape and torch.isfinite(out).all()
+    assert not torch.allclose(out, base)
+    # Face tokens enter only as keys/values of the gated self-attention, with no position: the
+    # softmax over keys does not depend on their order, so the photo order changes nothing but
+    # rounding. (Which photos are given does matter.)
+    torch.testing.assert_close(out_swapped, out, rtol=1e-4, atol=1e-5)
+    assert (out_other - out).abs().max() > 1e-3
+    assert (out_one - out).abs().max() > 1e-3
+
+
+def test_null_tokens_for_n_photos_repeat_the_one_photo_block(adapter):
+    with torch.no_grad():
+        one = adapter.null_face_tokens(1)
+        three = adapter.null_face_tokens(3)
+    assert one.shape == (1, 16, adapter.resampler.config.output_dim)
+    assert three.shape == (1, 48, adapter.resampler.config.output_dim)
+    assert one.abs().sum() > 0  # not zeros
+    torch.testing.assert_close(three, one.repeat(1, 3, 1), rtol=1e-6, atol=1e-6)
