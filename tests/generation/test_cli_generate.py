@@ -79,10 +79,13 @@ def test_config_file_supplies_defaults_and_flags_win(cli, astronaut, tmp_path):
     config = tmp_path / "facefact.yaml"
     config.write_text("generate:\n  steps: 2\n  scale: 0.0\n  scheduler: ddim\n  n: 1\n")
     code, out, err = cli("generate", "--model", "tiny", "--face", astronaut, "--prompt", PROMPT, "--seed", 3,
-                         "--size", 64, "--out", tmp_path, "--config", config, "--scheduler", "euler", "--json")
+                         "--size", 64, "--out", tmp_path, "--config", config, "--scheduler", "euler", "--no-cfg-face",
+                         "--guidance", 7, "--negative-prompt", "blurry", "--json")
     assert code == 0, err
     meta = json.loads(out)["metadata"][0]
     assert (meta["steps"], meta["adapter_scale"], meta["scheduler"]) == (2, 0.0, "euler")
+    assert (meta["cfg_face"], meta["guidance_scale"], meta["negative_prompt"]) == (False, 7.0, "blurry")
+    assert "Negative prompt: blurry" in Image.open(json.loads(out)["images"][0]).info["parameters"]
 
     config.write_text("adpater: x.ckpt\n")  # a typo is an error, not silently ignored
     code, _, err = cli("generate", "--model", "tiny", "--face", astronaut, "--prompt", PROMPT, "--config", config)

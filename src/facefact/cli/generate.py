@@ -200,11 +200,16 @@ def run(args) -> int:
 def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str) -> int:
     from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
+    import torch
+
     # The pipeline logs its notes too; we print them ourselves, once.
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
     pipe = load_pipeline(args, config, config_path, analysis)
     pipe.sd.set_progress_bar_config(disable=True)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
+    threads = torch.get_num_threads()
+    if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
+        torch.set_num_threads(1)
     try:
         out = pipe(args.prompt, face_images=args.face, negative_prompt=opts["negative_prompt"],
                    adapter_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]),
@@ -213,6 +218,7 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
                    scheduler=opts["scheduler"], callback_on_step_end=callback)
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     notes = list(dict.fromkeys(out.notes + notes))  # the pipeline repeats the photo notes; keep each once
     for meta in out.metadata:  # the files keep no trace of the photos, not even their names
         meta["notes"] = [anonymise(note, args.face) for note in meta["notes"]]
