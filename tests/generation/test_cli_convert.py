@@ -85,3 +85,18 @@ def test_refusals(cli, tmp_path, sdxl_base, tiny_model_files):
     out.write_bytes(b"keep me")
     refused(cli("convert", "--adapter", ckpt, "--out", out), "exists; not replacing")
     assert out.read_bytes() == b"keep me"
+
+
+def test_check_base_reads_single_files_by_their_keys(cli, tmp_path):
+    from safetensors.torch import save_file
+
+    sd1 = tmp_path / "sd1.safetensors"
+    save_file({"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, 48)},
+              sd1)
+    code, out, err = cli("convert", "--adapter", PARITY / "adapter.ckpt", "--heads", 4, "--out",
+                         tmp_path / "a.safetensors", "--check-base", sd1)
+    assert code == 0 and "cross-attention 48" in out, err
+    sdxl = tmp_path / "sdxl.safetensors"
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(4)}, sdxl)
+    refused(cli("convert", "--adapter", PARITY / "adapter.ckpt", "--heads", 4, "--out", tmp_path / "b.safetensors",
+                "--check-base", sdxl), "SDXL")

@@ -10,7 +10,6 @@ face embeddings are never written anywhere.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys

@@ -206,7 +206,8 @@ def download_models(targets: list, directory: Path, as_json: bool) -> int:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "0") not in ("0", "", "false", "False") for v in ("HF_HUB_OFFLINE", "FACEFACT_OFFLINE"))
+    flags = (os.environ.get(v, "0") for v in ("HF_HUB_OFFLINE", "FACEFACT_OFFLINE"))
+    return any(flag not in ("0", "", "false", "False") for flag in flags)
 
 
 def download_hub(repo_id: str) -> str:
