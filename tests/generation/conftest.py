@@ -71,11 +71,6 @@ def cli(capsys, monkeypatch, tmp_path):
     return run
 
 
-def pixels(path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 @pytest.fixture(scope="session")
 def tiny_model_files(tmp_path_factory):
     """(base folder, adapter .safetensors, encoder .safetensors): the tiny models as files on disk."""

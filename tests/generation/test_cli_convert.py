@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import PARITY
 from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder
 from facefact.model.checkpoints import read_safetensors
 
+PARITY = Path(__file__).resolve().parents[1] / "data" / "parity" / "fact_tiny_a"  # not imported from conftest: any import mode
 PARITY_RESAMPLER = ResamplerConfig(dim=64, depth=2, dim_head=16, heads=4, num_queries=16, embedding_dim=32,
                                    output_dim=48, ff_mult=4)
 

@@ -11,8 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conftest import pixels
 from facefact.pipelines.metadata import DIGITAL_SOURCE_TYPE, XMP_KEY, read_png_metadata
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
 
 PROMPT = "a portrait in a garden"
 

@@ -130,10 +130,9 @@ def test_download_offline_says_what_is_missing_and_how_to_point(cli, monkeypatch
 
 
 def test_example_config_loads_and_relative_paths_follow_the_config_file(cli, tmp_path, monkeypatch):
-    from conftest import REPO
     from facefact.pipelines.registry import load_config, resolve_setting
 
-    config, path = load_config(REPO / "examples" / "facefact.yaml")
+    config, path = load_config(Path(__file__).resolve().parents[2] / "examples" / "facefact.yaml")
     assert config["generate"]["scheduler"] == "pndm"
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "a.ckpt").write_bytes(b"x")
