@@ -10,7 +10,8 @@ import torch
 from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder
 from facefact.model.checkpoints import read_safetensors
 
-PARITY = Path(__file__).resolve().parents[1] / "data" / "parity" / "fact_tiny_a"  # not imported from conftest: any import mode
+# Defined here, not imported from conftest, so the tests work under any pytest import mode.
+PARITY = Path(__file__).resolve().parents[1] / "data" / "parity" / "fact_tiny_a"
 PARITY_RESAMPLER = ResamplerConfig(dim=64, depth=2, dim_head=16, heads=4, num_queries=16, embedding_dim=32,
                                    output_dim=48, ff_mult=4)
 

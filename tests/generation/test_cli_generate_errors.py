@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 
-PARITY = Path(__file__).resolve().parents[1] / "data" / "parity" / "fact_tiny_a"  # not imported from conftest: any import mode
+# Defined here, not imported from conftest, so the tests work under any pytest import mode.
+PARITY = Path(__file__).resolve().parents[1] / "data" / "parity" / "fact_tiny_a"
 
 
 def fails(result, *phrases):
