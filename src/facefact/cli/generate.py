@@ -83,12 +83,12 @@ def resolve_options(args, config: dict) -> dict:
     return opts
 
 
-def check_photos(paths: list[str], analysis, notes: list[str]) -> None:
-    """Fail on a photo without a usable face now, before weights are loaded."""
-    for path in paths:
-        image = analysis.load(path)
-        face = analysis.get_one(image, strict=False, path=path)
-        notes.extend(f"{path}: {note}" for note in face.notes)
+def check_photos(paths: list[str], analysis, notes: list[str]):
+    """Analyse the photos now - failing on one without a usable face before any weights are
+    loaded - and return the encoder input, so the pipeline does not analyse them again."""
+    from facefact.pipelines.fact import face_pixels_from_photos
+
+    return face_pixels_from_photos(analysis, paths, notes)
 
 
 def check_device(device: str | None) -> None:
@@ -191,12 +191,13 @@ def run(args) -> int:
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
-        check_photos(args.face, analysis, notes)
+        face_pixels = check_photos(args.face, analysis, notes)
         stem = output_stem(args, args.face, args.prompt)
-        return generate_and_write(args, opts, config, config_path, analysis, notes, stem)
+        return generate_and_write(args, opts, config, config_path, analysis, notes, stem, face_pixels)
 
 
-def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str) -> int:
+def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str,
+                       face_pixels) -> int:
     from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
     import torch
@@ -210,7 +211,7 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
         torch.set_num_threads(1)
     try:
-        out = pipe(args.prompt, face_images=args.face, negative_prompt=opts["negative_prompt"],
+        out = pipe(args.prompt, face_pixels=face_pixels, negative_prompt=opts["negative_prompt"],
                    adapter_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]),
                    num_images_per_prompt=int(opts["n"]), seed=args.seed, num_inference_steps=int(opts["steps"]),
                    guidance_scale=float(opts["guidance"]), height=opts["height"], width=opts["width"],
@@ -218,9 +219,9 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     finally:
         bar.close()
         torch.set_num_threads(threads)
-    notes = list(dict.fromkeys(out.notes + notes))  # the pipeline repeats the photo notes; keep each once
+    notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
     for meta in out.metadata:  # the files keep no trace of the photos, not even their names
-        meta["notes"] = [anonymise(note, args.face) for note in meta["notes"]]
+        meta["notes"] = [anonymise(note, args.face) for note in notes]
     out_dir = Path(opts["out"]).expanduser()
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
                for image, meta in zip(out.images, out.metadata)]

@@ -99,6 +99,9 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, 
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a weights file is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -196,7 +196,8 @@ class FaceAdapter(nn.Module):
     def fair_regularizer(self, face_mask: torch.Tensor):
         """Inside this context each forward pass records FAIR per layer; read with `fair_loss()`.
 
-        face_mask: [B, 1, h, w] at latent resolution, 1 inside the face."""
+        face_mask: [B, 1, h, w] at latent resolution, 1 inside the face. With gradient
+        checkpointing, run backward inside this context too: the recomputation re-runs FAIR."""
         for proc in self.all_processors():
             proc.fair_mask, proc.fair_value = face_mask, None
         try:

@@ -108,19 +108,7 @@ class FaceFactPipeline:
 
     def face_pixels(self, face_images, notes: list[str] | None = None) -> torch.Tensor:
         """Photos -> head-masked aligned faces [n, 3, 112, 112] in [-1, 1] (spec section 1)."""
-        if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):
-            face_images = [face_images]  # one photo given on its own (path, array or PIL image)
-        analysis = self._analysis()
-        crops = []
-        for source in face_images:
-            name = str(source) if isinstance(source, (str, Path)) else None
-            image = analysis.load(source)
-            face = analysis.get_one(image, strict=False, path=name)  # clear errors: no face, too small...
-            if notes is not None:
-                notes.extend(f"{name or 'reference photo'}: {note}" for note in face.notes)
-            crops.append(analysis.fact_condition(image, face))
-        pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
-        return (pixels / 255.0 - 0.5) / 0.5
+        return face_pixels_from_photos(self._analysis(), face_images, notes)
 
     @torch.no_grad()
     def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None, notes=None):
@@ -202,3 +190,23 @@ class FaceFactPipeline:
         metadata = [{"generator": f"facefact {__version__}", "method": "FaceChain-FACT", "ai_generated": True,
                      "seed": s, **settings, "models": self.model_info, "notes": notes} for s in seeds]
         return FaceFactOutput(images=result.images, metadata=metadata, notes=notes)
+
+
+def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = None) -> torch.Tensor:
+    """Photos -> the FACT encoder's input [n, 3, 112, 112] in [-1, 1]: head-masked, aligned.
+
+    Raises the face-analysis errors (no face, too small, ...) naming the photo. Callers that want
+    to fail before loading any weights (the CLI) call this first and pass `face_pixels=` on.
+    """
+    if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):
+        face_images = [face_images]  # one photo given on its own (path, array or PIL image)
+    crops = []
+    for index, source in enumerate(face_images):
+        name = str(source) if isinstance(source, (str, Path)) else None
+        image = analysis.load(source)
+        face = analysis.get_one(image, strict=False, path=name)  # clear errors: no face, too small...
+        if notes is not None:  # photo names stay out of notes: notes go into image metadata
+            notes.extend(f"reference photo {index + 1}: {note}" for note in face.notes)
+        crops.append(analysis.fact_condition(image, face))
+    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+    return (pixels / 255.0 - 0.5) / 0.5

@@ -62,7 +62,7 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
 
     cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
     extra = {"controlnet": controlnet} if controlnet is not None else {}
-    kwargs = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     path = Path(str(location)).expanduser()
     try:
         if path.is_file():
