@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import torch
 
 from facefact.model import FaceAdapter
 from facefact.model.checkpoints import read_safetensors

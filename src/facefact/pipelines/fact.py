@@ -22,7 +22,7 @@ import torch
 
 from facefact import __version__
 from facefact.errors import ConfigError
-from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder
+from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder, cross_attention_blocks
 from facefact.pipelines.loading import (check_unet_layout, describe_file, load_base_pipeline, make_scheduler,
                                         pick_device_dtype, require_file)
 
@@ -46,7 +46,14 @@ class FaceFactPipeline:
         self.model_info = model_info or {}
         self.default_size = default_size
         check_unet_layout(self.sd.unet, self.model_info.get("base_model", {}).get("id"))
-        adapter.attach(self.sd.unet)
+        # An adapter already attached to this UNet (training's validation images) is used as it is;
+        # whoever attached it detaches it. Attached to another UNet is an error.
+        self.attached_here = not adapter.is_attached
+        if self.attached_here:
+            adapter.attach(self.sd.unet)
+        elif not _attached_to(adapter, self.sd.unet):
+            raise ConfigError("this FaceAdapter is attached to another UNet than the pipeline's",
+                              hint="detach() it first, or pass the pipeline whose UNet it is attached to")
         self.encoder.to(self.sd.device, torch.float32)  # the reference runs the encoder in float32 always
         self._controlnet_hook = None
         if getattr(self.sd, "controlnet", None) is not None:
@@ -190,6 +197,13 @@ class FaceFactPipeline:
         metadata = [{"generator": f"facefact {__version__}", "method": "FaceChain-FACT", "ai_generated": True,
                      "seed": s, **settings, "models": self.model_info, "notes": notes} for s in seeds]
         return FaceFactOutput(images=result.images, metadata=metadata, notes=notes)
+
+
+def _attached_to(adapter: FaceAdapter, unet) -> bool:
+    """True when every cross-attention block of `unet` runs this adapter's processor."""
+    blocks = cross_attention_blocks(unet)
+    return set(blocks) == set(adapter.block_paths) and all(
+        blocks[path].attn2.processor is adapter.processor(path) for path in adapter.block_paths)
 
 
 def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = None) -> torch.Tensor:

@@ -130,6 +130,10 @@ class AdapterTrainingModule(nn.Module):
         self.adapter = adapter
         self._unet = [unet]
 
+    @property
+    def unet(self) -> nn.Module:
+        return self._unet[0]
+
     def forward(self, noisy_latents, timesteps, text_embeds, encoder_tokens, measure_fair: bool = False):
         face_tokens = self.adapter.resampler(encoder_tokens.to(self.adapter.resampler.latents.dtype))  # [B, 16, C]
         hidden = torch.cat([text_embeds, face_tokens.to(text_embeds.dtype)], dim=1)

@@ -32,7 +32,7 @@ from facefact.training.models import (AdapterTrainingModule, build_adapter, copy
                                       load_base_model,
                                       load_encoder, trainable_parameters)
 from facefact.training.schedule import generator_for
-from facefact.training.validation import encode_prompts, save_validation_grid
+from facefact.training.validation import encode_prompts, save_validation_grid, validation_pipeline
 
 LOG_COLUMNS = ["step", "loss", "mse", "fair", "lr", "shuffle_prob", "samples_per_s", "elapsed_s"]
 
@@ -167,6 +167,7 @@ def train(config: TrainConfig) -> TrainResult:
                disable=not (config.progress and accelerator.is_main_process))
     window = []
     history = []
+    validation = None  # FaceFactPipeline over the training components, built at the first validation
     module.train()
     for micro_step, batch in enumerate(loader, start=start_step * accumulation):
         try:
@@ -199,11 +200,12 @@ def train(config: TrainConfig) -> TrainResult:
         if log is not None:
             log.write(row, every=config.log_every)
         if config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:
-            save_validation_grid(output_dir / "validation" / f"step-{step:08d}.png", base, adapter, encoder, dataset,
+            if validation is None:  # the UNet the adapter is attached to, never a DDP wrapper
+                validation = validation_pipeline(base, accelerator.unwrap_model(module).unet, encoder, adapter)
+            save_validation_grid(output_dir / "validation" / f"step-{step:08d}.png", validation, dataset,
                                  list(config.validation_prompts), samples=config.validation_samples,
                                  size=dataset.image_size, steps=config.validation_steps,
-                                 guidance=config.validation_guidance, seed=config.seed, device=device,
-                                 dtype=weight_dtype)
+                                 guidance=config.validation_guidance, seed=config.seed, autocast_dtype=weight_dtype)
         if step % config.checkpoint_every == 0 or step == stop_step:
             _save(accelerator, config, step, adapter, optimizer, lr_scheduler)
     bar.close()

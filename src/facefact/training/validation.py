@@ -1,12 +1,20 @@
-"""Validation images during training: a plain DDIM loop with face classifier-free guidance.
+"""Validation images during training, made by the real inference pipeline.
 
-Kept self-contained (no pipeline object) so it runs with the UNet exactly as training holds it:
-adapter attached, frozen weights in the training dtype. The unconditional branch uses the empty
-prompt *and the null face tokens* (spec section 5, `cfg_face`). Uses its own generators only, so
-validating never changes what training does next.
+A diffusers `StableDiffusionPipeline` is assembled from the training run's own components (the
+frozen UNet with the adapter attached, VAE, text encoder, tokenizer, and a fresh scheduler from the
+base model's scheduler config) and wrapped in `FaceFactPipeline`, which uses the already-attached
+adapter as it is. So a validation image is exactly what `FaceFactPipeline` makes with the current
+weights: face tokens of the data set's condition face, null-face classifier-free guidance (the
+empty prompt *and* the null face tokens on the unconditional side, spec section 5 `cfg_face`),
+seeds `seed + prompt number`.
+
+Validating never changes what training does next: the pipeline draws from its own seeded CPU
+generators, the global RNG state is forked around it, and the adapter's scale and face-token count
+are put back afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +22,9 @@ import torch
 from PIL import Image
 
 from facefact.model import FaceAdapter
+
+VALIDATION_SCHEDULER = "ddim"
+VALIDATION_ADAPTER_SCALE = 1.0  # the scale the adapter is trained at
 
 
 @torch.no_grad()
@@ -23,42 +34,49 @@ def encode_prompts(base, prompts: list[str], device) -> torch.Tensor:
     return base.text_encoder(ids)[0]
 
 
-@torch.no_grad()
-def generate(base, adapter: FaceAdapter, encoder_tokens: torch.Tensor, prompt: str, *, size: int, steps: int,
-             guidance: float, seed: int, device, dtype) -> np.ndarray:
-    """One image [size, size, 3] uint8 for one face (encoder tokens [1, 144, D]) and one prompt."""
-    from diffusers import DDIMScheduler
+def validation_pipeline(base, unet, encoder, adapter: FaceAdapter):
+    """`FaceFactPipeline` over the training components; `unet` is the bare UNet (not a DDP wrapper)
+    that `adapter` is attached to."""
+    from diffusers import StableDiffusionPipeline
 
-    scheduler = DDIMScheduler.from_config(base.scheduler_config)
-    scheduler.set_timesteps(steps, device=device)
-    text = encode_prompts(base, ["", prompt], device).to(dtype)
-    faces = torch.cat([adapter.null_face_tokens(1), adapter.face_tokens(encoder_tokens)]).to(dtype)
-    hidden = torch.cat([text, faces], dim=1)  # [uncond, cond]
-    generator = torch.Generator().manual_seed(seed)
-    channels = base.unet.config.in_channels
-    latents = torch.randn(1, channels, size // 8, size // 8, generator=generator).to(device, dtype)
-    latents = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
-        uncond, cond = base.unet(model_input, t, encoder_hidden_states=hidden).sample.chunk(2)
-        latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
-    image = base.vae.decode(latents / base.vae.config.scaling_factor).sample[0]
-    return ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    from facefact.pipelines.fact import FaceFactPipeline
+    from facefact.pipelines.loading import make_scheduler
+
+    # A fresh scheduler object (never training's noise scheduler); each call makes its own DDIM from it.
+    scheduler = make_scheduler("pndm", base.scheduler_config)
+    sd = StableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet,
+                                 scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                 requires_safety_checker=False)
+    sd.set_progress_bar_config(disable=True)
+    return FaceFactPipeline(sd, encoder, adapter, model_info={"training": True})
 
 
 @torch.no_grad()
-def save_validation_grid(path: Path, base, adapter: FaceAdapter, encoder, dataset, prompts, *, samples: int,
-                         size: int, steps: int, guidance: float, seed: int, device, dtype) -> Path:
+def save_validation_grid(path: Path, pipe, dataset, prompts, *, samples: int, size: int, steps: int,
+                         guidance: float, seed: int, autocast_dtype: torch.dtype | None = None) -> Path:
     """Rows: condition face, then one image per prompt; one row per validation sample."""
+    adapter = pipe.adapter
+    scale, num_face_tokens = adapter.scale, adapter.num_face_tokens
+    device = pipe.device
+    fork_devices = [device] if device.type == "cuda" else []
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype not in (None, torch.float32)
+                else contextlib.nullcontext())
     rows = []
-    for index in range(min(samples, len(dataset))):
-        condition = dataset[index]["condition"][None].to(device)
-        tokens = encoder(condition.float())
-        face = ((condition[0].float().cpu() + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        cells = [np.asarray(Image.fromarray(face).resize((size, size)))]
-        cells += [generate(base, adapter, tokens, prompt, size=size, steps=steps, guidance=guidance, seed=seed + j,
-                           device=device, dtype=dtype) for j, prompt in enumerate(prompts)]
-        rows.append(np.concatenate(cells, axis=1))
+    try:
+        with torch.random.fork_rng(devices=fork_devices), autocast:
+            for index in range(min(samples, len(dataset))):
+                condition = dataset[index]["condition"][None]  # [1, 3, 112, 112] in [-1, 1]
+                face = ((condition[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+                cells = [np.asarray(Image.fromarray(face).resize((size, size)))]
+                for j, prompt in enumerate(prompts):
+                    out = pipe(prompt, face_pixels=condition, seed=seed + j, num_inference_steps=steps,
+                               guidance_scale=guidance, height=size, width=size, scheduler=VALIDATION_SCHEDULER,
+                               adapter_scale=VALIDATION_ADAPTER_SCALE, cfg_face=True)
+                    cells.append(np.asarray(out.images[0].convert("RGB")))
+                rows.append(np.concatenate(cells, axis=1))
+    finally:
+        adapter.set_scale(scale)
+        adapter.set_num_face_tokens(num_face_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path
