@@ -35,19 +35,38 @@ def register(subparsers) -> None:
     parser.add_argument("--caption-model", default=None,
                         help="local transformers image-to-text model folder (never downloaded)")
     parser.add_argument("--max-caption-words", type=int, default=defaults["max_caption_words"])
+    cache = parser.add_argument_group(
+        "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
+                           "those forward passes; tied to the model that made them (training checks)")
+    cache.add_argument("--cache-latents", action="store_true",
+                       help="store the VAE posterior (mean, std) of each training crop; needs --base-model")
+    cache.add_argument("--base-model", metavar="DIR|tiny",
+                       help="the SD1.5-family diffusers folder you will train with (its VAE), or 'tiny'")
+    cache.add_argument("--cache-encoder-tokens", action="store_true",
+                       help="store the TransFace tokens of each condition face; needs --encoder")
+    cache.add_argument("--encoder", metavar="PATH|tiny", help="the TransFace checkpoint you will train with, or 'tiny'")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from facefact.errors import ConfigError
     from facefact.training.prepare import PrepareSettings, prepare_dataset
 
+    if args.cache_latents and not args.base_model:
+        raise ConfigError("--cache-latents needs --base-model (the model whose VAE makes the latents)",
+                          hint="add --base-model DIR (the folder you will train with) or --base-model tiny")
+    if args.cache_encoder_tokens and not args.encoder:
+        raise ConfigError("--cache-encoder-tokens needs --encoder (the TransFace checkpoint you will train with)",
+                          hint="add --encoder PATH, or --encoder tiny")
     settings = PrepareSettings(size=args.size, crop_scale=args.crop_scale, mask=args.mask,
                                image_format=args.image_format, min_face_size=args.min_face_size,
                                min_sharpness=args.min_sharpness, max_yaw=args.max_yaw, min_score=args.min_score,
                                default_caption=args.default_caption, caption_model=args.caption_model,
                                max_caption_words=args.max_caption_words)
-    summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet)
+    summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
+                              cache_latents=args.base_model if args.cache_latents else None,
+                              cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None)
     print(json.dumps(summary, indent=1))
     if summary["identities_with_one_photo"]:
         print(f"note: {len(summary['identities_with_one_photo'])} identities have a single usable photo; "

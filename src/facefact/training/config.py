@@ -38,6 +38,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     seed: int = 0
     num_workers: int = 0               # DataLoader worker processes that decode images
+    use_cache: bool = True             # read VAE latents / encoder tokens cached by `facefact prepare` when present
     # FACT's decoupled training (spec section 7)
     fair_weight: float = 0.01          # lambda of FAIR; 0 disables it (and its cost)
     face_drop_prob: float = 0.1        # encoder tokens zeroed = the null face used for guidance

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
+from facefact.training.cache import LATENTS, TOKENS, cache_path, load_cached
 from facefact.training.dataset_format import load_index
 from facefact.training.schedule import choose_condition, generator_for, micro_batch_indices, shuffle_probability
 
@@ -27,7 +28,9 @@ class FaceTrainingSet(torch.utils.data.Dataset):
     def __init__(self, root, *, resolution: int | None = None, seed: int = 0, gradient_accumulation_steps: int = 1,
                  face_drop_prob: float = 0.1, text_drop_prob: float = 0.0, shuffle_prob_start: float = 0.0,
                  shuffle_prob_end: float = 1.0, shuffle_ramp_steps: int = 0, require_pairs: bool | None = None):
+        self.root = root
         self.samples = load_index(root)
+        self.caches: dict[str, str] = {}  # kind -> expected fingerprint; set by use_caches()
         self.resolution = resolution
         self.seed, self.accumulation = seed, gradient_accumulation_steps
         self.face_drop_prob, self.text_drop_prob = face_drop_prob, text_drop_prob
@@ -47,6 +50,11 @@ class FaceTrainingSet(torch.utils.data.Dataset):
                 hint="add photos of those people, remove them from the set, or turn face shuffle off "
                      "(shuffle_prob_start: 0 and shuffle_prob_end: 0)")
 
+    def use_caches(self, caches: dict[str, str]) -> None:
+        """Read VAE latents / encoder tokens from the set's cache files (facefact.training.cache) instead
+        of returning the pixels they are computed from; `caches`: kind -> the fingerprint they must carry."""
+        self.caches = dict(caches)
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -65,14 +73,23 @@ class FaceTrainingSet(torch.utils.data.Dataset):
     def __getitem__(self, key) -> dict:
         key = SampleKey(*key) if isinstance(key, tuple) else SampleKey(int(key), 0, 0, 0)
         sample, choice = self.samples[key.index], self.decide(key)
-        image = self._read(sample["image"], "RGB")
         mask = self._read(sample["mask"], "L")
         condition = self._read(self.samples[choice["condition_index"]]["condition"], "RGB", resize=False)
         if condition.shape[:2] != (112, 112):
             raise DatasetError(f"condition image is {condition.shape[1]}x{condition.shape[0]}, expected 112x112",
                                path=self.samples[choice["condition_index"]]["condition"])
+        item = {}
+        if LATENTS in self.caches:  # the VAE posterior instead of the pixels
+            cached = load_cached(cache_path(self.root, sample["id"], LATENTS), LATENTS, self.caches[LATENTS])
+            item["latent_mean"], item["latent_std"] = cached["mean"], cached["std"]   # [4, R/8, R/8]
+        else:
+            item["pixel_values"] = _to_unit_range(self._read(sample["image"], "RGB"))  # [3, R, R] in [-1, 1]
+        if TOKENS in self.caches:  # the encoder's tokens of the chosen condition
+            cond_id = self.samples[choice["condition_index"]]["id"]
+            item["encoder_tokens"] = load_cached(cache_path(self.root, cond_id, TOKENS), TOKENS,
+                                                 self.caches[TOKENS])["tokens"]        # [144, D]
         return {
-            "pixel_values": _to_unit_range(image),                                   # [3, R, R] in [-1, 1]
+            **item,
             "face_mask": torch.from_numpy(mask.astype(np.float32) / 255.0)[None],     # [1, R, R], 1 = face
             "condition": _to_unit_range(condition),                                   # [3, 112, 112] in [-1, 1]
             "caption": "" if choice["drop_text"] else sample["caption"],
@@ -115,6 +132,11 @@ class MicroBatchSampler(torch.utils.data.Sampler):
             raise ConfigError("the training set is empty")
         self.args = (batch_size, num_samples, seed, world_size, rank)
         self.start, self.stop, self.rank = start, stop, rank
+
+    def use_caches(self, caches: dict[str, str]) -> None:
+        """Read VAE latents / encoder tokens from the set's cache files (facefact.training.cache) instead
+        of returning the pixels they are computed from; `caches`: kind -> the fingerprint they must carry."""
+        self.caches = dict(caches)
 
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)

@@ -9,6 +9,7 @@
       samples/ab/<id>.mask.png    face mask aligned with the crop, 0/255 (FAIR's M)
       samples/ab/<id>.txt         the caption
       samples/ab/<id>.json        the sample's record; written last, so it marks a finished sample
+      samples/ab/<id>.latents.safetensors, <id>.tokens.safetensors   optional caches (training/cache.py)
 
 A JSONL index plus plain files streams well (read the index, open files lazily, shard by line) and
 needs no tool to inspect. Every file is written to a temporary name and renamed, so an interrupted

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError, FacefactError
+from facefact.training.cache import remove_cache_files
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
                                               read_jsonl, sample_id, sample_stem)
@@ -166,6 +167,7 @@ def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str) -> dict:
 
     out_root = Path(out)
     stem = sample_stem(out_root, job.sid)
+    remove_cache_files(out_root, job.sid)  # they belong to this photo's previous files
     base = {"id": job.sid, "identity": job.identity, "source": job.source}
     try:
         base.update(_source_stamp(job.source))
@@ -222,13 +224,20 @@ def _finished_record(job: PhotoJob, out: Path) -> dict | None:
 
 # ---- the whole set ------------------------------------------------------------------------------
 def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettings | None = None, *,
-                    workers: int = 1, progress: bool = True) -> dict:
-    """Prepare (or finish preparing) a training set; returns the summary also written to dataset.json."""
+                    workers: int = 1, progress: bool = True, cache_latents: str | None = None,
+                    cache_encoder_tokens: str | None = None) -> dict:
+    """Prepare (or finish preparing) a training set; returns the summary also written to dataset.json.
+
+    cache_latents: a base model ('tiny' or a diffusers folder) whose VAE posterior of each target crop
+    is stored; cache_encoder_tokens: a face encoder ('tiny' or a TransFace checkpoint) whose tokens of
+    each condition are stored (see facefact.training.cache). Both optional; training uses them."""
     settings = settings or PrepareSettings()
     settings.check()
     out = Path(out)
     jobs = list_photos(photos)
     _check_or_write_settings(out, settings)
+    info_path = out / INFO_NAME
+    existing_caches = json.loads(info_path.read_text()).get("caches") or {}
 
     records: dict[str, dict] = {}
     todo = []
@@ -254,7 +263,20 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
                 records[futures[future].sid] = future.result()
                 bar.update()
     bar.close()
-    return _write_index(out, jobs, records, settings, processed=len(todo), skipped=skipped)
+    # The index first (usable as soon as the photos are done), then the caches, listed in
+    # dataset.json only once every file of theirs is written.
+    summary = _write_index(out, jobs, records, settings, processed=len(todo), skipped=skipped)
+    if cache_latents or cache_encoder_tokens or existing_caches:
+        from facefact.training.cache import build_caches
+
+        accepted = [records[j.sid] for j in jobs if records[j.sid]["status"] == "accepted"]
+        caches = build_caches(out, accepted, existing_caches, base_model=cache_latents,
+                              encoder=cache_encoder_tokens, progress=progress)
+        summary["caches"] = {kind: {k: v for k, v in entry.items() if k in ("model", "fingerprint", "computed_now")}
+                             for kind, entry in caches.items()}
+        info = json.loads(info_path.read_text())
+        atomic_write_json(info_path, {**info, "caches": caches, "summary": summary})
+    return summary
 
 
 def _check_or_write_settings(out: Path, settings: PrepareSettings) -> None:

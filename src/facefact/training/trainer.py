@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from facefact.errors import ConfigError
 from facefact.model.checkpoints import save_adapter
 from facefact.training import checkpointing
+from facefact.training.cache import caches_for_training
 from facefact.training.config import TrainConfig
 from facefact.training.data import FaceTrainingSet, MicroBatchSampler
 from facefact.training.models import (AdapterTrainingModule, build_adapter, copy_adapter_weights, encode_conditions,
@@ -88,6 +89,11 @@ def train(config: TrainConfig) -> TrainResult:
                               shuffle_ramp_steps=config.shuffle_ramp_steps)
     base = load_base_model(config.base_model)
     encoder = load_encoder(config.encoder).to(device)  # float32, as the reference runs it
+    # Caches written by `facefact prepare` replace the frozen VAE / encoder forward; refused when
+    # made by other weights (checked against the weights just loaded, before any dtype cast).
+    dataset.use_caches(caches_for_training(config.data, use_cache=config.use_cache, base_model=config.base_model,
+                                           encoder_spec=config.encoder, vae=base.vae, encoder=encoder,
+                                           image_size=dataset.image_size, resolution=config.resolution))
     adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model == "tiny")
     for module in (base.unet, base.vae, base.text_encoder):
         module.to(device, dtype=weight_dtype)
@@ -142,13 +148,20 @@ def train(config: TrainConfig) -> TrainResult:
         # as one process with batch N*b.
         generators = [generator_for(config.seed, 2, micro_step, slot) for slot in batch["slot"].tolist()]
         with torch.no_grad():
-            pixels = batch["pixel_values"].to(device, weight_dtype)
-            posterior = base.vae.encode(pixels).latent_dist
-            latent_noise = torch.stack([torch.randn(posterior.mean.shape[1:], generator=g) for g in generators])
-            latents = posterior.mean.float() + posterior.std.float() * latent_noise.to(device)
+            if "latent_mean" in batch:  # cached posterior
+                mean, std = batch["latent_mean"].to(device), batch["latent_std"].to(device)
+            else:
+                posterior = base.vae.encode(batch["pixel_values"].to(device, weight_dtype)).latent_dist
+                mean, std = posterior.mean, posterior.std
+            latent_noise = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
+            latents = mean.float() + std.float() * latent_noise.to(device)
             latents = latents * base.vae.config.scaling_factor
             text = encode_prompts(base, list(batch["caption"]), device)
-            tokens = encode_conditions(encoder, batch["condition"].to(device), batch["drop_face"])
+            if "encoder_tokens" in batch:  # cached tokens of the condition
+                tokens = batch["encoder_tokens"].to(device, torch.float32)
+                tokens[batch["drop_face"].to(device)] = 0.0
+            else:
+                tokens = encode_conditions(encoder, batch["condition"].to(device), batch["drop_face"])
             face_mask = F.interpolate(batch["face_mask"].to(device), size=latents.shape[-2:], mode="area")
         noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators]).to(device)
         num_timesteps = base.noise_scheduler.config.num_train_timesteps
