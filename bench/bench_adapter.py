@@ -90,13 +90,16 @@ def n_params(module) -> int:
 
 
 # ---- per-step timing + FLOPs -------------------------------------------------------------------
-def time_calls(fn, repeats: int) -> list[float]:
-    times = []
+def time_calls(fn, repeats: int) -> tuple[list[float], list[float]]:
+    """(wall-clock seconds, process CPU seconds) of each call. On a shared machine wall time moves with
+    the other jobs' load; CPU time much less so (with 1 thread it is close to the work done)."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 @torch.inference_mode()
@@ -135,21 +138,30 @@ def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, pho
         flops_bare, ops_bare, _ = count_flops(bare)
         with attached(adapter, unet, scale, photos):
             flops_ad, ops_ad, _ = count_flops(with_adapter)
-        times_bare, times_ad = [], []
+        times_bare, times_ad, cpu_bare, cpu_ad = [], [], [], []
         for _ in range(repeats):
-            times_bare += time_calls(bare, 1)
+            wall, cpu = time_calls(bare, 1)
+            times_bare += wall
+            cpu_bare += cpu
             with attached(adapter, unet, scale, photos):
-                times_ad += time_calls(with_adapter, 1)
+                wall, cpu = time_calls(with_adapter, 1)
+            times_ad += wall
+            cpu_ad += cpu
         row = {"dtype": name, "size": size, "batch": batch, "photos": photos,
                "bare_s": min(times_bare), "bare_median_s": statistics.median(times_bare),
                "adapter_s": min(times_ad), "adapter_median_s": statistics.median(times_ad),
                "bare_flops": flops_bare, "adapter_flops": flops_ad,
                "bare_attention_flops": sum(v for k, v in ops_bare.items() if "attention" in k),
                "adapter_attention_flops": sum(v for k, v in ops_ad.items() if "attention" in k),
-               "times_bare": times_bare, "times_adapter": times_ad}
+               "times_bare": times_bare, "times_adapter": times_ad, "cpu_bare": cpu_bare, "cpu_adapter": cpu_ad,
+               "bare_cpu_s": min(cpu_bare), "adapter_cpu_s": min(cpu_ad), "threads": torch.get_num_threads()}
         row["overhead"] = row["adapter_s"] / row["bare_s"] - 1
+        row["cpu_overhead"] = row["adapter_cpu_s"] / row["bare_cpu_s"] - 1
+        # each adapter call timed right after a bare one: the median of the pair ratios drifts least with load
+        row["pair_overhead"] = statistics.median(a / b for a, b in zip(times_ad, times_bare)) - 1
         rows.append(row)
-        print(f"  {name}: bare {fmt_times(times_bare)}  adapter {fmt_times(times_ad)}", flush=True)
+        print(f"  {name}: bare {fmt_times(times_bare)}  adapter {fmt_times(times_ad)}  (CPU: bare "
+              f"{fmt_times(cpu_bare)}  adapter {fmt_times(cpu_ad)})", flush=True)
         gc.collect()
     del unet, adapter
     gc.collect()
@@ -270,17 +282,18 @@ def report(step_rows, memory_rows, args) -> str:
     lines = [f"facefact adapter benchmark - {datetime.date.today().isoformat()} - {machine()}",
              f"UNet step = SD1.5-size UNet, random weights, {args.size}x{args.size} ({args.size // 8}^2 latents), "
              f"batch {args.batch} (CFG), {args.photos} photo(s) = {16 * args.photos} face tokens, scale {args.scale}; "
-             f"time = min of {args.repeats} interleaved bare / adapter calls after a warm-up (median in ())",
+             f"time = min of {args.repeats} interleaved bare / adapter calls (wall clock; CPU = process CPU time; paired = median over repeats of adapter/bare of the same repeat) after a warm-up (median in ())",
              ""]
     if step_rows:
-        lines += ["| dtype | without adapter s/step | with adapter s/step | overhead | TFLOP/step without | "
-                  "TFLOP/step with | FLOP ratio | adapter share of FLOPs |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| dtype | threads | without adapter s/step | with adapter s/step | overhead | CPU s/step without / with "
+                  "| CPU overhead | paired overhead | TFLOP/step without | TFLOP/step with | FLOP ratio | adapter share of FLOPs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in step_rows:
             share = 1 - r["bare_flops"] / r["adapter_flops"]
             lines.append(
-                f"| {r['dtype']} | {r['bare_s']:.2f} ({r['bare_median_s']:.2f}) | {r['adapter_s']:.2f} "
-                f"({r['adapter_median_s']:.2f}) | {100 * r['overhead']:+.0f}% | {r['bare_flops'] / 1e12:.3f} | "
+                f"| {r['dtype']} | {r['threads']} | {r['bare_s']:.2f} ({r['bare_median_s']:.2f}) | {r['adapter_s']:.2f} "
+                f"({r['adapter_median_s']:.2f}) | {100 * r['overhead']:+.0f}% | {r['bare_cpu_s']:.2f} / "
+                f"{r['adapter_cpu_s']:.2f} | {100 * r['cpu_overhead']:+.0f}% | {100 * r['pair_overhead']:+.0f}% | {r['bare_flops'] / 1e12:.3f} | "
                 f"{r['adapter_flops'] / 1e12:.3f} | x{r['adapter_flops'] / r['bare_flops']:.3f} "
                 f"({100 * (r['adapter_flops'] / r['bare_flops'] - 1):+.0f}%) | {100 * share:.0f}% |")
         r = step_rows[0]
@@ -307,12 +320,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = classifier-free guidance)")
     parser.add_argument("--photos", type=int, default=1, help="reference photos (16 face tokens each)")
     parser.add_argument("--scale", type=float, default=0.5, help="adapter scale")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, = cores)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the whole-generation peak-RSS runs")
     parser.add_argument("--skip-step", action="store_true", help="skip the per-step timing / FLOPs")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quiet_diffusers()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.memory_child:
         name, size, steps, with_adapter = json.loads(args.memory_child)
