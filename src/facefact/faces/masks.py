@@ -105,6 +105,9 @@ def _grabcut_head(rgb: np.ndarray, face: Face, face_m: np.ndarray) -> np.ndarray
         return None  # GrabCut needs both classes; a face filling the whole photo has no background
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
+        # GrabCut seeds its colour models with k-means on OpenCV's global RNG, so the same photo would
+        # get a slightly different mask on every call; a fixed seed makes the mask a function of the photo.
+        cv2.setRNGSeed(0)
         cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), seeds, None, bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return None  # e.g. a flat colour region: GMMs cannot be fitted; caller falls back

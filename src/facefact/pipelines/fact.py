@@ -45,6 +45,9 @@ class FaceFactPipeline:
         self.face_analysis = face_analysis
         self.model_info = model_info or {}
         self.default_size = default_size
+        # Every request builds its scheduler from the base model's own config, never from the last
+        # request's (an Euler config turned back into PNDM would not be the model's PNDM).
+        self._scheduler_config = sd_pipeline.scheduler.config
         check_unet_layout(self.sd.unet, self.model_info.get("base_model", {}).get("id"))
         # An adapter already attached to this UNet (training's validation images) is used as it is;
         # whoever attached it detaches it. Attached to another UNet is an error.
@@ -165,7 +168,7 @@ class FaceFactPipeline:
             self._check_prompt(negative_prompt, notes)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         seeds = [seed + i for i in range(num_images_per_prompt)]
-        self.sd.scheduler = make_scheduler(scheduler, self.sd.scheduler.config)
+        self.sd.scheduler = make_scheduler(scheduler, self._scheduler_config)
 
         device = self.device
         do_cfg = guidance_scale > 1.0
