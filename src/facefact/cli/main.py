@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
+
+# transformers warns at import that torchvision is absent (facefact never needs it); CLI users
+# should see facefact's messages, not that. An explicit TRANSFORMERS_VERBOSITY still wins.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from facefact import __version__
 from facefact.errors import FacefactError
