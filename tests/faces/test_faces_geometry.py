@@ -143,3 +143,18 @@ def test_fact_condition_is_masked_aligned_face(fa, astronaut):
     plain = fa.align(astronaut, face)
     assert np.abs(cond[40:100, 30:80].astype(int) - plain[40:100, 30:80]).mean() < 1.0  # face kept
     assert (cond[105:, :10] == 0).all()  # below the chin at the side: masked to black
+
+
+def test_downscaled_warp_keeps_pixel_centres_registered():
+    # A blob centred at 1000.5 in a 2000 x 2000 image, warped with scale 0.056, must land at
+    # 1000.5 * 0.056 = 56.028 (the INTER_AREA pre-shrink must honour OpenCV's half-pixel centres).
+    from facefact.faces.align import warp
+    size, centre, scale = 2000, 1000.5, 0.056
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    blob = np.exp(-((xx - centre) ** 2 + (yy - centre) ** 2) / (2 * 40.0 ** 2)).astype(np.float32)
+    matrix = np.array([[scale, 0.0, 0.0], [0.0, scale, 0.0]])
+    out = warp(blob, matrix, 112).astype(np.float64)
+    oy, ox = np.mgrid[0:112, 0:112]
+    cx, cy = (out * ox).sum() / out.sum(), (out * oy).sum() / out.sum()
+    expected = centre * scale
+    assert cx == pytest.approx(expected, abs=0.05) and cy == pytest.approx(expected, abs=0.05)

@@ -64,9 +64,10 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int, *, border: str = "bla
         factor = scale * 1.5
         small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         actual = np.array([small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]])
-        matrix = matrix.copy()
-        matrix[:, 0] /= actual[0]
-        matrix[:, 1] /= actual[1]
+        # OpenCV samples pixel centres: x_small = (x + 0.5) * f - 0.5, so x = x_small / f
+        # + (0.5 / f - 0.5) per axis; both the linear part and the offset must be carried over.
+        linear = matrix[:, :2].copy()
+        matrix = np.hstack([linear / actual, (matrix[:, 2] + linear @ (0.5 / actual - 0.5))[:, None]])
         image = small
     mode = cv2.BORDER_REPLICATE if border == "edge" else cv2.BORDER_CONSTANT
     return cv2.warpAffine(image, matrix, (size, size), flags=interpolation, borderMode=mode, borderValue=0)
