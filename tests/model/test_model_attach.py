@@ -41,7 +41,24 @@ def test_detach_restores_the_unet_exactly(unet, adapter, inputs):
     assert all(torch.equal(state_after[k], state[k]) for k in state)
     assert processors_after == processors
     assert all(norms_after[p] is norms[p] for p in norms)  # the very same norm2 modules, not copies
+    assert all(not norm._forward_pre_hooks for norm in norms_after.values())  # no hook left behind
     assert all(proc.ln is None and proc._base[0] is None for proc in adapter.all_processors())
+
+
+def test_saving_the_unet_while_attached_keeps_the_base_model_intact(unet, adapter, inputs, tmp_path):
+    """The block layout is untouched while attached: a UNet saved then (e.g. after fuse_lora) reloads as
+    the base model, with every norm2 present (only the adapter's extra keys are ignored)."""
+    from diffusers import UNet2DConditionModel
+
+    before = run(unet, inputs)
+    adapter.attach(unet)
+    try:
+        assert all("norm2" in dict(block.named_children()) for block in cross_attention_blocks(unet).values())
+        unet.save_pretrained(tmp_path / "unet")
+    finally:
+        adapter.detach()
+    reloaded = UNet2DConditionModel.from_pretrained(tmp_path / "unet").eval()
+    assert torch.equal(run(reloaded, inputs), before)
 
 
 def test_attach_detach_attach_again_gives_the_same_output(unet, adapter, inputs):

@@ -76,14 +76,15 @@ def test_processor_matches_the_naive_pseudo_code(dim, heads, n_visual, photos, s
         proc.alpha_dense.fill_(-0.4)
     block.to(dtype)
     proc.to(dtype)
-    proc.ln, proc._base[0] = block.norm2, AttnProcessor2_0()
+    proc._block_norm[0], proc._base[0] = block.norm2, AttnProcessor2_0()
     proc.scale, proc.num_face_tokens = scale, 16 * photos
 
     h = torch.randn(2, n_visual, dim, generator=g, dtype=dtype)
     text = torch.randn(2, 7, cross_dim, generator=g, dtype=dtype)
     faces = torch.randn(2, 16 * photos, cross_dim, generator=g, dtype=dtype)
     with torch.no_grad():
-        ours = proc(block.attn2, h, encoder_hidden_states=torch.cat([text, faces], dim=1))
+        proc.remember_block_input(block.norm2, (h,))  # what the pre-hook on the block's norm2 does
+        ours = proc(block.attn2, block.norm2(h), encoder_hidden_states=torch.cat([text, faces], dim=1))
         expected = naive_block_attn2(proc, block.attn2, block.norm2, h, text, faces, scale)
         increment = proc.increment(h, faces, heads)
     tol = 1e-5 if dtype == torch.float32 else 1e-10
@@ -95,9 +96,11 @@ def test_processor_matches_the_naive_pseudo_code(dim, heads, n_visual, photos, s
 def test_processor_rejects_too_few_tokens():
     proc = FACTAttnProcessor(16, 8)
     block = BasicTransformerBlock(16, 2, 8, cross_attention_dim=8)
-    proc.ln, proc._base[0] = block.norm2, AttnProcessor2_0()
+    proc._block_norm[0], proc._base[0] = block.norm2, AttnProcessor2_0()
+    h = torch.randn(1, 4, 16)
+    proc.remember_block_input(block.norm2, (h,))
     with pytest.raises(ValueError, match="face tokens"):
-        proc(block.attn2, torch.randn(1, 4, 16), encoder_hidden_states=torch.randn(1, 16, 8))
+        proc(block.attn2, block.norm2(h), encoder_hidden_states=torch.randn(1, 16, 8))
 
 
 # ---- FAIR (spec section 7) --------------------------------------------------------------------
@@ -109,12 +112,17 @@ def face_mask(batch=2):
 
 
 def capture_attn2_inputs(unet):
-    """block path -> (hidden_states, encoder_hidden_states) of the last call of its attn2."""
-    seen, handles = {}, []
+    """block path -> (h, encoder_hidden_states) of the last call of the block's attn2, where h is the
+    residual stream before the block's norm2 (attn2 itself receives norm2(h))."""
+    seen, handles, block_inputs = {}, [], {}
     for path, block in cross_attention_blocks(unet).items():
-        def hook(module, args, kwargs, path=path):
-            seen[path] = (args[0] if args else kwargs["hidden_states"], kwargs["encoder_hidden_states"])
-        handles.append(block.attn2.register_forward_pre_hook(hook, with_kwargs=True))
+        def norm_hook(module, args, path=path):
+            block_inputs[path] = args[0]
+
+        def attn_hook(module, args, kwargs, path=path):
+            seen[path] = (block_inputs[path], kwargs["encoder_hidden_states"])
+        handles.append(block.norm2.register_forward_pre_hook(norm_hook))
+        handles.append(block.attn2.register_forward_pre_hook(attn_hook, with_kwargs=True))
     return seen, handles
 
 

@@ -10,12 +10,15 @@ tokens plus the face tokens, applied *before* the block's text cross-attention:
     out = h2 + CrossAttn(norm_block2(h2), text)
 
 diffusers' BasicTransformerBlock calls ``attn2(norm2(h))`` and adds ``h`` back, so the processor
-must see h before the block's norm2: attaching moves the block's ``norm2`` into the processor
-(as ``ln``, the name some checkpoints use for it) and leaves an ``nn.Identity`` in its place. The
-processor then returns ``(h2 - h) + cross_attention``, and the block's own residual adds ``h``.
-Detaching puts back the very same norm module and the original processor, so the UNet is
-restored bit for bit. The text cross-attention is computed by the block's original processor,
-so scale 0 reproduces the base UNet bit for bit and LoRA / other processors keep working.
+must see h itself, before the block's norm2. Attaching registers a forward pre-hook on the block's
+``norm2`` that hands its input h to the processor; the block, its modules and its parameters stay
+exactly as they are (saving or inspecting the UNet while attached shows the original layout, plus
+the adapter weights under ``attn2.processor.*`` as with diffusers' own IP-Adapter). The processor
+computes h2, applies the block's norm2 (or the ``ln`` some checkpoints carry in its place) and
+returns ``(h2 - h) + cross_attention``; the block's own residual adds ``h``. Detaching removes the
+hook and restores the original processor, so the UNet is as before, bit for bit. The text
+cross-attention is computed by the block's original processor, so scale 0 reproduces the base
+UNet bit for bit and LoRA / other processors keep working.
 
 Efficiency: only the len(h) visual queries are needed, so the attention is computed with
 ``scaled_dot_product_attention`` over [len(h)] queries x [len(h) + 16n] keys without ever
@@ -68,17 +71,27 @@ class FACTAttnProcessor(nn.Module):
         self.norm2 = nn.LayerNorm(block_dim, eps=1e-5)
         self.alpha_attn = nn.Parameter(torch.tensor(0.0))
         self.alpha_dense = nn.Parameter(torch.tensor(0.0))
-        self.ln: nn.Module | None = None  # the block's own norm2, moved here while attached
-        self.owns_ln = False  # True when the checkpoint carried `ln.*`, which replaces the block's norm2
+        self.ln: nn.Module | None = None  # a checkpoint's `ln.*`: replaces the block's norm2 (spec section 4)
         self.scale = 1.0
         self.num_face_tokens = 16
         # Training only (FAIR, spec section 7): a face mask at latent resolution [B, 1, h, w];
         # when set, the forward pass stores this layer's ||increment*(1-M)|| / ||h*(1-M)|| per sample.
         self.fair_mask: torch.Tensor | None = None
         self.fair_value: torch.Tensor | None = None
-        # The processor this one replaced, kept outside nn.Module registration on purpose: it is
-        # the block's, not ours, and must not appear in our state dict.
+        # The processor this one replaced and the block's norm2, kept outside nn.Module registration
+        # on purpose: they are the block's, not ours, and must not appear in our state dict.
         self._base = [None]
+        self._block_norm = [None]
+        self._block_input: torch.Tensor | None = None  # h, handed over by the pre-hook on the block's norm2
+
+    @property
+    def owns_ln(self) -> bool:
+        """True when the checkpoint carried `ln.*`, which then replaces the block's norm2."""
+        return self.ln is not None
+
+    def remember_block_input(self, module, args) -> None:
+        """Forward pre-hook on the block's norm2: keep h for the attn2 call that follows."""
+        self._block_input = args[0]
 
     @property
     def block_dim(self) -> int:
@@ -103,6 +116,10 @@ class FACTAttnProcessor(nn.Module):
     # __call__ rather than forward: diffusers' Attention reads the processor's call signature, and
     # nothing here needs nn.Module hooks (the UNet's own hooks move us with it).
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        # `hidden_states` is norm2(h); the pre-hook on the block's norm2 gave us h itself.
+        h, self._block_input = self._block_input, None
+        if h is None:
+            raise RuntimeError("FACT processor called without its block: attach it with FaceAdapter.attach(unet)")
         base_processor = self._base[0]
         n_faces = self.num_face_tokens
         if encoder_hidden_states is None or n_faces == 0:
@@ -115,13 +132,15 @@ class FACTAttnProcessor(nn.Module):
 
         if faces is None or (self.scale == 0 and self.fair_mask is None):
             # scale 0 adds exactly nothing (0 * finite = 0): skip the work, the result is the same bits
-            delta, h2 = None, hidden_states
+            delta = None
+            normed = hidden_states if self.ln is None else self.ln(h)
         else:
-            h2 = self._h2(hidden_states, faces, attn.heads)
-            delta = h2 - hidden_states
+            h2 = self._h2(h, faces, attn.heads)
+            delta = h2 - h
             if self.fair_mask is not None:
-                self.fair_value = self._fair(hidden_states, delta)
-        cross = base_processor(attn, self.ln(h2), encoder_hidden_states=text, attention_mask=attention_mask,
+                self.fair_value = self._fair(h, delta)
+            normed = (self.ln or self._block_norm[0])(h2)
+        cross = base_processor(attn, normed, encoder_hidden_states=text, attention_mask=attention_mask,
                                temb=temb, **kwargs)
         return cross if delta is None else delta + cross
 

@@ -44,7 +44,7 @@ class FaceAdapter(nn.Module):
         self.block_paths = list(processors)
         # ModuleDict keys may not contain dots; the released layout is restored in released_state_dict().
         self.processors = nn.ModuleDict({p.replace(".", "/"): proc for p, proc in processors.items()})
-        self._attached: list = []  # (block, original norm2, original processor) while attached
+        self._attached: list = []  # (block, original processor, norm2 pre-hook handle) while attached
         self.scale = 1.0
         self.num_face_tokens = resampler.config.num_queries
 
@@ -78,7 +78,7 @@ class FaceAdapter(nn.Module):
             block_dim, cross_dim = proc_state["linear.weight"].shape
             proc = FACTAttnProcessor(block_dim, cross_dim)
             if "ln.weight" in proc_state:
-                proc.ln, proc.owns_ln = nn.LayerNorm(block_dim, eps=1e-5), True
+                proc.ln = nn.LayerNorm(block_dim, eps=1e-5)
             _load_strict(proc, proc_state, f"adapter {path}", source)
             processors[path] = proc
         return cls(resampler, processors)
@@ -97,8 +97,6 @@ class FaceAdapter(nn.Module):
         for path in self.block_paths:
             proc = self.processors[path.replace(".", "/")]
             for k, v in proc.state_dict().items():
-                if k.startswith("ln.") and not proc.owns_ln:
-                    continue  # the block's own norm, borrowed while attached
                 out[f"{path}{PROCESSOR_SUFFIX}.{k}"] = v
         return out
 
@@ -118,31 +116,27 @@ class FaceAdapter(nn.Module):
             raise RuntimeError("this FaceAdapter is already attached to a UNet; detach() it first")
         blocks = cross_attention_blocks(unet)
         self._check_layout(unet, blocks)
+        taken = [p for p in self.block_paths if isinstance(blocks[p].attn2.processor, FACTAttnProcessor)]
+        if taken:  # checked before touching anything: a refused attach leaves the UNet as it was
+            raise RuntimeError(f"{taken[0]} already carries a FACT adapter (another FaceAdapter is attached)")
         param = next(unet.parameters())
         self.to(device=param.device, dtype=param.dtype)
         for path in self.block_paths:
             block, proc = blocks[path], self.processor(path)
-            if isinstance(block.attn2.processor, FACTAttnProcessor):
-                raise RuntimeError(f"{path} already carries a FACT adapter (another FaceAdapter is attached)")
-            original_norm, original_processor = block.norm2, block.attn2.processor
-            if not proc.owns_ln:  # else the checkpoint's norm2 parameters replace the block's
-                proc.ln = original_norm
-            proc._base[0] = original_processor
-            self._attached.append((block, original_norm, original_processor))
-            block.norm2 = nn.Identity()
+            proc._base[0], proc._block_norm[0] = block.attn2.processor, block.norm2
+            hook = block.norm2.register_forward_pre_hook(proc.remember_block_input)
+            self._attached.append((block, block.attn2.processor, hook))
             block.attn2.set_processor(proc)
         self.set_scale(self.scale)
         self.set_num_face_tokens(self.num_face_tokens)
         return self
 
     def detach(self) -> None:
-        for block, original_norm, original_processor in self._attached:
+        for block, original_processor, hook in self._attached:
             proc = block.attn2.processor
             block.attn2.set_processor(original_processor)
-            block.norm2 = original_norm
-            proc._base[0] = None
-            if not proc.owns_ln:
-                proc.ln = None
+            hook.remove()
+            proc._base[0] = proc._block_norm[0] = proc._block_input = None
         self._attached = []
 
     def _check_layout(self, unet: nn.Module, blocks: dict) -> None:
@@ -159,8 +153,8 @@ class FaceAdapter(nn.Module):
                 f"cross-attention is {cross_dim} wide",
                 hint="FACT adapters need a Stable Diffusion 1.5-family UNet (cross-attention 768)")
         for path in self.block_paths:
-            width = blocks[path].norm2.normalized_shape[0] if not isinstance(blocks[path].norm2, nn.Identity) else None
-            if width is not None and width != self.processor(path).block_dim:
+            width = blocks[path].norm2.normalized_shape[0]
+            if width != self.processor(path).block_dim:
                 raise CheckpointError(f"block {path} is {width} wide, its adapter {self.processor(path).block_dim}")
 
     # ---- per-request state ------------------------------------------------------------------
