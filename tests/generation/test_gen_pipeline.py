@@ -109,3 +109,93 @@ def test_controlnet_sees_only_the_text_tokens(face):
     assert len(out.images) == 1 and seen["controlnet"] and seen["unet"]
     assert set(seen["controlnet"]) == {77}
     assert set(seen["unet"]) == {77 + 16}
+
+    # A second pipeline over the same ControlNet (here with the same, already attached adapter) must
+    # not stack a second hook that cuts the face tokens off twice.
+    again = FaceFactPipeline(cn_pipe, pipe.encoder, pipe.adapter)
+    seen["controlnet"].clear()
+    seen["unet"].clear()
+    again(PROMPT, face_pixels=face, image=control, **FAST)
+    assert set(seen["controlnet"]) == {77}
+    assert set(seen["unet"]) == {77 + 16}
+    # and outside a request nothing is cut: the ControlNet pipeline is the plain one again
+    seen["controlnet"].clear()
+    cn_pipe(PROMPT, image=control, num_inference_steps=1, height=64, width=64)
+    assert set(seen["controlnet"]) == {77}
+
+
+def test_adapter_state_is_restored_after_a_request(face):
+    """After a request `pipe.sd(...)` is the plain base model again: no face tokens expected at the
+    end of the text, the scale as it was before."""
+    pipe = FaceFactPipeline.tiny()
+    scale_before = pipe.adapter.scale
+    pipe(PROMPT, face_pixels=face, adapter_scale=0.8, **FAST)
+    assert pipe.adapter.num_face_tokens == 0 and pipe.adapter.scale == scale_before
+    assert all(p.num_face_tokens == 0 and p.scale == scale_before for p in pipe.adapter.all_processors())
+    direct = pipe.sd(PROMPT, generator=torch.Generator("cpu").manual_seed(7), num_inference_steps=2,
+                     guidance_scale=5.0, height=64, width=64).images[0]
+    reference = tiny_sd_pipeline(0)(PROMPT, generator=torch.Generator("cpu").manual_seed(7), num_inference_steps=2,
+                                    guidance_scale=5.0, height=64, width=64).images[0]
+    np.testing.assert_array_equal(as_array(direct), as_array(reference))
+
+
+def test_adapter_state_is_restored_when_a_request_fails(tiny_pipe, face):
+    scale_before, tokens_before = tiny_pipe.adapter.scale, tiny_pipe.adapter.num_face_tokens
+
+    def stop(pipe, step, timestep, kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_pipe(PROMPT, face_pixels=face, adapter_scale=0.8, callback_on_step_end=stop, **FAST)
+    assert (tiny_pipe.adapter.scale, tiny_pipe.adapter.num_face_tokens) == (scale_before, tokens_before)
+
+
+@pytest.mark.parametrize("kwargs, phrase", [
+    (dict(num_inference_steps=0), "num_inference_steps"),
+    (dict(face_images=[]), "empty"),
+    (dict(prompt_embeds=torch.zeros(1, 77, 32)), "prompt_embeds"),
+    (dict(negative_prompt_embeds=torch.zeros(1, 77, 32)), "negative_prompt_embeds"),
+    (dict(generator=torch.Generator("cpu")), "generator"),
+    (dict(scheduler="no-such-scheduler"), "no-such-scheduler"),
+])
+def test_bad_arguments_are_config_errors_before_any_work(tiny_pipe, face, kwargs, phrase, monkeypatch):
+    from facefact.errors import ConfigError
+
+    def no_work(*args, **kw):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(tiny_pipe.sd, "encode_prompt", no_work)
+    monkeypatch.setattr(tiny_pipe, "encode_faces", no_work)
+    args = {**FAST, **kwargs}
+    if "face_images" not in kwargs:
+        args["face_pixels"] = face
+    with pytest.raises(ConfigError, match=phrase) as error:
+        tiny_pipe(PROMPT, **args)
+    assert error.value.hint
+
+
+def test_encoder_stays_float32_under_an_outer_autocast(tiny_pipe, face):
+    plain_face, plain_null = tiny_pipe.encode_faces(face_pixels=face)
+    seen = []
+    hook = tiny_pipe.encoder.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto_face, auto_null = tiny_pipe.encode_faces(face_pixels=face)
+    finally:
+        hook.remove()
+    assert seen == [torch.float32]
+    torch.testing.assert_close(auto_face, plain_face, rtol=0, atol=0)
+    torch.testing.assert_close(auto_null, plain_null, rtol=0, atol=0)
+
+
+def test_to_a_dtype_keeps_the_encoder_float32(face):
+    pipe = FaceFactPipeline.tiny()
+    assert pipe.to(torch.bfloat16) is pipe
+    assert pipe.sd.unet.dtype == torch.bfloat16
+    assert {p.dtype for p in pipe.encoder.parameters()} == {torch.float32}
+    assert {p.dtype for p in pipe.adapter.parameters()} == {torch.bfloat16}  # follows the UNet, as attach() does
+    out = pipe(PROMPT, face_pixels=face, **FAST)
+    assert len(out.images) == 1 and out.metadata[0]["dtype"] == "bfloat16"
+    pipe.to("cpu", torch.float32)
+    assert {p.dtype for p in pipe.encoder.parameters()} == {torch.float32}
+    assert {p.dtype for p in pipe.adapter.parameters()} == {torch.float32}

@@ -12,6 +12,7 @@ callbacks all behave as diffusers users expect. Face tokens are computed once pe
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -23,10 +24,31 @@ import torch
 from facefact import __version__
 from facefact.errors import ConfigError
 from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder, cross_attention_blocks
-from facefact.pipelines.loading import (check_unet_layout, describe_file, load_base_pipeline, make_scheduler,
-                                        pick_device_dtype, require_file)
+from facefact.pipelines.loading import (SCHEDULERS, check_unet_layout, describe_file, load_base_pipeline,
+                                        make_scheduler, pick_device_dtype, require_file)
 
 logger = logging.getLogger(__name__)
+
+# Arguments the pipeline computes itself from its own parameters; passed through **sd_kwargs they
+# would silently replace the face conditioning, the seeds or the image count.
+_RESERVED_SD_KWARGS = {
+    "prompt_embeds": "pass prompt= (and negative_prompt=); the face tokens are appended to its embeddings",
+    "negative_prompt_embeds": "pass negative_prompt=; the null face tokens are appended to its embeddings",
+    "num_images_per_prompt": "pass num_images_per_prompt= as FaceFactPipeline's own argument",
+    "generator": "pass seed=; image i is made from seed + i",
+}
+# Per ControlNet: how many face tokens to cut off while a FaceFactPipeline call runs (0 otherwise).
+_CONTROLNET_FACE_TOKENS = "_facefact_face_tokens"
+_CONTROLNET_HOOK = "_facefact_text_only_hook"
+
+
+def _text_only_for_controlnet(module, args, kwargs):
+    # ControlNets were trained on text tokens only (spec section 5): cut the face tokens off.
+    n_faces = getattr(module, _CONTROLNET_FACE_TOKENS, 0)
+    states = kwargs.get("encoder_hidden_states")
+    if states is not None and n_faces and states.shape[1] > n_faces:
+        kwargs = {**kwargs, "encoder_hidden_states": states[:, :-n_faces]}
+    return args, kwargs
 
 
 @dataclass
@@ -54,14 +76,18 @@ class FaceFactPipeline:
         self.attached_here = not adapter.is_attached
         if self.attached_here:
             adapter.attach(self.sd.unet)
+            adapter.set_num_face_tokens(0)  # between requests the UNet is the plain base model
         elif not _attached_to(adapter, self.sd.unet):
             raise ConfigError("this FaceAdapter is attached to another UNet than the pipeline's",
                               hint="detach() it first, or pass the pipeline whose UNet it is attached to")
         self.encoder.to(self.sd.device, torch.float32)  # the reference runs the encoder in float32 always
-        self._controlnet_hook = None
-        if getattr(self.sd, "controlnet", None) is not None:
-            self._controlnet_hook = self.sd.controlnet.register_forward_pre_hook(self._text_only_for_controlnet,
-                                                                                 with_kwargs=True)
+        # One hook per ControlNet however many pipelines wrap it (stacked hooks would each cut the
+        # face tokens off again); it cuts only while a request runs (see __call__).
+        controlnet = getattr(self.sd, "controlnet", None)
+        if controlnet is not None and getattr(controlnet, _CONTROLNET_HOOK, None) is None:
+            setattr(controlnet, _CONTROLNET_FACE_TOKENS, 0)
+            setattr(controlnet, _CONTROLNET_HOOK,
+                    controlnet.register_forward_pre_hook(_text_only_for_controlnet, with_kwargs=True))
 
     # ---- construction ------------------------------------------------------------------------
     @classmethod
@@ -97,9 +123,14 @@ class FaceFactPipeline:
     def device(self) -> torch.device:
         return self.sd._execution_device
 
-    def to(self, device) -> "FaceFactPipeline":
-        self.sd.to(device)
-        self.encoder.to(device)
+    def to(self, *args, **kwargs) -> "FaceFactPipeline":
+        """Like `DiffusionPipeline.to` (a device, a dtype or both) for the diffusers models; the
+        resampler follows the UNet (device and dtype, as `attach` placed it), the encoder follows
+        the device only and stays float32 (spec: the encoder always runs in float32)."""
+        self.sd.to(*args, **kwargs)
+        unet_param = next(self.sd.unet.parameters())
+        self.adapter.to(unet_param.device, unet_param.dtype)  # processors are UNet submodules already
+        self.encoder.to(self.device, torch.float32)
         return self
 
     def enable_model_cpu_offload(self, **kwargs) -> None:
@@ -126,11 +157,16 @@ class FaceFactPipeline:
         if face_pixels is None:
             face_pixels = self.face_pixels(face_images, notes)
         encoder_device = next(self.encoder.parameters()).device
-        tokens = self.encoder(face_pixels.to(encoder_device, torch.float32))
         adapter_device = self.adapter.resampler.latents.device
-        tokens = tokens.to(adapter_device)
-        face = self.adapter.face_tokens(tokens)
-        null = self.adapter.null_face_tokens(len(face_pixels), tuple(tokens.shape[1:]))
+        # An outer autocast (training's validation images run under one) must not put the encoder in
+        # half precision (spec: float32 always) nor recast the resampler away from its own dtype.
+        with contextlib.ExitStack() as stack:
+            for device_type in {encoder_device.type, adapter_device.type}:
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+            tokens = self.encoder(face_pixels.to(encoder_device, torch.float32))
+            tokens = tokens.to(adapter_device)
+            face = self.adapter.face_tokens(tokens)
+            null = self.adapter.null_face_tokens(len(face_pixels), tuple(tokens.shape[1:]))
         return face, null
 
     # ---- generation --------------------------------------------------------------------------
@@ -143,25 +179,28 @@ class FaceFactPipeline:
             notes.append(f"the prompt is {len(ids)} tokens but the text encoder takes {limit}; this part was cut: "
                          f"'{cut.strip()}'")
 
-    def _text_only_for_controlnet(self, module, args, kwargs):
-        # ControlNets were trained on text tokens only (spec section 5): cut the face tokens off.
-        n_faces = self.adapter.num_face_tokens
-        states = kwargs.get("encoder_hidden_states")
-        if states is not None and n_faces and states.shape[1] > n_faces:
-            kwargs = {**kwargs, "encoder_hidden_states": states[:, :-n_faces]}
-        return args, kwargs
-
     def __call__(self, prompt: str, face_images=None, *, negative_prompt: str | None = None,
                  adapter_scale: float = 0.5, cfg_face: bool = True, num_images_per_prompt: int = 1,
                  seed: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 5.0,
                  height: int | None = None, width: int | None = None, scheduler: str = "pndm",
                  face_pixels: torch.Tensor | None = None, callback_on_step_end=None, **sd_kwargs) -> FaceFactOutput:
+        if scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler '{scheduler}'", hint=f"choose one of: {', '.join(SCHEDULERS)}")
+        for name in sd_kwargs:
+            if name in _RESERVED_SD_KWARGS:
+                raise ConfigError(f"FaceFactPipeline sets '{name}' itself", hint=_RESERVED_SD_KWARGS[name])
         height, width = height or self.default_size, width or self.default_size
         if height % 8 or width % 8:
             raise ConfigError(f"image size {width}x{height} is not a multiple of 8",
                               hint=f"use e.g. {width // 8 * 8}x{height // 8 * 8}")
         if num_images_per_prompt < 1:
             raise ConfigError("num_images_per_prompt must be at least 1")
+        if num_inference_steps < 1:
+            raise ConfigError(f"num_inference_steps must be at least 1 (got {num_inference_steps})",
+                              hint="use e.g. 30-50 steps for the released models")
+        if face_pixels is None and isinstance(face_images, (list, tuple)) and len(face_images) == 0:
+            raise ConfigError("face_images is an empty list",
+                              hint="pass at least one reference photo, or face_images=None for no face")
         notes: list[str] = []
         self._check_prompt(prompt, notes)
         if negative_prompt:
@@ -183,14 +222,26 @@ class FaceFactPipeline:
             n_photos = face.shape[1] // self.adapter.tokens_per_photo
         else:
             n_photos = 0
-        self.adapter.set_num_face_tokens(face.shape[1] if has_faces else 0)
-        self.adapter.set_scale(adapter_scale)
-
+        n_face_tokens = face.shape[1] if has_faces else 0
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # same latents on every device
-        result = self.sd(prompt_embeds=text, negative_prompt_embeds=negative_text if do_cfg else None,
-                         num_images_per_prompt=num_images_per_prompt, generator=generators,
-                         num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
-                         width=width, callback_on_step_end=callback_on_step_end, **sd_kwargs)
+        # The adapter state is per request: restored afterwards, so `pipe.sd(...)` called directly
+        # is the plain base model again (or, for an adapter attached by someone else, their state).
+        previous = (self.adapter.scale, self.adapter.num_face_tokens)
+        controlnet = getattr(self.sd, "controlnet", None)
+        try:
+            self.adapter.set_num_face_tokens(n_face_tokens)
+            self.adapter.set_scale(adapter_scale)
+            if controlnet is not None:
+                setattr(controlnet, _CONTROLNET_FACE_TOKENS, n_face_tokens)
+            result = self.sd(prompt_embeds=text, negative_prompt_embeds=negative_text if do_cfg else None,
+                             num_images_per_prompt=num_images_per_prompt, generator=generators,
+                             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, height=height,
+                             width=width, callback_on_step_end=callback_on_step_end, **sd_kwargs)
+        finally:
+            self.adapter.set_scale(previous[0])
+            self.adapter.set_num_face_tokens(previous[1])
+            if controlnet is not None:
+                setattr(controlnet, _CONTROLNET_FACE_TOKENS, 0)
         for note in notes:
             logger.warning(note)
         settings = {"prompt": prompt, "negative_prompt": negative_prompt or "", "adapter_scale": adapter_scale,
