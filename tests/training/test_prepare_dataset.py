@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,39 @@ def test_cli_prepare(tmp_path, photo_folder, capsys):
     assert main(["prepare", str(photo_folder), "--out", str(tmp_path / "o"), "--size", "64", "--quiet"]) == 0
     assert '"accepted": 6' in capsys.readouterr().out
     assert main(["prepare", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_later_call_uses_its_own_quality_thresholds(tmp_path, photo_folder):
+    """Regression: the FaceAnalysis (with its thresholds) used to be cached in the process by the
+    first call, so a second call with min_face_size=5000 still accepted every photo."""
+    first = prepare_dataset(photo_folder, tmp_path / "a", PrepareSettings(size=64), progress=False)
+    assert (first["accepted"], first["rejected"]) == (6, 0)
+    strict = prepare_dataset(photo_folder, tmp_path / "b", PrepareSettings(size=64, min_face_size=5000),
+                             progress=False)
+    assert (strict["accepted"], strict["rejected"]) == (0, 6)
+    assert strict["rejected_by_reason"] == {"low_quality": 6}
+
+
+def test_later_call_uses_its_own_caption_model(tmp_path, photo_folder, monkeypatch):
+    """Regression: the captioner was cached by the first call; another --caption-model was ignored."""
+    import sys
+
+    import transformers
+
+    transformers.pipeline  # noqa: B018 - resolving it swaps the lazy module in sys.modules; patch the one in use
+    loaded = []
+
+    def fake_pipeline(task, model, device):
+        loaded.append(model)
+        return lambda image: [{"generated_text": f"caption by {Path(model).name}"}]
+
+    monkeypatch.setattr(sys.modules["transformers"], "pipeline", fake_pipeline)
+    for name in ("model_a", "model_b"):
+        (tmp_path / name).mkdir()
+        prepare_dataset(photo_folder, tmp_path / f"out_{name}",
+                        PrepareSettings(size=64, caption_model=str(tmp_path / name)), progress=False)
+        captions = {s["caption"] for s in read_jsonl(tmp_path / f"out_{name}" / "index.jsonl")}
+        # photo 0 of each person has a sidecar .txt; the other photos are captioned by the model
+        assert f"caption by {name}" in captions and not {c for c in captions if c.startswith("caption by")} - {
+            f"caption by {name}"}
+    assert loaded == [str(tmp_path / "model_a"), str(tmp_path / "model_b")]  # once per call

@@ -109,40 +109,55 @@ def _manifest_rows(path: Path) -> list[dict]:
 
 
 # ---- one photo (runs in a worker process) -------------------------------------------------------
-_worker_state: dict = {}  # per process: the FaceAnalysis and the captioner, built once
+class PhotoTools:
+    """The FaceAnalysis (with these settings' quality thresholds) and the captioner (loaded on first
+    use) for one prepare_dataset call. Built per call, never cached across calls: a later call with
+    other thresholds or another caption model must not reuse them."""
 
-
-def _face_analysis(settings: PrepareSettings):
-    if "fa" not in _worker_state:
+    def __init__(self, settings: PrepareSettings):
         from facefact.faces import FaceAnalysis, QualityThresholds
 
+        self.settings = settings
         thresholds = QualityThresholds(min_size_px=settings.min_face_size, min_sharpness=settings.min_sharpness,
                                        max_yaw=settings.max_yaw, min_score=settings.min_score)
-        _worker_state["fa"] = FaceAnalysis(thresholds=thresholds)
-    return _worker_state["fa"]
+        self.fa = FaceAnalysis(thresholds=thresholds)
+        self._captioner = None
+
+    def caption_with_model(self, rgb: np.ndarray) -> str:
+        if self._captioner is None:
+            from transformers import pipeline
+
+            try:
+                self._captioner = pipeline("image-to-text", model=self.settings.caption_model, device="cpu")
+            except (OSError, ValueError, KeyError) as err:
+                raise ConfigError(f"cannot load the captioning model {self.settings.caption_model}: {err}",
+                                  path=self.settings.caption_model,
+                                  hint="pass a complete local image-to-text model folder, or drop --caption-model"
+                                  ) from None
+        return self._captioner(Image.fromarray(rgb))[0]["generated_text"]
 
 
-def _caption_with_model(settings: PrepareSettings, rgb: np.ndarray) -> str:
-    if "captioner" not in _worker_state:
-        from transformers import pipeline
-
-        try:
-            _worker_state["captioner"] = pipeline("image-to-text", model=settings.caption_model, device="cpu")
-        except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"cannot load the captioning model {settings.caption_model}: {err}",
-                              path=settings.caption_model,
-                              hint="pass a complete local image-to-text model folder, or drop --caption-model") from None
-    return _worker_state["captioner"](Image.fromarray(rgb))[0]["generated_text"]
+_process_tools: PhotoTools | None = None  # set only inside pool workers, by _init_worker (per pool)
 
 
-def caption_for(job: PhotoJob, settings: PrepareSettings, rgb: np.ndarray) -> str:
+def _init_worker(settings: PrepareSettings) -> None:
+    global _process_tools
+    _process_tools = PhotoTools(settings)
+
+
+def _prepare_in_worker(job: PhotoJob, out: str) -> dict:
+    assert _process_tools is not None, "worker not initialised"
+    return prepare_photo(job, _process_tools.settings, out, tools=_process_tools)
+
+
+def caption_for(job: PhotoJob, settings: PrepareSettings, rgb: np.ndarray, tools: PhotoTools | None = None) -> str:
     """Manifest caption, else sidecar `photo.txt`, else the captioning model, else the default."""
     text = job.caption
     sidecar = Path(job.source).with_suffix(".txt")
     if not text and sidecar.is_file():
         text = sidecar.read_text(encoding="utf-8").strip()
     if not text and settings.caption_model:
-        text = _caption_with_model(settings, rgb)
+        text = (tools or PhotoTools(settings)).caption_with_model(rgb)
     text = " ".join((text or settings.default_caption).split()[: settings.max_caption_words])
     return text
 
@@ -161,8 +176,9 @@ def _source_stamp(path: str) -> dict:
     return {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
-def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str) -> dict:
-    """Process one photo and write its files; returns its record (accepted or rejected)."""
+def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str, tools: PhotoTools | None = None) -> dict:
+    """Process one photo and write its files; returns its record (accepted or rejected).
+    tools: built from these settings (PhotoTools(settings)); pass one to reuse it across photos."""
     from facefact.faces import load_image
 
     out_root = Path(out)
@@ -171,14 +187,15 @@ def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str) -> dict:
     base = {"id": job.sid, "identity": job.identity, "source": job.source}
     try:
         base.update(_source_stamp(job.source))
-        fa = _face_analysis(settings)
+        tools = tools or PhotoTools(settings)
+        fa = tools.fa
         rgb = load_image(job.source, max_pixels=fa.max_pixels)
         face = fa.get_one(rgb, strict=True, path=job.source)
         masks = fa.masks(rgb, face)
         crop, crop_masks = fa.context_crop_with_masks(rgb, face, scale=settings.crop_scale, size=settings.size,
                                                       masks=masks)
         condition = fa.fact_condition(rgb, face, masks=masks)
-        caption = caption_for(job, settings, rgb)
+        caption = caption_for(job, settings, rgb, tools)
     except FacefactError as err:
         if isinstance(err, ConfigError):
             raise
@@ -253,12 +270,13 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
 
     bar = tqdm(total=len(jobs), initial=skipped, desc="prepare", unit="photo", disable=not progress)
     if workers <= 1:
+        tools = PhotoTools(settings) if todo else None  # this call's settings, not an earlier call's
         for job in todo:
-            records[job.sid] = prepare_photo(job, settings, str(out))
+            records[job.sid] = prepare_photo(job, settings, str(out), tools=tools)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(prepare_photo, job, settings, str(out)): job for job in todo}
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+            futures = {pool.submit(_prepare_in_worker, job, str(out)): job for job in todo}
             for future in as_completed(futures):
                 records[futures[future].sid] = future.result()
                 bar.update()
