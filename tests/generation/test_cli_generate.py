@@ -30,7 +30,7 @@ def generate(cli, out, *extra, face=None, seed=7, n=2):
 def test_one_photo_writes_images_sheet_and_provenance(cli, astronaut, tmp_path):
     code, out, err = generate(cli, tmp_path, face=astronaut)
     assert code == 0, err
-    stem = "astronaut_a-portrait-in-a-garden"
+    stem = "a-portrait-in-a-garden"
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == [f"{stem}_7-8_sheet.png", f"{stem}_7.png", f"{stem}_8.png"]
     assert str(tmp_path / f"{stem}_7.png") in out
@@ -59,13 +59,13 @@ def test_same_seed_same_pixels_and_no_silent_overwrite(cli, astronaut, tmp_path)
     assert generate(cli, tmp_path, face=astronaut, n=1)[0] == 0
     assert generate(cli, tmp_path, face=astronaut, n=1)[0] == 0        # same name: numbered, not replaced
     assert generate(cli, tmp_path, "--name", "other", face=astronaut, seed=9, n=1)[0] == 0
-    first = tmp_path / "astronaut_a-portrait-in-a-garden_7.png"
-    second = tmp_path / "astronaut_a-portrait-in-a-garden_7-1.png"
+    first = tmp_path / "a-portrait-in-a-garden_7.png"
+    second = tmp_path / "a-portrait-in-a-garden_7-1.png"
     np.testing.assert_array_equal(pixels(first), pixels(second))
     assert not np.array_equal(pixels(first), pixels(tmp_path / "other_9.png"))
     mtime = first.stat().st_mtime_ns
     assert generate(cli, tmp_path, "--overwrite", face=astronaut, n=1)[0] == 0
-    assert first.stat().st_mtime_ns >= mtime and not (tmp_path / "astronaut_a-portrait-in-a-garden_7-2.png").exists()
+    assert first.stat().st_mtime_ns >= mtime and not (tmp_path / "a-portrait-in-a-garden_7-2.png").exists()
 
 
 def test_two_photos_and_json_summary(cli, astronaut, grace_hopper, tmp_path):
@@ -105,6 +105,26 @@ def test_real_model_files_path(cli, astronaut, tiny_model_files, tmp_path):
     assert code == 0, err
     meta = json.loads(out)["metadata"][0]
     assert meta["width"] == 64 and len(meta["models"]["adapter"]["sha256"]) == 16
+    # provenance names the model files, never where they are on this machine (/home/<user>/...)
+    models = meta["models"]
+    assert models["adapter"] == {"id": adapter.name, "sha256": models["adapter"]["sha256"],
+                                 "bytes": adapter.stat().st_size}
+    assert models["encoder"]["id"] == encoder.name and models["base_model"] == {"id": base.name}
+    [png] = [p for p in tmp_path.iterdir() if p.suffix == ".png" and "sheet" not in p.name]
+    with Image.open(png) as im:
+        text = " ".join(str(v) for v in im.info.values())
+    assert str(adapter.parent) not in text and str(base.parent) not in text
+
+
+def test_output_names_never_carry_the_photo_name(cli, astronaut, tmp_path):
+    photo = tmp_path / "Jane Doe passport.jpg"
+    shutil.copy(astronaut, photo)
+    code, out, err = generate(cli, tmp_path / "out", face=str(photo), n=1)
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["a-portrait-in-a-garden_7.png"]
+    assert generate(cli, tmp_path / "out", "--name", "jane", face=str(photo), n=1)[0] == 0  # chosen explicitly
+    assert (tmp_path / "out" / "jane_7.png").exists()
 
 
 def test_readme_command_in_a_subprocess(astronaut, tmp_path):

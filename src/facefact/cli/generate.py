@@ -4,8 +4,9 @@ Order of work is chosen so mistakes cost nothing: settings and sizes are checked
 (face found, usable), then the model files exist - and only then are weights loaded.
 Heavy imports (torch, diffusers) happen inside `run`, so `facefact --help` stays fast.
 
-Output policy: `{name}_{seed}.png` in --out; a name that is taken is never replaced silently -
-`{name}_{seed}-1.png` is written instead - unless --overwrite. The photos themselves and their
+Output policy: `{name}_{seed}.png` in --out (name: --name, else the prompt's first words - never
+the reference photo's file name, which is often a person's name); a name that is taken is never
+replaced silently - `{name}_{seed}-1.png` is written instead - unless --overwrite. The photos themselves and their
 face embeddings are never written anywhere.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("-n", "--num-images", dest="n", type=int, help="images to generate (seeds seed..seed+n-1)")
     p.add_argument("--seed", type=int, help="first seed (random if not given; always written to the metadata)")
     p.add_argument("--out", help="output folder (default: outputs)")
-    p.add_argument("--name", help="file name stem (default: <photo>_<prompt words>)")
+    p.add_argument("--name", help="file name stem (default: the prompt's first words; never the photo's name)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("sampling")
@@ -154,14 +155,16 @@ def progress_callback(total: int, enabled: bool):
     return callback, bar
 
 
-def output_stem(args, face_paths: list[str], prompt: str) -> str:
+def output_stem(args, prompt: str) -> str:
     from facefact.pipelines.metadata import slug
 
     if args.name:
         if "/" in args.name or "\\" in args.name or args.name.startswith("."):
             raise ConfigError(f"--name '{args.name}' must be a plain file name stem")
         return args.name
-    return f"{slug(Path(face_paths[0]).stem, 24)}_{slug(prompt, 32)}"
+    # Never the reference photo's name by default: file names are shared along with the images,
+    # and photo names are often people's names ("Jane Doe passport.jpg"). --name chooses freely.
+    return slug(prompt, 48)
 
 
 def anonymise(note: str, photos: list[str]) -> str:
@@ -192,7 +195,7 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
         face_pixels = check_photos(args.face, analysis, notes)
-        stem = output_stem(args, args.face, args.prompt)
+        stem = output_stem(args, args.prompt)
         return generate_and_write(args, opts, config, config_path, analysis, notes, stem, face_pixels)
 
 

@@ -101,8 +101,8 @@ class FaceFactPipeline:
         face_adapter = FaceAdapter.from_checkpoint(adapter_path, resampler_config)
         face_encoder = TransFaceEncoder.from_checkpoint(encoder_path, encoder_config)
         sd = load_base_pipeline(base_model, dtype, controlnet=controlnet).to(device)
-        info = {"base_model": describe_file(base_model) if Path(str(base_model)).is_file() else {"id": str(base_model)},
-                "adapter": describe_file(adapter_path), "encoder": describe_file(encoder_path)}
+        info = {"base_model": describe_file(base_model), "adapter": describe_file(adapter_path),
+                "encoder": describe_file(encoder_path)}
         return cls(sd, face_encoder, face_adapter, face_analysis, info, default_size=512)
 
     @classmethod

@@ -96,11 +96,17 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def describe_file(path: str | Path) -> dict:
-    """Id + short hash for provenance metadata (hashes are computed once, when a model is loaded)."""
-    path = Path(path)
-    if not path.is_file():
-        return {"id": str(path)}
-    return {"id": str(path), "sha256": file_sha256(path)[:16], "bytes": path.stat().st_size}
+    """Id + short hash for provenance metadata (hashes are computed once, when a model is loaded).
+
+    The id of a local file or folder is its name only: the metadata travels with the images and a
+    full path names the user and their folders (`/home/<user>/...`). A hub id is kept as given.
+    """
+    local = Path(str(path)).expanduser()
+    if local.is_file():
+        return {"id": local.name, "sha256": file_sha256(local)[:16], "bytes": local.stat().st_size}
+    if local.exists():
+        return {"id": local.resolve().name}
+    return {"id": str(path)}
 
 
 def require_file(path: str | Path | None, what: str, flag: str) -> Path:
