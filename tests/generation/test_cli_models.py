@@ -142,3 +142,92 @@ def test_example_config_loads_and_relative_paths_follow_the_config_file(cli, tmp
     assert str(resolve_setting("encoder", None, config, path).path).startswith(str(tmp_path / "home"))  # env wins
     monkeypatch.delenv("FACEFACT_HOME")
     assert str(resolve_setting("encoder", None, config, path).path) == f"/srv/m/{ENCODER}"
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, False), ({"FACEFACT_OFFLINE": "1"}, True), ({"HF_HUB_OFFLINE": "1"}, True),
+    ({"FACEFACT_OFFLINE": "0", "HF_HUB_OFFLINE": "false"}, False), ({"FACEFACT_OFFLINE": "yes"}, True),
+])
+def test_one_offline_switch_for_every_hub_access(monkeypatch, env, expected):
+    """FACEFACT_OFFLINE and HF_HUB_OFFLINE mean the same everywhere: `models`, loading a hub base
+    for `generate`, and reading a hub base's UNet config (`convert --check-base`, `models check`)."""
+    import diffusers
+
+    from facefact.errors import ModelNotFoundError
+    from facefact.pipelines import loading, registry
+
+    for name in ("FACEFACT_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert registry.offline() is expected
+    seen = {}
+
+    def from_pretrained(location, **kwargs):
+        seen["pipeline"] = kwargs.get("local_files_only")
+        raise OSError("stop here")
+
+    def load_config(location, **kwargs):
+        seen["unet_config"] = kwargs.get("local_files_only")
+        raise OSError("stop here")
+
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(diffusers.UNet2DConditionModel, "load_config", load_config)
+    with pytest.raises(ModelNotFoundError):
+        loading.load_base_pipeline("some-org/some-model", torch.float32)
+    with pytest.raises(ModelNotFoundError):
+        loading.base_unet_config("some-org/some-model")
+    assert seen == {"pipeline": expected, "unet_config": expected}
+
+
+def test_an_unknown_hub_id_is_a_hub_id_not_a_missing_path(cli, monkeypatch, tmp_path):
+    from facefact.pipelines.registry import looks_like_hub_id, resolve_setting
+
+    monkeypatch.chdir(tmp_path)
+    hub_id = "some-org/some-model"
+    code, out, err = cli("models", "list", "--base-model", hub_id, "--json")
+    assert code == 0, err
+    assert {row["setting"]: row for row in json.loads(out)["needed"]}["base_model"]["status"] == "not cached"
+    code, out, err = cli("models", "check", "--base-model", hub_id, "--adapter", tmp_path / "a", "--encoder",
+                         tmp_path / "e", "--json")
+    rows = {row["setting"]: row for row in json.loads(out)["models"]}
+    assert code == 1 and "not in the hub cache" in rows["base_model"]["detail"]
+    monkeypatch.setenv("FACEFACT_OFFLINE", "1")
+    code, _, err = cli("models", "download", "--base-model", hub_id)
+    assert code == 2 and f"offline: cannot download the base model {hub_id}" in err
+
+    # a local folder of that name, a path-like value, or an adapter/encoder are never hub ids
+    assert looks_like_hub_id(hub_id)
+    assert not looks_like_hub_id("./org/model") and not looks_like_hub_id("/org") and not looks_like_hub_id("a/b/c")
+    (tmp_path / "some-org" / "some-model").mkdir(parents=True)
+    assert not looks_like_hub_id(hub_id)
+    assert resolve_setting("base_model", hub_id, {}).path == Path(hub_id)
+    assert resolve_setting("adapter", "org/adapter", {}).path == Path("org/adapter")
+
+
+def test_cli_modules_share_code_through_pipelines_not_each_other():
+    import ast
+
+    cli_dir = Path(__file__).resolve().parents[2] / "src" / "facefact" / "cli"
+    for name in ("generate", "models", "convert", "faces"):
+        tree = ast.parse((cli_dir / f"{name}.py").read_text(encoding="utf-8"))
+        imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        assert not [m for m in imported if m.startswith("facefact.cli")], name
+
+
+def test_quiet_libraries_lets_an_explicit_verbosity_win(monkeypatch):
+    import transformers
+
+    from facefact.pipelines.loading import quiet_libraries
+
+    before = transformers.logging.get_verbosity()
+    try:
+        monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")
+        transformers.logging.set_verbosity_info()
+        quiet_libraries()
+        assert transformers.logging.get_verbosity() == transformers.logging.INFO
+        monkeypatch.delenv("TRANSFORMERS_VERBOSITY")
+        quiet_libraries()
+        assert transformers.logging.get_verbosity() == transformers.logging.ERROR
+    finally:
+        transformers.logging.set_verbosity(before)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+from facefact.errors import CheckpointError, ConfigError
 
 
 def register(subparsers) -> None:
@@ -53,51 +53,13 @@ def _resampler_config(state: dict, heads: int | None, dim_head: int | None, sour
     return ResamplerConfig(heads=heads, dim_head=dim_head)
 
 
-def base_unet_config(base: str) -> dict:
-    """The UNet config of a base model, without loading its weights."""
-    from diffusers import UNet2DConditionModel
-
-    path = Path(base).expanduser()
-    if path.is_dir():
-        for candidate in (path / "unet" / "config.json", path / "config.json"):
-            if candidate.is_file():
-                return json.loads(candidate.read_text())
-        raise ModelNotFoundError(f"{path} holds no UNet config (unet/config.json)", path=path)
-    if path.is_file():
-        return _single_file_unet_config(path)
-    if str(base).count("/") != 1:
-        raise ModelNotFoundError(f"base model not found: {base}", path=base)
-    try:
-        return dict(UNet2DConditionModel.load_config(base, subfolder="unet"))
-    except OSError as err:
-        raise ModelNotFoundError(f"could not read the UNet config of '{base}': {str(err).splitlines()[0]}",
-                                 path=base, hint="pass a local diffusers folder") from None
-
-
-def _single_file_unet_config(path: Path) -> dict:
-    """Family of an original-layout checkpoint from its key names and one tensor shape."""
-    from safetensors import safe_open
-
-    if path.suffix != ".safetensors":
-        raise ConfigError(f"--check-base reads .safetensors single files or diffusers folders, not {path.suffix}",
-                          path=path)
-    with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        if any(k.startswith("conditioner.embedders.") for k in keys):
-            return {"addition_embed_type": "text_time"}  # SDXL's layout
-        key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-        if key not in keys:
-            raise CheckpointError("not a Stable Diffusion checkpoint (no UNet cross-attention found)", path=path)
-        return {"cross_attention_dim": f.get_slice(key).get_shape()[1], "single_file": True}
-
-
 def check_base(adapter, base: str) -> str:
     """Raise CheckpointError if `adapter` cannot attach to the base's UNet; else describe the base."""
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
 
     from facefact.model import cross_attention_blocks
-    from facefact.pipelines.loading import check_unet_layout
+    from facefact.pipelines.loading import base_unet_config, check_unet_layout
 
     config = base_unet_config(base)
     if config.get("addition_embed_type") == "text_time":
@@ -165,7 +127,7 @@ def convert_encoder(src: Path, out: Path, heads) -> dict:
 
 
 def run(args) -> int:
-    from facefact.cli.generate import quiet_libraries
+    from facefact.pipelines.loading import quiet_libraries
 
     quiet_libraries()
     src = Path(args.adapter or args.encoder).expanduser()

@@ -132,7 +132,7 @@ def load_pipeline(args, config: dict, config_path, analysis):
                 f"{setting} not found: {path} (from {where[setting].origin})", path=path,
                 hint=f"run `facefact models download`, or {registry.how_to_point(setting)}")
     base = where["base_model"].value
-    if where["base_model"].known is None and not Path(base).expanduser().exists() and base.count("/") != 1:
+    if where["base_model"].known is None and not Path(base).expanduser().exists() and not registry.looks_like_hub_id(base):
         raise ModelNotFoundError(f"base model not found: {base} (from {where['base_model'].origin})", path=base,
                                  hint=f"give a diffusers folder, a .safetensors file or a hub id; "
                                       f"{registry.how_to_point('base_model')}")
@@ -173,16 +173,9 @@ def anonymise(note: str, photos: list[str]) -> str:
     return note
 
 
-def quiet_libraries() -> None:
-    """transformers warns at import that torchvision is absent (facefact never needs it)."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].logging.set_verbosity_error()
-
-
 def run(args) -> int:
+    from facefact.pipelines.loading import quiet_libraries
+
     quiet_libraries()
     from facefact.faces import FaceAnalysis
     from facefact.faces.types import FaceWarning

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from facefact.cli.generate import quiet_libraries
+    from facefact.pipelines.loading import quiet_libraries
 
     quiet_libraries()
     config, config_path = registry.load_config(args.config)
@@ -126,7 +126,7 @@ def validate(kind: str, path: Path) -> str:
 
         config = TransFaceEncoder.from_checkpoint(path).config
         return f"TransFace encoder, width {config.embed_dim}, depth {config.depth}"
-    from facefact.cli.convert import base_unet_config
+    from facefact.pipelines.loading import base_unet_config
 
     config = base_unet_config(str(path))
     if config.get("addition_embed_type") == "text_time":
@@ -189,6 +189,9 @@ def download_models(targets: list, directory: Path, as_json: bool) -> int:
         if item.known is None and item.path is not None and item.path.exists():
             done.append({"name": item.setting, "location": f"{item.path} (local, {item.origin}; not downloaded)"})
             continue
+        if item.known is None and item.path is None:  # a hub id given by the user (`org/name`)
+            done.append({"name": item.setting, "location": download_hub(item.value)})
+            continue
         if item.known is None:
             raise ModelNotFoundError(f"{item.setting} points to {item.value} ({item.origin}), not a known "
                                      "model facefact can download",
@@ -205,13 +208,8 @@ def download_models(targets: list, directory: Path, as_json: bool) -> int:
     return 0
 
 
-def _offline() -> bool:
-    flags = (os.environ.get(v, "0") for v in ("HF_HUB_OFFLINE", "FACEFACT_OFFLINE"))
-    return any(flag not in ("0", "", "false", "False") for flag in flags)
-
-
 def download_hub(repo_id: str) -> str:
-    if _offline():
+    if registry.offline():
         raise ModelNotFoundError(f"offline: cannot download the base model {repo_id}",
                                  hint=f"download it elsewhere and {registry.how_to_point('base_model')}")
     from huggingface_hub import snapshot_download
@@ -232,7 +230,7 @@ def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Pa
         if record and record["sha256"] == file_sha256(dest):
             print(f"{model.name}: already present and verified: {dest}", file=sys.stderr)
             return dest
-    if _offline():
+    if registry.offline():
         raise ModelNotFoundError(f"offline: cannot download {model.filename}", path=dest,
                                  hint=f"copy it to {dest}, or {registry.how_to_point(model.setting)}")
     part = dest.with_name(dest.name + ".part")

@@ -6,12 +6,14 @@ fine-tune; every failure names the location and what to do. Nothing here runs a 
 from __future__ import annotations
 
 import hashlib
-import os
+import json
+import sys
 from pathlib import Path
 
 import torch
 
 from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+from facefact.pipelines.registry import looks_like_hub_id, offline
 
 SCHEDULERS = {
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # what the FACT release used
@@ -52,8 +54,17 @@ def pick_device_dtype(device: str | torch.device | None, dtype: str | torch.dtyp
     return device, dtype
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+def quiet_libraries() -> None:
+    """transformers warns at import that torchvision is absent (facefact never needs it).
+
+    `facefact.cli.main` sets TRANSFORMERS_VERBOSITY=error (unless set) before transformers is
+    imported; this covers a transformers that was imported earlier (by the caller of `main`), and
+    still lets an explicit TRANSFORMERS_VERBOSITY win.
+    """
+    import os
+
+    if "transformers" in sys.modules and os.environ.get("TRANSFORMERS_VERBOSITY", "error") == "error":
+        sys.modules["transformers"].logging.set_verbosity_error()
 
 
 def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None):
@@ -75,11 +86,11 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
                                          hint="point --base-model at a folder saved by diffusers, a hub id, or a "
                                               "single .safetensors file")
             return cls.from_pretrained(str(path), **kwargs)
-        if str(location).startswith((".", "/", "~")) or str(location).count("/") != 1:
+        if not looks_like_hub_id(location):
             raise ModelNotFoundError(f"base model not found: {location}", path=location,
                                      hint="give a diffusers folder, a single .safetensors/.ckpt file, or a hub id "
                                           "such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
-        return cls.from_pretrained(str(location), local_files_only=_offline(), **kwargs)
+        return cls.from_pretrained(str(location), local_files_only=offline(), **kwargs)
     except (OSError, EnvironmentError) as err:
         raise ModelNotFoundError(
             f"could not load the base model '{location}': {str(err).splitlines()[0]}", path=location,
@@ -124,3 +135,42 @@ def check_unet_layout(unet, source) -> None:
     if getattr(unet.config, "addition_embed_type", None) == "text_time":
         raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
                               path=source, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
+
+
+def base_unet_config(base: str) -> dict:
+    """The UNet config of a base model (folder, single file or hub id), without loading its weights."""
+    from diffusers import UNet2DConditionModel
+
+    path = Path(str(base)).expanduser()
+    if path.is_dir():
+        for candidate in (path / "unet" / "config.json", path / "config.json"):
+            if candidate.is_file():
+                return json.loads(candidate.read_text())
+        raise ModelNotFoundError(f"{path} holds no UNet config (unet/config.json)", path=path)
+    if path.is_file():
+        return _single_file_unet_config(path)
+    if not looks_like_hub_id(base):
+        raise ModelNotFoundError(f"base model not found: {base}", path=base)
+    try:
+        return dict(UNet2DConditionModel.load_config(str(base), subfolder="unet", local_files_only=offline()))
+    except OSError as err:
+        offline_note = " (offline: the hub cache only)" if offline() else ""
+        raise ModelNotFoundError(f"could not read the UNet config of '{base}'{offline_note}: "
+                                 f"{str(err).splitlines()[0]}", path=base, hint="pass a local diffusers folder") from None
+
+
+def _single_file_unet_config(path: Path) -> dict:
+    """Family of an original-layout checkpoint from its key names and one tensor shape."""
+    from safetensors import safe_open
+
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"--check-base reads .safetensors single files or diffusers folders, not {path.suffix}",
+                          path=path)
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+        if any(k.startswith("conditioner.embedders.") for k in keys):
+            return {"addition_embed_type": "text_time"}  # SDXL's layout
+        key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+        if key not in keys:
+            raise CheckpointError("not a Stable Diffusion checkpoint (no UNet cross-attention found)", path=path)
+        return {"cross_attention_dim": f.get_slice(key).get_shape()[1], "single_file": True}

@@ -63,6 +63,28 @@ GENERATE_KEYS = {"negative_prompt", "steps", "guidance", "scale", "cfg_face", "s
                  "scheduler", "n", "out"}
 
 
+# ---- network --------------------------------------------------------------------------------------
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def offline() -> bool:
+    """The one offline switch: FACEFACT_OFFLINE or HF_HUB_OFFLINE set to anything but 0/false/no/off.
+
+    Offline, nothing is downloaded: hub bases load from the local cache only (local_files_only)
+    and `facefact models download` refuses with a hint where to put a local copy.
+    """
+    return any(os.environ.get(name, "0").strip().lower() not in _FALSE
+               for name in ("FACEFACT_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def looks_like_hub_id(value: str | Path) -> bool:
+    """`org/name` - exactly one slash, not a relative/absolute/home path, nothing local by that name."""
+    text = str(value)
+    if text.count("/") != 1 or "\\" in text or text.startswith((".", "/", "~")) or text.endswith("/"):
+        return False
+    return not Path(text).expanduser().exists()
+
+
 # ---- config file --------------------------------------------------------------------------------
 def default_config_path() -> Path:
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
@@ -107,8 +129,10 @@ class Resolved:
 
     @property
     def path(self) -> Path | None:
-        """The local file/folder this points to (None for a hub id)."""
+        """The local file/folder this points to (None for a hub id, known or not: `org/name`)."""
         if self.value is None or (self.known is not None and self.known.source == "hub"):
+            return None
+        if self.known is None and self.setting == "base_model" and looks_like_hub_id(self.value):
             return None
         return Path(self.value).expanduser()
 
