@@ -59,3 +59,33 @@ def test_8bit_adam_without_bitsandbytes_is_a_clear_error(tmp_path, prepared):
     with pytest.raises(ConfigError, match="bitsandbytes"):
         train(TrainConfig(data=str(prepared), output_dir=str(tmp_path), optimizer="adamw8bit", max_steps=1,
                           resolution=64, progress=False))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--checkpoint-every", "0"], "checkpoint_every must be >= 1"),
+    (["--lr-schedule", "bogus"], "unknown lr_schedule 'bogus'"),
+    (["--validate-every", "1", "--validation-steps", "0"], "validation_steps must be >= 1"),
+    (["--validate-every", "-1"], "validate_every must be >= 0"),
+    (["--log-every", "-5"], "log_every must be >= 0"),
+    (["--validation-samples", "0"], "validation_samples must be >= 1"),
+    (["--lr-warmup-steps", "-1"], "lr_warmup_steps must be >= 0"),
+    (["--stop-after-steps", "0"], "stop_after_steps must be >= 1"),
+])
+def test_cli_train_bad_settings_are_messages_not_tracebacks(tmp_path, prepared, capsys, flags, message):
+    """These used to fail inside training (ZeroDivisionError after a full step, diffusers' ValueError,
+    a ZeroDivisionError in the validation sampler) instead of being refused up front."""
+    code = main(["train", "--data", str(prepared), "--output-dir", str(tmp_path / "run"), "--max-steps", "1",
+                 "--resolution", "64", "--no-progress", *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_lr_schedule_error_lists_the_valid_names():
+    from facefact.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(data="x", lr_schedule="bogus").check()
+    assert "cosine" in info.value.hint and "piecewise_constant" not in info.value.hint
+    for name in ("constant", "cosine", "linear", "constant_with_warmup"):
+        TrainConfig(data="x", lr_schedule=name).check()

@@ -78,6 +78,21 @@ class TrainConfig:
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         need(self.resolution is None or (self.resolution >= 64 and self.resolution % 8 == 0),
              f"resolution {self.resolution} must be a multiple of 8 and at least 64")
+        need(self.lr_warmup_steps >= 0, f"lr_warmup_steps must be >= 0, not {self.lr_warmup_steps}")
+        schedules = lr_schedule_names()
+        need(self.lr_schedule in schedules, f"unknown lr_schedule {self.lr_schedule!r}",
+             f"use one of: {', '.join(schedules)}")
+        need(self.log_every >= 0, f"log_every must be >= 0, not {self.log_every}",
+             "the CSV log is flushed every log_every steps (0: every step)")
+        need(self.validate_every >= 0, f"validate_every must be >= 0, not {self.validate_every}",
+             "0 turns validation images off")
+        need(self.validation_steps >= 1, f"validation_steps must be >= 1, not {self.validation_steps}",
+             "the number of sampler steps of each validation image")
+        need(self.validation_samples >= 1, f"validation_samples must be >= 1, not {self.validation_samples}")
+        need(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, not {self.checkpoint_every}",
+             "a checkpoint is also written at the end; to save only then, set checkpoint_every to max_steps")
+        need(self.stop_after_steps is None or self.stop_after_steps >= 1,
+             f"stop_after_steps must be >= 1, not {self.stop_after_steps}")
         return self
 
     @property
@@ -91,6 +106,14 @@ class TrainConfig:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def lr_schedule_names() -> tuple[str, ...]:
+    """The diffusers.optimization schedules training can build (piecewise_constant needs step rules,
+    which facefact does not pass)."""
+    from diffusers.optimization import SchedulerType
+
+    return tuple(s.value for s in SchedulerType if s.value != "piecewise_constant")
 
 
 def _coerce(name: str, value):
