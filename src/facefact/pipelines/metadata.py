@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from facefact.atomic import temporary_sibling
 
 AI_STATEMENT = "AI-generated image (FaceChain-FACT via facefact); not a photograph of a real scene."
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -106,12 +107,9 @@ def write_png(image: Image.Image, path: str | Path, meta: dict, overwrite: bool 
     `overwrite`. If the name is taken, `<stem>-1.png`, `<stem>-2.png`... is used instead.
     Returns the path actually written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with temporary_sibling(path, suffix=".png.tmp") as tmp:
+        with open(tmp, "wb") as f:
             image.save(f, format="PNG", pnginfo=png_info(meta))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the user's usual mode
         if overwrite:
             os.replace(tmp, path)
             return path
@@ -128,15 +126,6 @@ def write_png(image: Image.Image, path: str | Path, meta: dict, overwrite: bool 
                 os.replace(tmp, target)
                 return target
         raise FileExistsError(f"too many files named {path.stem}-N.png in {path.parent}")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def contact_sheet(images: list[Image.Image], columns: int | None = None, gap: int = 4) -> Image.Image:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facefact.atomic import atomic_write_bytes
 from facefact.errors import ConfigError
 
 MODELSCOPE_REPO = "yucheng1996/FaceChain-FACT"
@@ -208,11 +208,8 @@ def record_checksum(directory: Path, path: Path, sha256: str, source: str) -> No
     data = read_manifest(directory)
     data[manifest_key(path, directory)] = {"sha256": sha256, "bytes": Path(path).stat().st_size, "source": source,
                                           "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, manifest_path(directory))
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"  # before any file is touched
+    atomic_write_bytes(manifest_path(directory), text.encode("utf-8"))
 
 
 def recorded_checksum(directory: Path, path: Path) -> dict | None:

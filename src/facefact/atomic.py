@@ -1,0 +1,52 @@
+"""Atomic file writes: a temporary file beside the target, renamed over it only on success.
+
+    with atomic_path("model.safetensors") as tmp:   # any writer that takes a path
+        save_file(tensors, tmp)
+    atomic_write_bytes("manifest.json", data)        # bytes already in memory
+
+Readers never see a half-written file, a failed write leaves the old file (or none) and no
+temporary behind, and the result has the user's usual permissions (mkstemp's are 0600).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def temporary_sibling(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A new empty temporary file in `path`'s folder (created if needed), with normal permissions;
+    removed on exit unless the caller moved it away (os.replace / os.link + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        yield Path(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on failure it is removed."""
+    with temporary_sibling(path, suffix) as tmp:
+        yield tmp
+        os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
