@@ -1,7 +1,6 @@
 """`facefact faces inspect PHOTO...`: faces, quality and identity similarity of photos, offline."""
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
