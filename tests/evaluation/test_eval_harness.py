@@ -167,3 +167,24 @@ def test_cache_key_covers_everything_that_changes_pixels():
     assert len({key, *others}) == 6
     photo.uses_references = False          # e.g. 'base': the same image for every person
     assert image_key(photo, "refs1", "a prompt", 0, 64) == image_key(photo, "refs2", "a prompt", 0, 64)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--size", "0"], "--size must be a positive multiple of 8"),
+    (["--size", "100"], "--size must be a positive multiple of 8"),
+    (["--size", "-64"], "--size must be a positive multiple of 8"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--max-prompts", "0"], "--max-prompts must be at least 1"),
+])
+def test_cli_bad_generation_settings_are_messages(tmp_path, identities_dir, prompt_file, capsys, flags, message):
+    """--steps 0 used to end in a ZeroDivisionError from the scheduler after the models were loaded."""
+    from facefact.cli.main import main
+
+    out = tmp_path / "run"
+    rc = main(["evaluate", "--identities", str(identities_dir), "--prompts", str(prompt_file), "--model", "tiny",
+               "--out", str(out), "--no-progress", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "hint:" in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything was generated
+

@@ -124,6 +124,22 @@ def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> dict[Pat
     return info
 
 
+def check_run_settings(*, seeds: int, steps: int, size: int | None, max_prompts: int | None = None) -> None:
+    """Refuse settings that cannot make an image, before any model is loaded or image generated."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1 (got {seeds})", hint="use --seeds 4 for diversity metrics")
+    if steps < 1:
+        raise ConfigError(f"--steps must be at least 1 (got {steps})",
+                          hint="the number of denoising steps per image: 30 is typical, 2-4 for a quick check")
+    if size is not None and (size <= 0 or size % 8):
+        raise ConfigError(f"--size must be a positive multiple of 8 (got {size})",
+                          hint="the VAE downsamples 8x: e.g. 512 for SD1.5 models, 64 or 128 for 'tiny'; "
+                               "leave it out for the model's own size")
+    if max_prompts is not None and max_prompts < 1:
+        raise ConfigError(f"--max-prompts must be at least 1 (got {max_prompts})",
+                          hint="leave it out to use every prompt")
+
+
 def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: int = 2, first_seed: int = 0,
              out: str | Path = "facefact-eval", model: str = "tiny", adapter: str | None = None,
              encoder: str | None = None, steps: int = 30, size: int | None = None, guidance_scale: float = 5.0,
@@ -140,8 +156,7 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     """
     started = time.time()
     out = Path(out)
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1 (got {seeds})", hint="use --seeds 4 for diversity metrics")
+    check_run_settings(seeds=seeds, steps=steps, size=size, max_prompts=max_prompts)
     people = load_identities(identities)
     prompt_set = load_prompts(prompts, limit=max_prompts)
     settings = GenerationSettings(model=model, adapter=adapter, encoder=encoder, steps=steps, size=size,
