@@ -188,3 +188,37 @@ def test_cli_bad_generation_settings_are_messages(tmp_path, identities_dir, prom
     assert rc == 2 and message in err and "hint:" in err and "Traceback" not in err
     assert not out.exists()  # refused before anything was generated
 
+
+def test_truncated_sidecar_means_not_generated(tmp_path, identities_dir, prompt_file):
+    """A sidecar cut short (a crash mid-write) made every later run fail with a JSONDecodeError."""
+    from eval_fakes import PhotoMethod
+
+    out = tmp_path / "run"
+    first = [PhotoMethod("photo")]
+    evaluate(identities_dir, prompt_file, methods=first, seeds=1, out=out, progress=False, report=False)
+    sidecars = sorted((out / "images").rglob("*.json"))
+    assert len(sidecars) == 4 and first[0].calls == 4
+    assert not list((out / "images").rglob("*.tmp"))  # written via a temporary file and a rename
+    victim = sidecars[0]
+    victim.write_text(victim.read_text()[: len(victim.read_text()) // 2])   # truncated mid-write
+    again = [PhotoMethod("photo")]
+    res = evaluate(identities_dir, prompt_file, methods=again, seeds=1, out=out, progress=False, report=False)
+    assert again[0].calls == 1                                                # only the damaged one redone
+    assert sum(not r["cached"] for r in res.rows) == 1
+    assert json.loads(victim.read_text())["method"] == "photo"                # and its record rewritten whole
+    assert any("unreadable" in n and victim.name in n for n in res.notes)
+
+
+def test_sidecar_write_is_atomic(tmp_path, monkeypatch):
+    """A crash while the record is written leaves no half-written sidecar behind."""
+    from facefact.evaluation import runner
+
+    target = tmp_path / "img.json"
+
+    def crash(tmp):
+        tmp.write_text('{"time_s": 1.')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner._atomic_write(target, crash)
+    assert not target.exists() and not list(tmp_path.iterdir())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -100,28 +102,64 @@ def _plan(identities, prompts, seeds, methods, out: Path, size) -> list[Job]:
     return jobs
 
 
-def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> dict[Path, dict]:
-    """Generate missing images; return the sidecar (time, memory, cached) of every image."""
+def _read_sidecar(sidecar: Path) -> dict | None:
+    """The generation record next to an image, or None when it is missing or unreadable (e.g. cut short
+    by a crash in an older version, which wrote it in place): such an image counts as not generated."""
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(temp_path)`` into a temporary file beside ``path``, then rename it over ``path``: a crash
+    leaves either the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[dict[Path, dict], list[str]]:
+    """Generate missing images; return the sidecar (time, memory, cached) of every image, and notes."""
     info: dict[Path, dict] = {}
-    missing = {j.method.name: j.method for j in jobs if not (j.path.is_file() and j.path.with_suffix(".json").is_file())}
+    found: dict[Path, dict | None] = {}
+    damaged: set[Path] = set()
+    for job in jobs:
+        if job.path in found:
+            continue
+        sidecar = job.path.with_suffix(".json")
+        found[job.path] = _read_sidecar(sidecar) if job.path.is_file() else None
+        if found[job.path] is None and job.path.is_file() and sidecar.is_file():
+            damaged.add(job.path)
+    missing = {j.method.name: j.method for j in jobs if found[j.path] is None}
     for method in missing.values():
         if hasattr(method, "prepare"):
             method.prepare()  # model loading is not part of the per-image time
     for job in _progress(jobs, len(jobs), "generating", progress):
         if job.path in info:
             continue
-        sidecar = job.path.with_suffix(".json")
-        if job.path.is_file() and sidecar.is_file():
-            info[job.path] = {**json.loads(sidecar.read_text()), "cached": True}
+        if found[job.path] is not None:
+            info[job.path] = {**found[job.path], "cached": True}
             continue
         image, m = measure(job.method.generate, job.text, job.identity.references, job.seed, size, cuda=cuda)
-        job.path.parent.mkdir(parents=True, exist_ok=True)
-        image.convert("RGB").save(job.path)
+        _atomic_write(job.path, lambda tmp: image.convert("RGB").save(tmp, format="PNG"))
         record = {"time_s": m.seconds, "peak_mb": m.peak_mb, "mem_kind": m.mem_kind, "method": job.method.name,
                   "prompt": job.text, "seed": job.seed}
-        sidecar.write_text(json.dumps(record))  # written last: an image without it is regenerated
+        # Written last (and whole, or not at all): an image without a readable record is regenerated.
+        _atomic_write(job.path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record), encoding="utf-8"))
         info[job.path] = {**record, "cached": False}
-    return info
+    notes = []
+    if damaged:
+        notes.append(f"regenerated {len(damaged)} image(s) whose generation record (.json beside the image) was "
+                     f"unreadable, e.g. {sorted(damaged)[0].with_suffix('.json')}")
+    return info, notes
 
 
 def check_run_settings(*, seeds: int, steps: int, size: int | None, max_prompts: int | None = None) -> None:
@@ -169,7 +207,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
         warnings.warn(s["reason"], stacklevel=2)
     seed_list = list(range(first_seed, first_seed + seeds))
     jobs = _plan(people, prompt_set.prompts, seed_list, method_list, out, size)
-    gen_info = _generate_all(jobs, size, generation_uses_cuda(device), progress)
+    gen_info, gen_notes = _generate_all(jobs, size, generation_uses_cuda(device), progress)
+    notes.extend(gen_notes)
 
     analyzer = ImageAnalyzer(list(embedders))
     scorer, clip_note = _clip_scorer(clip, device)
