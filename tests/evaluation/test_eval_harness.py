@@ -208,17 +208,3 @@ def test_truncated_sidecar_means_not_generated(tmp_path, identities_dir, prompt_
     assert json.loads(victim.read_text())["method"] == "photo"                # and its record rewritten whole
     assert any("unreadable" in n and victim.name in n for n in res.notes)
 
-
-def test_sidecar_write_is_atomic(tmp_path, monkeypatch):
-    """A crash while the record is written leaves no half-written sidecar behind."""
-    from facefact.evaluation import runner
-
-    target = tmp_path / "img.json"
-
-    def crash(tmp):
-        tmp.write_text('{"time_s": 1.')
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        runner._atomic_write(target, crash)
-    assert not target.exists() and not list(tmp_path.iterdir())

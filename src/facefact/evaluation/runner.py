@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from facefact import __version__
+from facefact.atomic import atomic_path, atomic_write_bytes
 from facefact.errors import ConfigError
 from facefact.evaluation import metrics
 from facefact.evaluation.datasets import Identity, Prompt, load_identities, load_prompts
@@ -112,20 +111,6 @@ def _read_sidecar(sidecar: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(temp_path)`` into a temporary file beside ``path``, then rename it over ``path``: a crash
-    leaves either the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[dict[Path, dict], list[str]]:
     """Generate missing images; return the sidecar (time, memory, cached) of every image, and notes."""
     info: dict[Path, dict] = {}
@@ -149,11 +134,12 @@ def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[di
             info[job.path] = {**found[job.path], "cached": True}
             continue
         image, m = measure(job.method.generate, job.text, job.identity.references, job.seed, size, cuda=cuda)
-        _atomic_write(job.path, lambda tmp: image.convert("RGB").save(tmp, format="PNG"))
+        with atomic_path(job.path) as tmp:
+            image.convert("RGB").save(tmp, format="PNG")
         record = {"time_s": m.seconds, "peak_mb": m.peak_mb, "mem_kind": m.mem_kind, "method": job.method.name,
                   "prompt": job.text, "seed": job.seed}
         # Written last (and whole, or not at all): an image without a readable record is regenerated.
-        _atomic_write(job.path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record), encoding="utf-8"))
+        atomic_write_bytes(job.path.with_suffix(".json"), json.dumps(record).encode())
         info[job.path] = {**record, "cached": False}
     notes = []
     if damaged:
