@@ -208,3 +208,36 @@ def test_truncated_sidecar_means_not_generated(tmp_path, identities_dir, prompt_
     assert json.loads(victim.read_text())["method"] == "photo"                # and its record rewritten whole
     assert any("unreadable" in n and victim.name in n for n in res.notes)
 
+
+
+def test_reference_photos_stay_out_of_results_and_default_report(tmp_path, identities_dir, prompt_file, capsys):
+    """Privacy: report.html used to embed every identity's reference photos, and results.json listed
+    their absolute paths. Now thumbnails are opt-in and results keep identity-relative names only."""
+    from eval_fakes import PhotoMethod
+
+    from facefact.cli.main import main
+    from facefact.evaluation.report import thumbnail_uri
+
+    out = tmp_path / "run"
+    evaluate(identities_dir, prompt_file, methods=[PhotoMethod("pasted", paste=True)], add_controls=False,
+             seeds=1, max_prompts=1, out=out, progress=False)
+    ref_thumbs = [thumbnail_uri(identities_dir / who / "ref.png") for who in ("astronaut", "hopper")]
+    assert all(ref_thumbs)
+    html = (out / "report.html").read_text()
+    assert_self_contained(html)
+    assert "data:image/jpeg;base64," in html                       # the generated images are there
+    assert not any(uri in html for uri in ref_thumbs)               # the references are not
+    assert "not shown; --show-references" in html
+    text = (out / "results.json").read_text()
+    assert [i["references"] for i in json.loads(text)["identities"]] == [["ref.png"], ["ref.png"]]
+    assert str(identities_dir / "astronaut") not in text
+
+    # Opt-in, on a fresh run and when reporting a finished run (references found via its identities folder).
+    shown = tmp_path / "shown"
+    evaluate(identities_dir, prompt_file, methods=[PhotoMethod("pasted", paste=True)], add_controls=False,
+             seeds=1, max_prompts=1, out=shown, progress=False, show_references=True)
+    assert all(uri in (shown / "report.html").read_text() for uri in ref_thumbs)
+    assert main(["evaluate", "report", str(out), "--out", str(tmp_path / "r.html"), "--show-references"]) == 0
+    assert all(uri in (tmp_path / "r.html").read_text() for uri in ref_thumbs)
+    assert main(["evaluate", "report", str(out), "--out", str(tmp_path / "plain.html")]) == 0
+    assert not any(uri in (tmp_path / "plain.html").read_text() for uri in ref_thumbs)

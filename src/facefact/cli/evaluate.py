@@ -54,6 +54,9 @@ def register(subparsers) -> None:
                         help="earlier runs to compare with in the report")
     parser.add_argument("--keep-embeddings", action="store_true",
                         help="also save output identity embeddings (embeddings.npz); references are never saved")
+    parser.add_argument("--show-references", action="store_true",
+                        help="embed thumbnails of the reference photos in report.html (off: the report is made "
+                             "to be shared, the references are the users' own photos)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_evaluate)
 
@@ -64,13 +67,16 @@ def register(subparsers) -> None:
     report.add_argument("--out", dest="report_out", type=Path, default=Path("facefact-report.html"),
                         metavar="FILE")
     report.add_argument("--max-seeds", type=int, default=2, help="seed thumbnails per grid cell")
+    report.add_argument("--show-references", action="store_true",
+                        help="embed thumbnails of the reference photos (read again from the run's identities folder)")
     report.set_defaults(func=run_report)
 
 
 def run_report(args) -> int:
     from facefact.evaluation.report import report_runs
 
-    path = report_runs(args.runs, args.report_out, max_seeds_in_grid=args.max_seeds)
+    path = report_runs(args.runs, args.report_out, max_seeds_in_grid=args.max_seeds,
+                       show_references=args.show_references)
     print(f"report: {path}")
     return 0
 
@@ -100,7 +106,7 @@ def run_evaluate(args) -> int:
             negative_prompt=args.negative_prompt, device=args.device, dtype=args.dtype,
             embedders=args.embedders or ["sface"], clip=args.clip, max_prompts=args.max_prompts,
             arcface_onnx=args.arcface, add_controls=not args.no_control, keep_embeddings=args.keep_embeddings,
-            progress=not args.no_progress)
+            show_references=args.show_references, progress=not args.no_progress)
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"note: {w.message}")
@@ -109,6 +115,7 @@ def run_evaluate(args) -> int:
     _print_summary(results)
     report = args.out / "report.html"
     if args.compare:
-        write_report([results] + [EvalResults.load(d) for d in args.compare], report)
+        write_report([results] + [EvalResults.load(d) for d in args.compare], report,
+                     show_references=args.show_references)
     print(f"results: {args.out / 'results.json'}, {args.out / 'results.csv'}; report: {report}")
     return 0

@@ -125,8 +125,30 @@ def _image_title(row: dict, embedders: list[str]) -> str:
     return " | ".join(p.replace("&ndash;", "-") for p in parts)
 
 
-def _grids(res: EvalResults, max_seeds: int) -> str:
-    """Per identity: rows = prompts, columns = reference photo(s) + one per method, cells = seed thumbnails."""
+def reference_paths(res: EvalResults, ident: dict) -> list[Path]:
+    """Where an identity's reference photos are: results store only names relative to the identity
+    (``DIR/<person>/<name>``, or ``DIR/<name>`` in the flat layout), found again via the run's
+    identities folder. Older runs stored absolute paths, which are used as they are."""
+    root = Path(res.config.get("identities_dir") or ".")
+    paths = []
+    for name in ident.get("references", []):
+        nested = root / ident["name"] / name
+        paths.append(nested if nested.is_file() else root / name)
+    return paths
+
+
+def _references_cell(res: EvalResults, ident: dict, show: bool) -> str:
+    count = len(ident.get("references", []))
+    if not show:
+        return (f"<p class='note'>reference: {count} photo{'s' if count != 1 else ''} "
+                f"(not shown; --show-references embeds them)</p>")
+    refs = "".join(_img(thumbnail_uri(p), p.name) for p in reference_paths(res, ident)[:3])
+    return f"<p>reference: {refs}</p>"
+
+
+def _grids(res: EvalResults, max_seeds: int, show_references: bool = False) -> str:
+    """Per identity: rows = prompts, columns = one per method, cells = seed thumbnails; the reference
+    photos above (only with show_references: they are the users' own photos)."""
     base = Path(res.run_dir) if res.run_dir else Path(".")
     methods = list(dict.fromkeys(r["method"] for r in res.rows))
     embedders = res.config.get("embedders", [])
@@ -135,7 +157,6 @@ def _grids(res: EvalResults, max_seeds: int) -> str:
         mine = [r for r in res.rows if r["identity"] == ident["name"]]
         if not mine:
             continue
-        refs = "".join(_img(thumbnail_uri(p), Path(p).name) for p in ident.get("references", [])[:3])
         head = '<th class="l">prompt</th>' + "".join(f"<th>{_esc(m)}</th>" for m in methods)
         body = []
         for prompt_id in dict.fromkeys(r["prompt_id"] for r in mine):
@@ -146,7 +167,7 @@ def _grids(res: EvalResults, max_seeds: int) -> str:
                 cells += "<td>" + "".join(_img(thumbnail_uri(base / r["image"]), _image_title(r, embedders))
                                           for r in shown) + "</td>"
             body.append(f"<tr>{cells}</tr>")
-        out.append(f"<h3>{_esc(ident['name'])}</h3><p>reference: {refs}</p>"
+        out.append(f"<h3>{_esc(ident['name'])}</h3>{_references_cell(res, ident, show_references)}"
                    f'<table class="grid"><tr>{head}</tr>{"".join(body)}</table>')
     return "".join(out)
 
@@ -175,7 +196,9 @@ def _plots(results_list: list[EvalResults], labels: list[str]) -> str:
 
 
 def render_report(results_list: list[EvalResults], *, title: str = "facefact evaluation",
-                  max_seeds_in_grid: int = 2, grids: bool = True) -> str:
+                  max_seeds_in_grid: int = 2, grids: bool = True, show_references: bool = False) -> str:
+    """The report's HTML. show_references: also embed thumbnails of the reference photos (off by
+    default: a report is made to be shared, and those are the users' own photos)."""
     labels = [_label(r, i) for i, r in enumerate(results_list)]
     first = results_list[0]
     columns = _metric_columns(results_list)
@@ -208,7 +231,7 @@ def render_report(results_list: list[EvalResults], *, title: str = "facefact eva
                  f"<th class='l'>better</th></tr>{legend}</table>")
     if grids:
         parts.append(f"<h2>Images ({_esc(labels[0])})</h2><p class='note'>hover an image for its metrics</p>"
-                     + _grids(first, max_seeds_in_grid))
+                     + _grids(first, max_seeds_in_grid, show_references))
     parts.append("</body></html>")
     return "\n".join(parts)
 

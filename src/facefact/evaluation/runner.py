@@ -170,13 +170,15 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
              scheduler: str = "pndm", negative_prompt: str | None = None, device: str | None = None,
              dtype: str | None = None, embedders=("sface",), clip=None, max_prompts: int | None = None,
              arcface_onnx: str | None = None, add_controls: bool = True, keep_embeddings: bool = False,
-             report: bool = True, progress: bool = True) -> EvalResults:
+             report: bool = True, show_references: bool = False, progress: bool = True) -> EvalResults:
     """Run an evaluation; writes results.json/.csv, aggregate.csv and report.html under ``out``.
 
     ``methods``: specs ("fact:0.5", "base", ...) or :class:`~facefact.evaluation.methods.Method` objects.
     ``clip``: a CLIP folder / cached hub id, a :class:`ClipScorer`, or None (CLIP-T reported unavailable).
     ``embedders``: evaluation identity models ("sface", "dlib", "arcface:PATH.onnx"); the first is primary.
     ``keep_embeddings``: also save output embeddings to embeddings.npz (references are never saved).
+    ``show_references``: embed thumbnails of the reference photos in report.html (off by default).
+    Results name reference photos relative to their identity (file names), never by full path.
     """
     started = time.time()
     out = Path(out)
@@ -214,7 +216,7 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
               "wall_s": round(time.time() - started, 2)}
     results = EvalResults(config=config, rows=rows, groups=groups,
                           aggregate=aggregate(rows, groups, embedder_names, analyzer.thresholds()),
-                          identities=[{"name": p.name, "subject": p.subject, "references": [str(r) for r in p.references]}
+                          identities=[{"name": p.name, "subject": p.subject, "references": [r.name for r in p.references]}
                                       for p in people],
                           skipped=skipped, notes=notes,
                           metric_info={**METRIC_INFO, **identity_metrics(embedder_names)})
@@ -222,7 +224,7 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     if report:
         from facefact.evaluation.report import write_report
 
-        write_report([results], out / "report.html")
+        write_report([results], out / "report.html", show_references=show_references)
     return results
 
 
