@@ -123,3 +123,12 @@ def test_config_file_and_overrides(tmp_path):
         TrainConfig(data="x", face_drop_prob=1.5).check()
     with pytest.raises(ConfigError, match="no training data"):
         TrainConfig().check()
+
+
+def test_no_dead_cache_or_shuffle_api():
+    """Caches are the data set's business (FaceTrainingSet.use_caches); the sampler's copy set an
+    attribute nothing read, and TrainConfig.uses_face_shuffle was never called (FaceTrainingSet
+    decides whether face shuffle needs pairs). Neither should come back as a second source of truth."""
+    assert hasattr(FaceTrainingSet, "use_caches")
+    assert not hasattr(MicroBatchSampler, "use_caches")
+    assert not hasattr(TrainConfig, "uses_face_shuffle")

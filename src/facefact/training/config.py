@@ -95,10 +95,6 @@ class TrainConfig:
              f"stop_after_steps must be >= 1, not {self.stop_after_steps}")
         return self
 
-    @property
-    def uses_face_shuffle(self) -> bool:
-        return max(self.shuffle_prob_start, self.shuffle_prob_end) > 0
-
     def to_dict(self) -> dict:
         out = asdict(self)
         out["validation_prompts"] = list(self.validation_prompts)

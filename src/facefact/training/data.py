@@ -133,11 +133,6 @@ class MicroBatchSampler(torch.utils.data.Sampler):
         self.args = (batch_size, num_samples, seed, world_size, rank)
         self.start, self.stop, self.rank = start, stop, rank
 
-    def use_caches(self, caches: dict[str, str]) -> None:
-        """Read VAE latents / encoder tokens from the set's cache files (facefact.training.cache) instead
-        of returning the pixels they are computed from; `caches`: kind -> the fingerprint they must carry."""
-        self.caches = dict(caches)
-
     def __len__(self) -> int:
         return max(self.stop - self.start, 0)
 
