@@ -147,3 +147,15 @@ def test_later_call_uses_its_own_caption_model(tmp_path, photo_folder, monkeypat
         assert f"caption by {name}" in captions and not {c for c in captions if c.startswith("caption by")} - {
             f"caption by {name}"}
     assert loaded == [str(tmp_path / "model_a"), str(tmp_path / "model_b")]  # once per call
+
+
+def test_prepare_blur_cutoff_is_stricter_than_generation_and_documented():
+    """prepare's default --min-sharpness differs from FaceAnalysis' on purpose (training targets teach
+    sharpness); docs/training.md says why, with both numbers, and must follow if either changes."""
+    from facefact.faces import QualityThresholds
+
+    prepare_cut, generation_cut = PrepareSettings().min_sharpness, QualityThresholds().min_sharpness
+    assert prepare_cut > generation_cut
+    doc = " ".join((Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text().split())
+    assert f"`--min-sharpness` defaults to {prepare_cut}," in doc
+    assert f"accepts {generation_cut} " in doc

@@ -41,7 +41,7 @@ class PrepareSettings:
     mask: str = "face"              # which mask FAIR uses: 'face' (skin, brows to chin) or 'head' (+ hair)
     image_format: str = "jpg"       # target crop: 'jpg' (quality 95, ~10x smaller) or 'png' (lossless)
     min_face_size: float = 40.0
-    min_sharpness: float = 0.02
+    min_sharpness: float = 0.02     # stricter than FaceAnalysis' 0.015: targets teach sharpness (docs/training.md)
     max_yaw: float = 45.0
     min_score: float = 0.6
     default_caption: str = "a photo of a person"
