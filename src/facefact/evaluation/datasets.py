@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 from facefact.errors import DatasetError
+from facefact.faces.image_io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 DEFAULT_SUBJECT = "a person"
 
 

@@ -25,6 +25,8 @@ SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", 
 _KNOWN_UNSUPPORTED = {  # magic bytes -> name, so the message can say "convert from HEIC"
     b"ftypheic": "HEIC", b"ftypheix": "HEIC", b"ftypmif1": "HEIF", b"ftypavif": "AVIF",
 }
+# Photo files that folder scans (training sets, evaluation identities) pick up.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 _UNSUPPORTED_SUFFIXES = {".heic", ".heif", ".avif", ".svg", ".raw", ".cr2", ".cr3", ".nef",
                          ".arw", ".dng", ".psd", ".pdf", ".eps", ".jxl"}
 _CONVERT_HINT = "convert it to JPEG or PNG (any photo viewer can 'export as JPEG') and try again"

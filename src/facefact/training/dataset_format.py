@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from facefact.atomic import atomic_write_bytes  # noqa: F401  (re-exported for the training modules)
 from facefact.errors import DatasetError
 
 FORMAT = "facefact.fact-training-set"
@@ -40,19 +39,6 @@ def sample_id(identity: str, source: str) -> str:
 def sample_stem(root: Path, sid: str) -> Path:
     """Files of a sample share this stem; two-character fan-out keeps directories small."""
     return Path(root) / "samples" / sid[:2] / sid
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def atomic_write_json(path: str | Path, obj) -> None:

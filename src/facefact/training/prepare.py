@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError, FacefactError
+from facefact.faces.image_io import IMAGE_SUFFIXES
 from facefact.training.cache import remove_cache_files
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
                                               read_jsonl, sample_id, sample_stem)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 REJECT_REASONS = {"NoFaceError": "no_face", "MultipleFacesError": "multiple_faces",
                   "FaceQualityError": "low_quality", "ImageError": "unreadable"}
 
