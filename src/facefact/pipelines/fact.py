@@ -24,7 +24,7 @@ import torch
 from facefact import __version__
 from facefact.errors import ConfigError
 from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder, cross_attention_blocks
-from facefact.pipelines.loading import (SCHEDULERS, check_unet_layout, describe_file, load_base_pipeline,
+from facefact.pipelines.loading import (check_unet_layout, describe_file, load_base_pipeline,
                                         make_scheduler, pick_device_dtype, require_file)
 
 logger = logging.getLogger(__name__)
@@ -184,8 +184,8 @@ class FaceFactPipeline:
                  seed: int | None = None, num_inference_steps: int = 50, guidance_scale: float = 5.0,
                  height: int | None = None, width: int | None = None, scheduler: str = "pndm",
                  face_pixels: torch.Tensor | None = None, callback_on_step_end=None, **sd_kwargs) -> FaceFactOutput:
-        if scheduler not in SCHEDULERS:
-            raise ConfigError(f"unknown scheduler '{scheduler}'", hint=f"choose one of: {', '.join(SCHEDULERS)}")
+        # Built first: an unknown scheduler name is refused before any work.
+        request_scheduler = make_scheduler(scheduler, self._scheduler_config)
         for name in sd_kwargs:
             if name in _RESERVED_SD_KWARGS:
                 raise ConfigError(f"FaceFactPipeline sets '{name}' itself", hint=_RESERVED_SD_KWARGS[name])
@@ -207,7 +207,7 @@ class FaceFactPipeline:
             self._check_prompt(negative_prompt, notes)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         seeds = [seed + i for i in range(num_images_per_prompt)]
-        self.sd.scheduler = make_scheduler(scheduler, self._scheduler_config)
+        self.sd.scheduler = request_scheduler
 
         device = self.device
         do_cfg = guidance_scale > 1.0

@@ -91,11 +91,11 @@ def build_adapter(unet: nn.Module, encoder: TransFaceEncoder, init_adapter: str 
 
 
 def trainable_parameters(adapter: FaceAdapter) -> list[tuple[str, nn.Parameter]]:
-    """Resampler + block adapters, but not the block norms the processors borrow while attached
-    (`ln`, unless the checkpoint owns it): those belong to the frozen UNet."""
+    """Resampler + block adapters (a checkpoint's own `ln` included). Attaching borrows no UNet
+    module, so nothing of the frozen UNet is among them."""
     out = [(f"resampler.{n}", p) for n, p in adapter.resampler.named_parameters()]
     for path, proc in zip(adapter.block_paths, adapter.all_processors()):
-        out += [(f"{path}.{n}", p) for n, p in proc.named_parameters() if proc.owns_ln or not n.startswith("ln.")]
+        out += [(f"{path}.{n}", p) for n, p in proc.named_parameters()]
     return out
 
 
@@ -103,9 +103,8 @@ def copy_adapter_weights(source: FaceAdapter, target: FaceAdapter) -> None:
     """Load `source`'s trained weights into `target` (which may be attached), exactly."""
     target.resampler.load_state_dict(source.resampler.state_dict())
     for path in target.block_paths:
-        state = {k: v for k, v in source.processor(path).state_dict().items() if not k.startswith("ln.")}
-        missing, unexpected = target.processor(path).load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("ln.") for k in missing):
+        missing, unexpected = target.processor(path).load_state_dict(source.processor(path).state_dict(), strict=False)
+        if missing or unexpected:
             raise CheckpointError(f"adapter weights for {path} do not match: missing {missing}, unexpected {unexpected}")
 
 
