@@ -1,7 +1,6 @@
 """Detection, quality and identity on real photos (skimage astronaut, matplotlib Grace Hopper)."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """load_image: every kind of bad or unusual file gives RGB uint8 or a clear ImageError."""
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 

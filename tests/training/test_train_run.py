@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facefact.errors import ConfigError
+from facefact.errors import CheckpointError, ConfigError
 from facefact.model import FaceAdapter
 from facefact.model.checkpoints import read_safetensors, save_adapter
 from facefact.training import TrainConfig, train
@@ -156,12 +156,13 @@ def test_out_of_memory_names_the_settings_to_lower(tmp_path, prepared, monkeypat
 def test_base_model_without_sd15_layout_is_refused(tmp_path):
     from diffusers import UNet2DConditionModel
 
-    from facefact.training.models import check_sd15_layout, load_base_model
+    from facefact.model import check_sd15_layout
+    from facefact.training.models import load_base_model
 
     unet = UNet2DConditionModel(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
                                 norm_num_groups=16, layers_per_block=1, attention_head_dim=8)
-    with pytest.raises(ConfigError, match="Stable Diffusion 1.5"):
+    with pytest.raises(CheckpointError, match="Stable Diffusion 1.5"):
         check_sd15_layout(unet, "other")
     with pytest.raises(Exception, match="not a diffusers model folder"):
         load_base_model(str(tmp_path))

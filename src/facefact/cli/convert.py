@@ -58,13 +58,11 @@ def check_base(adapter, base: str) -> str:
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
 
-    from facefact.model import cross_attention_blocks
-    from facefact.pipelines.loading import base_unet_config, check_unet_layout
+    from facefact.model import check_sd15_layout, cross_attention_blocks, refuse_sdxl
+    from facefact.pipelines.loading import base_unet_config
 
     config = base_unet_config(base)
-    if config.get("addition_embed_type") == "text_time":
-        raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
-                              path=base, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
+    refuse_sdxl(config, base)
     if config.pop("single_file", False):
         width = config["cross_attention_dim"]
         if width != adapter.resampler.config.output_dim:
@@ -74,7 +72,7 @@ def check_base(adapter, base: str) -> str:
         return f"SD1.x single file, cross-attention {width}"
     with init_empty_weights():  # layout only: no memory for weights
         unet = UNet2DConditionModel.from_config(config)
-    check_unet_layout(unet, base)
+    check_sd15_layout(unet, base)
     adapter._check_layout(unet, cross_attention_blocks(unet))  # the exact check attach() makes
     return f"UNet with {len(cross_attention_blocks(unet))} cross-attention blocks, fits"
 

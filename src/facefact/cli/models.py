@@ -126,11 +126,11 @@ def validate(kind: str, path: Path) -> str:
 
         config = TransFaceEncoder.from_checkpoint(path).config
         return f"TransFace encoder, width {config.embed_dim}, depth {config.depth}"
+    from facefact.model import refuse_sdxl
     from facefact.pipelines.loading import base_unet_config
 
     config = base_unet_config(str(path))
-    if config.get("addition_embed_type") == "text_time":
-        raise CheckpointError("this base model is SDXL; FACT needs an SD1.5-family base", path=path)
+    refuse_sdxl(config, path)
     if path.is_dir() and not (path / "model_index.json").is_file():
         raise CheckpointError(f"{path} is not a diffusers pipeline folder (no model_index.json)", path=path)
     return f"SD base, cross-attention {config.get('cross_attention_dim')}"

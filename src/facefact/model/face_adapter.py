@@ -37,6 +37,27 @@ def cross_attention_blocks(unet: nn.Module) -> dict[str, nn.Module]:
     return blocks
 
 
+SD15_CROSS_ATTENTION_BLOCKS = 16
+
+
+def refuse_sdxl(unet_config, source=None) -> None:
+    """SDXL first, with its own words: its UNet config says so before any block is counted."""
+    if unet_config.get("addition_embed_type") == "text_time":
+        raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
+                              path=source, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
+
+
+def check_sd15_layout(unet: nn.Module, source=None) -> None:
+    """The UNet has the SD1.5 block layout FACT adapters are made for (16 cross-attention blocks)."""
+    refuse_sdxl(unet.config, source)
+    blocks = cross_attention_blocks(unet)
+    if len(blocks) != SD15_CROSS_ATTENTION_BLOCKS or "mid_block.attentions.0.transformer_blocks.0" not in blocks:
+        raise CheckpointError(
+            f"the base model's UNet has {len(blocks)} cross-attention blocks; FACT needs the Stable Diffusion 1.5 "
+            f"layout with {SD15_CROSS_ATTENTION_BLOCKS}", path=source,
+            hint="use an SD1.5-family base model (SD2/SDXL and other layouts are not supported)")
+
+
 class FaceAdapter(nn.Module):
     def __init__(self, resampler: Resampler, processors: dict[str, FACTAttnProcessor]):
         super().__init__()

@@ -23,8 +23,9 @@ import torch
 
 from facefact import __version__
 from facefact.errors import ConfigError
-from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder, cross_attention_blocks
-from facefact.pipelines.loading import (check_unet_layout, describe_file, load_base_pipeline,
+from facefact.model import (EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder, check_sd15_layout,
+                            cross_attention_blocks)
+from facefact.pipelines.loading import (describe_file, load_base_pipeline,
                                         make_scheduler, pick_device_dtype, require_file)
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class FaceFactPipeline:
         # Every request builds its scheduler from the base model's own config, never from the last
         # request's (an Euler config turned back into PNDM would not be the model's PNDM).
         self._scheduler_config = sd_pipeline.scheduler.config
-        check_unet_layout(self.sd.unet, self.model_info.get("base_model", {}).get("id"))
+        check_sd15_layout(self.sd.unet, self.model_info.get("base_model", {}).get("id"))
         # An adapter already attached to this UNet (training's validation images) is used as it is;
         # whoever attached it detaches it. Attached to another UNet is an error.
         self.attached_here = not adapter.is_attached

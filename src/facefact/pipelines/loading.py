@@ -130,13 +130,6 @@ def require_file(path: str | Path | None, what: str, flag: str) -> Path:
     return path
 
 
-def check_unet_layout(unet, source) -> None:
-    """Refuse SDXL early with a clear word; the adapter's attach() checks the exact block layout."""
-    if getattr(unet.config, "addition_embed_type", None) == "text_time":
-        raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
-                              path=source, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
-
-
 def base_unet_config(base: str) -> dict:
     """The UNet config of a base model (folder, single file or hub id), without loading its weights."""
     from diffusers import UNet2DConditionModel

@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
-from facefact.model import FaceAdapter, ResamplerConfig, TransFaceEncoder, cross_attention_blocks
+from facefact.errors import CheckpointError, ModelNotFoundError
+from facefact.model import FaceAdapter, ResamplerConfig, TransFaceEncoder, check_sd15_layout
 
-SD15_CROSS_ATTENTION_BLOCKS = 16
 
 
 @dataclass
@@ -55,15 +54,6 @@ def load_base_model(spec: str) -> BaseModel:
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False).eval()
     return BaseModel(unet, vae, text_encoder, tokenizer, noise_scheduler, scheduler_config)
-
-
-def check_sd15_layout(unet: nn.Module, source: str) -> None:
-    blocks = cross_attention_blocks(unet)
-    if len(blocks) != SD15_CROSS_ATTENTION_BLOCKS or "mid_block.attentions.0.transformer_blocks.0" not in blocks:
-        raise ConfigError(
-            f"the base model's UNet has {len(blocks)} cross-attention blocks; FACT needs the Stable Diffusion 1.5 "
-            f"layout with {SD15_CROSS_ATTENTION_BLOCKS}", path=source,
-            hint="use an SD1.5-family base model (SD2/SDXL and other layouts are not supported)")
 
 
 def load_encoder(spec: str) -> TransFaceEncoder:
