@@ -85,3 +85,17 @@ def test_cli_end_to_end_with_tiny_facefact_pipeline(tmp_path, one_identity, tiny
                  "--out", str(fresh), "--no-progress"]) == 0
     (row,) = json.loads((fresh / "results.json").read_text())["images"]
     np.testing.assert_array_equal(np.asarray(Image.open(fresh / row["image"])), pixels[row["image"]])
+
+
+def test_reference_photos_are_analysed_once_per_run(one_identity):
+    from facefact.evaluation.methods import FactMethod, GenerationSettings, MethodContext
+
+    context = MethodContext(GenerationSettings(model="tiny", steps=1, size=64))
+    pipe = context.fact_pipeline()
+    calls = []
+    original = pipe.face_pixels
+    pipe.face_pixels = lambda photos, notes=None: calls.append(list(photos)) or original(photos, notes)
+    references = sorted(p for p in one_identity.rglob("*") if p.is_file() and p.suffix != ".txt")
+    images = [FactMethod(context, scale).generate("a portrait", references, seed, 64)
+              for scale in (0.5, 1.0) for seed in (0, 1)]
+    assert len(calls) == 1 and len(images) == 4  # 2 scales x 2 seeds, one face analysis

@@ -68,6 +68,15 @@ class MethodContext:
 
     settings: GenerationSettings
     _fact_pipeline: object = field(default=None, repr=False)
+    # FACT encoder input per set of reference photos: analysed once per run, not once per image
+    # (kept in memory only, for this run).
+    _face_pixels: dict = field(default_factory=dict, repr=False)
+
+    def face_pixels(self, references) -> object:
+        key = tuple(str(p) for p in references)
+        if key not in self._face_pixels:
+            self._face_pixels[key] = self.fact_pipeline().face_pixels(list(key))
+        return self._face_pixels[key]
 
     def fact_pipeline(self):
         if self._fact_pipeline is None:
@@ -102,7 +111,7 @@ class FactMethod:
         s = self.context.settings
         pipe = self.context.fact_pipeline()
         size = size or s.size or pipe.default_size
-        out = pipe(prompt, face_images=[str(p) for p in references] if self.use_face else None,
+        out = pipe(prompt, face_pixels=self.context.face_pixels(references) if self.use_face else None,
                    negative_prompt=s.negative_prompt, adapter_scale=self.scale if self.use_face else 0.0,
                    num_images_per_prompt=1, seed=seed, num_inference_steps=s.steps,
                    guidance_scale=s.guidance_scale, height=size, width=size, scheduler=s.scheduler)
