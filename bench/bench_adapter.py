@@ -103,7 +103,8 @@ def time_calls(fn, repeats: int) -> tuple[list[float], list[float]]:
 
 
 @torch.inference_mode()
-def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, photos: int, scale: float) -> list[dict]:
+def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, photos: int, scale: float,
+               compare_stock: bool = True) -> list[dict]:
     torch.manual_seed(0)
     latent = size // 8
     print(f"building SD1.5-size UNet + adapter (random weights), {size}x{size} -> {latent}x{latent} latents ...",
@@ -138,15 +139,21 @@ def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, pho
         flops_bare, ops_bare, _ = count_flops(bare)
         with attached(adapter, unet, scale, photos):
             flops_ad, ops_ad, _ = count_flops(with_adapter)
-        times_bare, times_ad, cpu_bare, cpu_ad = [], [], [], []
+        times_bare, times_ad, cpu_bare, cpu_ad, times_stock, cpu_stock = [], [], [], [], [], []
         for _ in range(repeats):
             wall, cpu = time_calls(bare, 1)
             times_bare += wall
             cpu_bare += cpu
             with attached(adapter, unet, scale, photos):
                 wall, cpu = time_calls(with_adapter, 1)
-            times_ad += wall
-            cpu_ad += cpu
+                times_ad += wall
+                cpu_ad += cpu
+                if compare_stock:  # the same adapter with its linears on the stock modules (cpu_fast off)
+                    set_cpu_fast(adapter, False)
+                    wall, cpu = time_calls(with_adapter, 1)
+                    set_cpu_fast(adapter, True)
+                    times_stock += wall
+                    cpu_stock += cpu
         row = {"dtype": name, "size": size, "batch": batch, "photos": photos,
                "bare_s": min(times_bare), "bare_median_s": statistics.median(times_bare),
                "adapter_s": min(times_ad), "adapter_median_s": statistics.median(times_ad),
@@ -154,14 +161,19 @@ def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, pho
                "bare_attention_flops": sum(v for k, v in ops_bare.items() if "attention" in k),
                "adapter_attention_flops": sum(v for k, v in ops_ad.items() if "attention" in k),
                "times_bare": times_bare, "times_adapter": times_ad, "cpu_bare": cpu_bare, "cpu_adapter": cpu_ad,
+               "times_adapter_stock": times_stock, "cpu_adapter_stock": cpu_stock,
                "bare_cpu_s": min(cpu_bare), "adapter_cpu_s": min(cpu_ad), "threads": torch.get_num_threads()}
+        if times_stock:
+            row["stock_s"], row["stock_median_s"] = min(times_stock), statistics.median(times_stock)
+            row["stock_overhead"] = row["stock_s"] / row["bare_s"] - 1
         row["overhead"] = row["adapter_s"] / row["bare_s"] - 1
         row["cpu_overhead"] = row["adapter_cpu_s"] / row["bare_cpu_s"] - 1
         # each adapter call timed right after a bare one: the median of the pair ratios drifts least with load
         row["pair_overhead"] = statistics.median(a / b for a, b in zip(times_ad, times_bare)) - 1
         rows.append(row)
         print(f"  {name}: bare {fmt_times(times_bare)}  adapter {fmt_times(times_ad)}  (CPU: bare "
-              f"{fmt_times(cpu_bare)}  adapter {fmt_times(cpu_ad)})", flush=True)
+              f"{fmt_times(cpu_bare)}  adapter {fmt_times(cpu_ad)})"
+              + (f"  adapter, stock linears {fmt_times(times_stock)}" if times_stock else ""), flush=True)
         gc.collect()
     del unet, adapter
     gc.collect()
@@ -177,6 +189,12 @@ def attached(adapter, unet, scale: float, photos: int):
         yield adapter
     finally:
         adapter.detach()
+
+
+def set_cpu_fast(adapter, enabled: bool) -> None:
+    """Adapter linears through oneDNN on CPU (facefact.model.cpu_kernels) or through the stock nn modules."""
+    for proc in adapter.all_processors():
+        proc.cpu_fast = enabled
 
 
 def fmt_times(times) -> str:
@@ -296,6 +314,18 @@ def report(step_rows, memory_rows, args) -> str:
                 f"{r['adapter_cpu_s']:.2f} | {100 * r['cpu_overhead']:+.0f}% | {100 * r['pair_overhead']:+.0f}% | {r['bare_flops'] / 1e12:.3f} | "
                 f"{r['adapter_flops'] / 1e12:.3f} | x{r['adapter_flops'] / r['bare_flops']:.3f} "
                 f"({100 * (r['adapter_flops'] / r['bare_flops'] - 1):+.0f}%) | {100 * share:.0f}% |")
+        if any("stock_s" in r for r in step_rows):
+            lines += ["", "Same adapter, its linears through the stock nn modules (MKL on CPU) instead of oneDNN "
+                          "(facefact.model.cpu_kernels), timed in the same repeats:",
+                      "| dtype | with adapter, oneDNN s/step | overhead | with adapter, stock linears s/step | overhead "
+                      "| oneDNN speed-up of the adapter's own time |", "|---|---|---|---|---|---|"]
+            for r in step_rows:
+                if "stock_s" in r:
+                    own_fast, own_stock = r["adapter_s"] - r["bare_s"], r["stock_s"] - r["bare_s"]
+                    lines.append(f"| {r['dtype']} | {r['adapter_s']:.2f} ({r['adapter_median_s']:.2f}) | "
+                                 f"{100 * r['overhead']:+.0f}% | {r['stock_s']:.2f} ({r['stock_median_s']:.2f}) | "
+                                 f"{100 * r['stock_overhead']:+.0f}% | x{own_stock / own_fast:.2f} |"
+                                 if own_fast > 0 else f"| {r['dtype']} | {r['adapter_s']:.2f} | - | {r['stock_s']:.2f} | - | - |")
         r = step_rows[0]
         lines += ["", f"attention FLOPs (SDPA, counted via the registered CPU formula): "
                       f"{r['bare_attention_flops'] / 1e12:.3f} TFLOP/step without, "
@@ -322,6 +352,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=0.5, help="adapter scale")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, = cores)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the whole-generation peak-RSS runs")
+    parser.add_argument("--no-stock-compare", action="store_true",
+                        help="do not also time the adapter with its linears on the stock modules (oneDNN off)")
     parser.add_argument("--skip-step", action="store_true", help="skip the per-step timing / FLOPs")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
@@ -338,7 +370,7 @@ def main(argv=None) -> int:
         parser.error("--size must be a multiple of 8")
     dtype_names = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
     step_rows = [] if args.skip_step else bench_step(dtype_names, args.size, args.repeats, args.steps, args.batch,
-                                                     args.photos, args.scale)
+                                                     args.photos, args.scale, not args.no_stock_compare)
     memory_rows = [] if args.skip_memory else bench_memory(dtype_names, args.size, args.steps)
     print()
     print(report(step_rows, memory_rows, args))

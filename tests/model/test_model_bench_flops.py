@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-from flops import attention_flops, count_flops  # noqa: E402
+from flops import attention_flops, count_flops, linear_flops  # noqa: E402
 
 
 def test_cpu_sdpa_is_counted():
@@ -25,3 +25,21 @@ def test_linear_and_attention_add_up():
     q = k = v = torch.randn(1, 2, 10, 16)
     total, _, _ = count_flops(lambda: (F.linear(x, w), F.scaled_dot_product_attention(q, k, v)))
     assert total == 2 * 40 * 16 * 32 + 4 * 1 * 2 * 10 * 10 * 16
+
+
+def test_onednn_linear_is_counted_like_addmm():
+    """The adapter's CPU linears (oneDNN) count exactly what F.linear counts on the same shapes."""
+    from facefact.model import cpu_kernels
+
+    if not cpu_kernels.available():
+        import pytest
+
+        pytest.skip("this torch build has no oneDNN linear")
+    from diffusers.models.attention import FeedForward
+
+    x, layer, ff = torch.randn(2, 12, 16), torch.nn.Linear(16, 24), FeedForward(16, activation_fn="geglu")
+    stock, _, _ = count_flops(lambda: (layer(x), ff(x)))
+    with torch.no_grad():
+        fast, by_op, _ = count_flops(lambda: (cpu_kernels.linear(x, layer), cpu_kernels.geglu_feed_forward(x, ff)))
+    assert any("_linear_pointwise" in name for name in by_op)
+    assert fast == stock == linear_flops(x.shape, (24, 16)) + 2 * 24 * (16 * 128 + 64 * 16)
