@@ -104,7 +104,7 @@ def time_calls(fn, repeats: int) -> tuple[list[float], list[float]]:
 
 @torch.inference_mode()
 def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, photos: int, scale: float,
-               compare_stock: bool = True) -> list[dict]:
+               compare_stock: bool = True, breakdown: bool = True) -> list[dict]:
     torch.manual_seed(0)
     latent = size // 8
     print(f"building SD1.5-size UNet + adapter (random weights), {size}x{size} -> {latent}x{latent} latents ...",
@@ -166,6 +166,11 @@ def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, pho
         if times_stock:
             row["stock_s"], row["stock_median_s"] = min(times_stock), statistics.median(times_stock)
             row["stock_overhead"] = row["stock_s"] / row["bare_s"] - 1
+        if breakdown:  # one more call of each under torch.profiler: where the added time goes
+            row["kinds_bare"], row["kinds_adapter"] = time_by_kind(bare), {}
+            with attached(adapter, unet, scale, photos):
+                row["kinds_adapter"] = time_by_kind(with_adapter)
+            row["flops_by_kind_bare"], row["flops_by_kind_adapter"] = flops_by_kind(ops_bare), flops_by_kind(ops_ad)
         row["overhead"] = row["adapter_s"] / row["bare_s"] - 1
         row["cpu_overhead"] = row["adapter_cpu_s"] / row["bare_cpu_s"] - 1
         # each adapter call timed right after a bare one: the median of the pair ratios drifts least with load
@@ -189,6 +194,42 @@ def attached(adapter, unet, scale: float, photos: int):
         yield adapter
     finally:
         adapter.detach()
+
+
+KINDS = ("attention", "linear", "convolution", "other")
+
+
+def op_kind(name: str) -> str:
+    """Which kind of work an operator is: attention kernel, GEMM (linear), convolution, or the rest
+    (norms, elementwise, copies, allocation)."""
+    name = name.lower()
+    if "scaled_dot_product" in name or "attention" in name:
+        return "attention"
+    if "convolution" in name:
+        return "convolution"
+    if "mm" in name or "linear_pointwise" in name:  # aten::mm / addmm / bmm, oneDNN's linear
+        return "linear"
+    return "other"
+
+
+def time_by_kind(fn) -> dict[str, float]:
+    """Seconds of one call of fn spent in each kind of operator (profiler self time of the calling
+    thread: intra-op threads work inside the op, so the kinds add up to about the wall time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    kinds = dict.fromkeys(KINDS, 0.0)
+    for event in prof.key_averages():
+        kinds[op_kind(event.key)] += event.self_cpu_time_total / 1e6
+    return kinds
+
+
+def flops_by_kind(ops: dict[str, int]) -> dict[str, int]:
+    kinds = dict.fromkeys(KINDS, 0)
+    for name, flops in ops.items():
+        kinds[op_kind(name)] += flops
+    return kinds
 
 
 def set_cpu_fast(adapter, enabled: bool) -> None:
@@ -326,6 +367,22 @@ def report(step_rows, memory_rows, args) -> str:
                                  f"{100 * r['overhead']:+.0f}% | {r['stock_s']:.2f} ({r['stock_median_s']:.2f}) | "
                                  f"{100 * r['stock_overhead']:+.0f}% | x{own_stock / own_fast:.2f} |"
                                  if own_fast > 0 else f"| {r['dtype']} | {r['adapter_s']:.2f} | - | {r['stock_s']:.2f} | - | - |")
+        for r in step_rows:
+            if "kinds_bare" not in r:
+                continue
+            kb, ka, fb, fa = r["kinds_bare"], r["kinds_adapter"], r["flops_by_kind_bare"], r["flops_by_kind_adapter"]
+            total_b = sum(kb.values())
+            lines += ["", f"Where the time goes, {r['dtype']} (one profiled call each; profiler self time, s):",
+                      "| kind of op | without adapter s | with adapter s | added s | added, % of the bare step "
+                      "| added GFLOP | GFLOP/s without | GFLOP/s of what is added |", "|---|---|---|---|---|---|---|---|"]
+            for kind in KINDS:
+                added_t, added_f = ka[kind] - kb[kind], fa[kind] - fb[kind]
+                rate_b = f"{fb[kind] / kb[kind] / 1e9:.0f}" if fb[kind] and kb[kind] > 0 else "-"
+                rate_a = f"{added_f / added_t / 1e9:.0f}" if added_f and added_t > 0 else "-"
+                lines.append(f"| {kind} | {kb[kind]:.2f} | {ka[kind]:.2f} | {added_t:+.2f} | "
+                             f"{100 * added_t / total_b:+.0f}% | {added_f / 1e9:.0f} | {rate_b} | {rate_a} |")
+            lines.append(f"| all | {total_b:.2f} | {sum(ka.values()):.2f} | {sum(ka.values()) - total_b:+.2f} | "
+                         f"{100 * (sum(ka.values()) / total_b - 1):+.0f}% | {(sum(fa.values()) - sum(fb.values())) / 1e9:.0f} | | |")
         r = step_rows[0]
         lines += ["", f"attention FLOPs (SDPA, counted via the registered CPU formula): "
                       f"{r['bare_attention_flops'] / 1e12:.3f} TFLOP/step without, "
@@ -352,6 +409,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=0.5, help="adapter scale")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, = cores)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the whole-generation peak-RSS runs")
+    parser.add_argument("--no-breakdown", action="store_true",
+                        help="skip the profiled call that splits the added time by kind of operator")
     parser.add_argument("--no-stock-compare", action="store_true",
                         help="do not also time the adapter with its linears on the stock modules (oneDNN off)")
     parser.add_argument("--skip-step", action="store_true", help="skip the per-step timing / FLOPs")
@@ -370,7 +429,8 @@ def main(argv=None) -> int:
         parser.error("--size must be a multiple of 8")
     dtype_names = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
     step_rows = [] if args.skip_step else bench_step(dtype_names, args.size, args.repeats, args.steps, args.batch,
-                                                     args.photos, args.scale, not args.no_stock_compare)
+                                                     args.photos, args.scale, not args.no_stock_compare,
+                                                     not args.no_breakdown)
     memory_rows = [] if args.skip_memory else bench_memory(dtype_names, args.size, args.steps)
     print()
     print(report(step_rows, memory_rows, args))

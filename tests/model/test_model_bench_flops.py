@@ -43,3 +43,17 @@ def test_onednn_linear_is_counted_like_addmm():
         fast, by_op, _ = count_flops(lambda: (cpu_kernels.linear(x, layer), cpu_kernels.geglu_feed_forward(x, ff)))
     assert any("_linear_pointwise" in name for name in by_op)
     assert fast == stock == linear_flops(x.shape, (24, 16)) + 2 * 24 * (16 * 128 + 64 * 16)
+
+
+def test_bench_sorts_operators_into_kinds():
+    """The benchmark's time breakdown puts each operator it profiles into the right kind."""
+    from bench_adapter import KINDS, flops_by_kind, op_kind
+
+    assert op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_kind("aten::mkldnn_convolution") == "convolution"
+    for name in ("aten::addmm", "aten::mm", "aten::bmm", "mkldnn::_linear_pointwise"):
+        assert op_kind(name) == "linear", name
+    for name in ("aten::native_layer_norm", "aten::copy_", "aten::addcmul", "aten::gelu"):
+        assert op_kind(name) == "other", name
+    by_kind = flops_by_kind({"addmm": 5, "_linear_pointwise": 7, "convolution": 11, "_scaled_dot_product_flash_attention_for_cpu": 13})
+    assert by_kind == {"attention": 13, "linear": 12, "convolution": 11, "other": 0} and tuple(by_kind) == KINDS
