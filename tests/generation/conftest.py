@@ -83,3 +83,27 @@ def tiny_model_files(tmp_path_factory):
     adapter = save_adapter(tiny_face_adapter(tiny_sd_pipeline().unet), root / "adapter.safetensors")
     encoder = save_encoder(tiny_encoder(), root / "encoder.safetensors")
     return base, adapter, encoder
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory):
+    """tiny_lora(seed=3, unet=None) -> a diffusers-format LoRA file (.safetensors) on the attention
+    projections of `unet` (default: the tiny UNet), random and non-zero so it changes the image."""
+    def make(seed: int = 3, unet=None) -> Path:
+        import torch
+        from diffusers import StableDiffusionPipeline
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        from facefact.pipelines.tiny import tiny_sd_pipeline
+
+        unet = unet if unet is not None else tiny_sd_pipeline(0).unet
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                        target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        folder = tmp_path_factory.mktemp("lora")
+        StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet),
+                                                  safe_serialization=True)
+        return folder / "pytorch_lora_weights.safetensors"
+    return make

@@ -41,26 +41,11 @@ def test_same_seed_same_image_different_seed_different(tiny_pipe, face):
     assert np.abs(as_array(a.images[0]) - as_array(a.images[1])).max() > 10
 
 
-def tiny_lora(tmp_path):
-    """A diffusers-format LoRA on the tiny UNet's attention projections (random, non-zero)."""
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = tiny_sd_pipeline(0).unet
-    torch.manual_seed(3)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(unet),
-                                              safe_serialization=True)
-    return tmp_path
-
-
-def test_works_after_load_lora_weights(face, tmp_path):
+def test_works_after_load_lora_weights(face, tiny_lora):
     pytest.importorskip("peft")
     pipe = FaceFactPipeline.tiny()
     before = pipe(PROMPT, face_pixels=face, **FAST).images[0]
-    pipe.load_lora_weights(tiny_lora(tmp_path), adapter_name="style")
+    pipe.load_lora_weights(tiny_lora(), adapter_name="style")
     processors = [m for m in pipe.sd.unet.modules() if isinstance(m, FACTAttnProcessor)]
     assert len(processors) == len(pipe.adapter.block_paths)  # LoRA did not displace the FACT processors
     after = pipe(PROMPT, face_pixels=face, **FAST).images[0]

@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
     m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    e = p.add_argument_group("LoRA")
+    e.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                   help="a LoRA for the base model (.safetensors), at WEIGHT (default 1.0); repeat for several")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -174,6 +177,7 @@ def anonymise(note: str, photos: list[str]) -> str:
 
 
 def run(args) -> int:
+    from facefact.pipelines import extras as generate_extras
     from facefact.pipelines.loading import quiet_libraries
 
     quiet_libraries()
@@ -183,24 +187,28 @@ def run(args) -> int:
 
     config, config_path = registry.load_config(args.config)
     opts = resolve_options(args, config)
+    extras = generate_extras.check_settings(args.lora)
     notes: list[str] = []
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
         face_pixels = check_photos(args.face, analysis, notes)
         stem = output_stem(args, args.prompt)
-        return generate_and_write(args, opts, config, config_path, analysis, notes, stem, face_pixels)
+        return generate_and_write(args, opts, config, config_path, analysis, notes, stem, face_pixels, extras)
 
 
 def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str,
-                       face_pixels) -> int:
+                       face_pixels, extras) -> int:
+    from facefact.pipelines import extras as generate_extras
     from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
     import torch
 
     # The pipeline logs its notes too; we print them ourselves, once.
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
+    generate_extras.check_files(extras)
     pipe = load_pipeline(args, config, config_path, analysis)
+    generate_extras.apply(pipe, extras)
     pipe.sd.set_progress_bar_config(disable=True)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
     threads = torch.get_num_threads()

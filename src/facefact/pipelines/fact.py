@@ -13,6 +13,7 @@ callbacks all behave as diffusers users expect. Face tokens are computed once pe
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class FaceFactPipeline:
         self.adapter = adapter
         self.face_analysis = face_analysis
         self.model_info = model_info or {}
+        self._loras: dict[str, dict] = {}  # adapter name -> provenance entry (id, sha256, weight)
         self.default_size = default_size
         # Every request builds its scheduler from the base model's own config, never from the last
         # request's (an Euler config turned back into PNDM would not be the model's PNDM).
@@ -137,8 +139,49 @@ class FaceFactPipeline:
     def enable_model_cpu_offload(self, **kwargs) -> None:
         self.sd.enable_model_cpu_offload(**kwargs)
 
-    def load_lora_weights(self, *args, **kwargs) -> None:
-        self.sd.load_lora_weights(*args, **kwargs)
+    # ---- LoRA --------------------------------------------------------------------------------
+    def load_lora_weights(self, lora, adapter_name: str | None = None, weight: float = 1.0, **kwargs) -> str:
+        """diffusers' `load_lora_weights`, recorded in every image's provenance (`models.loras`:
+        file name, short sha256, weight) and with clear errors. Returns the adapter name
+        (`lora1`, `lora2`... unless given). Every loaded LoRA stays active at its weight (diffusers
+        alone would keep only the last one active); change the weights with `set_adapters`."""
+        from facefact.pipelines.loading import describe_lora, load_lora_into
+
+        name = adapter_name or f"lora{len(self._loras) + 1}"
+        if name in self._loras:
+            raise ConfigError(f"a LoRA named '{name}' is loaded already", hint="pass another adapter_name")
+        load_lora_into(self.sd, lora, name, **kwargs)
+        self._loras[name] = {**describe_lora(lora), "weight": float(weight)}
+        self.set_adapters(list(self._loras), [entry["weight"] for entry in self._loras.values()])
+        return name
+
+    def set_adapters(self, adapter_names, adapter_weights=None) -> None:
+        """diffusers' `set_adapters`, kept in the provenance: the LoRAs named run at these weights
+        (default 1.0), the other loaded ones are off (recorded as weight 0)."""
+        names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+        if adapter_weights is None or isinstance(adapter_weights, (int, float, dict)):
+            adapter_weights = [1.0 if adapter_weights is None else adapter_weights] * len(names)
+        unknown = [n for n in names if n not in self._loras]
+        if unknown:
+            raise ConfigError(f"no LoRA named {', '.join(unknown)} is loaded",
+                              hint=f"loaded: {', '.join(self._loras) or 'none'}")
+        self.sd.set_adapters(names, list(adapter_weights))
+        chosen = dict(zip(names, adapter_weights))
+        for name, entry in self._loras.items():
+            weight = chosen.get(name, 0.0)
+            entry["weight"] = float(weight) if isinstance(weight, (int, float)) else weight
+        self._record_loras()
+
+    def unload_lora_weights(self) -> None:
+        self.sd.unload_lora_weights()
+        self._loras.clear()
+        self._record_loras()
+
+    def _record_loras(self) -> None:
+        if self._loras:
+            self.model_info["loras"] = [dict(entry) for entry in self._loras.values()]
+        else:
+            self.model_info.pop("loras", None)
 
     # ---- faces -> tokens ---------------------------------------------------------------------
     def _analysis(self):
@@ -250,7 +293,7 @@ class FaceFactPipeline:
                     "guidance_scale": guidance_scale, "width": width, "height": height, "scheduler": scheduler,
                     "dtype": str(text.dtype).replace("torch.", "")}
         metadata = [{"generator": f"facefact {__version__}", "method": "FaceChain-FACT", "ai_generated": True,
-                     "seed": s, **settings, "models": self.model_info, "notes": notes} for s in seeds]
+                     "seed": s, **settings, "models": copy.deepcopy(self.model_info), "notes": notes} for s in seeds]
         return FaceFactOutput(images=result.images, metadata=metadata, notes=notes)
 
 

@@ -120,6 +120,55 @@ def describe_file(path: str | Path) -> dict:
     return {"id": str(path)}
 
 
+def require_peft() -> None:
+    """diffusers loads LoRA through peft; without it `load_lora_weights` fails with a bare ValueError."""
+    import diffusers.utils
+
+    if not getattr(diffusers.utils, "USE_PEFT_BACKEND", False):
+        raise ConfigError("loading a LoRA needs the peft package (diffusers loads LoRA through it), and peft is "
+                          "not installed or too old for this diffusers",
+                          hint="pip install -U peft (and transformers), then run the command again")
+
+
+def describe_lora(lora) -> dict:
+    """Provenance of a LoRA: the file's name and short sha256 (never its folder), or a hub id."""
+    if isinstance(lora, dict):
+        return {"id": "<state dict>"}
+    info = describe_file(lora)
+    return {k: v for k, v in info.items() if k != "bytes"}
+
+
+def load_lora_into(sd_pipeline, lora, adapter_name: str, **kwargs) -> None:
+    """`sd_pipeline.load_lora_weights(lora)` with diffusers' failures turned into CheckpointErrors
+    that name the file - including the silent one: a file with no key for this UNet or text
+    encoder, which diffusers only logs about and skips."""
+    from safetensors import SafetensorError
+
+    require_peft()
+    name = "the LoRA state dict" if isinstance(lora, dict) else str(lora)
+    if not isinstance(lora, dict):
+        path = Path(str(lora)).expanduser()
+        if path.is_dir() and not kwargs.get("weight_name"):
+            raise ConfigError(f"LoRA {path} is a folder", path=path,
+                              hint="pass the LoRA file inside it (e.g. pytorch_lora_weights.safetensors)")
+        if not path.exists() and not looks_like_hub_id(str(lora)):
+            raise ModelNotFoundError(f"LoRA file not found: {path}", path=path,
+                                     hint="check the path; a LoRA is a .safetensors file, e.g. --lora style.safetensors:0.8")
+        lora = str(path) if path.exists() else str(lora)
+    hint = ("it must be a LoRA made for Stable Diffusion 1.5-family models (diffusers, kohya or PEFT format), "
+            "not a full model, a LoRA for another family (SDXL, SD2, Flux...) or another kind of file")
+    try:
+        sd_pipeline.load_lora_weights(lora, adapter_name=adapter_name, **kwargs)
+    except (ValueError, RuntimeError, KeyError, OSError, SafetensorError) as err:
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+        mismatch = next((line for line in lines if line.startswith("size mismatch")), None)
+        reason = lines[0][:200] + (f" ({mismatch[:300]})" if mismatch else "")
+        raise CheckpointError(f"{name} is not a LoRA for this model: {reason}", hint=hint) from None
+    loaded = {n for names in sd_pipeline.get_list_adapters().values() for n in names}
+    if adapter_name not in loaded:
+        raise CheckpointError(f"{name} holds no LoRA weights for this model's UNet or text encoder", hint=hint)
+
+
 def require_file(path: str | Path | None, what: str, flag: str) -> Path:
     if path is None:
         raise ModelNotFoundError(f"no {what} given", hint=f"pass {flag} PATH (see `facefact models`)")

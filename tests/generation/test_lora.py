@@ -1,0 +1,174 @@
+"""LoRA beside the face adapter: `facefact generate --lora FILE[:WEIGHT]` and
+FaceFactPipeline.load_lora_weights / set_adapters, with provenance and clear errors. Tiny models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefact.pipelines.extras import parse_lora
+from facefact.errors import ConfigError
+from facefact.pipelines.loading import file_sha256
+
+pytest.importorskip("peft")
+
+PROMPT = "a portrait in a garden"
+FAST = dict(num_inference_steps=2, height=64, width=64, seed=7)
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def generate(cli, face, out, *extra):
+    code, stdout, err = cli("generate", "--model", "tiny", "--face", face, "--prompt", PROMPT, "-n", 1, "--seed", 7,
+                            "--steps", 2, "--size", 64, "--out", out, "--json", *extra)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    return Path(summary["images"][0]), summary["metadata"][0]
+
+
+def fails(result, *phrases):
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in err, err
+    assert len(err.strip().splitlines()) <= 2, err  # the message and its hint, not diffusers' logs
+    return err
+
+
+@pytest.fixture(scope="module")
+def other_unet_lora(tiny_lora):
+    """A well-formed LoRA, but for a UNet of other widths (like an SDXL LoRA on an SD1.5 model)."""
+    from diffusers import UNet2DConditionModel
+
+    other = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32, 32, 32),
+        norm_num_groups=8, attention_head_dim=8, cross_attention_dim=48,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    return tiny_lora(unet=other)
+
+
+@pytest.mark.parametrize("spec, path, weight", [
+    ("style.safetensors", "style.safetensors", 1.0),
+    ("style.safetensors:0.8", "style.safetensors", 0.8),
+    ("style.safetensors:-0.5", "style.safetensors", -0.5),
+    ("loras/style.safetensors:2", "loras/style.safetensors", 2.0),
+    (r"C:\loras\style.safetensors", r"C:\loras\style.safetensors", 1.0),       # a Windows drive is no weight
+    (r"C:\loras\style.safetensors:0.7", r"C:\loras\style.safetensors", 0.7),
+    ("runs/12:30/style.safetensors", "runs/12:30/style.safetensors", 1.0),     # a colon inside the path
+    ("https:/host/x", "https:/host/x", 1.0),
+])
+def test_parse_lora_spec(spec, path, weight):
+    assert parse_lora(spec) == (Path(path), weight)
+
+
+def test_parse_lora_spec_existing_file_with_a_colon_is_a_file(tmp_path):
+    odd = tmp_path / "style:2"
+    odd.write_bytes(b"x")
+    assert parse_lora(str(odd)) == (odd, 1.0)
+    assert parse_lora(f"{odd}:0.5") == (odd, 0.5)
+
+
+@pytest.mark.parametrize("spec, phrase", [
+    ("style.safetensors:strong", "the weight 'strong' is not a number"),
+    ("style.safetensors:", "the weight '' is not a number"),
+    ("style.safetensors:nan", "finite number"),
+    ("style.safetensors:inf", "finite number"),
+])
+def test_parse_lora_spec_bad_weights(spec, phrase):
+    with pytest.raises(ConfigError, match=phrase) as error:
+        parse_lora(spec)
+    assert "--lora" in str(error.value) and error.value.hint
+
+
+def test_lora_changes_the_image_weight_zero_does_not(cli, astronaut, tiny_lora, tmp_path):
+    lora = tiny_lora()
+    plain, plain_meta = generate(cli, astronaut, tmp_path / "plain")
+    styled, meta = generate(cli, astronaut, tmp_path / "lora", "--lora", lora)
+    zero, zero_meta = generate(cli, astronaut, tmp_path / "zero", "--lora", f"{lora}:0")
+    assert np.abs(pixels(styled) - pixels(plain)).max() > 10          # the LoRA acts
+    # Weight 0: peft adds lora_B(lora_A(x)) * 0, i.e. exact zeros, to every projection: the same pixels.
+    np.testing.assert_array_equal(pixels(zero), pixels(plain))
+
+    assert "loras" not in plain_meta["models"]
+    digest = file_sha256(lora)[:16]
+    assert meta["models"]["loras"] == [{"id": lora.name, "sha256": digest, "weight": 1.0}]
+    assert zero_meta["models"]["loras"] == [{"id": lora.name, "sha256": digest, "weight": 0.0}]
+    with Image.open(styled) as image:
+        text = " ".join(str(v) for v in image.info.values())
+    assert str(lora.parent) not in text  # the file's name, never where it is on this machine
+
+
+def test_two_loras_each_at_its_weight(cli, astronaut, tiny_lora, tmp_path):
+    first, second = tiny_lora(seed=3), tiny_lora(seed=4)
+    only_first, _ = generate(cli, astronaut, tmp_path / "one", "--lora", first)
+    both, meta = generate(cli, astronaut, tmp_path / "two", "--lora", first, "--lora", f"{second}:0.5")
+    assert [(e["sha256"], e["weight"]) for e in meta["models"]["loras"]] == [
+        (file_sha256(first)[:16], 1.0), (file_sha256(second)[:16], 0.5)]
+    assert np.abs(pixels(both) - pixels(only_first)).max() > 0  # both are active, not only the last loaded
+    second_off, _ = generate(cli, astronaut, tmp_path / "off", "--lora", first, "--lora", f"{second}:0")
+    np.testing.assert_array_equal(pixels(second_off), pixels(only_first))
+
+
+def test_pipeline_records_loras_and_their_weights(tiny_pipe, tiny_lora, astronaut):
+    from facefact.pipelines import FaceFactPipeline
+
+    face = tiny_pipe.face_pixels([astronaut])
+    pipe = FaceFactPipeline.tiny()
+    lora = tiny_lora()
+    assert pipe.load_lora_weights(lora) == "lora1"
+    first = pipe(PROMPT, face_pixels=face, **FAST)
+    assert first.metadata[0]["models"]["loras"][0]["weight"] == 1.0
+    pipe.set_adapters("lora1", 0.25)
+    later = pipe(PROMPT, face_pixels=face, **FAST)
+    assert later.metadata[0]["models"]["loras"][0]["weight"] == 0.25
+    assert first.metadata[0]["models"]["loras"][0]["weight"] == 1.0  # earlier metadata is not rewritten
+    with pytest.raises(ConfigError, match="no LoRA named style"):
+        pipe.set_adapters(["style"], [1.0])
+    with pytest.raises(ConfigError, match="loaded already"):
+        pipe.load_lora_weights(lora, adapter_name="lora1")
+    pipe.unload_lora_weights()
+    assert "loras" not in pipe(PROMPT, face_pixels=face, **FAST).metadata[0]["models"]
+
+
+def test_lora_file_errors(cli, astronaut, tiny_model_files, other_unet_lora, tmp_path):
+    _, fact_adapter, _ = tiny_model_files
+    text = tmp_path / "notes.safetensors"
+    text.write_text("not weights")
+    from safetensors.torch import save_file
+    import torch
+
+    unrelated = tmp_path / "unrelated.safetensors"
+    save_file({"foo.bar.lora_A.weight": torch.zeros(4, 8), "foo.bar.lora_B.weight": torch.zeros(8, 4)}, unrelated)
+
+    def run(*lora):
+        return cli("generate", "--model", "tiny", "--face", astronaut, "--prompt", PROMPT, "--steps", 1,
+                   "--size", 64, "--quiet", "--out", tmp_path / "out", *[a for x in lora for a in ("--lora", x)])
+
+    fails(run(tmp_path / "missing.safetensors"), "LoRA file not found", "missing.safetensors", "hint:")
+    fails(run(tmp_path), "is a folder", "pass the LoRA file inside it")
+    fails(run(f"{text}:lots"), "the weight 'lots' is not a number")
+    fails(run(fact_adapter), "adapter.safetensors is not a LoRA for this model", "Stable Diffusion 1.5")
+    fails(run(other_unet_lora), "is not a LoRA for this model", "size mismatch")
+    fails(run(text), "notes.safetensors is not a LoRA for this model")
+    fails(run(unrelated), "unrelated.safetensors holds no LoRA weights for this model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_lora_without_peft_says_what_to_install(cli, astronaut, tiny_lora, monkeypatch, tmp_path):
+    import diffusers.utils
+
+    import facefact.pipelines.fact as fact
+
+    monkeypatch.setattr(diffusers.utils, "USE_PEFT_BACKEND", False)
+    monkeypatch.setattr(fact.FaceFactPipeline, "tiny", lambda *a, **k: pytest.fail("loaded before the check"))
+    err = fails(cli("generate", "--model", "tiny", "--face", astronaut, "--prompt", PROMPT, "--lora", tiny_lora(),
+                    "--out", tmp_path), "needs the peft package", "pip install -U peft")
+    assert "diffusers" in err
