@@ -60,9 +60,14 @@ def register(subparsers) -> None:
     m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
     m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    e = p.add_argument_group("LoRA")
+    e = p.add_argument_group("LoRA and ControlNet")
     e.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                    help="a LoRA for the base model (.safetensors), at WEIGHT (default 1.0); repeat for several")
+    e.add_argument("--controlnet", metavar="PATH_OR_HUB_ID",
+                   help="a ControlNet beside the face adapter (folder, file or hub id; 'tiny' with --model tiny)")
+    e.add_argument("--control-image", dest="control_image", metavar="IMAGE",
+                   help="the ControlNet's input, used as given (make the edge, pose or depth map yourself)")
+    e.add_argument("--control-scale", dest="control_scale", type=float, help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -112,7 +117,7 @@ def check_device(device: str | None) -> None:
                           hint="drop --device to use the best available one, or install a torch build for it")
 
 
-def load_pipeline(args, config: dict, config_path, analysis):
+def load_pipeline(args, config: dict, config_path, analysis, controlnet: str | None = None):
     import torch
 
     from facefact.pipelines import FaceFactPipeline
@@ -124,7 +129,8 @@ def load_pipeline(args, config: dict, config_path, analysis):
     if args.model == "tiny":
         if args.base_model or args.adapter or args.encoder:
             raise ConfigError("--model tiny uses built-in models; drop --base-model/--adapter/--encoder")
-        return FaceFactPipeline.tiny(face_analysis=analysis, device=device or "cpu", dtype=dtype or torch.float32)
+        return FaceFactPipeline.tiny(face_analysis=analysis, device=device or "cpu", dtype=dtype or torch.float32,
+                                     controlnet=controlnet == "tiny")
     directory = registry.models_dir(args.models_dir, config)
     where = {s: registry.resolve_setting(s, getattr(args, s), config, config_path, directory)
              for s in ("base_model", "adapter", "encoder")}
@@ -140,7 +146,7 @@ def load_pipeline(args, config: dict, config_path, analysis):
                                  hint=f"give a diffusers folder, a .safetensors file or a hub id; "
                                       f"{registry.how_to_point('base_model')}")
     return FaceFactPipeline.from_pretrained(base, where["adapter"].path, where["encoder"].path, device=device,
-                                            dtype=dtype, face_analysis=analysis)
+                                            dtype=dtype, face_analysis=analysis, controlnet=controlnet)
 
 
 def progress_callback(total: int, enabled: bool):
@@ -187,12 +193,14 @@ def run(args) -> int:
 
     config, config_path = registry.load_config(args.config)
     opts = resolve_options(args, config)
-    extras = generate_extras.check_settings(args.lora)
+    extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
+                                            tiny=args.model == "tiny")
     notes: list[str] = []
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
         face_pixels = check_photos(args.face, analysis, notes)
+        generate_extras.load_control_image(extras)
         stem = output_stem(args, args.prompt)
         return generate_and_write(args, opts, config, config_path, analysis, notes, stem, face_pixels, extras)
 
@@ -207,19 +215,21 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     # The pipeline logs its notes too; we print them ourselves, once.
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
     generate_extras.check_files(extras)
-    pipe = load_pipeline(args, config, config_path, analysis)
+    pipe = load_pipeline(args, config, config_path, analysis, extras.controlnet)
     generate_extras.apply(pipe, extras)
     pipe.sd.set_progress_bar_config(disable=True)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
     threads = torch.get_num_threads()
     if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
         torch.set_num_threads(1)
+    size = (int(opts["width"] or pipe.default_size), int(opts["height"] or pipe.default_size))
+    control = generate_extras.control_kwargs(extras, *size, notes)
     try:
         out = pipe(args.prompt, face_pixels=face_pixels, negative_prompt=opts["negative_prompt"],
                    adapter_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]),
                    num_images_per_prompt=int(opts["n"]), seed=args.seed, num_inference_steps=int(opts["steps"]),
                    guidance_scale=float(opts["guidance"]), height=opts["height"], width=opts["width"],
-                   scheduler=opts["scheduler"], callback_on_step_end=callback)
+                   scheduler=opts["scheduler"], callback_on_step_end=callback, **control)
     finally:
         bar.close()
         torch.set_num_threads(threads)

@@ -1,9 +1,11 @@
-"""LoRA beside the face adapter, for `facefact generate` and library users alike.
+"""LoRA and ControlNet beside the face adapter, for `facefact generate` and library users alike.
 
-`parse_lora("style.safetensors:0.8")` reads the `FILE[:WEIGHT]` syntax; `check_files` checks the
-files before any weights are loaded (same order of work as `generate`: settings, photos, model
-files, then loading); `apply` loads them into a FaceFactPipeline, which records their provenance
-(file names and short hashes, never folders) in every image's metadata.
+`parse_lora("style.safetensors:0.8")` reads the `FILE[:WEIGHT]` syntax; `check_settings` checks
+the flags, `load_control_image` the control image, `check_files` the files - all before any
+weights are loaded (the order of work of `generate`: settings, photos, model files, loading);
+`apply` loads the LoRAs into a FaceFactPipeline, which records their provenance (file names and
+short hashes, never folders) in every image's metadata, and `control_kwargs` gives the ControlNet
+its image. The control image is used as given: the user makes the edge, pose or depth map.
 """
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ LORA_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
 @dataclass
 class Extras:
     loras: list[tuple[Path, float]] = field(default_factory=list)  # (file, weight), in the order given
+    controlnet: str | None = None         # folder, single file, hub id, or "tiny" with --model tiny
+    control_image_path: str | None = None
+    control_scale: float = 1.0
+    tiny: bool = False
+    control_image: object = None          # the PIL image, once read (load_control_image)
 
 
 def parse_lora(spec: str) -> tuple[Path, float]:
@@ -45,9 +52,54 @@ def parse_lora(spec: str) -> tuple[Path, float]:
     return Path(head).expanduser(), weight
 
 
-def check_settings(lora_specs) -> Extras:
-    """The `FILE[:WEIGHT]` specs alone, before any photo or file is read."""
-    return Extras(loras=[parse_lora(spec) for spec in (lora_specs or [])])
+def check_settings(lora_specs=(), controlnet: str | None = None, control_image: str | None = None,
+                   control_scale: float | None = None, tiny: bool = False) -> Extras:
+    """The flags alone, before any photo or file is read."""
+    loras = [parse_lora(spec) for spec in (lora_specs or [])]
+    if controlnet is not None and control_image is None:
+        raise ConfigError("--controlnet needs --control-image too",
+                          hint="a ControlNet follows a control image you prepare yourself - an edge (canny), pose or "
+                               "depth map, as that ControlNet expects: --control-image edges.png")
+    if control_image is not None and controlnet is None:
+        raise ConfigError("--control-image needs --controlnet too",
+                          hint="name the ControlNet that reads it: --controlnet FOLDER, FILE or hub id (e.g. "
+                               "lllyasviel/control_v11p_sd15_canny)" + ("; with --model tiny: --controlnet tiny"
+                                                                        if tiny else ""))
+    if control_scale is not None and controlnet is None:
+        raise ConfigError("--control-scale goes with --controlnet and --control-image")
+    scale = 1.0 if control_scale is None else float(control_scale)
+    if not math.isfinite(scale) or scale < 0:
+        raise ConfigError(f"--control-scale {control_scale} must be a number >= 0", hint="1.0 is the default")
+    if tiny and controlnet not in (None, "tiny"):
+        raise ConfigError("--model tiny takes only --controlnet tiny (a built-in random ControlNet)",
+                          hint=f"drop --model tiny to use {controlnet} with a real base model")
+    return Extras(loras=loras, controlnet=controlnet, control_image_path=control_image, control_scale=scale,
+                  tiny=tiny)
+
+
+def load_control_image(extras: Extras) -> None:
+    """Read the control image now (a clear ImageError if it is missing or not an image)."""
+    from PIL import Image
+
+    from facefact.faces.image_io import load_image
+
+    if extras.control_image_path is not None:
+        extras.control_image = Image.fromarray(load_image(extras.control_image_path))
+
+
+def control_kwargs(extras: Extras, width: int, height: int, notes: list[str]) -> dict:
+    """The ControlNet pipeline's `image` (resized to the output size) and conditioning scale."""
+    from PIL import Image
+
+    if extras.control_image is None:
+        return {}
+    image = extras.control_image
+    if image.size != (width, height):
+        if abs(image.width / image.height - width / height) > 0.01:
+            notes.append(f"the control image ({image.width}x{image.height}) was stretched to the output size "
+                         f"{width}x{height}; crop it to that shape to keep its proportions")
+        image = image.resize((width, height), Image.LANCZOS)
+    return {"image": image, "controlnet_conditioning_scale": extras.control_scale}
 
 
 def check_files(extras: Extras) -> None:
@@ -64,6 +116,14 @@ def check_files(extras: Extras) -> None:
                                           "with a weight: --lora style.safetensors:0.8")
     if extras.loras:
         require_peft()
+    if extras.controlnet is not None and not extras.tiny:
+        from facefact.pipelines.registry import looks_like_hub_id
+
+        where = Path(extras.controlnet).expanduser()
+        if not where.exists() and not looks_like_hub_id(extras.controlnet):
+            raise ModelNotFoundError(f"ControlNet not found: {where}", path=where,
+                                     hint="give a diffusers ControlNet folder, a single .safetensors/.pth file or a hub "
+                                          "id ('tiny' is the built-in one, for --model tiny)")
 
 
 @contextlib.contextmanager

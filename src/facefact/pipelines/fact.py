@@ -26,7 +26,7 @@ from facefact import __version__
 from facefact.errors import ConfigError
 from facefact.model import (EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder, check_sd15_layout,
                             cross_attention_blocks)
-from facefact.pipelines.loading import (describe_file, load_base_pipeline,
+from facefact.pipelines.loading import (check_controlnet_fits, describe_file, load_base_pipeline, load_controlnet,
                                         make_scheduler, pick_device_dtype, require_file)
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class FaceFactPipeline:
         # One hook per ControlNet however many pipelines wrap it (stacked hooks would each cut the
         # face tokens off again); it cuts only while a request runs (see __call__).
         controlnet = getattr(self.sd, "controlnet", None)
+        if controlnet is not None:
+            check_controlnet_fits(controlnet, self.sd.unet, self.model_info.get("controlnet", {}).get("id"))
         if controlnet is not None and getattr(controlnet, _CONTROLNET_HOOK, None) is None:
             setattr(controlnet, _CONTROLNET_FACE_TOKENS, 0)
             setattr(controlnet, _CONTROLNET_HOOK,
@@ -103,22 +105,33 @@ class FaceFactPipeline:
         encoder_path = require_file(encoder, "TransFace encoder", "--encoder")
         face_adapter = FaceAdapter.from_checkpoint(adapter_path, resampler_config)
         face_encoder = TransFaceEncoder.from_checkpoint(encoder_path, encoder_config)
+        controlnet_info = None
+        if isinstance(controlnet, (str, Path)):  # a folder, single file or hub id: loaded in the pipeline's dtype
+            controlnet_info = describe_file(controlnet)
+            controlnet = load_controlnet(controlnet, dtype)
+        elif controlnet is not None:
+            controlnet_info = {"id": Path(str(getattr(controlnet.config, "_name_or_path", "") or "controlnet")).name}
         sd = load_base_pipeline(base_model, dtype, controlnet=controlnet).to(device)
         info = {"base_model": describe_file(base_model), "adapter": describe_file(adapter_path),
                 "encoder": describe_file(encoder_path)}
+        if controlnet_info is not None:
+            info["controlnet"] = controlnet_info
         return cls(sd, face_encoder, face_adapter, face_analysis, info, default_size=512)
 
     @classmethod
-    def tiny(cls, seed: int = 0, face_analysis=None, device=None, dtype=None) -> "FaceFactPipeline":
-        """Tiny random-weight models, built offline in a second: the whole path, no download."""
+    def tiny(cls, seed: int = 0, face_analysis=None, device=None, dtype=None,
+             controlnet: bool = False) -> "FaceFactPipeline":
+        """Tiny random-weight models, built offline in a second: the whole path, no download.
+        With `controlnet=True`, a tiny random ControlNet made from the tiny UNet sits beside it."""
         from facefact.model.tiny import tiny_encoder, tiny_face_adapter
-        from facefact.pipelines.tiny import TINY_IMAGE_SIZE, tiny_sd_pipeline
+        from facefact.pipelines.tiny import TINY_IMAGE_SIZE, tiny_sd_controlnet_pipeline, tiny_sd_pipeline
 
         device, dtype = pick_device_dtype(device or "cpu", dtype or torch.float32)
-        sd = tiny_sd_pipeline(seed).to(device)
+        sd = (tiny_sd_controlnet_pipeline(seed) if controlnet else tiny_sd_pipeline(seed)).to(device)
         if dtype != torch.float32:
             sd.to(dtype=dtype)
-        info = {name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in ("base_model", "adapter", "encoder")}
+        parts = ("base_model", "adapter", "encoder") + (("controlnet",) if controlnet else ())
+        info = {name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in parts}
         return cls(sd, tiny_encoder(seed), tiny_face_adapter(sd.unet, seed=seed + 1), face_analysis, info,
                    default_size=TINY_IMAGE_SIZE)
 
@@ -292,6 +305,8 @@ class FaceFactPipeline:
                     "cfg_face": cfg_face, "num_reference_photos": n_photos, "steps": num_inference_steps,
                     "guidance_scale": guidance_scale, "width": width, "height": height, "scheduler": scheduler,
                     "dtype": str(text.dtype).replace("torch.", "")}
+        if controlnet is not None:
+            settings["control_scale"] = sd_kwargs.get("controlnet_conditioning_scale", 1.0)
         metadata = [{"generator": f"facefact {__version__}", "method": "FaceChain-FACT", "ai_generated": True,
                      "seed": s, **settings, "models": copy.deepcopy(self.model_info), "notes": notes} for s in seeds]
         return FaceFactOutput(images=result.images, metadata=metadata, notes=notes)

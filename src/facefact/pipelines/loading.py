@@ -98,6 +98,58 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
                  "need their config, which diffusers fetches from the hub once") from None
 
 
+def load_controlnet(location: str | Path, dtype: torch.dtype):
+    """A diffusers `ControlNetModel` from a folder, a hub id or a single .safetensors/.pth file."""
+    from diffusers import ControlNetModel
+
+    path = Path(str(location)).expanduser()
+    hint = "use a ControlNet for Stable Diffusion 1.5-family models, e.g. lllyasviel/control_v11p_sd15_canny"
+    try:
+        if path.is_file():
+            if path.suffix not in (".safetensors", ".ckpt", ".pth", ".pt", ".bin"):
+                raise ConfigError(f"{path} is not a .safetensors or .pth ControlNet file", path=path, hint=hint)
+            return ControlNetModel.from_single_file(str(path), dtype=dtype)
+        if path.is_dir():
+            config = path / "config.json"
+            if not config.is_file():
+                raise ModelNotFoundError(f"{path} is not a diffusers ControlNet folder (no config.json)", path=path,
+                                         hint="point --controlnet at a folder saved by diffusers (config.json and "
+                                              "diffusion_pytorch_model.safetensors), a hub id or a single file")
+            kind = json.loads(config.read_text()).get("_class_name")
+            if kind != "ControlNetModel":
+                raise CheckpointError(f"{path} holds a {kind or 'model of unknown kind'}, not a ControlNetModel",
+                                      path=path, hint=hint)
+            return ControlNetModel.from_pretrained(str(path), dtype=dtype)
+        if not looks_like_hub_id(location):
+            raise ModelNotFoundError(f"ControlNet not found: {location}", path=location,
+                                     hint="give a diffusers ControlNet folder, a single .safetensors/.pth file or a "
+                                          "hub id such as 'lllyasviel/control_v11p_sd15_canny'")
+        return ControlNetModel.from_pretrained(str(location), dtype=dtype, local_files_only=offline())
+    except (OSError, EnvironmentError) as err:
+        raise ModelNotFoundError(
+            f"could not load the ControlNet '{location}': {str(err).splitlines()[0]}", path=location,
+            hint="without a connection, download it elsewhere and pass the local folder") from None
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"could not load the ControlNet '{location}': {str(err).splitlines()[0][:300]}",
+                              path=location, hint=hint) from None
+
+
+def check_controlnet_fits(controlnet, unet, name: str | None = None) -> None:
+    """A ControlNet adds its outputs to the UNet's blocks and reads the same text tokens: its widths
+    must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside otherwise)."""
+    def as_list(value):
+        return list(value) if isinstance(value, (list, tuple)) else [value]
+
+    for net in getattr(controlnet, "nets", [controlnet]):  # MultiControlNetModel holds several
+        for key in ("cross_attention_dim", "block_out_channels"):
+            mine, theirs = net.config.get(key), unet.config.get(key)
+            if mine is not None and theirs is not None and as_list(mine) != as_list(theirs):
+                raise CheckpointError(
+                    f"the ControlNet{f' {name}' if name else ''} does not fit this base model: its {key} is "
+                    f"{mine}, the UNet's {theirs}",
+                    hint="use a ControlNet made for this model family (SD1.5: e.g. lllyasviel/control_v11p_sd15_canny)")
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -3,13 +3,15 @@
 Tokenizer (byte-level CLIP BPE with no merges), CLIP text encoder, UNet with the SD1.5 block
 layout (3 cross-attention down blocks, 1 plain; mid; 1 plain up block, 3 cross-attention), VAE
 with the SD 8x downsampling, PNDM scheduler configured like SD1.5. Everything from configs.
+Optionally a tiny ControlNet made from that UNet, as diffusers' `ControlNetModel.from_unet` does.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionControlNetPipeline,
+                       StableDiffusionPipeline, UNet2DConditionModel)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from facefact.model.tiny import TINY_CROSS_ATTENTION_DIM
@@ -65,6 +67,34 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         pipe = StableDiffusionPipeline(
             vae=tiny_vae(), text_encoder=tiny_text_encoder(len(tokenizer)), tokenizer=tokenizer, unet=tiny_unet(),
             scheduler=tiny_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_controlnet(unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
+    """A ControlNet for `unet` (its encoder weights copied, as `ControlNetModel.from_unet` does),
+    random but deterministic. `from_unet` zero-initialises the output convolutions, so a fresh
+    ControlNet changes nothing; here they are small and random, and the conditioning embedding is
+    re-initialised so the control image reaches them - it acts, as a trained one does."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+        for module in controlnet.controlnet_cond_embedding.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                torch.nn.init.zeros_(module.bias)
+        torch.nn.init.normal_(controlnet.controlnet_cond_embedding.conv_out.weight, std=0.2)
+        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            torch.nn.init.normal_(module.weight, std=0.1)
+    return controlnet
+
+
+def tiny_sd_controlnet_pipeline(seed: int = 0) -> StableDiffusionControlNetPipeline:
+    """`tiny_sd_pipeline(seed)` with a tiny ControlNet beside its UNet: the same base weights."""
+    sd = tiny_sd_pipeline(seed)
+    parts = {k: v for k, v in sd.components.items() if k != "image_encoder"}
+    pipe = StableDiffusionControlNetPipeline(**parts, controlnet=tiny_controlnet(sd.unet, seed),
+                                             requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -1,0 +1,190 @@
+"""ControlNet beside the face adapter: `facefact generate --controlnet X --control-image IMG
+[--control-scale S]` on the tiny models (`--controlnet tiny`) and on model folders, its provenance
+and its errors."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROMPT = "a portrait in a garden"
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def fails(result, *phrases):
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def control_images(tmp_path_factory):
+    """Two different control maps (random edges, a white square on black) and a non-square one."""
+    root = tmp_path_factory.mktemp("control")
+    rng = np.random.default_rng(0)
+    edges = (rng.random((64, 64)) > 0.8).astype(np.uint8) * 255
+    Image.fromarray(edges).convert("RGB").save(root / "edges.png")
+    square = np.zeros((128, 128, 3), np.uint8)
+    square[32:96, 32:96] = 255
+    Image.fromarray(square).save(root / "square.png")
+    Image.fromarray(np.repeat(edges, 2, axis=0)).convert("RGB").save(root / "tall.png")  # 64x128
+    return {name: root / f"{name}.png" for name in ("edges", "square", "tall")}
+
+
+@pytest.fixture(scope="module")
+def controlnet_folders(tmp_path_factory):
+    """The tiny ControlNet saved by diffusers, and one made for a UNet of other widths."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from facefact.pipelines.tiny import tiny_controlnet, tiny_sd_pipeline
+
+    root = tmp_path_factory.mktemp("controlnets")
+    tiny_controlnet(tiny_sd_pipeline(0).unet, 0).save_pretrained(root / "tiny-canny")
+    other = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64, 64),
+        norm_num_groups=16, attention_head_dim=8, cross_attention_dim=48,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    ControlNetModel.from_unet(other, conditioning_embedding_out_channels=(8, 16, 32, 32)).save_pretrained(
+        root / "other-family")
+    return {"tiny": root / "tiny-canny", "other": root / "other-family"}
+
+
+def tiny(cli, face, out, *extra, n=1):
+    code, stdout, err = cli("generate", "--model", "tiny", "--face", face, "--prompt", PROMPT, "-n", n,
+                            "--seed", 7, "--steps", 2, "--size", 64, "--out", out, "--json", *extra)
+    assert code == 0, err
+    return json.loads(stdout)
+
+
+def test_tiny_controlnet_writes_images_with_provenance(cli, astronaut, control_images, tmp_path):
+    summary = tiny(cli, astronaut, tmp_path, "--controlnet", "tiny", "--control-image", control_images["edges"],
+                   "--control-scale", 0.8, n=2)
+    assert len(summary["images"]) == 2 and summary["contact_sheet"]
+    assert all(Path(p).is_file() for p in summary["images"] + [summary["contact_sheet"]])
+    meta = summary["metadata"][0]
+    assert meta["models"]["controlnet"] == {"id": "facefact-tiny/controlnet", "seed": 0}
+    assert meta["control_scale"] == 0.8 and meta["width"] == 64
+    assert "edges.png" not in json.dumps(summary["metadata"])  # the control image's name is not recorded
+
+
+def test_the_control_image_steers_the_output(cli, astronaut, control_images, tmp_path):
+    edges = tiny(cli, astronaut, tmp_path / "a", "--controlnet", "tiny", "--control-image", control_images["edges"])
+    square = tiny(cli, astronaut, tmp_path / "b", "--controlnet", "tiny", "--control-image", control_images["square"])
+    plain = tiny(cli, astronaut, tmp_path / "c")
+    off = tiny(cli, astronaut, tmp_path / "d", "--controlnet", "tiny", "--control-image", control_images["edges"],
+               "--control-scale", 0)
+    a, b = pixels(edges["images"][0]), pixels(square["images"][0])
+    assert np.abs(a - b).max() > 10
+    assert np.abs(a - pixels(plain["images"][0])).max() > 10
+    # scale 0 adds zero residuals to the UNet: exactly the pixels without a ControlNet
+    np.testing.assert_array_equal(pixels(off["images"][0]), pixels(plain["images"][0]))
+    assert "loras" not in plain["metadata"][0]["models"] and "control_scale" not in plain["metadata"][0]
+
+
+def test_a_control_image_of_another_shape_is_stretched_and_noted(cli, astronaut, control_images, tmp_path):
+    summary = tiny(cli, astronaut, tmp_path, "--controlnet", "tiny", "--control-image", control_images["tall"])
+    assert any("control image (64x128) was stretched to the output size 64x64" in n for n in summary["notes"])
+    assert summary["metadata"][0]["notes"] == summary["notes"]
+
+
+def test_controlnet_folder_with_real_model_files(cli, astronaut, tiny_model_files, controlnet_folders,
+                                                 control_images, tmp_path):
+    base, adapter, encoder = tiny_model_files
+    code, out, err = cli("generate", "--base-model", base, "--adapter", adapter, "--encoder", encoder,
+                         "--controlnet", controlnet_folders["tiny"], "--control-image", control_images["edges"],
+                         "--face", astronaut, "--prompt", PROMPT, "--size", 64, "--steps", 2, "--seed", 7,
+                         "--out", tmp_path / "files", "--json", "--device", "cpu")
+    assert code == 0, err
+    summary = json.loads(out)
+    meta = summary["metadata"][0]
+    assert meta["models"]["controlnet"]["id"] == "tiny-canny" and meta["control_scale"] == 1.0
+    assert str(controlnet_folders["tiny"].parent) not in json.dumps(meta)
+    # the same weights as --model tiny --controlnet tiny: the same pixels
+    same = tiny(cli, astronaut, tmp_path / "tiny", "--controlnet", "tiny", "--control-image", control_images["edges"])
+    np.testing.assert_array_equal(pixels(summary["images"][0]), pixels(same["images"][0]))
+
+
+def test_pipeline_tiny_controlnet_sees_only_text_tokens(astronaut, control_images):
+    from facefact.pipelines import FaceFactPipeline
+
+    pipe = FaceFactPipeline.tiny(controlnet=True)
+    seen = []
+    pipe.sd.controlnet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].shape[1]), with_kwargs=True)
+    out = pipe(PROMPT, face_images=[astronaut], image=Image.open(control_images["edges"]), num_inference_steps=1,
+               height=64, width=64, seed=1, controlnet_conditioning_scale=0.5)
+    assert set(seen) == {77} and out.metadata[0]["control_scale"] == 0.5
+
+
+# ---- errors: exit code 2, a message, no traceback; all before any weights are loaded --------------
+@pytest.fixture
+def no_loading(monkeypatch):
+    import facefact.pipelines.fact as fact
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the settings and files were checked")
+
+    monkeypatch.setattr(fact.FaceFactPipeline, "tiny", refuse)
+    monkeypatch.setattr(fact.FaceFactPipeline, "from_pretrained", refuse)
+
+
+def run(cli, face, *extra, model="tiny"):
+    return cli("generate", *(["--model", model] if model else []), "--face", face, "--prompt", PROMPT,
+               "--steps", 1, "--size", 64, "--quiet", *extra)
+
+
+def test_flag_pairs_and_scale(cli, astronaut, control_images, no_loading):
+    fails(run(cli, astronaut, "--controlnet", "tiny"), "--controlnet needs --control-image too", "hint:")
+    fails(run(cli, astronaut, "--control-image", control_images["edges"]), "--control-image needs --controlnet too",
+          "--controlnet tiny")
+    fails(run(cli, astronaut, "--control-scale", 0.5), "--control-scale goes with --controlnet")
+    fails(run(cli, astronaut, "--controlnet", "tiny", "--control-image", control_images["edges"], "--control-scale",
+              -1), "must be a number >= 0")
+    fails(run(cli, astronaut, "--controlnet", "lllyasviel/control_v11p_sd15_canny", "--control-image",
+              control_images["edges"]), "--model tiny takes only --controlnet tiny")
+
+
+def test_bad_control_images(cli, astronaut, tmp_path, no_loading):
+    fails(run(cli, astronaut, "--controlnet", "tiny", "--control-image", tmp_path / "missing.png"),
+          "missing.png", "file not found")
+    text = tmp_path / "edges.png"
+    text.write_text("not an image")
+    fails(run(cli, astronaut, "--controlnet", "tiny", "--control-image", text), "edges.png")
+
+
+def test_controlnet_locations_that_do_not_exist(cli, astronaut, tiny_model_files, control_images, tmp_path,
+                                                no_loading):
+    base, adapter, encoder = tiny_model_files
+    files = ["--base-model", base, "--adapter", adapter, "--encoder", encoder, "--control-image",
+             control_images["edges"]]
+    fails(run(cli, astronaut, *files, "--controlnet", tmp_path / "nope", model=None), "ControlNet not found", "nope")
+    fails(run(cli, astronaut, *files, "--controlnet", "tiny", model=None), "ControlNet not found",
+          "'tiny' is the built-in one, for --model tiny")
+
+
+def test_controlnet_folders_that_are_not_one_for_this_model(cli, astronaut, tiny_model_files, controlnet_folders,
+                                                             control_images, tmp_path):
+    base, adapter, encoder = tiny_model_files
+    files = ["--base-model", base, "--adapter", adapter, "--encoder", encoder, "--control-image",
+             control_images["edges"], "--out", tmp_path / "out"]
+    fails(run(cli, astronaut, *files, "--controlnet", controlnet_folders["other"], model=None),
+          "does not fit this base model", "cross_attention_dim is 48", "the UNet's 32")
+    fails(run(cli, astronaut, *files, "--controlnet", base, model=None), "not a diffusers ControlNet folder")
+    fails(run(cli, astronaut, *files, "--controlnet", base / "unet", model=None),
+          "holds a UNet2DConditionModel, not a ControlNetModel")
+    weights = tmp_path / "notes.txt"
+    weights.write_text("x")
+    fails(run(cli, astronaut, *files, "--controlnet", weights, model=None), "not a .safetensors or .pth ControlNet")
+    assert not (tmp_path / "out").exists()
