@@ -109,10 +109,13 @@ def test_real_model_files_path(cli, astronaut, tiny_model_files, tmp_path):
     models = meta["models"]
     assert models["adapter"] == {"id": adapter.name, "sha256": models["adapter"]["sha256"],
                                  "bytes": adapter.stat().st_size}
-    assert models["encoder"]["id"] == encoder.name and models["base_model"] == {"id": base.name}
+    unet_hash = models["base_model"]["unet_sha256"]  # a folder: the hash of its UNet weights
+    assert models["encoder"]["id"] == encoder.name and models["base_model"] == {"id": base.name,
+                                                                                 "unet_sha256": unet_hash}
     [png] = [p for p in tmp_path.iterdir() if p.suffix == ".png" and "sheet" not in p.name]
     with Image.open(png) as im:
         text = " ".join(str(v) for v in im.info.values())
+        assert f"Model hash: {unet_hash[:10]}, Model: {base.name}" in im.info["parameters"]
     assert str(adapter.parent) not in text and str(base.parent) not in text
 
 

@@ -109,7 +109,11 @@ def test_controlnet_folder_with_real_model_files(cli, astronaut, tiny_model_file
     assert code == 0, err
     summary = json.loads(out)
     meta = summary["metadata"][0]
-    assert meta["models"]["controlnet"]["id"] == "tiny-canny" and meta["control_scale"] == 1.0
+    from facefact.pipelines.loading import file_sha256
+
+    weights = controlnet_folders["tiny"] / "diffusion_pytorch_model.safetensors"
+    assert meta["models"]["controlnet"] == {"id": "tiny-canny", "weights_sha256": file_sha256(weights)[:16]}
+    assert meta["control_scale"] == 1.0
     assert str(controlnet_folders["tiny"].parent) not in json.dumps(meta)
     # the same weights as --model tiny --controlnet tiny: the same pixels
     same = tiny(cli, astronaut, tmp_path / "tiny", "--controlnet", "tiny", "--control-image", control_images["edges"])

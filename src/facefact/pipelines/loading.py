@@ -151,11 +151,47 @@ def check_controlnet_fits(controlnet, unet, name: str | None = None) -> None:
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    return files_sha256([Path(path)], chunk)
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    """The weight files diffusers loads from a model folder (a UNet's, a ControlNet's), in name
+    order: .safetensors, else .bin; every shard; the plain files, not variants (`*.fp16.*`),
+    unless there are only variants."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    for suffix in (".safetensors", ".bin"):
+        files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix == suffix), key=lambda p: p.name)
+        plain = [p for p in files if "." not in p.stem]
+        if files:
+            return plain or files
+    return []
+
+
+def files_sha256(paths: list[Path], chunk: int = 1 << 20) -> str:
+    """sha256 over the bytes of `paths`, one after the other."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
+
+
+def cached_revision(repo_id: str) -> str | None:
+    """The commit the local hub cache resolves `repo_id` (its `main`) to - a cache lookup only,
+    never a network call; None when it is not in the cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model_index.json", "config.json", "adapter_config.json"):
+            found = try_to_load_from_cache(repo_id, filename)
+            if isinstance(found, str):
+                return Path(found).parent.name
+    except Exception:  # provenance is best effort: an odd cache never stops generation
+        return None
+    return None
 
 
 def describe_file(path: str | Path) -> dict:
@@ -163,13 +199,26 @@ def describe_file(path: str | Path) -> dict:
 
     The id of a local file or folder is its name only: the metadata travels with the images and a
     full path names the user and their folders (`/home/<user>/...`). A hub id is kept as given.
+    - a file: `sha256` (first 16 hex digits) and `bytes`;
+    - a diffusers pipeline folder: `unet_sha256`, over the UNet's weight files (see weight_files);
+      a model folder (a ControlNet's): `weights_sha256`, over its weight files;
+    - a hub id: `revision`, the commit the local hub cache resolves it to, when it is cached.
     """
     local = Path(str(path)).expanduser()
     if local.is_file():
         return {"id": local.name, "sha256": file_sha256(local)[:16], "bytes": local.stat().st_size}
-    if local.exists():
-        return {"id": local.resolve().name}
-    return {"id": str(path)}
+    if local.is_dir():
+        info = {"id": local.resolve().name}
+        if (local / "unet").is_dir():
+            if files := weight_files(local / "unet"):
+                info["unet_sha256"] = files_sha256(files)[:16]
+        elif files := weight_files(local):
+            info["weights_sha256"] = files_sha256(files)[:16]
+        return info
+    info = {"id": str(path)}
+    if looks_like_hub_id(path) and (revision := cached_revision(str(path))):
+        info["revision"] = revision
+    return info
 
 
 def require_peft() -> None:
