@@ -99,3 +99,27 @@ def test_reference_photos_are_analysed_once_per_run(one_identity):
     images = [FactMethod(context, scale).generate("a portrait", references, seed, 64)
               for scale in (0.5, 1.0) for seed in (0, 1)]
     assert len(calls) == 1 and len(images) == 4  # 2 scales x 2 seeds, one face analysis
+
+
+def test_what_face_analysis_said_about_the_references_reaches_the_run_notes(tmp_path, astronaut, grace_hopper):
+    """A reference photo with two people: the largest face is used and the run's notes say so, once."""
+    from facefact.cli.main import main
+
+    height = astronaut.shape[0]
+    hopper = np.asarray(Image.fromarray(grace_hopper).resize(
+        (grace_hopper.shape[1] * height // grace_hopper.shape[0] // 2, height // 2)))
+    group = np.zeros((height, astronaut.shape[1] + hopper.shape[1], 3), np.uint8)
+    group[:, :astronaut.shape[1]] = astronaut
+    group[:hopper.shape[0], astronaut.shape[1]:] = hopper  # a smaller second face beside the astronaut
+    (tmp_path / "ids" / "pair").mkdir(parents=True)
+    Image.fromarray(group).save(tmp_path / "ids" / "pair" / "group.png")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a portrait of {subject}\na sketch of {subject}\n")
+    out = tmp_path / "run"
+    assert main(["evaluate", "--identities", str(tmp_path / "ids"), "--prompts", str(prompts), "--seeds", "1",
+                 "--method", "fact:0.5", "--no-control", "--model", "tiny", "--steps", "1", "--size", "64",
+                 "--out", str(out), "--no-progress"]) == 0
+    notes = json.loads((out / "results.json").read_text())["notes"]
+    about_faces = [n for n in notes if "group.png" in n]
+    assert len(about_faces) == 1, notes  # two prompts, one analysis, one note
+    assert "2 faces found; using the largest" in about_faces[0]

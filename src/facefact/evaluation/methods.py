@@ -71,11 +71,17 @@ class MethodContext:
     # FACT encoder input per set of reference photos: analysed once per run, not once per image
     # (kept in memory only, for this run).
     _face_pixels: dict = field(default_factory=dict, repr=False)
+    # What the face analysis said about the reference photos ("several faces; used the largest"...),
+    # once per reference set, for the run's notes.
+    notes: list = field(default_factory=list)
 
     def face_pixels(self, references) -> object:
         key = tuple(str(p) for p in references)
         if key not in self._face_pixels:
-            self._face_pixels[key] = self.fact_pipeline().face_pixels(list(key))
+            photo_notes: list[str] = []
+            self._face_pixels[key] = self.fact_pipeline().face_pixels(list(key), photo_notes)
+            names = ", ".join(Path(p).name for p in key)
+            self.notes.extend(f"references [{names}]: {note}" for note in dict.fromkeys(photo_notes))
         return self._face_pixels[key]
 
     def fact_pipeline(self):

@@ -190,13 +190,15 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
                                   negative_prompt=negative_prompt if negative_prompt is not None
                                   else prompt_set.negative_prompt, device=device, dtype=dtype,
                                   arcface_onnx=arcface_onnx)
-    method_list, skipped, notes = build_methods(list(methods), MethodContext(settings), add_controls=add_controls)
+    context = MethodContext(settings)
+    method_list, skipped, notes = build_methods(list(methods), context, add_controls=add_controls)
     for s in skipped:
         warnings.warn(s["reason"], stacklevel=2)
     seed_list = list(range(first_seed, first_seed + seeds))
     jobs = _plan(people, prompt_set.prompts, seed_list, method_list, out, size)
     gen_info, gen_notes = _generate_all(jobs, size, generation_uses_cuda(device), progress)
     notes.extend(gen_notes)
+    notes.extend(context.notes)
 
     analyzer = ImageAnalyzer(list(embedders))
     scorer, clip_note = _clip_scorer(clip, device)
