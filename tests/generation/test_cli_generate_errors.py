@@ -6,18 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from gen_cli_checks import fails
+
 
 # Defined here, not imported from conftest, so the tests work under any pytest import mode.
 PARITY = Path(__file__).resolve().parents[1] / "data" / "parity" / "fact_tiny_a"
-
-
-def fails(result, *phrases):
-    code, out, err = result
-    assert code == 2, (out, err)
-    assert "Traceback" not in err
-    for phrase in phrases:
-        assert phrase in err, err
-    return err
 
 
 def tiny(cli, face, *extra, prompt="a portrait"):

@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gen_cli_checks import fails
+
 PROMPT = "a portrait in a garden"
 
 
 def pixels(path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def fails(result, *phrases):
-    code, out, err = result
-    assert code == 2, (out, err)
-    assert "Traceback" not in err
-    for phrase in phrases:
-        assert phrase in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facefact.pipelines.extras import parse_lora
 from facefact.errors import ConfigError
+from facefact.pipelines.extras import parse_lora
 from facefact.pipelines.loading import file_sha256
+from gen_cli_checks import fails as check_fails
 
 pytest.importorskip("peft")
 
@@ -33,13 +34,7 @@ def generate(cli, face, out, *extra):
 
 
 def fails(result, *phrases):
-    code, out, err = result
-    assert code == 2, (out, err)
-    assert "Traceback" not in err
-    for phrase in phrases:
-        assert phrase in err, err
-    assert len(err.strip().splitlines()) <= 2, err  # the message and its hint, not diffusers' logs
-    return err
+    return check_fails(result, *phrases, max_lines=2)  # the message and its hint, not diffusers' logs
 
 
 @pytest.fixture(scope="module")
