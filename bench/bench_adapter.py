@@ -180,9 +180,7 @@ def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, pho
               f"{fmt_times(cpu_bare)}  adapter {fmt_times(cpu_ad)})"
               + (f"  adapter, stock linears {fmt_times(times_stock)}" if times_stock else ""), flush=True)
         gc.collect()
-    del unet, adapter
-    gc.collect()
-    return rows
+    return rows  # the UNet and adapter go with this frame, before the memory runs start
 
 
 @contextlib.contextmanager
@@ -431,6 +429,7 @@ def main(argv=None) -> int:
     step_rows = [] if args.skip_step else bench_step(dtype_names, args.size, args.repeats, args.steps, args.batch,
                                                      args.photos, args.scale, not args.no_stock_compare,
                                                      not args.no_breakdown)
+    gc.collect()
     memory_rows = [] if args.skip_memory else bench_memory(dtype_names, args.size, args.steps)
     print()
     print(report(step_rows, memory_rows, args))
