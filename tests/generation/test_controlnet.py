@@ -101,7 +101,7 @@ def test_controlnet_folder_with_real_model_files(cli, astronaut, tiny_model_file
     assert code == 0, err
     summary = json.loads(out)
     meta = summary["metadata"][0]
-    from facefact.pipelines.loading import file_sha256
+    from facefact.pipelines.hashing import file_sha256
 
     weights = controlnet_folders["tiny"] / "diffusion_pytorch_model.safetensors"
     assert meta["models"]["controlnet"] == {"id": "tiny-canny", "weights_sha256": file_sha256(weights)[:16]}

@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from facefact.pipelines.loading import describe_file, file_sha256, weight_files
+from facefact.pipelines.hashing import file_sha256
+from facefact.pipelines.loading import describe_file, weight_files
 from facefact.pipelines.metadata import a1111_parameters
 
 

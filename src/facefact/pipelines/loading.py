@@ -5,7 +5,6 @@ fine-tune; every failure names the location and what to do. Nothing here runs a 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 
 from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+from facefact.pipelines.hashing import HashCache
 from facefact.pipelines.registry import looks_like_hub_id, offline
 
 SCHEDULERS = {
@@ -150,10 +150,6 @@ def check_controlnet_fits(controlnet, unet, name: str | None = None) -> None:
                     hint="use a ControlNet made for this model family (SD1.5: e.g. lllyasviel/control_v11p_sd15_canny)")
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    return files_sha256([Path(path)], chunk)
-
-
 def weight_files(folder: str | Path) -> list[Path]:
     """The weight files diffusers loads from a model folder (a UNet's, a ControlNet's), in name
     order: .safetensors, else .bin; every shard; the plain files, not variants (`*.fp16.*`),
@@ -167,16 +163,6 @@ def weight_files(folder: str | Path) -> list[Path]:
         if files:
             return plain or files
     return []
-
-
-def files_sha256(paths: list[Path], chunk: int = 1 << 20) -> str:
-    """sha256 over the bytes of `paths`, one after the other."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def cached_revision(repo_id: str) -> str | None:
@@ -194,8 +180,9 @@ def cached_revision(repo_id: str) -> str | None:
     return None
 
 
-def describe_file(path: str | Path) -> dict:
-    """Id + short hash for provenance metadata (hashes are computed once, when a model is loaded).
+def describe_file(path: str | Path, hashes: HashCache | None = None) -> dict:
+    """Id + short hash for provenance metadata (hashes are computed when a model is loaded, and
+    remembered per file path, size and time in `hashes`, default `HashCache.default()`).
 
     The id of a local file or folder is its name only: the metadata travels with the images and a
     full path names the user and their folders (`/home/<user>/...`). A hub id is kept as given.
@@ -205,15 +192,16 @@ def describe_file(path: str | Path) -> dict:
     - a hub id: `revision`, the commit the local hub cache resolves it to, when it is cached.
     """
     local = Path(str(path)).expanduser()
+    hashes = hashes or HashCache.default()
     if local.is_file():
-        return {"id": local.name, "sha256": file_sha256(local)[:16], "bytes": local.stat().st_size}
+        return {"id": local.name, "sha256": hashes.files_sha256([local])[:16], "bytes": local.stat().st_size}
     if local.is_dir():
         info = {"id": local.resolve().name}
         if (local / "unet").is_dir():
             if files := weight_files(local / "unet"):
-                info["unet_sha256"] = files_sha256(files)[:16]
+                info["unet_sha256"] = hashes.files_sha256(files)[:16]
         elif files := weight_files(local):
-            info["weights_sha256"] = files_sha256(files)[:16]
+            info["weights_sha256"] = hashes.files_sha256(files)[:16]
         return info
     info = {"id": str(path)}
     if looks_like_hub_id(path) and (revision := cached_revision(str(path))):
