@@ -86,7 +86,7 @@ def _same_tensors(a: dict, b: dict) -> bool:
 def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> dict:
     from facefact.model import FaceAdapter
     from facefact.model.checkpoints import read_adapter_file, save_adapter, sniff_kind
-    from facefact.pipelines.loading import file_sha256
+    from facefact.pipelines.hashing import file_sha256
 
     state, config = read_adapter_file(src)  # config: the sizes a facefact safetensors file records
     if sniff_kind(state) == "encoder":

@@ -137,7 +137,7 @@ def validate(kind: str, path: Path) -> str:
 
 
 def check_one(item: registry.Resolved, directory: Path) -> dict:
-    from facefact.pipelines.loading import file_sha256
+    from facefact.pipelines.hashing import file_sha256
 
     kind = item.known.kind if item.known else {"base_model": "base"}.get(item.setting, item.setting)
     row = {"setting": item.setting, "location": item.value, "from": item.origin, "ok": False}
@@ -223,7 +223,7 @@ def download_hub(repo_id: str) -> str:
 
 def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Path:
     """HTTPS download to `<dest>.part` (resumed if present), validated and renamed into place."""
-    from facefact.pipelines.loading import file_sha256
+    from facefact.pipelines.hashing import file_sha256
 
     if dest.is_file():
         record = registry.recorded_checksum(directory, dest)
