@@ -98,10 +98,14 @@ def test_hub_id_gets_the_cached_revision_without_network(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("base, expected", [
     ({"id": "majic.safetensors", "sha256": "0123456789abcdef"}, "Model hash: 0123456789, Model: majic.safetensors"),
-    ({"id": "my-sd15", "unet_sha256": "fedcba9876543210"}, "Model hash: fedcba9876, Model: my-sd15"),
-    ({"id": "org/sd15", "revision": "1d0c4ebf6ff58a5c"}, "Model hash: 1d0c4ebf6f, Model: org/sd15"),
+    # A1111's Model hash is the whole checkpoint file's (what Civitai and the like look up): a UNet-only
+    # hash or a git revision would name no file there; they stay in the facefact JSON only.
+    ({"id": "my-sd15", "unet_sha256": "fedcba9876543210"}, "Size: 64x64, Model: my-sd15"),
+    ({"id": "org/sd15", "revision": "1d0c4ebf6ff58a5c"}, "Size: 64x64, Model: org/sd15"),
     ({"id": "org/sd15"}, "Size: 64x64, Model: org/sd15"),
 ])
-def test_a1111_model_hash_uses_the_hash_there_is(base, expected):
+def test_a1111_model_hash_is_the_single_files_hash_only(base, expected):
     meta = {"prompt": "p", "steps": 2, "width": 64, "height": 64, "models": {"base_model": base}}
     assert expected in a1111_parameters(meta)
+    if "sha256" not in base:
+        assert "Model hash" not in a1111_parameters(meta)

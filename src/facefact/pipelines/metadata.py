@@ -37,8 +37,9 @@ def a1111_parameters(meta: dict) -> str:
         "Steps": meta.get("steps"), "Sampler": SCHEDULER_NAMES.get(meta.get("scheduler"), meta.get("scheduler")),
         "CFG scale": meta.get("guidance_scale"), "Seed": meta.get("seed"),
         "Size": f"{meta.get('width')}x{meta.get('height')}",
-        # the file's hash; for a diffusers folder its UNet's; for a hub id the cached commit
-        "Model hash": (base.get("sha256") or base.get("unet_sha256") or base.get("revision") or "")[:10] or None,
+        # Only the whole single checkpoint file's hash: sites such as Civitai look a model up by it. A
+        # UNet-only hash or a hub revision would match no file there (they stay in the facefact JSON).
+        "Model hash": (base.get("sha256") or "")[:10] or None,
         "Model": base.get("id"),
         "FACT scale": meta.get("adapter_scale"), "FACT cfg face": meta.get("cfg_face"),
         "FACT photos": meta.get("num_reference_photos"), "Version": meta.get("generator"),
