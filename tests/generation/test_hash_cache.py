@@ -50,6 +50,50 @@ def test_a_changed_file_is_read_again(tmp_path, reads):
     assert len(reads) == 2
 
 
+@pytest.mark.parametrize("how", ["in place (cp -p)", "new file renamed over it (rsync -a)"])
+def test_another_file_of_the_same_size_and_time_is_read_again(tmp_path, reads, how):
+    """cp -p and rsync -a restore the old modification time: size and mtime alone would keep the old
+    hash for a different file. The inode and the change time (which no copy can set) tell."""
+    import time
+
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"a" * 100)
+    old = model.stat()
+    cache = HashCache(tmp_path / "hashes.json")
+    first = cache.files_sha256([model])
+    time.sleep(0.05)  # past the file system's timestamp granularity, so the change time moves
+    if how.startswith("in place"):
+        model.write_bytes(b"b" * 100)
+    else:
+        (tmp_path / "incoming").write_bytes(b"b" * 100)
+        os.replace(tmp_path / "incoming", model)
+    os.utime(model, ns=(old.st_atime_ns, old.st_mtime_ns))
+    new = model.stat()
+    assert (new.st_size, new.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert cache.files_sha256([model]) == hashlib.sha256(b"b" * 100).hexdigest() != first
+    assert len(reads) == 2
+
+
+def test_each_file_is_statted_once(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    models = [tmp_path / f"part{i}.safetensors" for i in range(3)]
+    for model in models:
+        model.write_bytes(b"x")
+    calls = []
+    real = Path.stat
+
+    def counting(self, *args, **kwargs):
+        if self.name.startswith("part") and sys._getframe(1).f_code.co_filename == hashing.__file__:
+            calls.append(self.name)  # the signature's stat() calls (not Path.resolve's own)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", counting)
+    HashCache(tmp_path / "hashes.json").files_sha256(models)
+    assert sorted(calls) == ["part0.safetensors", "part1.safetensors", "part2.safetensors"]
+
+
 def test_a_damaged_cache_is_replaced(tmp_path, reads):
     model = tmp_path / "model.bin"
     model.write_bytes(b"x")

@@ -2,8 +2,9 @@
 
 Provenance hashes are needed on every `facefact generate`, and a real base model is several GB
 (~2-3 s of reading per GB-scale file, every run). `HashCache` remembers them in a small JSON file
-keyed by each file's resolved path, size and modification time - as A1111 does - so a model is
-read once, not once per run. Checks that exist to catch a changed or damaged file (`facefact
+keyed by each file's resolved path, size, modification time, inode and change time (a file copied
+in with its old time kept, by cp -p or rsync -a, still has a new change time), so a model is read
+once, not once per run. Checks that exist to catch a changed or damaged file (`facefact
 models`, downloads) call `file_sha256` and always read the bytes.
 
 The cache lives at `$XDG_CACHE_HOME/facefact/hashes.json` (default `~/.cache/...`);
@@ -55,7 +56,9 @@ class HashCache:
             return files_sha256(paths)
         resolved = [Path(p).resolve() for p in paths]
         key = "\n".join(str(p) for p in resolved)
-        signature = [[p.stat().st_size, p.stat().st_mtime_ns] for p in resolved]
+        # Size and modification time alone miss another file restored with the old time (cp -p,
+        # rsync -a): the inode and the change time, which no copy can set, tell it apart.
+        signature = [[st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns] for st in (p.stat() for p in resolved)]
         entries = self._read()
         entry = entries.get(key)
         if isinstance(entry, dict) and entry.get("files") == signature and isinstance(entry.get("sha256"), str):

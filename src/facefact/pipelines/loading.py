@@ -182,7 +182,7 @@ def cached_revision(repo_id: str) -> str | None:
 
 def describe_file(path: str | Path, hashes: HashCache | None = None) -> dict:
     """Id + short hash for provenance metadata (hashes are computed when a model is loaded, and
-    remembered per file path, size and time in `hashes`, default `HashCache.default()`).
+    remembered per file path, size, times and inode in `hashes`, default `HashCache.default()`).
 
     The id of a local file or folder is its name only: the metadata travels with the images and a
     full path names the user and their folders (`/home/<user>/...`). A hub id is kept as given.
