@@ -134,6 +134,9 @@ def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, pho
         def with_adapter():
             return unet(x, timestep, encoder_hidden_states=t_faces).sample
 
+        from facefact.model import cpu_kernels
+
+        cpu_kernels.available()  # its one-off probe must not land inside the FLOP count
         # FLOPs (the counted calls double as warm-ups), then timings interleaved bare / adapter so
         # that a change of load on the machine (other jobs) hits both alike
         flops_bare, ops_bare, _ = count_flops(bare)
