@@ -98,6 +98,63 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
                  "need their config, which diffusers fetches from the hub once") from None
 
 
+# Every ControlNet has a hint block for its control image: `input_hint_block` in the original
+# layout (with or without the `control_model.` prefix), `controlnet_cond_embedding` in diffusers'.
+_CONTROLNET_KEY_MARKS = ("input_hint_block.", "controlnet_cond_embedding.")
+
+
+def _check_single_file_controlnet(path: Path, hint: str) -> None:
+    """A .safetensors file's key names (its header only) say whether it is a ControlNet at all -
+    before diffusers fetches a config for it from the hub."""
+    from safetensors import SafetensorError, safe_open
+
+    if path.suffix != ".safetensors":
+        return  # a pickle can only be told apart by loading it: diffusers' own error is mapped below
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a ControlNet checkpoint: not a readable .safetensors file "
+                              f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
+                              path=path, hint=hint) from None
+    if not any(mark in key for key in keys for mark in _CONTROLNET_KEY_MARKS):
+        raise CheckpointError(f"{path} is not a ControlNet checkpoint: it holds no ControlNet hint block "
+                              "(input_hint_block / controlnet_cond_embedding)", path=path, hint=hint)
+
+
+def _single_file_controlnet(path: Path, dtype: torch.dtype, hint: str):
+    from diffusers import ControlNetModel
+
+    _check_single_file_controlnet(path, hint)
+    try:
+        # Its config comes from the hub (the matching diffusers ControlNet's): offline, from the
+        # hub cache only - a clear error at once instead of retries.
+        return ControlNetModel.from_single_file(str(path), dtype=dtype, local_files_only=offline())
+    except (OSError, EnvironmentError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "Unable to load weights" in first or "Unable to locate the file" in first:  # the file itself
+            raise CheckpointError(f"{path} is not a ControlNet checkpoint: it cannot be read as weights", path=path,
+                                  hint=hint) from None
+        offline_note = " (offline: the hub cache only)" if offline() else ""
+        raise ModelNotFoundError(
+            f"could not load the ControlNet {path.name}{offline_note}: a single-file ControlNet takes its config "
+            f"from the hub, once, and that failed: {first[:200]}", path=path,
+            hint="run it once with a connection (the config is then cached), or use a diffusers ControlNet folder "
+                 "(config.json and diffusion_pytorch_model.safetensors)") from None
+
+
+def _read_controlnet_config(config: Path, hint: str) -> dict:
+    try:
+        data = json.loads(config.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{config} is not a diffusers config (not a JSON object): {str(err)[:200]}",
+                              path=config, hint=hint) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{config} is not a diffusers config (JSON, but not a JSON object)", path=config,
+                              hint=hint)
+    return data
+
+
 def load_controlnet(location: str | Path, dtype: torch.dtype):
     """A diffusers `ControlNetModel` from a folder, a hub id or a single .safetensors/.pth file."""
     from diffusers import ControlNetModel
@@ -108,14 +165,14 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
         if path.is_file():
             if path.suffix not in (".safetensors", ".ckpt", ".pth", ".pt", ".bin"):
                 raise ConfigError(f"{path} is not a .safetensors or .pth ControlNet file", path=path, hint=hint)
-            return ControlNetModel.from_single_file(str(path), dtype=dtype)
+            return _single_file_controlnet(path, dtype, hint)
         if path.is_dir():
             config = path / "config.json"
             if not config.is_file():
                 raise ModelNotFoundError(f"{path} is not a diffusers ControlNet folder (no config.json)", path=path,
                                          hint="point --controlnet at a folder saved by diffusers (config.json and "
                                               "diffusion_pytorch_model.safetensors), a hub id or a single file")
-            kind = json.loads(config.read_text()).get("_class_name")
+            kind = _read_controlnet_config(config, hint).get("_class_name")
             if kind != "ControlNetModel":
                 raise CheckpointError(f"{path} holds a {kind or 'model of unknown kind'}, not a ControlNetModel",
                                       path=path, hint=hint)
