@@ -133,6 +133,27 @@ def test_pipeline_records_loras_and_their_weights(tiny_pipe, tiny_lora, astronau
     assert "loras" not in pipe(PROMPT, face_pixels=face, **FAST).metadata[0]["models"]
 
 
+def test_lora_folder_with_weight_name_records_that_file_only(tiny_pipe, tiny_lora, astronaut, tmp_path):
+    """diffusers takes a folder plus weight_name=: the provenance is that one file (its name and its
+    hash), not every .safetensors in the folder, and not the folder's name."""
+    import shutil
+
+    from facefact.pipelines import FaceFactPipeline
+    from facefact.pipelines.loading import describe_lora
+
+    folder = tmp_path / "my-loras"
+    folder.mkdir()
+    style = shutil.copy(tiny_lora(seed=3), folder / "style.safetensors")
+    shutil.copy(tiny_lora(seed=4), folder / "another.safetensors")  # first in name order
+    expected = {"id": "style.safetensors", "sha256": file_sha256(style)[:16]}
+    assert describe_lora(folder, weight_name="style.safetensors") == expected
+    pipe = FaceFactPipeline.tiny()
+    pipe.load_lora_weights(folder, weight_name="style.safetensors")
+    out = pipe(PROMPT, face_pixels=tiny_pipe.face_pixels([astronaut]), **FAST)
+    assert out.metadata[0]["models"]["loras"] == [{**expected, "weight": 1.0}]
+    assert "my-loras" not in json.dumps(out.metadata[0])
+
+
 def test_lora_file_errors(cli, astronaut, tiny_model_files, other_unet_lora, tmp_path):
     _, fact_adapter, _ = tiny_model_files
     text = tmp_path / "notes.safetensors"

@@ -164,7 +164,8 @@ class FaceFactPipeline:
         if name in self._loras:
             raise ConfigError(f"a LoRA named '{name}' is loaded already", hint="pass another adapter_name")
         load_lora_into(self.sd, lora, name, **kwargs)
-        self._loras[name] = {**describe_lora(lora), "weight": float(weight)}
+        described = describe_lora(lora, weight_name=kwargs.get("weight_name"), subfolder=kwargs.get("subfolder"))
+        self._loras[name] = {**described, "weight": float(weight)}
         self.set_adapters(list(self._loras), [entry["weight"] for entry in self._loras.values()])
         return name
 

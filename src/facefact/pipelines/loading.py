@@ -276,11 +276,19 @@ def require_peft() -> None:
                           hint="pip install -U peft (and transformers), then run the command again")
 
 
-def describe_lora(lora) -> dict:
-    """Provenance of a LoRA: the file's name and short sha256 (never its folder), or a hub id."""
+def describe_lora(lora, weight_name: str | None = None, subfolder: str | None = None) -> dict:
+    """Provenance of a LoRA: the file's name and short sha256 (never its folder), or a hub id.
+
+    With a folder plus `weight_name` (and `subfolder`), as `load_lora_weights` takes them: that
+    one file, not every weight file in the folder; for a hub id, `weight_name` is kept beside it."""
     if isinstance(lora, dict):
         return {"id": "<state dict>"}
+    local = Path(str(lora)).expanduser()
+    if weight_name and local.is_dir():
+        lora = local / (subfolder or "") / weight_name
     info = describe_file(lora)
+    if weight_name and not local.exists():  # a hub id: which file of the repository
+        info["weight_name"] = "/".join(part for part in (subfolder, weight_name) if part)
     return {k: v for k, v in info.items() if k != "bytes"}
 
 
