@@ -283,3 +283,72 @@ def test_offline_single_file_controlnet_fails_fast_without_the_network(tmp_path,
         load_controlnet(path, torch.float32)
     assert "canny.safetensors" in str(caught.value) and "config" in str(caught.value)
     assert network_attempts == []
+
+
+# ---- several ControlNets at once (diffusers' MultiControlNetModel) ------------------------------
+@pytest.fixture(scope="module")
+def second_controlnet_folder(tmp_path_factory):
+    from facefact.pipelines.tiny import tiny_controlnet, tiny_sd_pipeline
+
+    folder = tmp_path_factory.mktemp("controlnets2") / "tiny-pose"
+    tiny_controlnet(tiny_sd_pipeline(0).unet, 5).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("form", ["MultiControlNetModel", "list of models", "list of folders"])
+def test_several_controlnets_each_described(form, tiny_model_files, controlnet_folders, second_controlnet_folder,
+                                            control_images, astronaut):
+    import torch
+    from diffusers import ControlNetModel, MultiControlNetModel
+
+    from facefact.pipelines import FaceFactPipeline
+    from facefact.pipelines.loading import describe_file
+
+    base, adapter, encoder = tiny_model_files
+    folders = [controlnet_folders["tiny"], second_controlnet_folder]
+    if form == "list of folders":
+        controlnet = folders
+        expected = [describe_file(folder) for folder in folders]
+    else:
+        nets = [ControlNetModel.from_pretrained(str(folder)) for folder in folders]
+        controlnet = MultiControlNetModel(nets) if form == "MultiControlNetModel" else nets
+        expected = [{"id": "tiny-canny"}, {"id": "tiny-pose"}]
+    pipe = FaceFactPipeline.from_pretrained(base, adapter, encoder, device="cpu", dtype=torch.float32,
+                                            controlnet=controlnet)
+    assert isinstance(pipe.sd.controlnet, MultiControlNetModel) and len(pipe.sd.controlnet.nets) == 2
+    assert pipe.model_info["controlnet"] == expected
+    seen = []
+    for net in pipe.sd.controlnet.nets:
+        net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].shape[1]),
+                                      with_kwargs=True)
+    edges, square = Image.open(control_images["edges"]), Image.open(control_images["square"]).resize((64, 64))
+    out = pipe(PROMPT, face_images=[astronaut], image=[edges, square], num_inference_steps=1, height=64, width=64,
+               seed=1, controlnet_conditioning_scale=[1.0, 0.5])
+    assert len(out.images) == 1 and set(seen) == {77}  # every ControlNet sees the text tokens only
+    assert out.metadata[0]["models"]["controlnet"] == expected and out.metadata[0]["control_scale"] == [1.0, 0.5]
+    assert str(folders[0].parent) not in json.dumps(out.metadata[0])
+
+
+def test_one_of_several_controlnets_that_does_not_fit_is_named(tiny_model_files, controlnet_folders):
+    import torch
+
+    from facefact.errors import CheckpointError
+    from facefact.pipelines import FaceFactPipeline
+
+    base, adapter, encoder = tiny_model_files
+    with pytest.raises(CheckpointError, match="ControlNet other-family does not fit this base model"):
+        FaceFactPipeline.from_pretrained(base, adapter, encoder, device="cpu", dtype=torch.float32,
+                                         controlnet=[controlnet_folders["tiny"], controlnet_folders["other"]])
+
+
+def test_a_controlnet_of_the_wrong_kind_is_a_config_error(tiny_model_files):
+    import torch
+
+    from facefact.errors import ConfigError
+    from facefact.pipelines import FaceFactPipeline
+
+    base, adapter, encoder = tiny_model_files
+    for wrong in ([], 3):
+        with pytest.raises(ConfigError, match="controlnet"):
+            FaceFactPipeline.from_pretrained(base, adapter, encoder, device="cpu", dtype=torch.float32,
+                                             controlnet=wrong)

@@ -88,7 +88,10 @@ class FaceFactPipeline:
         # face tokens off again); it cuts only while a request runs (see __call__).
         controlnet = getattr(self.sd, "controlnet", None)
         if controlnet is not None:
-            check_controlnet_fits(controlnet, self.sd.unet, self.model_info.get("controlnet", {}).get("id"))
+            described = self.model_info.get("controlnet") or {}
+            names = ([entry.get("id") for entry in described] if isinstance(described, list)
+                     else described.get("id"))
+            check_controlnet_fits(controlnet, self.sd.unet, names)
         if controlnet is not None and getattr(controlnet, _CONTROLNET_HOOK, None) is None:
             setattr(controlnet, _CONTROLNET_FACE_TOKENS, 0)
             setattr(controlnet, _CONTROLNET_HOOK,
@@ -105,12 +108,7 @@ class FaceFactPipeline:
         encoder_path = require_file(encoder, "TransFace encoder", "--encoder")
         face_adapter = FaceAdapter.from_checkpoint(adapter_path, resampler_config)
         face_encoder = TransFaceEncoder.from_checkpoint(encoder_path, encoder_config)
-        controlnet_info = None
-        if isinstance(controlnet, (str, Path)):  # a folder, single file or hub id: loaded in the pipeline's dtype
-            controlnet_info = describe_file(controlnet)
-            controlnet = load_controlnet(controlnet, dtype)
-        elif controlnet is not None:
-            controlnet_info = {"id": Path(str(getattr(controlnet.config, "_name_or_path", "") or "controlnet")).name}
+        controlnet, controlnet_info = _controlnets(controlnet, dtype)
         sd = load_base_pipeline(base_model, dtype, controlnet=controlnet).to(device)
         info = {"base_model": describe_file(base_model), "adapter": describe_file(adapter_path),
                 "encoder": describe_file(encoder_path)}
@@ -311,6 +309,39 @@ class FaceFactPipeline:
         metadata = [{"generator": f"facefact {__version__}", "method": "FaceChain-FACT", "ai_generated": True,
                      "seed": s, **settings, "models": copy.deepcopy(self.model_info), "notes": notes} for s in seeds]
         return FaceFactOutput(images=result.images, metadata=metadata, notes=notes)
+
+
+def _controlnets(controlnet, dtype: torch.dtype):
+    """(the ControlNet for the diffusers pipeline, its provenance) for from_pretrained's `controlnet=`:
+    None; a folder, single file or hub id (loaded in the pipeline's dtype); a ControlNetModel; or
+    several - a MultiControlNetModel or a list of any of these, wrapped in a MultiControlNetModel -
+    whose provenance is a list, one entry per ControlNet in order."""
+    from diffusers import MultiControlNetModel
+
+    from facefact.pipelines.registry import looks_like_hub_id
+
+    def one(item):
+        if isinstance(item, (str, Path)):
+            return load_controlnet(item, dtype), describe_file(item)
+        if not hasattr(item, "config") or isinstance(item, MultiControlNetModel):
+            raise ConfigError(f"controlnet= got a {type(item).__name__}",
+                              hint="pass a ControlNetModel, a folder, single file or hub id, or a list of them "
+                                   "(or a MultiControlNetModel) for several")
+        # Where it was loaded from: a hub id as given, a local folder by its name only (never the path)
+        where = str(getattr(item.config, "_name_or_path", "") or "controlnet")
+        return item, {"id": where if looks_like_hub_id(where) else Path(where).name}
+
+    if controlnet is None:
+        return None, None
+    if not isinstance(controlnet, (list, tuple, MultiControlNetModel)):
+        return one(controlnet)
+    given = list(controlnet.nets) if isinstance(controlnet, MultiControlNetModel) else list(controlnet)
+    if not given:
+        raise ConfigError("controlnet= is an empty list", hint="pass one ControlNet or several, or controlnet=None")
+    loaded = [one(item) for item in given]
+    if isinstance(controlnet, MultiControlNetModel):
+        return controlnet, [info for _, info in loaded]
+    return MultiControlNetModel([net for net, _ in loaded]), [info for _, info in loaded]
 
 
 def _attached_to(adapter: FaceAdapter, unet) -> bool:

@@ -191,13 +191,16 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
                               path=location, hint=hint) from None
 
 
-def check_controlnet_fits(controlnet, unet, name: str | None = None) -> None:
+def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> None:
     """A ControlNet adds its outputs to the UNet's blocks and reads the same text tokens: its widths
-    must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside otherwise)."""
+    must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside otherwise).
+    For several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
     def as_list(value):
         return list(value) if isinstance(value, (list, tuple)) else [value]
 
-    for net in getattr(controlnet, "nets", [controlnet]):  # MultiControlNetModel holds several
+    nets = list(getattr(controlnet, "nets", [controlnet]))  # MultiControlNetModel holds several
+    names = list(name) if isinstance(name, (list, tuple)) else [name] * len(nets)
+    for net, name in zip(nets, names + [None] * (len(nets) - len(names))):
         for key in ("cross_attention_dim", "block_out_channels"):
             mine, theirs = net.config.get(key), unet.config.get(key)
             if mine is not None and theirs is not None and as_list(mine) != as_list(theirs):
