@@ -9,11 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gen_cli_checks import fails
 
 PROMPT = "a portrait in a garden"
+
+
+def text_embeddings(sd, prompt: str = PROMPT):
+    """What a ControlNet must get under classifier-free guidance: the negative and the prompt's text
+    embeddings, exactly - none of the face tokens, and every text token (not merely 77 tokens)."""
+    text, negative = sd.encode_prompt(prompt, sd._execution_device, 1, True, None)
+    return torch.cat([negative, text])
 
 
 def pixels(path) -> np.ndarray:
@@ -119,10 +127,11 @@ def test_pipeline_tiny_controlnet_sees_only_text_tokens(astronaut, control_image
     pipe = FaceFactPipeline.tiny(controlnet=True)
     seen = []
     pipe.sd.controlnet.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].shape[1]), with_kwargs=True)
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True)
     out = pipe(PROMPT, face_images=[astronaut], image=Image.open(control_images["edges"]), num_inference_steps=1,
                height=64, width=64, seed=1, controlnet_conditioning_scale=0.5)
-    assert set(seen) == {77} and out.metadata[0]["control_scale"] == 0.5
+    assert seen and all(torch.equal(states, text_embeddings(pipe.sd)) for states in seen)
+    assert out.metadata[0]["control_scale"] == 0.5
 
 
 # ---- errors: exit code 2, a message, no traceback; all before any weights are loaded --------------
@@ -218,8 +227,6 @@ def network_attempts(monkeypatch):
 
 
 def test_controlnet_config_that_is_json_but_not_an_object(controlnet_folders, tmp_path):
-    import torch
-
     from facefact.errors import CheckpointError
     from facefact.pipelines.loading import load_controlnet
 
@@ -233,7 +240,6 @@ def test_controlnet_config_that_is_json_but_not_an_object(controlnet_folders, tm
 
 @pytest.mark.parametrize("content", [b"garbage", None], ids=["not safetensors", "safetensors of another model"])
 def test_a_single_file_that_is_not_a_controlnet(tmp_path, content, network_attempts):
-    import torch
     from safetensors.torch import save_file
 
     from facefact.errors import CheckpointError
@@ -252,8 +258,6 @@ def test_a_single_file_that_is_not_a_controlnet(tmp_path, content, network_attem
 
 
 def test_a_pth_file_that_is_not_a_controlnet(tmp_path, network_attempts):
-    import torch
-
     from facefact.errors import CheckpointError
     from facefact.pipelines.loading import load_controlnet
 
@@ -267,7 +271,6 @@ def test_a_pth_file_that_is_not_a_controlnet(tmp_path, network_attempts):
 def test_offline_single_file_controlnet_fails_fast_without_the_network(tmp_path, monkeypatch, network_attempts):
     """A single-file ControlNet takes its config from the hub: offline, only the hub cache is asked."""
     import huggingface_hub.constants
-    import torch
     from safetensors.torch import save_file
 
     from facefact.errors import ModelNotFoundError
@@ -298,7 +301,6 @@ def second_controlnet_folder(tmp_path_factory):
 @pytest.mark.parametrize("form", ["MultiControlNetModel", "list of models", "list of folders"])
 def test_several_controlnets_each_described(form, tiny_model_files, controlnet_folders, second_controlnet_folder,
                                             control_images, astronaut):
-    import torch
     from diffusers import ControlNetModel, MultiControlNetModel
 
     from facefact.pipelines import FaceFactPipeline
@@ -319,19 +321,18 @@ def test_several_controlnets_each_described(form, tiny_model_files, controlnet_f
     assert pipe.model_info["controlnet"] == expected
     seen = []
     for net in pipe.sd.controlnet.nets:
-        net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].shape[1]),
+        net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()),
                                       with_kwargs=True)
     edges, square = Image.open(control_images["edges"]), Image.open(control_images["square"]).resize((64, 64))
     out = pipe(PROMPT, face_images=[astronaut], image=[edges, square], num_inference_steps=1, height=64, width=64,
                seed=1, controlnet_conditioning_scale=[1.0, 0.5])
-    assert len(out.images) == 1 and set(seen) == {77}  # every ControlNet sees the text tokens only
+    assert len(out.images) == 1 and len(seen) == 2  # every ControlNet sees the text tokens only
+    assert all(torch.equal(states, text_embeddings(pipe.sd)) for states in seen)
     assert out.metadata[0]["models"]["controlnet"] == expected and out.metadata[0]["control_scale"] == [1.0, 0.5]
     assert str(folders[0].parent) not in json.dumps(out.metadata[0])
 
 
 def test_one_of_several_controlnets_that_does_not_fit_is_named(tiny_model_files, controlnet_folders):
-    import torch
-
     from facefact.errors import CheckpointError
     from facefact.pipelines import FaceFactPipeline
 
@@ -342,8 +343,6 @@ def test_one_of_several_controlnets_that_does_not_fit_is_named(tiny_model_files,
 
 
 def test_a_controlnet_of_the_wrong_kind_is_a_config_error(tiny_model_files):
-    import torch
-
     from facefact.errors import ConfigError
     from facefact.pipelines import FaceFactPipeline
 
