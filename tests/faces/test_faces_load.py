@@ -114,6 +114,19 @@ def test_transparent_pixels_become_white(tmp_path):
     assert (rgb == 255).all()
 
 
+def test_transparent_pixels_on_another_background(tmp_path):
+    img = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
+    img.putpixel((1, 2), (255, 255, 255, 255))
+    path = _save(tmp_path / "t.png", img, "PNG")
+    for source in (path, Image.open(path), np.asarray(Image.open(path))):
+        rgb = load_image(source, background=(0, 0, 0))
+        assert rgb[2, 1].tolist() == [255, 255, 255] and rgb.sum() == 3 * 255
+    half = np.zeros((1, 1, 4), np.uint8)
+    half[0, 0] = (200, 100, 0, 128)
+    assert load_image(half, background=(0, 0, 0))[0, 0].tolist() == [100, 50, 0]
+    assert load_image(half)[0, 0].tolist() == [227, 177, 127]  # white stays the default
+
+
 def test_animated_gif_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
     path = tmp_path / "anim.gif"

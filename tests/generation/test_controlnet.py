@@ -94,6 +94,25 @@ def test_the_control_image_steers_the_output(cli, astronaut, control_images, tmp
     assert "loras" not in plain["metadata"][0]["models"] and "control_scale" not in plain["metadata"][0]
 
 
+def test_a_transparent_control_map_is_read_on_black(cli, astronaut, control_images, tmp_path):
+    """Control maps (pose, edges) are drawn on black: a PNG with a transparent background must stay
+    white lines on black, not turn into black lines on white as a photo's alpha would."""
+    from facefact.pipelines.extras import check_settings, load_control_image
+
+    with Image.open(control_images["edges"]) as image:
+        lines = np.asarray(image.convert("L"))
+    rgba = np.zeros((*lines.shape, 4), np.uint8)
+    rgba[..., :3] = 255  # white lines; where alpha is 0 the colour is white too, as many editors save it
+    rgba[..., 3] = lines
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "pose.png")
+    extras = check_settings(controlnet="tiny", control_image=str(tmp_path / "pose.png"), tiny=True)
+    load_control_image(extras)
+    np.testing.assert_array_equal(np.asarray(extras.control_image), np.asarray(Image.open(control_images["edges"])))
+    transparent = tiny(cli, astronaut, tmp_path / "a", "--controlnet", "tiny", "--control-image", tmp_path / "pose.png")
+    opaque = tiny(cli, astronaut, tmp_path / "b", "--controlnet", "tiny", "--control-image", control_images["edges"])
+    np.testing.assert_array_equal(pixels(transparent["images"][0]), pixels(opaque["images"][0]))
+
+
 def test_a_control_image_of_another_shape_is_stretched_and_noted(cli, astronaut, control_images, tmp_path):
     summary = tiny(cli, astronaut, tmp_path, "--controlnet", "tiny", "--control-image", control_images["tall"])
     assert any("control image (64x128) was stretched to the output size 64x64" in n for n in summary["notes"])

@@ -32,26 +32,33 @@ _UNSUPPORTED_SUFFIXES = {".heic", ".heif", ".avif", ".svg", ".raw", ".cr2", ".cr
 _CONVERT_HINT = "convert it to JPEG or PNG (any photo viewer can 'export as JPEG') and try again"
 
 
-def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+
+
+def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               background: tuple[int, int, int] = WHITE) -> np.ndarray:
     """Return ``source`` as a C-contiguous ``np.uint8`` RGB array ``H x W x 3``.
 
     ``source`` may be a path, a PIL image or an array (``H x W``, ``H x W x 3`` RGB or
     ``H x W x 4`` RGBA; uint8, uint16, bool or float in [0, 1]). EXIF orientation is applied,
-    alpha is composited on white, 16-bit and CMYK/palette images are converted, an animated
-    GIF gives its first frame. Images above ``max_pixels`` are decoded downscaled if they are
-    JPEG and refused otherwise.
+    alpha is composited on ``background`` (white, as for a photo; ``BLACK`` for a control map -
+    pose, edges - which is drawn on black), 16-bit and CMYK/palette images are converted, an
+    animated GIF gives its first frame. Images above ``max_pixels`` are decoded downscaled if
+    they are JPEG and refused otherwise.
     """
+    background = tuple(int(c) for c in background)
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
+        return _array_to_rgb(source, background)
     if isinstance(source, Image.Image):
-        return _pil_to_rgb(source, name="<PIL image>", max_pixels=max_pixels)
+        return _pil_to_rgb(source, name="<PIL image>", max_pixels=max_pixels, background=background)
     if isinstance(source, (str, Path)):
-        return _load_path(Path(source), max_pixels=max_pixels)
+        return _load_path(Path(source), max_pixels=max_pixels, background=background)
     raise ImageError(f"cannot read a photo from a {type(source).__name__}",
                      hint="pass a file path, a PIL.Image or a numpy uint8 RGB array")
 
 
-def _load_path(path: Path, *, max_pixels: int) -> np.ndarray:
+def _load_path(path: Path, *, max_pixels: int, background: tuple[int, int, int] = WHITE) -> np.ndarray:
     if not path.exists():
         raise ImageError("file not found", path=path, hint="check the path and spelling")
     if path.is_dir():
@@ -72,7 +79,7 @@ def _load_path(path: Path, *, max_pixels: int) -> np.ndarray:
             # We apply our own pixel limit below; Pillow's global one only adds noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # reads the header only
-                return _pil_to_rgb(img, name=str(path), max_pixels=max_pixels)
+                return _pil_to_rgb(img, name=str(path), max_pixels=max_pixels, background=background)
     except Image.DecompressionBombError:
         raise ImageError("the image dimensions are absurdly large (possible decompression bomb)",
                          path=path, hint="resize the photo below 50 megapixels") from None
@@ -100,7 +107,8 @@ def _unidentified(path: Path, head: bytes) -> ImageError:
                       hint="make sure this is really a photo; re-export it as JPEG or PNG")
 
 
-def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int) -> np.ndarray:
+def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int,
+                background: tuple[int, int, int] = WHITE) -> np.ndarray:
     if img.format and img.format not in SUPPORTED_FORMATS:
         raise ImageError(f"{img.format} images are not supported", path=name, hint=_CONVERT_HINT)
     width, height = img.size
@@ -112,7 +120,7 @@ def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int) -> np.ndarray:
         img.seek(0)  # animated GIF/WebP: the first frame is the photo
     img.load()
     img = ImageOps.exif_transpose(img)  # phones store portrait photos sideways + an EXIF flag
-    return _mode_to_rgb(img)
+    return _mode_to_rgb(img, background)
 
 
 def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int) -> Image.Image:
@@ -130,7 +138,7 @@ def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int) -> Image
                      path=name, hint="resize the photo (2000 px on the long side is plenty)")
 
 
-def _mode_to_rgb(img: Image.Image) -> np.ndarray:
+def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grayscale: scale to 8 bits instead of clipping (which would turn it white).
@@ -147,12 +155,12 @@ def _mode_to_rgb(img: Image.Image) -> np.ndarray:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "RGBa", "La"):
         rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
+        behind = Image.new("RGBA", rgba.size, (*background, 255))
+        img = Image.alpha_composite(behind, rgba)
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 
-def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+def _array_to_rgb(arr: np.ndarray, background: tuple[int, int, int] = WHITE) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
@@ -174,7 +182,8 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
                          hint="pass uint8 RGB (0..255) or float RGB in [0, 1]")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.shape[2] == 4:  # composite on white, as for RGBA files
+    elif arr.shape[2] == 4:  # composite on the background, as for RGBA files
         alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
-        arr = (arr[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        behind = np.asarray(background, np.float32)
+        arr = (arr[:, :, :3] * alpha + behind * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(arr)

@@ -78,13 +78,16 @@ def check_settings(lora_specs=(), controlnet: str | None = None, control_image: 
 
 
 def load_control_image(extras: Extras) -> None:
-    """Read the control image now (a clear ImageError if it is missing or not an image)."""
+    """Read the control image now (a clear ImageError if it is missing or not an image).
+
+    Transparency is composited on black, not white as for photos: control maps (pose, edges) are
+    drawn on black, and a transparent one would otherwise come out inverted."""
     from PIL import Image
 
-    from facefact.faces.image_io import load_image
+    from facefact.faces.image_io import BLACK, load_image
 
     if extras.control_image_path is not None:
-        extras.control_image = Image.fromarray(load_image(extras.control_image_path))
+        extras.control_image = Image.fromarray(load_image(extras.control_image_path, background=BLACK))
 
 
 def control_kwargs(extras: Extras, width: int, height: int, notes: list[str]) -> dict:
