@@ -231,3 +231,18 @@ def test_quiet_libraries_lets_an_explicit_verbosity_win(monkeypatch):
         assert transformers.logging.get_verbosity() == transformers.logging.ERROR
     finally:
         transformers.logging.set_verbosity(before)
+
+
+@pytest.mark.parametrize("env,expected", [({"FACEFACT_OFFLINE": "1"}, "True"), ({"FACEFACT_OFFLINE": "0"}, "False"),
+                                          ({"FACEFACT_OFFLINE": "1", "HF_HUB_OFFLINE": "0"}, "False")])
+def test_facefact_offline_turns_huggingface_hub_offline_in_the_cli_process(env, expected):
+    """huggingface_hub makes requests of its own unless HF_HUB_OFFLINE is set before it is imported;
+    the CLI sets it from FACEFACT_OFFLINE (an explicit HF_HUB_OFFLINE wins)."""
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("FACEFACT_OFFLINE", "HF_HUB_OFFLINE")}
+    code = ("import facefact.cli.main, huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)")
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

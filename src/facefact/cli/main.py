@@ -14,6 +14,11 @@ import sys
 # transformers warns at import that torchvision is absent (facefact never needs it); CLI users
 # should see facefact's messages, not that. An explicit TRANSFORMERS_VERBOSITY still wins.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# FACEFACT_OFFLINE means no network at all: huggingface_hub only honours its own switch (read once,
+# at its import) for some requests of its own, so the CLI process sets it too. An explicit value wins.
+# (The words are registry.offline()'s; importing it here would load torch before --help.)
+if os.environ.get("FACEFACT_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facefact import __version__
 from facefact.errors import FacefactError
