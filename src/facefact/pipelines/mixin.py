@@ -137,15 +137,14 @@ class FACTMixin(LoraProvenanceMixin):
         return self.face_analysis
 
     def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None,
-                     combine: str = "concat") -> FaceTokens:
+                     combine: str = "concat", qualities=None) -> FaceTokens:
         """Reference photos (paths, PIL images or RGB arrays) of one person -> FaceTokens, once per
         request, the photos combined as `combine` says ("concat", "mean", "weighted"). Keep the
         result to generate again without the photos: pass it as `face_tokens=` (or save it with
         facefact.pipelines.identity.save_identity)."""
         adapter = self._require_fact()
         notes: list[str] = []
-        qualities = None
-        if face_pixels is None:
+        if face_pixels is None:  # (pixels given: the photos' FaceQuality may come with them, for "weighted")
             face_pixels, qualities = analyse_photos(self._analysis(), face_images, notes)
         faces = self._encode_pixels(adapter, face_pixels, notes)
         return combine_photos(faces, combine, qualities, adapter.tokens_per_photo)
