@@ -24,7 +24,7 @@ BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scal
 
 
 def register(subparsers) -> None:
-    from facefact.pipelines.loading import SCHEDULERS
+    from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
 
     p = subparsers.add_parser(
         "generate", help="portraits of the person in --face, from a text prompt",
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     g.add_argument("--size", type=int, help="square image size, a multiple of 8 (default: the model's)")
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
-    g.add_argument("--scheduler", choices=list(SCHEDULERS))
+    g.add_argument("--scheduler", choices=list(SCHEDULER_NAMES))
     m = p.add_argument_group("models")
     m.add_argument("--model", choices=["fact", "tiny"], default="fact",
                    help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
