@@ -10,6 +10,7 @@ import argparse
 import warnings
 from pathlib import Path
 
+from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
 
 
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
     parser.add_argument("--negative-prompt", default=None, help="default: the prompt set's")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
+    add_threads_flag(parser)
     parser.add_argument("--embedder", action="append", dest="embedders", metavar="NAME",
                         help="identity model for evaluation: sface | dlib | arcface:PATH.onnx; repeat for "
                              "several, the first is primary (default: sface)")
@@ -97,7 +99,8 @@ def run_evaluate(args) -> int:
 
     if args.identities is None:
         raise ConfigError("--identities is required", hint="facefact evaluate --identities DIR --out RUN_DIR")
-    with warnings.catch_warnings(record=True) as caught:
+    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
+    with warnings.catch_warnings(record=True) as caught, threads:
         warnings.simplefilter("always")
         results = evaluate(
             args.identities, args.prompts, methods=args.methods or ["fact:0.5", "base"], seeds=args.seeds,

@@ -11,12 +11,14 @@ face embeddings are never written anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import warnings
 from pathlib import Path
 
+from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError, ModelNotFoundError
 
 BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
@@ -60,6 +62,7 @@ def register(subparsers) -> None:
     m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
     m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    add_threads_flag(m)
     e = p.add_argument_group("LoRA and ControlNet")
     e.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                    help="a LoRA for the base model (.safetensors), at WEIGHT (default 1.0); repeat for several")
@@ -210,8 +213,6 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     from facefact.pipelines import extras as generate_extras
     from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
-    import torch
-
     # The pipeline logs its notes too; we print them ourselves, once.
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
     generate_extras.check_files(extras)
@@ -219,20 +220,14 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     generate_extras.apply(pipe, extras)
     pipe.sd.set_progress_bar_config(disable=True)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
-    threads = torch.get_num_threads()
-    if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
-        torch.set_num_threads(1)
     size = (int(opts["width"] or pipe.default_size), int(opts["height"] or pipe.default_size))
     control = generate_extras.control_kwargs(extras, *size, notes)
-    try:
+    with contextlib.closing(bar), torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device)):
         out = pipe(args.prompt, face_pixels=face_pixels, negative_prompt=opts["negative_prompt"],
                    adapter_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]),
                    num_images_per_prompt=int(opts["n"]), seed=args.seed, num_inference_steps=int(opts["steps"]),
                    guidance_scale=float(opts["guidance"]), height=opts["height"], width=opts["width"],
                    scheduler=opts["scheduler"], callback_on_step_end=callback, **control)
-    finally:
-        bar.close()
-        torch.set_num_threads(threads)
     notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
     for meta in out.metadata:  # the files keep no trace of the photos, not even their names
         meta["notes"] = [anonymise(note, args.face) for note in notes]
