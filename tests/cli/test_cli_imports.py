@@ -18,9 +18,9 @@ HEAVY = ("torch", "diffusers", "transformers", "accelerate")
 
 
 def _loaded_after(code: str) -> dict:
-    """Run `code` in a fresh interpreter; return which of HEAVY (and cv2) it left in sys.modules."""
+    """Run `code` in a fresh interpreter; return which of HEAVY (and cv2, numpy, PIL) it left in sys.modules."""
     probe = (f"{code}\nimport json, sys\n"
-             f"print(json.dumps({{m: m in sys.modules for m in {HEAVY + ('cv2',)!r}}}))")
+             f"print(json.dumps({{m: m in sys.modules for m in {HEAVY + ('cv2', 'numpy', 'PIL')!r}}}))")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT,
@@ -32,7 +32,7 @@ def _loaded_after(code: str) -> dict:
 def test_building_every_parser_imports_no_heavy_library():
     loaded = _loaded_after("from facefact.cli.main import build_parser\nbuild_parser()")
     assert not any(loaded[m] for m in HEAVY), loaded
-    assert not loaded["cv2"], "the parsers need no OpenCV either"
+    assert not (loaded["cv2"] or loaded["numpy"] or loaded["PIL"]), f"the parsers need no OpenCV, NumPy or PIL: {loaded}"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["train", "--help"], ["evaluate", "--help"],
@@ -53,9 +53,11 @@ def test_faces_inspect_of_a_photo_uses_the_face_stack_only():
 
 
 def test_package_names_still_resolve_on_first_use():
-    loaded = _loaded_after("from facefact.pipelines import FaceFactPipeline\nfrom facefact.training import train, "
-                           "TrainConfig\nfrom facefact.faces import FaceAnalysis, load_image\n"
-                           "import facefact.pipelines as p\nassert 'FaceFactPipeline' in dir(p)")
+    loaded = _loaded_after("from facefact.pipelines import FACTStableDiffusionPipeline, FaceTokens\n"
+                           "from facefact.training import train, TrainConfig, PrepareSettings\n"
+                           "from facefact.faces import FaceAnalysis, load_image\n"
+                           "import facefact.pipelines as p\nassert 'FACTStableDiffusionPipeline' in dir(p)\n"
+                           "assert all(hasattr(p, name) for name in p.__all__)")
     assert loaded["torch"]  # the pipeline is real: importing it loads torch, as it must
 
 

@@ -5,8 +5,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from facefact.errors import FaceError, FaceQualityError, ImageError
 
 
@@ -69,6 +67,8 @@ def _inspect_one(fa, path: str, args) -> dict:
 
 
 def run_inspect(args) -> int:
+    import numpy as np
+
     from facefact.faces import FaceAnalysis, QualityThresholds, cosine_similarity
 
     thresholds = QualityThresholds(min_size_px=args.min_size) if args.min_size is not None else None

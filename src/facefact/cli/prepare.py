@@ -7,7 +7,7 @@ from dataclasses import fields
 
 
 def register(subparsers) -> None:
-    from facefact.training.prepare import PrepareSettings
+    from facefact.training.prepare_settings import PrepareSettings
 
     defaults = {f.name: f.default for f in fields(PrepareSettings)}
     parser = subparsers.add_parser(

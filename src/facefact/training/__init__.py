@@ -11,7 +11,8 @@ from facefact.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["TrainConfig", "config_from_dict", "load_config"], "facefact.training.config"),
-    **dict.fromkeys(["PrepareSettings", "list_photos", "prepare_dataset"], "facefact.training.prepare"),
+    "PrepareSettings": "facefact.training.prepare_settings",
+    **dict.fromkeys(["list_photos", "prepare_dataset"], "facefact.training.prepare"),
     "shuffle_probability": "facefact.training.schedule",
     **dict.fromkeys(["TrainResult", "train"], "facefact.training.trainer"),
 }
