@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help="denoising steps (default 50)")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 5)")
+    g.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float,
+                   help="classifier-free guidance scale (default 5)")
     g.add_argument("--scale", type=float, help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
     g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
                    help="unconditional branch uses the face tokens too, not the null face tokens")
@@ -72,7 +73,7 @@ def register(subparsers) -> None:
                    help="the ControlNet's input, used as given (make the edge, pose or depth map yourself)")
     e.add_argument("--control-scale", dest="control_scale", type=float, help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -33,6 +33,8 @@ def _help(f) -> str:
         shown = " (required)"
     elif f.default is None:
         shown = ""  # the text says what happens without it
+    elif isinstance(f.default, bool):
+        shown = f" (default: {'on' if f.default else 'off'})"
     else:
         default = list(f.default) if isinstance(f.default, tuple) else f.default
         shown = f" (default: {default})"
