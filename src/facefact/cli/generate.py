@@ -20,6 +20,7 @@ from pathlib import Path
 
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError, ModelNotFoundError
+from facefact.logfilters import clip_truncation_notice, dropped_log_messages
 
 BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
                     "size": None, "width": None, "height": None, "scheduler": "pndm", "n": 1, "out": "outputs"}
@@ -243,7 +244,9 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     control = generate_extras.control_kwargs(extras, *size, notes)
     seed = secrets.randbelow(2**31) if args.seed is None else int(args.seed)
     n = int(opts["n"])
-    with contextlib.closing(bar), torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device)):
+    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device))
+    # the pipeline's own note names the cut words (once); diffusers' copy of it is dropped
+    with contextlib.closing(bar), threads, dropped_log_messages("diffusers", clip_truncation_notice):
         faces = pipe.encode_faces(face_pixels=face_pixels)
         out = pipe(args.prompt, face_tokens=faces, negative_prompt=opts["negative_prompt"],
                    fact_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]), num_images_per_prompt=n,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from facefact.errors import ConfigError
+from facefact.logfilters import dropped_log_messages, empty_fp32_notice
 from facefact.model.checkpoints import save_adapter
 from facefact.training import checkpointing
 from facefact.training.cache import caches_for_training
@@ -74,6 +75,16 @@ def interrupted(accelerator, config: TrainConfig, step: int, start_step: int, re
                                              accelerator.scaler, config.to_dict(), config.keep_checkpoints,
                                              metadata={"base_model": config.base_model})
     return TrainingInterrupted(step, path, saved_now=True)
+
+
+def worker_count(requested: int) -> int:
+    """DataLoader workers: at most one per CPU core this process may use (more only make torch warn
+    and the workers compete for the cores); the cap is a note, not a silent change."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > cores:
+        logger.warning("num_workers %d is more than the %d CPU cores here; using %d", requested, cores, cores)
+        return cores
+    return requested
 
 
 def make_optimizer(params, config: TrainConfig):
@@ -127,8 +138,9 @@ def train(config: TrainConfig) -> TrainResult:
                                            encoder_spec=config.encoder, vae=base.vae, encoder=encoder,
                                            image_size=dataset.image_size, resolution=config.resolution))
     adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model == "tiny")
-    for module in (base.unet, base.vae, base.text_encoder):
-        module.to(device, dtype=weight_dtype)
+    with dropped_log_messages("diffusers.models.modeling_utils", empty_fp32_notice):
+        for module in (base.unet, base.vae, base.text_encoder):
+            module.to(device, dtype=weight_dtype)
     if config.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
 
@@ -170,7 +182,7 @@ def train(config: TrainConfig) -> TrainResult:
     accumulation = config.gradient_accumulation_steps
     sampler = MicroBatchSampler(len(dataset), config.batch_size, config.seed, start_step * accumulation,
                                 stop_step * accumulation, world_size=world, rank=rank)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=worker_count(config.num_workers))
     measure_fair = config.fair_weight > 0
     prediction_type = base.noise_scheduler.config.prediction_type
     log = TrainLog(output_dir, config, start_step) if accelerator.is_main_process else None
