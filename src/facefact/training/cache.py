@@ -21,12 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
 from facefact.model.fingerprint import fingerprint
+
+if TYPE_CHECKING:
+    import torch
 from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
 
 LATENTS = "latents"
