@@ -1,0 +1,211 @@
+"""The HTTP API on a real uvicorn server with the tiny models: jobs, errors, limits, cancel, TTL."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SMALL
+
+
+def post_job(url, photo: bytes, settings: dict, path="/v1/jobs", headers=None, name="me.jpg"):
+    return httpx.post(url + path, files=[("photos", (name, photo, "image/jpeg"))],
+                      data={"settings": json.dumps(settings)}, headers=headers, timeout=60)
+
+
+def wait_done(url, job_id, headers=None, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers).json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {status}")
+
+
+def test_job_round_trip_gives_pngs_with_provenance(serve, astronaut_bytes, engine):
+    url, _ = serve()
+    created = post_job(url, astronaut_bytes, {**SMALL, "num_images": 2, "seed": 11})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert created.headers["location"].endswith(f"/v1/jobs/{job_id}")
+    status = wait_done(url, job_id)
+    assert status["state"] == "succeeded", status
+    assert status["progress"]["step"] == status["progress"]["total"] >= 2
+    assert [image["seed"] for image in status["images"]] == [11, 12]
+    png = httpx.get(status["images"][1]["url"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(png.content)) as image:
+        assert image.size == (64, 64)
+        meta = json.loads(image.info["facefact"])
+        assert "Seed: 12" in image.info["parameters"]
+        assert "trainedAlgorithmicMedia" in image.info["XML:com.adobe.xmp"]
+        served = np.asarray(image.convert("RGB"))
+    assert meta["seed"] == 12 and meta["prompt"] == "a portrait" and meta["ai_generated"] is True
+    assert meta["num_reference_photos"] == 1 and "me.jpg" not in json.dumps(meta)
+    # the same request straight through the pipeline gives the same pixels
+    from facefact.faces import load_image
+
+    direct = engine.pipeline("a portrait", face_images=[load_image(Image.open(io.BytesIO(astronaut_bytes)))],
+                             seed=12, num_inference_steps=2, height=64, width=64, guidance_scale=5.0)
+    assert np.array_equal(np.asarray(direct.images[0].convert("RGB")), served)
+
+
+def test_sync_generate_returns_base64_pngs(serve, astronaut_bytes):
+    url, _ = serve()
+    answer = post_job(url, astronaut_bytes, {**SMALL, "seed": 3, "style": "cinematic"}, path="/v1/generate")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert len(body["images"]) == 1 and body["images"][0]["seed"] == 3
+    with Image.open(io.BytesIO(base64.b64decode(body["images"][0]["png_base64"]))) as image:
+        meta = json.loads(image.info["facefact"])
+    assert meta["style"] == "cinematic" and meta["prompt"].startswith("cinematic still of a portrait")
+
+
+@pytest.mark.parametrize("case, status, code", [
+    ("no_face", 422, "no_face"), ("not_image", 415, "bad_image"), ("bad_settings", 422, "bad_settings"),
+    ("bad_json", 422, "bad_settings"), ("too_many_pixels", 413, "too_many_pixels"), ("no_photos", 422, "bad_request")])
+def test_bad_requests_get_specific_json_errors(serve, astronaut_bytes, faceless_png, case, status, code):
+    url, jobs = serve(max_photo_pixels=300 * 300)
+    small_face = io.BytesIO()
+    Image.open(io.BytesIO(astronaut_bytes)).resize((256, 256)).save(small_face, format="JPEG")
+    photo, settings = small_face.getvalue(), dict(SMALL)
+    if case == "no_face":
+        photo = faceless_png
+    elif case == "not_image":
+        photo = b"%PDF-1.4 definitely not a photo"
+    elif case == "bad_settings":
+        settings = {**SMALL, "width": 70, "steps": 0, "colour": "red"}
+    elif case == "too_many_pixels":
+        photo = astronaut_bytes  # 512 x 512 > 300 x 300
+    if case == "bad_json":
+        answer = httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", photo, "image/jpeg"))],
+                            data={"settings": "{prompt: oops"})
+    elif case == "no_photos":
+        answer = httpx.post(url + "/v1/jobs", data={"settings": json.dumps(settings)})
+    else:
+        answer = post_job(url, photo, settings)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and error["message"]
+    if case == "no_face":
+        assert "photo 1" in error["message"] and "no face" in error["message"] and error["hint"]
+    if case == "bad_settings":
+        assert all(word in error["message"] for word in ("width", "steps", "colour"))
+    assert jobs.depth() == 0  # a refused request never took a queue slot
+
+
+def test_unknown_job_and_image_are_404(serve, astronaut_bytes):
+    url, _ = serve()
+    assert httpx.get(url + "/v1/jobs/nope").json()["error"]["code"] == "unknown_job"
+    job_id = post_job(url, astronaut_bytes, SMALL).json()["id"]
+    wait_done(url, job_id)
+    missing = httpx.get(f"{url}/v1/jobs/{job_id}/images/5.png")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_image"
+
+
+def test_full_queue_answers_429_with_retry_after(serve, astronaut_bytes):
+    url, jobs = serve(queue_size=2)
+    jobs.pause()
+    accepted = [post_job(url, astronaut_bytes, SMALL) for _ in range(2)]
+    assert [a.status_code for a in accepted] == [202, 202]
+    assert httpx.get(url + "/health").json()["queue_depth"] == 2
+    refused = post_job(url, astronaut_bytes, SMALL)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["code"] == "queue_full"
+    second = accepted[1].json()["id"]
+    assert httpx.get(f"{url}/v1/jobs/{second}").json()["queue_position"] == 1
+    jobs.resume()
+    assert all(wait_done(url, a.json()["id"])["state"] == "succeeded" for a in accepted)
+    metrics = httpx.get(url + "/metrics").text
+    assert 'facefact_jobs_total{outcome="rejected"} 1.0' in metrics
+    assert 'facefact_jobs_total{outcome="succeeded"} 2.0' in metrics
+    assert "facefact_queue_depth 0.0" in metrics and "facefact_step_seconds_count" in metrics
+
+
+def test_body_limit_holds_for_declared_and_chunked_uploads(serve, astronaut_bytes):
+    url, jobs = serve(max_upload_mb=0.05)  # 51 kB; the photo is bigger
+    declared = post_job(url, astronaut_bytes, SMALL)
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "too_large"
+
+    def chunks():  # no Content-Length: the body streams in 8 kB pieces
+        boundary = b"--xyz\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="settings"\r\n\r\n' + json.dumps(SMALL).encode()
+        yield b"\r\n" + boundary + b'Content-Disposition: form-data; name="photos"; filename="a.jpg"\r\n\r\n'
+        for start in range(0, 200_000, 8192):
+            yield b"\xff" * 8192
+        yield b"\r\n--xyz--\r\n"
+    chunked = httpx.post(url + "/v1/jobs", content=chunks(),
+                         headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "too_large"
+    assert jobs.depth() == 0
+
+
+def test_api_key_is_required_when_set(serve, astronaut_bytes):
+    url, _ = serve(api_key="s3cret")
+    assert post_job(url, astronaut_bytes, SMALL).status_code == 401
+    assert post_job(url, astronaut_bytes, SMALL, headers={"X-API-Key": "wrong"}).status_code == 401
+    ok = post_job(url, astronaut_bytes, SMALL, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 202
+    assert httpx.get(f"{url}/v1/jobs/{ok.json()['id']}").status_code == 401
+    assert httpx.get(url + "/metrics").status_code == 401
+    assert httpx.get(url + "/health").status_code == 200  # health stays open for load balancers
+
+
+def test_cancel_queued_and_running_jobs(serve, astronaut_bytes):
+    url, jobs = serve()
+    jobs.pause()
+    queued = post_job(url, astronaut_bytes, SMALL).json()["id"]
+    cancelled = httpx.delete(f"{url}/v1/jobs/{queued}").json()
+    assert cancelled["state"] == "cancelled" and cancelled["error"]["code"] == "cancelled"
+    long_job = post_job(url, astronaut_bytes, {**SMALL, "steps": 150}).json()["id"]
+    jobs.resume()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/v1/jobs/{long_job}").json()["progress"]["step"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    httpx.delete(f"{url}/v1/jobs/{long_job}")
+    status = wait_done(url, long_job)
+    assert status["state"] == "cancelled" and status["progress"]["step"] < 150 and status["images"] == []
+
+
+def test_job_timeout_stops_between_steps(serve, astronaut_bytes):
+    url, _ = serve(job_timeout_s=0.3)
+    job_id = post_job(url, astronaut_bytes, {**SMALL, "steps": 150}).json()["id"]
+    status = wait_done(url, job_id)
+    assert status["state"] == "failed" and status["error"]["code"] == "timeout"
+    assert status["progress"]["step"] < 150
+
+
+def test_results_are_deleted_after_the_ttl(serve, astronaut_bytes):
+    url, _ = serve(result_ttl_s=0.5)
+    job_id = post_job(url, astronaut_bytes, SMALL).json()["id"]
+    status = wait_done(url, job_id)
+    assert status["state"] == "succeeded" and 0 < status["expires_in_s"] <= 0.5
+    time.sleep(0.9)
+    assert httpx.get(f"{url}/v1/jobs/{job_id}").status_code == 404
+    assert httpx.get(f"{url}/v1/jobs/{job_id}/images/0.png").status_code == 404
+
+
+def test_health_faces_and_openapi(serve, grace_hopper_path):
+    url, _ = serve()
+    assert httpx.get(url + "/health").json() == {"status": "ok", "queue_depth": 0, "queue_size": 8, "workers": 1,
+                                                 "backend": "local"}
+    with open(grace_hopper_path, "rb") as f:
+        faces = httpx.post(url + "/v1/faces", files=[("photos", ("g.jpg", f.read(), "image/jpeg"))]).json()
+    assert faces[0]["photo"] == 1 and faces[0]["faces_found"] == 1 and len(faces[0]["bbox"]) == 4
+    paths = httpx.get(url + "/openapi.json").json()["paths"]
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/generate", "/health"} <= set(paths)
+
+
+def test_scheduler_names_are_the_pipelines():
+    from facefact.pipelines.loading import SCHEDULERS
+    from facefact.serving.schemas import SCHEDULER_NAMES
+
+    assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
