@@ -86,6 +86,7 @@ class JobStatus(BaseModel):
     images: list[ImageResult] = []
     notes: list[str] = []
     error: ErrorDetail | None = None
+    worker: str | None = Field(default=None, description="the worker that ran it (scale-out only)")
     expires_in_s: float | None = Field(default=None, description="seconds until the results are deleted")
 
 
