@@ -91,7 +91,9 @@ def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -
 
         demo = build_ui(jobs, checker, config)
         auth = (lambda user, password: secrets.compare_digest(password, config.api_key)) if config.api_key else None
-        gr.mount_gradio_app(app, demo, path="/ui", auth=auth, auth_message="Password: the server's API key")
+        gr.mount_gradio_app(app, demo, path="/ui", auth=auth, auth_message="Password: the server's API key",
+                            max_file_size=int(config.max_upload_mb * 2**20), ssr_mode=False, mcp_server=False,
+                            footer_links=[])
         app.add_api_route("/", lambda: RedirectResponse("/ui/"), include_in_schema=False)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -58,6 +58,20 @@ def decode_photo(data: bytes, index: int, max_pixels: int) -> np.ndarray:
         raise ImageError("the image data is damaged", path=name, hint="export the photo again") from None
 
 
+def soft_warnings(quality) -> list[str]:
+    """Usable, but worth a word: what lowers the likeness without making the photo unusable."""
+    warnings = []
+    if quality.size_px < 80:
+        warnings.append(f"the face is small ({quality.size_px:.0f} px); a photo where it is over 100 px works better")
+    if abs(quality.yaw) > 25:
+        warnings.append(f"the head is turned ({abs(quality.yaw):.0f} degrees); a frontal photo works better")
+    if quality.sharpness < 0.04:
+        warnings.append("the face looks blurred; a sharper photo works better")
+    if quality.cut_off > 0.02:
+        warnings.append("the face is partly outside the photo")
+    return warnings
+
+
 class FaceChecker:
     """Detects the face the pipeline will use, early, so a bad photo is refused at once.
 
@@ -84,6 +98,6 @@ class FaceChecker:
             except FaceError as err:
                 raise type(err)(err.message, path=name, hint=err.hint) from None
             crop = self.analysis.context_crop(rgb, face, size=160) if with_crop else None
-        notes = list(face.notes)
+        notes = list(face.notes) + soft_warnings(face.quality)
         return FaceCheck(photo=index + 1, bbox=[round(float(v), 1) for v in face.bbox], faces_found=len(faces),
                          notes=notes, crop=crop)
