@@ -209,3 +209,31 @@ def test_scheduler_names_are_the_pipelines():
     from facefact.serving.schemas import SCHEDULER_NAMES
 
     assert set(SCHEDULER_NAMES) == set(SCHEDULERS)
+
+
+def test_overload_gets_results_or_429_and_health_keeps_answering(serve, astronaut_bytes):
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, jobs = serve(queue_size=2)
+    settings = {**SMALL, "steps": 4}
+
+    def one_call(_):
+        started = time.monotonic()
+        answer = post_job(url, astronaut_bytes, settings, path="/v1/generate")
+        return answer.status_code, time.monotonic() - started
+
+    with ThreadPoolExecutor(12) as pool:
+        calls = [pool.submit(one_call, i) for i in range(12)]  # 1 running + 2 waiting fit; 4x that is offered
+        health_times = []
+        while not all(call.done() for call in calls):
+            started = time.monotonic()
+            assert httpx.get(url + "/health", timeout=5).status_code == 200
+            health_times.append(time.monotonic() - started)
+            assert jobs.depth() <= 2
+            time.sleep(0.1)
+        outcomes = [call.result(timeout=60)[0] for call in calls]
+    assert set(outcomes) <= {200, 429} and outcomes.count(200) >= 3 and 429 in outcomes
+    assert max(health_times) < 2.0
+    metrics = httpx.get(url + "/metrics").text
+    assert f'facefact_jobs_total{{outcome="rejected"}} {outcomes.count(429)}.0' in metrics
+    assert f'facefact_jobs_total{{outcome="succeeded"}} {outcomes.count(200)}.0' in metrics

@@ -62,39 +62,52 @@ def start_worker(url: str, name: str) -> subprocess.Popen:
                              "--name", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_two_workers_share_the_queue_and_match_the_local_path(redis_url, checker, engine, astronaut_bytes):
+@pytest.fixture(scope="module")
+def workers(redis_url):
+    """Two `facefact worker` processes ("gpu-a", "gpu-b") on the module's Redis."""
+    from facefact.serving.redis_jobs import RedisJobs
+
+    started = {name: start_worker(redis_url, name) for name in ("gpu-a", "gpu-b")}
+    probe = RedisJobs(redis_url)
+    deadline = time.monotonic() + 120
+    while probe.workers < 2:
+        for process in started.values():
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.2)
+    yield started
+    for process in started.values():
+        process.terminate()
+    for process in started.values():
+        process.wait(20)
+
+
+def submit(url, photo: bytes, settings: dict) -> str:
+    answer = httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", photo, "image/jpeg"))],
+                        data={"settings": json.dumps(settings)})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def test_two_workers_share_the_queue_and_match_the_local_path(redis_url, workers, checker, engine, astronaut_bytes):
     from facefact.serving.api import ServerConfig, create_app
     from facefact.serving.redis_jobs import RedisJobs
 
-    workers = [start_worker(redis_url, "gpu-a"), start_worker(redis_url, "gpu-b")]
     jobs = RedisJobs(redis_url, queue_size=8, result_ttl_s=60)
-    try:
-        with running_server(create_app(jobs, checker, ServerConfig(ui=False))) as url:
-            deadline = time.monotonic() + 120
-            while httpx.get(url + "/health").json()["workers"] < 2:
-                assert all(w.poll() is None for w in workers), workers[0].stderr.read().decode()[-2000:]
-                assert time.monotonic() < deadline, "workers did not start"
-                time.sleep(0.2)
-            seeds = [21, 22, 23, 24, 25, 26]
-            ids = [httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
-                              data={"settings": json.dumps({**SMALL, "seed": seed, "steps": 6})}).json()["id"]
-                   for seed in seeds]
-            statuses = [jobs.wait(job_id, 120) for job_id in ids]
-            assert [s.state for s in statuses] == ["succeeded"] * len(ids), statuses
-            assert {s.worker for s in statuses} == {"gpu-a", "gpu-b"}  # both workers took jobs
-            served = httpx.get(f"{url}/v1/jobs/{ids[0]}/images/0.png")
-            with Image.open(io.BytesIO(served.content)) as image:
-                remote = np.asarray(image.convert("RGB"))
-                assert json.loads(image.info["facefact"])["seed"] == 21
-            # the photos left Redis when the jobs started; results expire with their TTL
-            assert not any(jobs.redis.exists(f"facefact:photos:{job_id}") for job_id in ids)
-            assert 0 < jobs.redis.ttl(f"facefact:png:{ids[0]}:0") <= 60
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(20)
-    from facefact.serving.engine import Engine  # noqa: F401  (same engine class in both paths)
+    with running_server(create_app(jobs, checker, ServerConfig(ui=False))) as url:
+        assert httpx.get(url + "/health").json()["workers"] == 2
+        seeds = [21, 22, 23, 24, 25, 26]
+        ids = [submit(url, astronaut_bytes, {**SMALL, "seed": seed, "steps": 6}) for seed in seeds]
+        statuses = [jobs.wait(job_id, 120) for job_id in ids]
+        assert [s.state for s in statuses] == ["succeeded"] * len(ids), statuses
+        assert {s.worker for s in statuses} == {"gpu-a", "gpu-b"}  # both workers took jobs
+        served = httpx.get(f"{url}/v1/jobs/{ids[0]}/images/0.png")
+        with Image.open(io.BytesIO(served.content)) as image:
+            remote = np.asarray(image.convert("RGB"))
+            assert json.loads(image.info["facefact"])["seed"] == 21
+        # the photos left Redis when the jobs started; results expire with their TTL
+        assert not any(jobs.redis.exists(f"facefact:photos:{job_id}") for job_id in ids)
+        assert 0 < jobs.redis.ttl(f"facefact:png:{ids[0]}:0") <= 60
     from facefact.serving.photos import decode_photo
     from facefact.serving.schemas import GenerateSettings
 
@@ -124,3 +137,23 @@ def test_cancel_and_full_queue_over_redis(redis_url, checker, astronaut_bytes):
         assert not jobs.redis.exists(f"facefact:photos:{job_id}")
         assert post().status_code == 202  # the slot is free again
         assert httpx.get(url + "/v1/jobs/unknown").status_code == 404
+
+
+def test_a_killed_worker_fails_its_job_and_the_other_finishes_the_rest(redis_url, workers, checker, astronaut_bytes):
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.redis_jobs import RedisJobs
+
+    jobs = RedisJobs(redis_url, queue_size=8, result_ttl_s=60, heartbeat_s=2)
+    with running_server(create_app(jobs, checker, ServerConfig(ui=False))) as url:
+        long_job = submit(url, astronaut_bytes, {**SMALL, "steps": 150})
+        deadline = time.monotonic() + 60
+        while (runner := jobs.redis.get(f"facefact:alive:{long_job}")) is None:
+            assert time.monotonic() < deadline, "the long job did not start"
+            time.sleep(0.05)
+        workers[runner.decode()].kill()  # SIGKILL mid-job: no chance to clean up
+        others = [submit(url, astronaut_bytes, {**SMALL, "seed": seed}) for seed in (1, 2)]
+        lost = jobs.wait(long_job, 30)
+        assert lost.state == "failed" and lost.error.code == "worker_lost", lost
+        finished = [jobs.wait(job_id, 60) for job_id in others]
+        assert [s.state for s in finished] == ["succeeded", "succeeded"]
+        assert {s.worker for s in finished} == {"gpu-a", "gpu-b"} - {runner.decode()}

@@ -15,6 +15,7 @@ import contextvars
 import json
 import secrets
 import time
+from datetime import timezone
 
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -45,7 +46,7 @@ class RedisJobs:
 
     def __init__(self, redis_url: str, queue_size: int = 8, job_timeout_s: float = 600.0,
                  result_ttl_s: float = 600.0, queue_wait_s: float = 3600.0, metrics: Metrics | None = None,
-                 queue_name: str = QUEUE_NAME, default_size: int = 512):
+                 queue_name: str = QUEUE_NAME, default_size: int = 512, heartbeat_s: float = 60.0):
         self.redis = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.redis, serializer=JSONSerializer)
         self.queue_size, self.job_timeout_s, self.result_ttl_s = queue_size, job_timeout_s, result_ttl_s
@@ -53,6 +54,7 @@ class RedisJobs:
         self.metrics = metrics or Metrics()
         self.metrics.bind_queue_depth(self.depth)
         self._default_size = default_size
+        self.heartbeat_s = heartbeat_s  # a running job whose worker has not been heard of for this long is lost
 
     @property
     def workers(self) -> int:
@@ -73,7 +75,7 @@ class RedisJobs:
         photos_ttl = int(self.queue_wait_s + self.job_timeout_s) + 60
         self.redis.set(_key("photos", job_id), json.dumps([base64.b64encode(data).decode() for data in job_input.photos]), ex=photos_ttl)
         payload = {"settings": job_input.settings.model_dump(), "max_pixels": job_input.max_pixels,
-                   "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s}
+                   "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s, "heartbeat_s": self.heartbeat_s}
         self.queue.enqueue("facefact.serving.redis_jobs.run_job", payload, job_id=job_id,
                            job_timeout=int(self.job_timeout_s) + 60, result_ttl=int(self.result_ttl_s),
                            failure_ttl=int(self.result_ttl_s), ttl=int(self.queue_wait_s),
@@ -98,12 +100,23 @@ class RedisJobs:
             error = ErrorDetail(code="internal", message="the job failed on a worker", hint="see the worker's log")
         elif state == "cancelled":
             error = ErrorDetail(code="cancelled", message="the job was cancelled")
+        elif state == "running" and self._worker_lost(job):
+            state, error = "failed", ErrorDetail(code="worker_lost", message="the worker running the job stopped",
+                                                 hint="submit the job again")
         position = job.get_position() if state == "queued" else None
         expires = self.redis.ttl(job.key) if state not in ("queued", "running") else None
         meta = job.get_meta(refresh=False)
         return JobStatus(id=job_id, state=state, progress=Progress(step=meta.get("step", 0), total=meta.get("total", 0)),
                          queue_position=position, notes=notes, error=error, worker=worker,
                          expires_in_s=float(expires) if expires and expires > 0 else None)
+
+    def _worker_lost(self, job: RQJob) -> bool:
+        """No heartbeat from the job's worker for `heartbeat_s` (it refreshes one after every step)."""
+        if self.redis.exists(_key("alive", job.id)):
+            return False
+        started = job.started_at.replace(tzinfo=job.started_at.tzinfo or timezone.utc).timestamp() \
+            if job.started_at else time.time()
+        return time.time() - started > self.heartbeat_s
 
     def images(self, job_id: str) -> list[GeneratedPNG]:
         job = self._fetch(job_id)
@@ -164,10 +177,13 @@ def run_job(payload: dict) -> dict:
                                              "hint": "submit it again"}}
     settings = GenerateSettings.model_validate(payload["settings"])
     deadline = time.monotonic() + float(payload["timeout_s"])
+    alive = _key("alive", job.id)
+    redis.set(alive, worker.name, ex=max(1, int(payload["heartbeat_s"])))
 
     def on_step(step: int, total: int) -> None:
         job.meta.update(step=step, total=total)
         job.save_meta()
+        redis.set(alive, worker.name, ex=max(1, int(payload["heartbeat_s"])))
         if redis.exists(_key("cancel", job.id)):
             raise JobStopped("cancelled", ErrorDetail(code="cancelled", message="the job was cancelled"))
         if time.monotonic() > deadline:
@@ -180,9 +196,11 @@ def run_job(payload: dict) -> dict:
         del raw
         result = worker.engine.generate(photos, settings, on_step)
     except JobStopped as stop:
-        return {"state": stop.state, "error": stop.detail.model_dump()}
+        return {"state": stop.state, "error": stop.detail.model_dump(), "worker": worker.name}
     except FacefactError as err:
         return {"state": "failed", "error": error_detail(err).model_dump(), "worker": worker.name}
+    finally:
+        redis.delete(alive)
     ttl = int(payload["result_ttl_s"])
     for index, image in enumerate(result.images):
         redis.set(_key("png", job.id, index), image.png, ex=ttl)
