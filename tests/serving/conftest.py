@@ -63,10 +63,10 @@ def faceless_png() -> bytes:
 
 @pytest.fixture(scope="session")
 def engine():
-    from facefact.pipelines import FaceFactPipeline
+    from facefact.pipelines import FACTStableDiffusionPipeline
     from facefact.serving.engine import Engine
 
-    return Engine(FaceFactPipeline.tiny(seed=0))
+    return Engine(FACTStableDiffusionPipeline.tiny(seed=0))
 
 
 @pytest.fixture(scope="session")

@@ -50,10 +50,13 @@ def test_job_round_trip_gives_pngs_with_provenance(serve, astronaut_bytes, engin
     assert meta["seed"] == 12 and meta["prompt"] == "a portrait" and meta["ai_generated"] is True
     assert meta["num_reference_photos"] == 1 and "me.jpg" not in json.dumps(meta)
     # the same request straight through the pipeline gives the same pixels
+    import torch
+
     from facefact.faces import load_image
 
     direct = engine.pipeline("a portrait", face_images=[load_image(Image.open(io.BytesIO(astronaut_bytes)))],
-                             seed=12, num_inference_steps=2, height=64, width=64, guidance_scale=5.0)
+                             generator=[torch.Generator("cpu").manual_seed(12)], fact_scale=0.5,
+                             num_inference_steps=2, height=64, width=64, guidance_scale=5.0)
     assert np.array_equal(np.asarray(direct.images[0].convert("RGB")), served)
 
 

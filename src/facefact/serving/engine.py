@@ -8,6 +8,7 @@ every denoising step and may raise (cancel, timeout) to stop the job between ste
 from __future__ import annotations
 
 import io
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -41,21 +42,28 @@ def encode_png(image, meta: dict) -> bytes:
 
 
 class Engine:
-    """One loaded pipeline on one device. Not thread safe: one worker thread owns it."""
+    """One loaded FACT pipeline (a `FACTStableDiffusionPipeline`) on one device. One worker thread owns it."""
 
     def __init__(self, pipeline, name: str = "engine0"):
         self.pipeline = pipeline
         self.name = name
-        self._busy = threading.Lock()  # a second caller would interleave two requests' adapter state
-        pipeline.sd.set_progress_bar_config(disable=True)  # progress goes to the job, not to stderr
+        self._busy = threading.Lock()  # two requests at once would interleave the scheduler and FACT scale
+        # Every request builds its scheduler from the base model's own config, never from the last request's.
+        self._scheduler_config = pipeline.scheduler.config
+        pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not to stderr
 
     @property
     def default_size(self) -> int:
-        return int(self.pipeline.default_size)
+        return int(self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor)
 
     def generate(self, photos: list[np.ndarray], settings: GenerateSettings,
                  on_step: Callable[[int, int], None] | None = None) -> EngineResult:
+        import torch
+
+        from facefact.pipelines.loading import make_scheduler
+
         prompt, negative = apply_style(settings.style, settings.prompt, settings.negative_prompt)
+        seed = secrets.randbelow(2**31) if settings.seed is None else settings.seed
         total = settings.steps
 
         def callback(pipe, step, timestep, kwargs):
@@ -66,15 +74,19 @@ class Engine:
             return kwargs
 
         with self._busy:
-            out = self.pipeline(prompt, face_images=list(photos), negative_prompt=negative,
-                                adapter_scale=settings.fact_scale, cfg_face=settings.cfg_face,
-                                num_images_per_prompt=settings.num_images, seed=settings.seed,
-                                num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                                height=settings.height, width=settings.width, scheduler=settings.scheduler,
-                                callback_on_step_end=callback)
+            pipe = self.pipeline
+            pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
+            faces = pipe.encode_faces(face_images=list(photos))
+            size = settings.width or self.default_size, settings.height or self.default_size
+            out = pipe(prompt, face_tokens=faces, negative_prompt=negative, fact_scale=settings.fact_scale,
+                       cfg_face=settings.cfg_face, num_images_per_prompt=settings.num_images,
+                       generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(settings.num_images)],
+                       num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                       width=size[0], height=size[1], callback_on_step_end=callback)
         images = []
-        for image, meta in zip(out.images, out.metadata):
+        for image, meta in zip(out.images, out.metadata_with_hashes()):
+            meta["scheduler"] = settings.scheduler
             if settings.style:
                 meta["style"] = settings.style
             images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
-        return EngineResult(images=images, notes=list(out.notes))
+        return EngineResult(images=images, notes=list(out.notes or []))
