@@ -88,7 +88,8 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
                     photos = gr.File(label="Reference photos (one person)", file_count="multiple",
                                      file_types=["image"], elem_id="photos")
                     face_crops = gr.Gallery(label="Face check: the face each photo gives", columns=4, height=200,
-                                            object_fit="contain", allow_preview=False, elem_id="face_check")
+                                            object_fit="contain", allow_preview=False, fit_columns=False,
+                                            elem_id="face_check")
                     face_notes = gr.Markdown(elem_id="face_notes")
                     prompt = gr.Textbox(label="Prompt", value="a portrait in a garden", elem_id="prompt")
                     negative = gr.Textbox(label="Negative prompt", elem_id="negative")
