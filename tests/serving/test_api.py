@@ -240,3 +240,72 @@ def test_overload_gets_results_or_429_and_health_keeps_answering(serve, astronau
     metrics = httpx.get(url + "/metrics").text
     assert f'facefact_jobs_total{{outcome="rejected"}} {outcomes.count(429)}.0' in metrics
     assert f'facefact_jobs_total{{outcome="succeeded"}} {outcomes.count(200)}.0' in metrics
+
+
+def test_loras_by_name_and_weight(engine, checker, astronaut_bytes, tmp_path):
+    """A server started with a LoRA: weight 0 is the base model's pixels, weight 1 changes them."""
+    pytest.importorskip("peft")
+    import argparse
+
+    from conftest import running_server
+
+    from facefact.cli.serve import load_loras
+    from facefact.pipelines import FACTStableDiffusionPipeline
+    from facefact.pipelines.extras import check_settings
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.engine import Engine
+    from facefact.serving.jobs import LocalJobs
+    from facefact.serving.schemas import GenerateSettings
+
+    lora_file = make_tiny_lora(tmp_path)
+    pipe = FACTStableDiffusionPipeline.tiny(seed=0)
+    with_lora = Engine(pipe, lora_weights=load_loras(pipe, check_settings([f"{lora_file}:0.8"], tiny=True)))
+    assert with_lora.lora_weights == {"film": 0.8}
+    jobs = LocalJobs([with_lora])
+    try:
+        with running_server(create_app(jobs, checker, ServerConfig(ui=False))) as url:
+            assert httpx.get(url + "/v1/models").json()["loras"] == {"film": 0.8}
+
+            def pixels(settings):
+                answer = post_job(url, astronaut_bytes, {**SMALL, "seed": 4, **settings}, path="/v1/generate")
+                assert answer.status_code == 200, answer.text
+                image = answer.json()["images"][0]
+                with Image.open(io.BytesIO(base64.b64decode(image["png_base64"]))) as png:
+                    return np.asarray(png.convert("RGB")), image["metadata"]
+            off, _ = pixels({"loras": {"film": 0.0}})
+            on, meta = pixels({"loras": {"film": 1.0}})
+            default, _ = pixels({})
+            unknown = post_job(url, astronaut_bytes, {**SMALL, "loras": {"nope": 1.0}}, path="/v1/generate")
+    finally:
+        jobs.close()
+    base = engine.generate([load_rgb(astronaut_bytes)], GenerateSettings(**{**SMALL, "seed": 4}))
+    with Image.open(io.BytesIO(base.images[0].png)) as png:
+        assert np.array_equal(np.asarray(png.convert("RGB")), off)
+    assert not np.array_equal(on, off) and not np.array_equal(default, on)
+    assert [entry["weight"] for entry in meta["models"]["loras"]] == [1.0]
+    assert unknown.status_code == 422 and "no LoRA named nope" in unknown.json()["error"]["message"]
+
+
+def load_rgb(data: bytes):
+    from facefact.serving.photos import decode_photo
+
+    return decode_photo(data, 0, 10**7)
+
+
+def make_tiny_lora(folder):
+    """A random, non-zero diffusers-format LoRA for the tiny UNet, saved as film.safetensors."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from facefact.pipelines.tiny import tiny_sd_pipeline
+
+    unet = tiny_sd_pipeline(0).unet
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet),
+                                              weight_name="film.safetensors", safe_serialization=True)
+    return folder / "film.safetensors"

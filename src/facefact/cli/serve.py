@@ -31,6 +31,9 @@ def add_model_arguments(parser) -> None:
     m.add_argument("--device", help="cuda, cuda:1, mps or cpu; several, comma-separated (cuda:0,cuda:1), "
                                     "give one GPU worker each")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    m.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                   help="a LoRA users may pick (by its file name) at WEIGHT (default 1.0, used when a request "
+                        "names none); repeat for several")
 
 
 def add_limit_arguments(parser) -> None:
@@ -100,7 +103,11 @@ def load_engines(args):
     from facefact.pipelines.loading import quiet_libraries
     from facefact.serving.engine import Engine
 
+    from facefact.pipelines import extras as lora_extras
+
     quiet_libraries()
+    extras = lora_extras.check_settings(args.lora, tiny=args.model == "tiny")
+    lora_extras.check_files(extras)
     config, config_path = registry.load_config(args.config)
     devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
     if args.model == "tiny":  # 32-channel layers gain nothing from threads and lose a lot on a busy machine
@@ -109,8 +116,26 @@ def load_engines(args):
     for index, device in enumerate(devices):
         one = argparse.Namespace(**{**vars(args), "device": device})
         pipe = load_pipeline(one, config, config_path, FaceAnalysis())
-        engines.append(Engine(pipe, name=device or f"engine{index}"))
+        engines.append(Engine(pipe, name=device or f"engine{index}", lora_weights=load_loras(pipe, extras)))
     return engines
+
+
+def load_loras(pipe, extras) -> dict[str, float]:
+    """Each --lora under its file name (made unique), all active at their weights: {name: weight}."""
+    from facefact.pipelines.extras import quiet_diffusers
+
+    weights: dict[str, float] = {}
+    with quiet_diffusers():
+        for path, weight in extras.loras:
+            name, k = path.stem, 1
+            while name in weights:
+                k += 1
+                name = f"{path.stem}-{k}"
+            pipe.load_lora_weights(path, adapter_name=name)
+            weights[name] = weight
+    if weights:
+        pipe.set_adapters(list(weights), list(weights.values()))
+    return weights
 
 
 def run(args) -> int:

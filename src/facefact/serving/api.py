@@ -24,7 +24,7 @@ from facefact.serving.jobs import JobInput, QueueFull, UnknownJob, error_detail
 from facefact.serving.limits import BodyLimitMiddleware
 from facefact.serving.photos import FaceChecker, PhotoTooLargeError, decode_photo
 from facefact.serving.schemas import (ErrorDetail, ErrorResponse, FaceReport, GeneratedImage, GenerateResponse,
-                                      GenerateSettings, Health, ImageResult, JobCreated, JobStatus)
+                                      GenerateSettings, Health, ImageResult, JobCreated, JobStatus, ModelsInfo)
 
 STATUS_OF_CODE = {"no_face": 422, "several_faces": 422, "face_quality": 422, "bad_settings": 422, "bad_image": 415,
                   "too_many_pixels": 413, "timeout": 504, "cancelled": 409, "out_of_memory": 507, "internal": 500}
@@ -255,6 +255,14 @@ def _add_service_routes(app: FastAPI, jobs, config: ServerConfig, require_key) -
     async def health():
         return Health(queue_depth=jobs.depth(), queue_size=config.queue_size, workers=jobs.workers,
                       backend=jobs.backend)
+
+    @app.get("/v1/models", response_model=ModelsInfo, dependencies=[Depends(require_key)], tags=["service"])
+    async def models():
+        from facefact.serving.presets import STYLE_PRESETS
+        from facefact.serving.schemas import SCHEDULER_NAMES
+
+        return ModelsInfo(loras=jobs.loras(), styles=list(STYLE_PRESETS), schedulers=list(SCHEDULER_NAMES),
+                          default_size=jobs.default_size())
 
     @app.get("/metrics", dependencies=[Depends(require_key)], response_class=Response, tags=["service"])
     async def metrics():

@@ -44,9 +44,10 @@ def encode_png(image, meta: dict) -> bytes:
 class Engine:
     """One loaded FACT pipeline (a `FACTStableDiffusionPipeline`) on one device. One worker thread owns it."""
 
-    def __init__(self, pipeline, name: str = "engine0"):
+    def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None):
         self.pipeline = pipeline
         self.name = name
+        self.lora_weights = dict(lora_weights or {})  # LoRAs loaded into the pipeline, at their default weights
         self._busy = threading.Lock()  # two requests at once would interleave the scheduler and FACT scale
         # Every request builds its scheduler from the base model's own config, never from the last request's.
         self._scheduler_config = pipeline.scheduler.config
@@ -75,6 +76,7 @@ class Engine:
 
         with self._busy:
             pipe = self.pipeline
+            self._set_loras(settings.loras)
             pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
             faces = pipe.encode_faces(face_images=list(photos))
             size = settings.width or self.default_size, settings.height or self.default_size
@@ -90,3 +92,19 @@ class Engine:
                 meta["style"] = settings.style
             images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
         return EngineResult(images=images, notes=list(out.notes or []))
+
+    def _set_loras(self, requested: dict[str, float] | None) -> None:
+        """The request's LoRA weights (LoRAs it does not name are off), or the server's defaults."""
+        from facefact.errors import ConfigError
+
+        if requested and not self.lora_weights:
+            raise ConfigError("this server has no LoRAs loaded", hint="leave out 'loras', or start the server "
+                                                                      "with --lora FILE[:WEIGHT]")
+        unknown = sorted(set(requested or {}) - set(self.lora_weights))
+        if unknown:
+            raise ConfigError(f"no LoRA named {', '.join(unknown)} on this server",
+                              hint=f"loaded: {', '.join(self.lora_weights)} (GET /v1/models)")
+        if self.lora_weights:
+            weights = self.lora_weights if requested is None else requested
+            names = list(self.lora_weights)
+            self.pipeline.set_adapters(names, [float(weights.get(name, 0.0)) for name in names])

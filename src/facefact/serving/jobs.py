@@ -112,6 +112,9 @@ class LocalJobs:
     def default_size(self) -> int:
         return self.engines[0].default_size
 
+    def loras(self) -> dict[str, float]:
+        return dict(self.engines[0].lora_weights)
+
     def submit(self, job_input: JobInput) -> str:
         job = Job(id=secrets.token_urlsafe(12), input=job_input)
         with self._lock:

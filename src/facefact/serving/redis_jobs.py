@@ -66,6 +66,9 @@ class RedisJobs:
     def default_size(self) -> int:
         return self._default_size
 
+    def loras(self) -> dict[str, float]:
+        return {}  # the workers know theirs; a request naming an unknown one fails with bad_settings
+
     def submit(self, job_input: JobInput) -> str:
         # Checked, then enqueued: two API processes may overshoot the bound by a job each, never more.
         if self.queue.count >= self.queue_size:

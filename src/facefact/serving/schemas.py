@@ -33,6 +33,17 @@ class GenerateSettings(BaseModel):
     width: int | None = Field(default=None, ge=64, le=1536, description="a multiple of 8; the model's if not given")
     height: int | None = Field(default=None, ge=64, le=1536)
     cfg_face: bool = True
+    loras: dict[str, float] | None = Field(
+        default=None, max_length=8, description="LoRAs by name (GET /v1/models) and weight for this request; "
+                                                "LoRAs not named are off. Default: the server's --lora weights")
+
+    @field_validator("loras")
+    @classmethod
+    def _weights_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, weight in (value or {}).items():
+            if not -2.0 <= weight <= 2.0:
+                raise ValueError(f"LoRA '{name}': weight {weight} is outside -2..2")
+        return value
 
     @field_validator("scheduler")
     @classmethod
@@ -113,6 +124,13 @@ class FaceReport(BaseModel):
     bbox: list[float]
     faces_found: int
     notes: list[str] = []
+
+
+class ModelsInfo(BaseModel):
+    loras: dict[str, float] = Field(description="LoRAs loaded on the server, with their default weights")
+    styles: list[str]
+    schedulers: list[str]
+    default_size: int
 
 
 class Health(BaseModel):

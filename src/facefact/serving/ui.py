@@ -21,6 +21,7 @@ from facefact.serving.presets import STYLE_PRESETS
 from facefact.serving.schemas import SCHEDULER_NAMES, GenerateSettings
 
 NO_STYLE = "(none)"
+SERVER_LORAS = "(server default)"
 
 
 class ResultFiles:
@@ -78,6 +79,7 @@ def face_check_view(checker: FaceChecker, files, max_pixels: int):
 def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
     files = ResultFiles(config.result_ttl_s)
     size = jobs.default_size()
+    loras = jobs.loras()
     with gr.Blocks(title="facefact", delete_cache=(60, max(60, int(config.result_ttl_s)))) as demo:
         gr.Markdown("## facefact - portraits of the person in your photos\nImages are AI-generated and say so "
                     "in their metadata. Photos are used for the job only; results are deleted after "
@@ -94,6 +96,10 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
                     prompt = gr.Textbox(label="Prompt", value="a portrait in a garden", elem_id="prompt")
                     negative = gr.Textbox(label="Negative prompt", elem_id="negative")
                     style = gr.Dropdown([NO_STYLE, *STYLE_PRESETS], value=NO_STYLE, label="Style preset")
+                    with gr.Row(visible=bool(loras)):  # only when the server was started with --lora
+                        lora = gr.Dropdown([SERVER_LORAS, *loras], value=SERVER_LORAS, label="LoRA",
+                                           elem_id="lora")
+                        lora_weight = gr.Slider(0, 1.5, value=1.0, step=0.05, label="LoRA weight")
                     fact_scale = gr.Slider(0, 1.5, value=0.5, step=0.05, label="FACT scale (0 = base model)")
                     count = gr.Slider(1, 8, value=2, step=1, label="Number of images", elem_id="n_images")
                     with gr.Row():
@@ -116,21 +122,22 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
         photos.change(lambda f: face_check_view(checker, f, config.max_photo_pixels), photos, [face_crops, face_notes],
                       api_name=False, concurrency_limit=2)
 
-        def generate(photo_files, prompt_text, negative_text, style_name, scale, n, seed_value, random_seed,
-                     n_steps, guidance_value, scheduler_name, w, h, progress=gr.Progress()):
+        def generate(photo_files, prompt_text, negative_text, style_name, lora_name, lora_value, scale, n, seed_value,
+                     random_seed, n_steps, guidance_value, scheduler_name, w, h, progress=gr.Progress()):
             job_id = _submit(jobs, checker, config, photo_files, dict(
                 prompt=prompt_text, negative_prompt=negative_text or None,
                 style=None if style_name == NO_STYLE else style_name, fact_scale=scale, num_images=int(n),
                 seed=None if random_seed else int(seed_value or 0), steps=int(n_steps), guidance=guidance_value,
-                scheduler=scheduler_name, width=int(w), height=int(h)))
+                scheduler=scheduler_name, width=int(w), height=int(h),
+                loras=None if lora_name in (None, SERVER_LORAS) else {lora_name: float(lora_value)}))
             result = _follow(jobs, job_id, progress)
             paths = files.write(job_id, result)
             seeds = [image.seed for image in result]
             notes = "\n".join(f"- {note}" for note in jobs.status(job_id).notes)
             return paths, paths, ", ".join(map(str, seeds)), notes or "Done."
 
-        button.click(generate, [photos, prompt, negative, style, fact_scale, count, seed, randomize, steps, guidance,
-                                scheduler, width, height], [gallery, downloads, used_seed, status],
+        button.click(generate, [photos, prompt, negative, style, lora, lora_weight, fact_scale, count, seed, randomize,
+                                steps, guidance, scheduler, width, height], [gallery, downloads, used_seed, status],
                      api_name=False, concurrency_limit=config.queue_size + jobs.workers + 1)
     return demo
 
