@@ -47,7 +47,7 @@ def astronaut_path() -> str:
 
 @pytest.fixture(scope="session")
 def grace_hopper_path(tmp_path_factory) -> str:
-    import matplotlib.cbook as cbook
+    from matplotlib import cbook
 
     dst = tmp_path_factory.mktemp("photos") / "grace_hopper.jpg"
     shutil.copy(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), dst)

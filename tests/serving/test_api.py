@@ -9,9 +9,8 @@ import time
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import SMALL
+from PIL import Image
 
 
 def post_job(url, photo: bytes, settings: dict, path="/v1/jobs", headers=None, name="me.jpg"):
@@ -245,7 +244,6 @@ def test_overload_gets_results_or_429_and_health_keeps_answering(serve, astronau
 def test_loras_by_name_and_weight(engine, checker, astronaut_bytes, tmp_path):
     """A server started with a LoRA: weight 0 is the base model's pixels, weight 1 changes them."""
     pytest.importorskip("peft")
-    import argparse
 
     from conftest import running_server
 

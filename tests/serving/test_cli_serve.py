@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import REPO, SMALL, free_port
 
 pytest.importorskip("gradio")

@@ -8,14 +8,12 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO, SMALL, free_port, running_server
+from PIL import Image
 
 pytest.importorskip("rq")
 

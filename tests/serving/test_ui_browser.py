@@ -1,15 +1,13 @@
 """The web UI in a real browser: Playwright driving Debian's chromium (no download), offline."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 
 import httpx
 import pytest
-from PIL import Image
-
 from conftest import SMALL
+from PIL import Image
 
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")

@@ -99,11 +99,10 @@ def load_engines(args):
 
     from facefact.cli.generate import load_pipeline
     from facefact.faces import FaceAnalysis
+    from facefact.pipelines import extras as lora_extras
     from facefact.pipelines import registry
     from facefact.pipelines.loading import quiet_libraries
     from facefact.serving.engine import Engine
-
-    from facefact.pipelines import extras as lora_extras
 
     quiet_libraries()
     extras = lora_extras.check_settings(args.lora, tiny=args.model == "tiny")

@@ -23,8 +23,19 @@ from facefact.errors import FaceError, FacefactError, ImageError
 from facefact.serving.jobs import JobInput, QueueFull, UnknownJob, error_detail
 from facefact.serving.limits import BodyLimitMiddleware
 from facefact.serving.photos import FaceChecker, PhotoTooLargeError, decode_photo
-from facefact.serving.schemas import (ErrorDetail, ErrorResponse, FaceReport, GeneratedImage, GenerateResponse,
-                                      GenerateSettings, Health, ImageResult, JobCreated, JobStatus, ModelsInfo)
+from facefact.serving.schemas import (
+    ErrorDetail,
+    ErrorResponse,
+    FaceReport,
+    GeneratedImage,
+    GenerateResponse,
+    GenerateSettings,
+    Health,
+    ImageResult,
+    JobCreated,
+    JobStatus,
+    ModelsInfo,
+)
 
 STATUS_OF_CODE = {"no_face": 422, "several_faces": 422, "face_quality": 422, "bad_settings": 422, "bad_image": 415,
                   "too_many_pixels": 413, "timeout": 504, "cancelled": 409, "out_of_memory": 507, "internal": 500}
@@ -83,6 +94,7 @@ def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -
     _install_error_handlers(app)
     require_key = _key_dependency(config.api_key)
     _add_job_routes(app, jobs, checker, config, require_key)
+    _add_sync_routes(app, jobs, checker, config, require_key)
     _add_service_routes(app, jobs, config, require_key)
     if config.ui:
         import gradio as gr
@@ -218,6 +230,13 @@ def _add_job_routes(app: FastAPI, jobs, checker: FaceChecker, config: ServerConf
         except UnknownJob:
             raise ApiError(404, "unknown_job", f"no job {job_id}") from None
         return job_status(jobs, job_id, request)
+
+
+
+def _add_sync_routes(app: FastAPI, jobs, checker: FaceChecker, config: ServerConfig, require_key) -> None:
+    errors = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 429)}
+    photos_field = File(..., description="reference photos of one person (JPEG, PNG, WebP)")
+    settings_field = Form(..., description="GenerateSettings as JSON", examples=['{"prompt": "a portrait"}'])
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses={**errors, 504: {"model": ErrorResponse}},
               dependencies=[Depends(require_key)], tags=["jobs"])

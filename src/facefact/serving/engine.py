@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import secrets
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -231,7 +231,7 @@ class LocalJobs:
             result = engine.generate(photos, settings, on_step)
         except JobStopped as stop:
             self._finish(job, stop.state, stop.detail)
-        except Exception as err:  # noqa: BLE001 - every failure becomes the job's error, the worker lives on
+        except Exception as err:
             if not isinstance(err, FacefactError):
                 logger.exception("job failed")  # the settings and photos are not logged
             self._finish(job, "failed", error_detail(err))

@@ -1,7 +1,7 @@
 """Prometheus metrics of one server: its own registry (no process-wide state), served at /metrics."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 

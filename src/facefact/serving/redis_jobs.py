@@ -34,7 +34,7 @@ QUEUE_NAME = "facefact"
 RQ_STATE = {"queued": "queued", "deferred": "queued", "scheduled": "queued", "started": "running",
             "finished": "succeeded", "failed": "failed", "stopped": "cancelled", "canceled": "cancelled"}
 # The worker running a job, for the job function (a SimpleWorker runs jobs in its own thread).
-_CURRENT_WORKER: contextvars.ContextVar["FacefactWorker"] = contextvars.ContextVar("facefact_worker")
+_CURRENT_WORKER: contextvars.ContextVar[FacefactWorker] = contextvars.ContextVar("facefact_worker")
 
 
 def _key(kind: str, job_id: str, index: int | None = None) -> str:

@@ -78,68 +78,71 @@ def face_check_view(checker: FaceChecker, files, max_pixels: int):
 
 def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
     files = ResultFiles(config.result_ttl_s)
-    size = jobs.default_size()
-    loras = jobs.loras()
     with gr.Blocks(title="facefact", delete_cache=(60, max(60, int(config.result_ttl_s)))) as demo:
         gr.Markdown("## facefact - portraits of the person in your photos\nImages are AI-generated and say so "
                     "in their metadata. Photos are used for the job only; results are deleted after "
                     f"{config.result_ttl_s:g} s.")
-        with gr.Tab("Portraits"):
-            with gr.Row():
-                with gr.Column():
-                    photos = gr.File(label="Reference photos (one person)", file_count="multiple",
-                                     file_types=["image"], elem_id="photos")
-                    face_crops = gr.Gallery(label="Face check: the face each photo gives", columns=4, height=200,
-                                            object_fit="contain", allow_preview=False, fit_columns=False,
-                                            elem_id="face_check")
-                    face_notes = gr.Markdown(elem_id="face_notes")
-                    prompt = gr.Textbox(label="Prompt", value="a portrait in a garden", elem_id="prompt")
-                    negative = gr.Textbox(label="Negative prompt", elem_id="negative")
-                    style = gr.Dropdown([NO_STYLE, *STYLE_PRESETS], value=NO_STYLE, label="Style preset")
-                    with gr.Row(visible=bool(loras)):  # only when the server was started with --lora
-                        lora = gr.Dropdown([SERVER_LORAS, *loras], value=SERVER_LORAS, label="LoRA",
-                                           elem_id="lora")
-                        lora_weight = gr.Slider(0, 1.5, value=1.0, step=0.05, label="LoRA weight")
-                    fact_scale = gr.Slider(0, 1.5, value=0.5, step=0.05, label="FACT scale (0 = base model)")
-                    count = gr.Slider(1, 8, value=2, step=1, label="Number of images", elem_id="n_images")
-                    with gr.Row():
-                        seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
-                        randomize = gr.Checkbox(label="Randomize seed", value=True, elem_id="randomize")
-                    with gr.Accordion("Advanced", open=False):
-                        steps = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="steps")
-                        guidance = gr.Slider(0, 15, value=5.0, step=0.5, label="Guidance scale")
-                        scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value="pndm", label="Scheduler")
-                        width = gr.Slider(64, 1024, value=size, step=8, label="Width", elem_id="width")
-                        height = gr.Slider(64, 1024, value=size, step=8, label="Height", elem_id="height")
-                    button = gr.Button("Generate", variant="primary", elem_id="generate")
-                with gr.Column():
-                    gallery = gr.Gallery(label="Portraits", format="png", columns=2, elem_id="gallery")
-                    downloads = gr.File(label="PNG files (with their provenance metadata)", file_count="multiple",
-                                        interactive=False, elem_id="downloads")
-                    used_seed = gr.Textbox(label="Seed used", interactive=False, elem_id="used_seed")
-                    status = gr.Markdown(elem_id="status")
-
+        with gr.Tab("Portraits"), gr.Row():
+            with gr.Column():
+                photos = gr.File(label="Reference photos (one person)", file_count="multiple",
+                                 file_types=["image"], elem_id="photos")
+                face_crops = gr.Gallery(label="Face check: the face each photo gives", columns=4, height=200,
+                                        object_fit="contain", allow_preview=False, fit_columns=False,
+                                        elem_id="face_check")
+                face_notes = gr.Markdown(elem_id="face_notes")
+                settings = _settings_inputs(jobs.default_size(), jobs.loras())
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                results = [gr.Gallery(label="Portraits", format="png", columns=2, elem_id="gallery"),
+                           gr.File(label="PNG files (with their provenance metadata)", file_count="multiple",
+                                   interactive=False, elem_id="downloads"),
+                           gr.Textbox(label="Seed used", interactive=False, elem_id="used_seed"),
+                           gr.Markdown(elem_id="status")]
         photos.change(lambda f: face_check_view(checker, f, config.max_photo_pixels), photos, [face_crops, face_notes],
                       api_name=False, concurrency_limit=2)
-
-        def generate(photo_files, prompt_text, negative_text, style_name, lora_name, lora_value, scale, n, seed_value,
-                     random_seed, n_steps, guidance_value, scheduler_name, w, h, progress=gr.Progress()):
-            job_id = _submit(jobs, checker, config, photo_files, dict(
-                prompt=prompt_text, negative_prompt=negative_text or None,
-                style=None if style_name == NO_STYLE else style_name, fact_scale=scale, num_images=int(n),
-                seed=None if random_seed else int(seed_value or 0), steps=int(n_steps), guidance=guidance_value,
-                scheduler=scheduler_name, width=int(w), height=int(h),
-                loras=None if lora_name in (None, SERVER_LORAS) else {lora_name: float(lora_value)}))
-            result = _follow(jobs, job_id, progress)
-            paths = files.write(job_id, result)
-            seeds = [image.seed for image in result]
-            notes = "\n".join(f"- {note}" for note in jobs.status(job_id).notes)
-            return paths, paths, ", ".join(map(str, seeds)), notes or "Done."
-
-        button.click(generate, [photos, prompt, negative, style, lora, lora_weight, fact_scale, count, seed, randomize,
-                                steps, guidance, scheduler, width, height], [gallery, downloads, used_seed, status],
+        # The handlers mostly wait on the shared queue, which does the bounding ("busy" when full).
+        button.click(_generate_handler(jobs, checker, config, files), [photos, *settings], results,
                      api_name=False, concurrency_limit=config.queue_size + jobs.workers + 1)
     return demo
+
+
+def _settings_inputs(size: int, loras: dict[str, float]) -> list:
+    """The generation settings, in the order `_generate_handler`'s function takes them."""
+    prompt = gr.Textbox(label="Prompt", value="a portrait in a garden", elem_id="prompt")
+    negative = gr.Textbox(label="Negative prompt", elem_id="negative")
+    style = gr.Dropdown([NO_STYLE, *STYLE_PRESETS], value=NO_STYLE, label="Style preset")
+    with gr.Row(visible=bool(loras)):  # only when the server was started with --lora
+        lora = gr.Dropdown([SERVER_LORAS, *loras], value=SERVER_LORAS, label="LoRA", elem_id="lora")
+        lora_weight = gr.Slider(0, 1.5, value=1.0, step=0.05, label="LoRA weight")
+    fact_scale = gr.Slider(0, 1.5, value=0.5, step=0.05, label="FACT scale (0 = base model)")
+    count = gr.Slider(1, 8, value=2, step=1, label="Number of images", elem_id="n_images")
+    with gr.Row():
+        seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
+        randomize = gr.Checkbox(label="Randomize seed", value=True, elem_id="randomize")
+    with gr.Accordion("Advanced", open=False):
+        steps = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="steps")
+        guidance = gr.Slider(0, 15, value=5.0, step=0.5, label="Guidance scale")
+        scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value="pndm", label="Scheduler")
+        width = gr.Slider(64, 1024, value=size, step=8, label="Width", elem_id="width")
+        height = gr.Slider(64, 1024, value=size, step=8, label="Height", elem_id="height")
+    return [prompt, negative, style, lora, lora_weight, fact_scale, count, seed, randomize, steps, guidance,
+            scheduler, width, height]
+
+
+def _generate_handler(jobs, checker: FaceChecker, config, files: ResultFiles):
+    def generate(photo_files, prompt_text, negative_text, style_name, lora_name, lora_value, scale, n, seed_value,
+                 random_seed, n_steps, guidance_value, scheduler_name, w, h, progress=gr.Progress()):
+        job_id = _submit(jobs, checker, config, photo_files, dict(
+            prompt=prompt_text, negative_prompt=negative_text or None,
+            style=None if style_name == NO_STYLE else style_name, fact_scale=scale, num_images=int(n),
+            seed=None if random_seed else int(seed_value or 0), steps=int(n_steps), guidance=guidance_value,
+            scheduler=scheduler_name, width=int(w), height=int(h),
+            loras=None if lora_name in (None, SERVER_LORAS) else {lora_name: float(lora_value)}))
+        result = _follow(jobs, job_id, progress)
+        paths = files.write(job_id, result)
+        notes = "\n".join(f"- {note}" for note in jobs.status(job_id).notes)
+        return paths, paths, ", ".join(str(image.seed) for image in result), notes or "Done."
+    return generate
 
 
 def _submit(jobs, checker: FaceChecker, config, photo_files, fields: dict):
