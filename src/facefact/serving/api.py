@@ -102,7 +102,8 @@ def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -
         from facefact.serving.ui import build_ui
 
         demo = build_ui(jobs, checker, config)
-        auth = (lambda user, password: secrets.compare_digest(password, config.api_key)) if config.api_key else None
+        key = config.api_key.encode() if config.api_key else None
+        auth = (lambda user, password: secrets.compare_digest(str(password).encode(), key)) if key else None
         gr.mount_gradio_app(app, demo, path="/ui", auth=auth, auth_message="Password: the server's API key",
                             max_file_size=int(config.max_upload_mb * 2**20), ssr_mode=False, mcp_server=False,
                             footer_links=[])

@@ -79,7 +79,8 @@ class RedisJobs:
         self.redis.set(_key("photos", job_id), json.dumps([base64.b64encode(data).decode() for data in job_input.photos]), ex=photos_ttl)
         payload = {"settings": job_input.settings.model_dump(), "max_pixels": job_input.max_pixels,
                    "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s, "heartbeat_s": self.heartbeat_s}
-        self.queue.enqueue("facefact.serving.redis_jobs.run_job", payload, job_id=job_id,
+        # A fixed description: RQ's default is the call with its arguments, which would put the prompt in logs.
+        self.queue.enqueue("facefact.serving.redis_jobs.run_job", payload, job_id=job_id, description="facefact job",
                            job_timeout=int(self.job_timeout_s) + 60, result_ttl=int(self.result_ttl_s),
                            failure_ttl=int(self.result_ttl_s), ttl=int(self.queue_wait_s),
                            meta={"step": 0, "total": job_input.settings.steps})
