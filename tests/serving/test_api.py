@@ -307,3 +307,12 @@ def make_tiny_lora(folder):
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet),
                                               weight_name="film.safetensors", safe_serialization=True)
     return folder / "film.safetensors"
+
+
+def test_api_key_is_the_ui_password(serve):
+    pytest.importorskip("gradio")
+    url, _ = serve(ui=True, api_key="s3cret-ключ")
+    assert httpx.get(url + "/ui/config").status_code == 401  # nothing of the app before logging in
+    wrong = httpx.post(url + "/ui/login", data={"username": "me", "password": "guess"})
+    right = httpx.post(url + "/ui/login", data={"username": "me", "password": "s3cret-ключ"})
+    assert wrong.status_code >= 400 and right.json() == {"success": True}

@@ -120,7 +120,8 @@ def test_cancel_and_full_queue_over_redis(redis_url, checker, astronaut_bytes):
     from facefact.serving.redis_jobs import RedisJobs
 
     jobs = RedisJobs(redis_url, queue_size=1, result_ttl_s=60, queue_name="facefact-no-workers")
-    with running_server(create_app(jobs, checker, ServerConfig(ui=False, queue_size=1))) as url:
+    with running_server(create_app(jobs, checker, ServerConfig(ui=True, queue_size=1))) as url:
+        assert httpx.get(url + "/ui/").status_code == 200  # the UI runs on the shared queue too
         def post():
             return httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
                               data={"settings": json.dumps(SMALL)})
@@ -135,6 +136,23 @@ def test_cancel_and_full_queue_over_redis(redis_url, checker, astronaut_bytes):
         assert not jobs.redis.exists(f"facefact:photos:{job_id}")
         assert post().status_code == 202  # the slot is free again
         assert httpx.get(url + "/v1/jobs/unknown").status_code == 404
+
+
+def test_cancel_a_running_job_over_redis(redis_url, workers, checker, astronaut_bytes):
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.redis_jobs import RedisJobs
+
+    jobs = RedisJobs(redis_url, queue_size=8, result_ttl_s=60)
+    with running_server(create_app(jobs, checker, ServerConfig(ui=False))) as url:
+        job_id = submit(url, astronaut_bytes, {**SMALL, "steps": 150})
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/v1/jobs/{job_id}").json()["progress"]["step"] < 1:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        assert httpx.delete(f"{url}/v1/jobs/{job_id}").status_code == 200
+        status = jobs.wait(job_id, 30)
+        assert status.state == "cancelled" and status.progress.step < 150 and status.error.code == "cancelled"
+        assert httpx.get(f"{url}/v1/jobs/{job_id}/images/0.png").status_code == 404
 
 
 def test_a_killed_worker_fails_its_job_and_the_other_finishes_the_rest(redis_url, workers, checker, astronaut_bytes):
