@@ -80,11 +80,15 @@ class LocalJobs:
     backend = "local"
 
     def __init__(self, engines: list[Engine], queue_size: int = 8, job_timeout_s: float = 600.0,
-                 result_ttl_s: float = 600.0, metrics: Metrics | None = None, clock=time.monotonic):
+                 result_ttl_s: float = 600.0, metrics: Metrics | None = None, clock=time.monotonic,
+                 max_kept_jobs: int = 256):
         if not engines:
             raise ValueError("LocalJobs needs at least one engine")
         self.engines, self.queue_size = engines, queue_size
         self.job_timeout_s, self.result_ttl_s = job_timeout_s, result_ttl_s
+        # Finished jobs kept at once, so memory stays bounded whatever the TTL: the oldest go first.
+        self.max_kept_jobs = max_kept_jobs
+        self._finished: collections.deque[str] = collections.deque()
         self.metrics = metrics or Metrics()
         self.metrics.bind_queue_depth(self.depth)
         self._clock = clock
@@ -123,6 +127,7 @@ class LocalJobs:
                 raise QueueFull(self._retry_after_locked())
             self._waiting.append(job)
             self._jobs[job.id] = job
+            self._evict_locked()
             self._wakeup.notify()
         return job.id
 
@@ -189,6 +194,7 @@ class LocalJobs:
             return
         job.state, job.error, job.input = state, error, None  # the photos go now
         job.finished_at = self._clock()
+        self._finished.append(job.id)  # in finishing order (deque appends are atomic)
         self.metrics.job_finished(state if state != "failed" or error is None else
                                   ("timeout" if error.code == "timeout" else "failed"))
         job.done.set()
@@ -251,3 +257,9 @@ class LocalJobs:
                            if job.finished_at is not None and now - job.finished_at >= self.result_ttl_s]
                 for job_id in expired:
                     del self._jobs[job_id]
+                self._evict_locked()
+
+    def _evict_locked(self) -> None:
+        """Forget the oldest finished jobs beyond `max_kept_jobs` (ids already expired just drop out)."""
+        while len(self._finished) > self.max_kept_jobs or (self._finished and self._finished[0] not in self._jobs):
+            self._jobs.pop(self._finished.popleft(), None)

@@ -7,7 +7,9 @@ kept); the files handed to Gradio are deleted after the result TTL.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -30,9 +32,15 @@ class ResultFiles:
     def __init__(self, ttl_s: float):
         self._folder = tempfile.TemporaryDirectory(prefix="facefact-ui-")
         self.root, self.ttl_s = Path(self._folder.name), ttl_s
+        self._lock = threading.Lock()
+        threading.Thread(target=self._sweep_forever, name="facefact-ui-files", daemon=True).start()
+
+    def _sweep_forever(self) -> None:
+        while self.root.exists():
+            time.sleep(min(30.0, max(0.05, self.ttl_s / 4)))
+            self.sweep()
 
     def write(self, job_id: str, images) -> list[str]:
-        self.sweep()
         folder = self.root / job_id
         folder.mkdir()
         paths = []
@@ -46,11 +54,10 @@ class ResultFiles:
 
     def sweep(self) -> None:
         cutoff = time.time() - self.ttl_s
-        for folder in self.root.iterdir():
-            if folder.stat().st_mtime < cutoff:
-                for file in folder.iterdir():
-                    file.unlink(missing_ok=True)
-                folder.rmdir()
+        with self._lock:
+            for folder in list(self.root.iterdir()) if self.root.exists() else []:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
 
 
 def message_of(err: FacefactError) -> str:
