@@ -316,3 +316,29 @@ def test_api_key_is_the_ui_password(serve):
     wrong = httpx.post(url + "/ui/login", data={"username": "me", "password": "guess"})
     right = httpx.post(url + "/ui/login", data={"username": "me", "password": "s3cret-ключ"})
     assert wrong.status_code >= 400 and right.json() == {"success": True}
+
+
+def test_cors_is_off_unless_origins_are_named_and_unknown_routes_are_json(serve):
+    url, _ = serve()
+    plain = httpx.get(url + "/health", headers={"Origin": "https://example.org"})
+    assert "access-control-allow-origin" not in plain.headers
+    missing = httpx.get(url + "/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    url, _ = serve(cors_origins=["https://team.example"])
+    preflight = httpx.options(url + "/v1/jobs", headers={"Origin": "https://team.example",
+                                                         "Access-Control-Request-Method": "POST"})
+    assert preflight.headers["access-control-allow-origin"] == "https://team.example"
+    other = httpx.options(url + "/v1/jobs", headers={"Origin": "https://evil.example",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_an_unexpected_failure_is_a_json_500_without_internals(serve, monkeypatch):
+    url, jobs = serve()
+
+    def broken(job_id):
+        raise RuntimeError("secret internal detail /home/someone")
+    monkeypatch.setattr(jobs, "status", broken)
+    answer = httpx.get(url + "/v1/jobs/abc")
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
+    assert "secret" not in answer.text

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facefact.errors import FaceError, FacefactError, ImageError
 from facefact.serving.jobs import JobInput, QueueFull, UnknownJob, error_detail
@@ -127,6 +128,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
         return _error_response(err.status, err.detail, err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return _error_response(err.status_code, ErrorDetail(code=code, message=str(err.detail),
+                                                            hint="see the API in /docs"), getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):  # logged by the server; the client gets no internals
+        return _error_response(500, ErrorDetail(code="internal", message="the server failed on this request",
+                                                hint="see the server log"))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, err: RequestValidationError):
