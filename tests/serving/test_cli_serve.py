@@ -73,3 +73,13 @@ def test_worker_refuses_several_devices(capsys):
 
     assert main(["worker", "--redis", "redis://127.0.0.1:1/0", "--model", "tiny", "--device", "cpu,cpu"]) == 2
     assert "one device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [(["--queue-size", "0"], "--queue-size"),
+                                          (["--result-ttl", "-1"], "--result-ttl"),
+                                          (["--port", "70000"], "not a TCP port")])
+def test_serve_refuses_bad_limits_before_loading(capsys, flags, words):
+    from facefact.cli.main import main
+
+    assert main(["serve", "--model", "tiny", *flags]) == 2
+    assert words in capsys.readouterr().err

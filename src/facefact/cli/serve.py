@@ -146,8 +146,7 @@ def run(args) -> int:
     from facefact.serving.photos import FaceChecker
 
     api_key = args.api_key or os.environ.get("FACEFACT_API_KEY") or None
-    if args.queue_size < 1:
-        raise ConfigError("--queue-size must be at least 1")
+    check_limits(args)
     if args.host not in LOOPBACK and api_key is None:
         print(f"facefact serve: warning: listening on {args.host} without --api-key: anyone who can reach "
               "this port can use the GPU", file=sys.stderr)
@@ -162,6 +161,18 @@ def run(args) -> int:
     finally:
         jobs.close()
     return 0
+
+
+def check_limits(args) -> None:
+    """Limits that make no sense are refused before any model is loaded."""
+    if args.queue_size < 1:
+        raise ConfigError("--queue-size must be at least 1")
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-photo-megapixels", args.max_photo_mp),
+                        ("--job-timeout", args.job_timeout), ("--result-ttl", args.result_ttl)):
+        if not value > 0:
+            raise ConfigError(f"{flag} must be a positive number (got {value})")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a TCP port (1-65535)")
 
 
 def make_jobs(args, config):
