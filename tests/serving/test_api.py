@@ -342,3 +342,18 @@ def test_an_unexpected_failure_is_a_json_500_without_internals(serve, monkeypatc
     answer = httpx.get(url + "/v1/jobs/abc")
     assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
     assert "secret" not in answer.text
+
+
+def test_face_check_says_several_faces_using_the_largest(serve, astronaut_bytes, grace_hopper_path):
+    url, _ = serve()
+    left = Image.open(io.BytesIO(astronaut_bytes)).convert("RGB").resize((400, 400))
+    right = Image.open(grace_hopper_path).convert("RGB").resize((200, 234))
+    both = Image.new("RGB", (640, 400), "white")
+    both.paste(left, (0, 0))
+    both.paste(right, (420, 80))
+    buffer = io.BytesIO()
+    both.save(buffer, format="JPEG")
+    report = httpx.post(url + "/v1/faces", files=[("photos", ("two.jpg", buffer.getvalue(), "image/jpeg"))]).json()
+    assert report[0]["faces_found"] == 2
+    assert any("using the largest" in note for note in report[0]["notes"])
+    assert report[0]["bbox"][2] < 420  # the astronaut's (larger) face, on the left
