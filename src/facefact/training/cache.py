@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
+from facefact.model.fingerprint import fingerprint
 from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
 
 LATENTS = "latents"
@@ -39,18 +40,6 @@ BATCH = 4
 
 def cache_path(root: str | Path, sample_id: str, kind: str) -> Path:
     return Path(f"{sample_stem(root, sample_id)}{SUFFIX[kind]}")
-
-
-def fingerprint(module: torch.nn.Module, prefixes: tuple[str, ...] = ()) -> str:
-    """SHA-256 (first 16 hex digits) over the named weights (float32 bytes), in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        if prefixes and not name.startswith(prefixes):
-            continue
-        value = tensor.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}\n".encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def vae_fingerprint(vae) -> str:
