@@ -357,3 +357,18 @@ def test_face_check_says_several_faces_using_the_largest(serve, astronaut_bytes,
     assert report[0]["faces_found"] == 2
     assert any("using the largest" in note for note in report[0]["notes"])
     assert report[0]["bbox"][2] < 420  # the astronaut's (larger) face, on the left
+
+
+def test_identity_controls_reach_the_pipeline(serve, astronaut_bytes, grace_hopper_path):
+    url, _ = serve()
+    with open(grace_hopper_path, "rb") as f:
+        second = f.read()
+    settings = {**SMALL, "seed": 9, "face_combine": "mean", "fact_window": [0.5, 1.0]}
+    answer = httpx.post(url + "/v1/generate", data={"settings": json.dumps(settings)},
+                        files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg")),
+                               ("photos", ("b.jpg", second, "image/jpeg"))], timeout=60)
+    assert answer.status_code == 200, answer.text
+    meta = answer.json()["images"][0]["metadata"]
+    assert meta["fact_window"] == [0.5, 1.0] and "mean" in json.dumps(meta)
+    bad = post_job(url, astronaut_bytes, {**SMALL, "fact_window": [0.8, 0.2]})
+    assert bad.status_code == 422 and "fact_window" in bad.json()["error"]["message"]

@@ -78,13 +78,13 @@ class Engine:
             pipe = self.pipeline
             self._set_loras(settings.loras)
             pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
-            faces = pipe.encode_faces(face_images=list(photos))
             size = settings.width or self.default_size, settings.height or self.default_size
-            out = pipe(prompt, face_tokens=faces, negative_prompt=negative, fact_scale=settings.fact_scale,
-                       cfg_face=settings.cfg_face, num_images_per_prompt=settings.num_images,
+            out = pipe(prompt, face_images=list(photos), face_combine=settings.face_combine, negative_prompt=negative,
+                       fact_scale=settings.fact_scale, cfg_face=settings.cfg_face, num_images_per_prompt=settings.num_images,
                        generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(settings.num_images)],
                        num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                       width=size[0], height=size[1], callback_on_step_end=callback)
+                       width=size[0], height=size[1], callback_on_step_end=callback,
+                       fact_window=tuple(settings.fact_window) if settings.fact_window else None)
         images = []
         for image, meta in zip(out.images, out.metadata_with_hashes()):
             meta["scheduler"] = settings.scheduler

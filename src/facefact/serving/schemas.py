@@ -33,9 +33,22 @@ class GenerateSettings(BaseModel):
     width: int | None = Field(default=None, ge=64, le=1536, description="a multiple of 8; the model's if not given")
     height: int | None = Field(default=None, ge=64, le=1536)
     cfg_face: bool = True
+    face_combine: Literal["concat", "mean", "weighted"] = Field(
+        default="concat", description="several photos: all their tokens, their mean, or a quality-weighted mean")
+    fact_window: tuple[float, float] | None = Field(
+        default=None, description="(start, end) fractions of the schedule where FACT acts; e.g. [0.3, 1.0]")
     loras: dict[str, float] | None = Field(
         default=None, max_length=8, description="LoRAs by name (GET /v1/models) and weight for this request; "
                                                 "LoRAs not named are off. Default: the server's --lora weights")
+
+    @field_validator("fact_window")
+    @classmethod
+    def _window_in_schedule(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None:
+            start, end = value
+            if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0) or (start >= end and start != 1.0):
+                raise ValueError(f"{list(value)}: start and end are fractions in [0, 1], start before end")
+        return value
 
     @field_validator("loras")
     @classmethod

@@ -130,20 +130,25 @@ def _settings_inputs(size: int, loras: dict[str, float]) -> list:
         steps = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="steps")
         guidance = gr.Slider(0, 15, value=5.0, step=0.5, label="Guidance scale")
         scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value="pndm", label="Scheduler")
+        combine = gr.Dropdown(["concat", "mean", "weighted"], value="concat",
+                              label="Several photos: all tokens (concat), their mean, or quality-weighted mean")
+        fact_start = gr.Slider(0, 1, value=0, step=0.05, label="FACT starts at this fraction of the steps")
         width = gr.Slider(64, 1024, value=size, step=8, label="Width", elem_id="width")
         height = gr.Slider(64, 1024, value=size, step=8, label="Height", elem_id="height")
     return [prompt, negative, style, lora, lora_weight, fact_scale, count, seed, randomize, steps, guidance,
-            scheduler, width, height]
+            scheduler, combine, fact_start, width, height]
 
 
 def _generate_handler(jobs, checker: FaceChecker, config, files: ResultFiles):
     def generate(photo_files, prompt_text, negative_text, style_name, lora_name, lora_value, scale, n, seed_value,
-                 random_seed, n_steps, guidance_value, scheduler_name, w, h, progress=gr.Progress()):
+                 random_seed, n_steps, guidance_value, scheduler_name, combine, fact_start, w, h,
+                 progress=gr.Progress()):
         job_id = _submit(jobs, checker, config, photo_files, dict(
             prompt=prompt_text, negative_prompt=negative_text or None,
             style=None if style_name == NO_STYLE else style_name, fact_scale=scale, num_images=int(n),
             seed=None if random_seed else int(seed_value or 0), steps=int(n_steps), guidance=guidance_value,
-            scheduler=scheduler_name, width=int(w), height=int(h),
+            scheduler=scheduler_name, face_combine=combine, width=int(w), height=int(h),
+            fact_window=(float(fact_start), 1.0) if fact_start else None,
             loras=None if lora_name in (None, SERVER_LORAS) else {lora_name: float(lora_value)}))
         result = _follow(jobs, job_id, progress)
         paths = files.write(job_id, result)
