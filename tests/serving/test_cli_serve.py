@@ -30,6 +30,7 @@ AUDIT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_serve_tiny_offline_round_trip(tmp_path, astronaut_bytes):
     (tmp_path / "sitecustomize.py").write_text(AUDIT)
     log = tmp_path / "network.log"

@@ -16,6 +16,7 @@ from conftest import REPO, SMALL, free_port, running_server
 from PIL import Image
 
 pytest.importorskip("rq")
+pytestmark = pytest.mark.slow  # worker processes start in 10-40 s on a busy machine
 
 
 def redis_server_binary() -> str | None:

@@ -27,6 +27,7 @@ def set_number(page, elem_id: str, value) -> None:
     box.press("Enter")
 
 
+@pytest.mark.slow
 def test_portraits_tab_end_to_end(serve, astronaut_path, faceless_png, astronaut_bytes, tmp_path):
     expect = sync_api.expect
     url, jobs = serve(ui=True, queue_size=1)
