@@ -1,0 +1,55 @@
+"""Shared fixtures of the template-mode tests: the public-domain photos, a two-person photo made
+from them, one FaceAnalysis for the session."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads and lose a lot on a busy machine; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def analysis():
+    from facefact.faces import FaceAnalysis
+
+    return FaceAnalysis()
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_path() -> str:
+    import matplotlib.cbook as cbook
+
+    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@pytest.fixture(scope="session")
+def grace_hopper(grace_hopper_path) -> np.ndarray:
+    from facefact.faces import load_image
+
+    return load_image(grace_hopper_path)
+
+
+@pytest.fixture(scope="session")
+def group(astronaut, grace_hopper) -> np.ndarray:
+    """The astronaut (left, smaller face) and Grace Hopper (right, larger face) side by side, 512 tall."""
+    h = astronaut.shape[0]
+    right = cv2.resize(grace_hopper, (round(grace_hopper.shape[1] * h / grace_hopper.shape[0]), h),
+                       interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.concatenate([astronaut, right], axis=1))
