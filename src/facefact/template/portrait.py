@@ -1,0 +1,211 @@
+"""`TemplatePortrait`: put one or several people into an existing photo, keeping everything else.
+
+    maker = TemplatePortrait(pipe)                              # a FACT inpainting-capable pipeline
+    faces = maker.faces("group.jpg")                            # numbered left to right
+    out = maker("group.jpg", {1: "alice.jpg", 2: ["bob.jpg", "bob2.jpg"]}, seed=7, num_images=2)
+
+For every output and every target face: the main inpaint of the 512 crop (strength 0.6, guidance 5,
+50 PNDM steps, FACT scale 0.55, cfg_face, controls face landmarks 1.0 + Canny 0.2), an optional
+refine pass (strength 0.1, controls 0.8 / 0.8, face mask + 0.02 sqrt(area)), then the crop is pasted
+into the full-resolution template through a feathered mask; every pixel outside it is the
+template's own. Output i is made from seed + i.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facefact import __version__
+from facefact.errors import ConfigError
+from facefact.template import backend
+from facefact.template.faces import TemplateFace, choose_targets, find_faces
+from facefact.template.geometry import paste
+from facefact.template.masks import paste_weight
+from facefact.template.prepare import Identity, TargetPlan, plan_target, refine_inputs
+from facefact.template.settings import TemplateSettings
+
+
+@dataclass
+class TemplateOutput:
+    images: list                       # PIL images at the template's full resolution; image i from seeds[i]
+    metadata: list[dict]               # provenance per image
+    notes: list[str] = field(default_factory=list)
+    faces: list[TemplateFace] = field(default_factory=list)   # every kept template face, numbered
+    plans: list[TargetPlan] = field(default_factory=list)     # crops, masks and controls per target
+
+
+@dataclass
+class LoadedTemplate:
+    rgb: np.ndarray
+    name: str | None
+    sha256: str
+
+
+def load_template(source, analysis) -> LoadedTemplate:
+    """The template as RGB (EXIF orientation applied, alpha on white, CMYK / 16-bit converted), and
+    the sha256 of its file (of its pixels for an in-memory image) for the provenance."""
+    name = str(source) if isinstance(source, (str, Path)) else None
+    rgb = analysis.load(source)
+    digest = hashlib.sha256(Path(source).read_bytes() if name else rgb.tobytes()).hexdigest()
+    return LoadedTemplate(rgb=rgb, name=name, sha256=digest)
+
+
+def _as_list(photos) -> list:
+    return list(photos) if isinstance(photos, (list, tuple)) else [photos]
+
+
+class TemplatePortrait:
+    """Redraws chosen faces of template photos with new identities through a FACT inpainting pipeline
+    (``pipe``: see :mod:`facefact.template.backend`). ``analysis``: a FaceAnalysis (made on first
+    use); ``settings``: the defaults of every call."""
+
+    def __init__(self, pipe, *, analysis=None, settings: TemplateSettings | None = None):
+        self.pipe = pipe
+        self.info = backend.inspect_pipeline(pipe)
+        self.settings = (settings or TemplateSettings()).validate()
+        self._analysis = analysis
+        self._landmarker = None
+
+    @property
+    def analysis(self):
+        if self._analysis is None:
+            from facefact.faces import FaceAnalysis
+
+            self._analysis = FaceAnalysis()
+        return self._analysis
+
+    def faces(self, template, *, max_faces: int | None = None) -> list[TemplateFace]:
+        """The template's faces, numbered left to right (what ``targets`` count)."""
+        rgb = template if isinstance(template, np.ndarray) else self.analysis.load(template)
+        return find_faces(self.analysis, rgb, max_faces=max_faces if max_faces is not None else self.settings.max_faces)
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def identities(self, people, template: LoadedTemplate) -> list[tuple[int | None, Identity]]:
+        """``people``: photo(s) of one person (for the largest face), or {face number: photo(s)}."""
+        pairs = people.items() if isinstance(people, dict) else [(None, people)]
+        out = []
+        for number, photos in pairs:
+            photos = _as_list(photos)
+            if not photos:
+                raise ConfigError(f"no photo given for template face {number}")
+            loaded, found, notes = [], [], []
+            for photo in photos:
+                name = str(photo) if isinstance(photo, (str, Path)) else None
+                rgb = self.analysis.load(photo)
+                found.append(self.analysis.get_one(rgb, strict=False, path=name))
+                loaded.append(rgb)
+                if rgb.shape == template.rgb.shape and np.array_equal(rgb, template.rgb):
+                    notes.append(f"the face photo for face {number or 'largest'} is the template itself: "
+                                 "that face is redrawn from a face of the template (allowed)")
+            out.append((number, Identity(photos=loaded, faces=found, notes=notes)))
+        return out
+
+    def _check_controls(self, settings: TemplateSettings, notes: list[str]) -> None:
+        count = self.info.num_controlnets
+        if count == 0:
+            notes.append("the pipeline has no ControlNet: the face landmarks and template edges are not used; "
+                         "only the mask and the identity guide the redrawn face")
+        elif count != len(settings.controls):
+            raise ConfigError(
+                f"the pipeline has {count} ControlNet{'s' if count != 1 else ''} but {len(settings.controls)} "
+                f"controls are set ({', '.join(settings.controls)})",
+                hint="set TemplateSettings.controls (--controls) to one map per ControlNet, in their order "
+                     "(the release: OpenPose -> face_pose, Canny -> canny)")
+
+    # ---- the call -----------------------------------------------------------------------------
+    def __call__(self, template, people, *, seed: int | None = None, num_images: int = 1,
+                 settings: TemplateSettings | None = None, progress=None) -> TemplateOutput:
+        settings = (settings or self.settings).validate()
+        if num_images < 1:
+            raise ConfigError("num_images must be at least 1")
+        notes: list[str] = []
+        self._check_controls(settings, notes)
+        loaded = load_template(template, self.analysis)
+        faces = find_faces(self.analysis, loaded.rgb, max_faces=settings.max_faces)
+        people = self.identities(people, loaded)
+        numbers = [n for n, _ in people if n is not None]
+        targets = choose_targets(faces, numbers, min_face_px=settings.min_face_px, path=loaded.name)
+        plans = [plan_target(loaded.rgb, faces, target, identity, settings, self._dlib68(settings))
+                 for target, (_, identity) in zip(targets, people)]
+        for _, identity in people:
+            notes.extend(identity.notes)
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        images, metadata = [], []
+        for index in range(num_images):
+            image, model_meta = self._one_image(loaded.rgb, plans, settings, seed + index, notes, progress)
+            images.append(Image.fromarray(image))
+            metadata.append(self._provenance(loaded, faces, plans, settings, seed + index, model_meta, notes))
+        notes = list(dict.fromkeys(notes))
+        for meta in metadata:
+            meta["notes"] = list(notes)
+        return TemplateOutput(images=images, metadata=metadata, notes=notes, faces=faces, plans=plans)
+
+    def _dlib68(self, settings: TemplateSettings):
+        if settings.face_points == "dlib68" and self._landmarker is None:
+            from facefact.template.controls import Dlib68
+
+            self._landmarker = Dlib68()
+        return self._landmarker
+
+    def _request(self, plan: TargetPlan, settings: TemplateSettings, seed: int, *, image, mask, controls,
+                 strength, scales, steps) -> backend.InpaintRequest:
+        used = [controls[name] for name in settings.controls] if self.info.num_controlnets else []
+        return backend.InpaintRequest(
+            prompt=settings.prompt, negative_prompt=settings.negative_prompt, image=image, mask=mask,
+            controls=used, control_scales=list(scales), strength=strength, steps=steps,
+            guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, fact_scale=settings.fact_scale,
+            cfg_face=settings.cfg_face, face_images=plan.identity.photos, seed=seed, extra=dict(settings.extra))
+
+    def _one_image(self, template: np.ndarray, plans: list[TargetPlan], settings: TemplateSettings, seed: int,
+                   notes: list[str], progress) -> tuple[np.ndarray, dict]:
+        out, model_meta = template, {}
+        for plan in plans:
+            result, model_meta, pipe_notes = backend.run_inpaint(self.pipe, self.info, self._request(
+                plan, settings, seed, image=plan.image, mask=plan.mask, controls=plan.controls,
+                strength=settings.strength, scales=settings.control_scales, steps=settings.steps))
+            notes.extend(pipe_notes)
+            edited = plan.mask
+            if settings.refine:
+                mask, controls, refine_notes = refine_inputs(plan, result, settings, self.analysis, self._landmarker)
+                notes.extend(refine_notes)
+                result, model_meta, pipe_notes = backend.run_inpaint(self.pipe, self.info, self._request(
+                    plan, settings, seed, image=result, mask=mask, controls=controls,
+                    strength=settings.refine_strength, scales=settings.refine_control_scales,
+                    steps=settings.refine_steps or settings.steps))
+                notes.extend(pipe_notes)
+                edited = np.maximum(edited, mask)
+            weight = paste_weight(plan.crop, template.shape, edited, plan.target.bbox, plan.protected)
+            out = paste(out, plan.crop, result, weight)
+            if progress is not None:
+                progress(plan)
+        return out, model_meta
+
+    def _provenance(self, loaded: LoadedTemplate, faces, plans, settings: TemplateSettings, seed: int,
+                    model_meta: dict, notes: list[str]) -> dict:
+        """What made this image; the template and face photos themselves are not in it (only the
+        template's hash, and how many photos each face got)."""
+        h, w = loaded.rgb.shape[:2]
+        knobs = {k: v for k, v in settings.as_dict().items() if k not in ("prompt", "negative_prompt")}
+        models = model_meta.get("models") or copy.deepcopy(self.info.model_info)
+        return {
+            "generator": f"facefact {__version__}", "method": "FaceChain-FACT template", "ai_generated": True,
+            "seed": seed, "prompt": settings.prompt, "negative_prompt": settings.negative_prompt,
+            "steps": settings.steps, "guidance_scale": settings.guidance_scale, "scheduler": settings.scheduler,
+            "adapter_scale": settings.fact_scale, "cfg_face": settings.cfg_face, "width": w, "height": h,
+            "num_reference_photos": sum(len(p.identity.photos) for p in plans),
+            "template": {"sha256": loaded.sha256, "width": w, "height": h, "faces_found": len(faces)},
+            "redrawn_faces": [{**p.target.as_dict(), "reference_photos": len(p.identity.photos),
+                               "crop": {"x0": p.crop.x0, "y0": p.crop.y0, "side": p.crop.side, "size": p.crop.size}}
+                              for p in plans],
+            "controls": ([{"map": c, "scale": s, "refine_scale": r} for c, s, r in
+                          zip(settings.controls, settings.control_scales, settings.refine_control_scales)]
+                         if self.info.num_controlnets else []),
+            "pipeline": {"unet_in_channels": self.info.unet_in_channels, "controlnets": self.info.num_controlnets},
+            "template_settings": knobs, "models": models, "notes": list(notes),
+        }
