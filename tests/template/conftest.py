@@ -55,35 +55,6 @@ def group(astronaut, grace_hopper) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([astronaut, right], axis=1))
 
 
-def _old_style_inpaint_pipe(kind: str, analysis):
-    """A FaceFactPipeline around a tiny diffusers inpainting pipeline: 'controlnet2' (ControlNet-inpaint
-    with two tiny ControlNets, the release's layout), 'unet9' (a 9-channel inpainting UNet) or 'plain'
-    (a 4-channel UNet, no ControlNet)."""
-    import torch
-    from diffusers import (MultiControlNetModel, StableDiffusionControlNetInpaintPipeline,
-                           StableDiffusionInpaintPipeline, UNet2DConditionModel)
-
-    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
-    from facefact.pipelines import FaceFactPipeline
-    from facefact.pipelines.tiny import tiny_controlnet, tiny_sd_pipeline
-
-    sd = tiny_sd_pipeline(0)
-    parts = {k: v for k, v in sd.components.items() if k != "image_encoder"}
-    if kind == "controlnet2":
-        nets = MultiControlNetModel([tiny_controlnet(sd.unet, 1), tiny_controlnet(sd.unet, 2)])
-        pipe = StableDiffusionControlNetInpaintPipeline(**parts, controlnet=nets, requires_safety_checker=False)
-    else:
-        if kind == "unet9":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                parts["unet"] = UNet2DConditionModel.from_config({**sd.unet.config, "in_channels": 9})
-        pipe = StableDiffusionInpaintPipeline(**parts, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    info = {"base_model": {"id": f"facefact-tiny/{kind}"}, "adapter": {"id": "facefact-tiny/adapter"}}
-    return FaceFactPipeline(pipe, tiny_encoder(0), tiny_face_adapter(pipe.unet, seed=1), analysis, info,
-                            default_size=64)
-
-
 @pytest.fixture(scope="session")
 def inpaint_pipes(analysis):
     """kind -> a tiny FACT inpainting pipeline (built once per session, on demand)."""
@@ -91,7 +62,9 @@ def inpaint_pipes(analysis):
 
     def get(kind: str):
         if kind not in made:
-            made[kind] = _old_style_inpaint_pipe(kind, analysis)
+            from facefact.template.tiny import tiny_template_pipeline
+
+            made[kind] = tiny_template_pipeline(kind, analysis=analysis)
         return made[kind]
     return get
 

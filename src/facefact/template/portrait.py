@@ -42,9 +42,22 @@ class TemplateOutput:
 
 @dataclass
 class LoadedTemplate:
+    """The template photo as loaded; ``name`` is its path (kept out of the provenance)."""
+
     rgb: np.ndarray
     name: str | None
     sha256: str
+
+
+@dataclass
+class Prepared:
+    """The output of :meth:`TemplatePortrait.prepare`: what the diffusion passes need."""
+
+    template: LoadedTemplate
+    faces: list[TemplateFace]
+    plans: list[TargetPlan]
+    settings: TemplateSettings
+    notes: list[str]
 
 
 def load_template(source, analysis) -> LoadedTemplate:
@@ -66,11 +79,17 @@ class TemplatePortrait:
     use); ``settings``: the defaults of every call."""
 
     def __init__(self, pipe, *, analysis=None, settings: TemplateSettings | None = None):
-        self.pipe = pipe
-        self.info = backend.inspect_pipeline(pipe)
+        self.pipe, self.info = None, None
+        if pipe is not None:
+            self.use_pipeline(pipe)
         self.settings = (settings or TemplateSettings()).validate()
         self._analysis = analysis
         self._landmarker = None
+
+    def use_pipeline(self, pipe) -> None:
+        """Set (or replace) the pipeline; one that cannot inpaint is refused here, naming what to use."""
+        self.info = backend.inspect_pipeline(pipe)
+        self.pipe = pipe
 
     @property
     def analysis(self):
@@ -119,32 +138,50 @@ class TemplatePortrait:
                      "(the release: OpenPose -> face_pose, Canny -> canny)")
 
     # ---- the call -----------------------------------------------------------------------------
-    def __call__(self, template, people, *, seed: int | None = None, num_images: int = 1,
-                 settings: TemplateSettings | None = None, progress=None) -> TemplateOutput:
+    def prepare(self, template, people, *, settings: TemplateSettings | None = None) -> "Prepared":
+        """Everything before diffusion - template, faces, targets, identities, crops, masks,
+        controls - so that every bad input fails before any denoising step (the CLI calls this
+        before it loads weights, with ``pipe=None``)."""
         settings = (settings or self.settings).validate()
-        if num_images < 1:
-            raise ConfigError("num_images must be at least 1")
         notes: list[str] = []
-        self._check_controls(settings, notes)
         loaded = load_template(template, self.analysis)
         faces = find_faces(self.analysis, loaded.rgb, max_faces=settings.max_faces)
-        people = self.identities(people, loaded)
-        numbers = [n for n, _ in people if n is not None]
+        pairs = self.identities(people, loaded)
+        numbers = [n for n, _ in pairs if n is not None]
         targets = choose_targets(faces, numbers, min_face_px=settings.min_face_px, path=loaded.name)
         plans = [plan_target(loaded.rgb, faces, target, identity, settings, self._dlib68(settings))
-                 for target, (_, identity) in zip(targets, people)]
-        for _, identity in people:
+                 for target, (_, identity) in zip(targets, pairs)]
+        for _, identity in pairs:
             notes.extend(identity.notes)
+        return Prepared(template=loaded, faces=faces, plans=plans, settings=settings, notes=notes)
+
+    def __call__(self, template, people, *, seed: int | None = None, num_images: int = 1,
+                 settings: TemplateSettings | None = None, progress=None) -> TemplateOutput:
+        """``people``: photo(s) of one person (redraws the largest face), or {face number: photo(s)}
+        (numbers count left to right from 1). Output i is made from ``seed + i``."""
+        return self.generate(self.prepare(template, people, settings=settings), seed=seed, num_images=num_images,
+                             progress=progress)
+
+    def generate(self, prepared: "Prepared", *, seed: int | None = None, num_images: int = 1,
+                 progress=None) -> TemplateOutput:
+        if self.pipe is None:
+            raise ConfigError("this TemplatePortrait has no pipeline", hint="pass a FACT inpainting pipeline")
+        if num_images < 1:
+            raise ConfigError("num_images must be at least 1")
+        settings, plans = prepared.settings, prepared.plans
+        notes = list(prepared.notes)
+        self._check_controls(settings, notes)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         images, metadata = [], []
         for index in range(num_images):
-            image, model_meta = self._one_image(loaded.rgb, plans, settings, seed + index, notes, progress)
+            image, model_meta = self._one_image(prepared.template.rgb, plans, settings, seed + index, notes, progress)
             images.append(Image.fromarray(image))
-            metadata.append(self._provenance(loaded, faces, plans, settings, seed + index, model_meta, notes))
+            metadata.append(self._provenance(prepared.template, prepared.faces, plans, settings, seed + index,
+                                             model_meta, notes))
         notes = list(dict.fromkeys(notes))
         for meta in metadata:
             meta["notes"] = list(notes)
-        return TemplateOutput(images=images, metadata=metadata, notes=notes, faces=faces, plans=plans)
+        return TemplateOutput(images=images, metadata=metadata, notes=notes, faces=prepared.faces, plans=plans)
 
     def _dlib68(self, settings: TemplateSettings):
         if settings.face_points == "dlib68" and self._landmarker is None:
