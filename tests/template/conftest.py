@@ -78,3 +78,39 @@ def fast_settings():
         base = dict(prompt="a portrait", negative_prompt="blurry", crop_size=64, steps=10)
         return TemplateSettings(**{**base, **changes})
     return make
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """cli(*argv) -> (exit code, stdout, stderr), in-process, with an isolated home and config."""
+    from facefact.cli.main import main
+
+    monkeypatch.setenv("FACEFACT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    for var in ("FACEFACT_CONFIG", "FACEFACT_ADAPTER", "FACEFACT_ENCODER", "FACEFACT_BASE_MODEL",
+                "FACEFACT_DEVICE", "FACEFACT_DTYPE"):
+        monkeypatch.delenv(var, raising=False)
+
+    def run(*argv):
+        capsys.readouterr()
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+@pytest.fixture(scope="session")
+def photo_files(tmp_path_factory, astronaut, grace_hopper_path, group):
+    """{'astronaut': png, 'grace': jpg, 'group': jpg, 'plain': png} on disk."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("template-photos")
+    files = {"astronaut": folder / "astronaut.png", "grace": folder / "grace.jpg", "group": folder / "group.jpg",
+             "plain": folder / "plain.png"}
+    Image.fromarray(astronaut).save(files["astronaut"])
+    shutil.copy(grace_hopper_path, files["grace"])
+    Image.fromarray(group).save(files["group"], quality=95)
+    Image.fromarray(np.full((256, 256, 3), (120, 180, 90), np.uint8)).save(files["plain"])
+    return files

@@ -9,8 +9,16 @@ new identities, keeping every other pixel of the photo.
 Geometry, masks and control maps are pure numpy / OpenCV (``geometry``, ``masks``, ``controls``,
 ``prepare``); ``portrait`` runs the two diffusion passes and pastes back. See docs/template.md.
 """
-from facefact.template.faces import TemplateFace, choose_targets, find_faces
-from facefact.template.geometry import SquareCrop, paste
-from facefact.template.settings import TemplateSettings
+# Names load on first use: `facefact --help` imports the settings only (no OpenCV, no torch).
+_EXPORTS = {"SquareCrop": "geometry", "paste": "geometry", "TemplateFace": "faces", "choose_targets": "faces",
+            "find_faces": "faces", "TemplateSettings": "settings", "TemplatePortrait": "portrait",
+            "TemplateOutput": "portrait"}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["SquareCrop", "TemplateFace", "TemplateSettings", "choose_targets", "find_faces", "paste"]
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'facefact.template' has no attribute '{name}'")
+    import importlib
+
+    return getattr(importlib.import_module(f"facefact.template.{_EXPORTS[name]}"), name)

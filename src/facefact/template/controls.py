@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from facefact.errors import ConfigError
+from facefact.template.settings import FACE_POINTS
 
-FACE_POINTS = ("five", "dlib68")
 
 
 def face_pose_map(points: np.ndarray, size: int) -> np.ndarray:

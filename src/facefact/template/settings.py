@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from facefact.errors import ConfigError
-from facefact.template.controls import FACE_POINTS
 
 # The release's fixed prompts (app.py), with the comma it forgot after "(low quality:2)" put back.
 RELEASE_PROMPT = ("raw photo, masterpiece, simple background, solo, medium shot, high detail face, "
@@ -13,6 +12,7 @@ RELEASE_NEGATIVE_PROMPT = ("nsfw, paintings, sketches, (worst quality:2), (low q
                            "((monochrome)), ((grayscale)), logo, word, character")
 CONTROL_KINDS = ("face_pose", "canny")
 LANDMARK_SOURCES = ("face_photo", "template")
+FACE_POINTS = ("five", "dlib68")
 
 
 @dataclass
