@@ -67,11 +67,13 @@ def quiet_libraries() -> None:
         sys.modules["transformers"].logging.set_verbosity_error()
 
 
-def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None):
-    """A diffusers SD1.5-family pipeline (StableDiffusionPipeline, or the ControlNet one)."""
+def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None, cls=None):
+    """A diffusers SD1.5-family pipeline of class `cls` (default: StableDiffusionPipeline, or the
+    ControlNet one) from a diffusers folder, a single .safetensors/.ckpt file or a hub id."""
     from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
-    cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
+    if cls is None:
+        cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
     extra = {"controlnet": controlnet} if controlnet is not None else {}
     kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     path = Path(str(location)).expanduser()
@@ -95,7 +97,7 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
         raise ModelNotFoundError(
             f"could not load the base model '{location}': {str(err).splitlines()[0]}", path=location,
             hint="without a connection, download it elsewhere and pass the local folder; single-file models also "
-                 "need their config, which diffusers fetches from the hub once") from None
+                 "need their config, which diffusers fetches from the hub once") from err
 
 
 # Every ControlNet has a hint block for its control image: `input_hint_block` in the original
@@ -267,63 +269,6 @@ def describe_file(path: str | Path, hashes: HashCache | None = None) -> dict:
     if looks_like_hub_id(path) and (revision := cached_revision(str(path))):
         info["revision"] = revision
     return info
-
-
-def require_peft() -> None:
-    """diffusers loads LoRA through peft; without it `load_lora_weights` fails with a bare ValueError."""
-    import diffusers.utils
-
-    if not getattr(diffusers.utils, "USE_PEFT_BACKEND", False):
-        raise ConfigError("loading a LoRA needs the peft package (diffusers loads LoRA through it), and peft is "
-                          "not installed or too old for this diffusers",
-                          hint="pip install -U peft (and transformers), then run the command again")
-
-
-def describe_lora(lora, weight_name: str | None = None, subfolder: str | None = None) -> dict:
-    """Provenance of a LoRA: the file's name and short sha256 (never its folder), or a hub id.
-
-    With a folder plus `weight_name` (and `subfolder`), as `load_lora_weights` takes them: that
-    one file, not every weight file in the folder; for a hub id, `weight_name` is kept beside it."""
-    if isinstance(lora, dict):
-        return {"id": "<state dict>"}
-    local = Path(str(lora)).expanduser()
-    if weight_name and local.is_dir():
-        lora = local / (subfolder or "") / weight_name
-    info = describe_file(lora)
-    if weight_name and not local.exists():  # a hub id: which file of the repository
-        info["weight_name"] = "/".join(part for part in (subfolder, weight_name) if part)
-    return {k: v for k, v in info.items() if k != "bytes"}
-
-
-def load_lora_into(sd_pipeline, lora, adapter_name: str, **kwargs) -> None:
-    """`sd_pipeline.load_lora_weights(lora)` with diffusers' failures turned into CheckpointErrors
-    that name the file - including the silent one: a file with no key for this UNet or text
-    encoder, which diffusers only logs about and skips."""
-    from safetensors import SafetensorError
-
-    require_peft()
-    name = "the LoRA state dict" if isinstance(lora, dict) else str(lora)
-    if not isinstance(lora, dict):
-        path = Path(str(lora)).expanduser()
-        if path.is_dir() and not kwargs.get("weight_name"):
-            raise ConfigError(f"LoRA {path} is a folder", path=path,
-                              hint="pass the LoRA file inside it (e.g. pytorch_lora_weights.safetensors)")
-        if not path.exists() and not looks_like_hub_id(str(lora)):
-            raise ModelNotFoundError(f"LoRA file not found: {path}", path=path,
-                                     hint="check the path; a LoRA is a .safetensors file, e.g. --lora style.safetensors:0.8")
-        lora = str(path) if path.exists() else str(lora)
-    hint = ("it must be a LoRA made for Stable Diffusion 1.5-family models (diffusers, kohya or PEFT format), "
-            "not a full model, a LoRA for another family (SDXL, SD2, Flux...) or another kind of file")
-    try:
-        sd_pipeline.load_lora_weights(lora, adapter_name=adapter_name, **kwargs)
-    except (ValueError, RuntimeError, KeyError, OSError, SafetensorError) as err:
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
-        mismatch = next((line for line in lines if line.startswith("size mismatch")), None)
-        reason = lines[0][:200] + (f" ({mismatch[:300]})" if mismatch else "")
-        raise CheckpointError(f"{name} is not a LoRA for this model: {reason}", hint=hint) from None
-    loaded = {n for names in sd_pipeline.get_list_adapters().values() for n in names}
-    if adapter_name not in loaded:
-        raise CheckpointError(f"{name} holds no LoRA weights for this model's UNet or text encoder", hint=hint)
 
 
 def require_file(path: str | Path | None, what: str, flag: str) -> Path:

@@ -81,11 +81,11 @@ def build_adapter(unet: nn.Module, encoder: TransFaceEncoder, init_adapter: str 
 
 
 def trainable_parameters(adapter: FaceAdapter) -> list[tuple[str, nn.Parameter]]:
-    """Resampler + block adapters (a checkpoint's own `ln` included). Attaching borrows no UNet
-    module, so nothing of the frozen UNet is among them."""
+    """Resampler + block fusers. A checkpoint's `ln.*` block norms are not trained: while attached
+    their values stand in the frozen UNet's norm2, and they are saved back as loaded."""
     out = [(f"resampler.{n}", p) for n, p in adapter.resampler.named_parameters()]
-    for path, proc in zip(adapter.block_paths, adapter.all_processors()):
-        out += [(f"{path}.{n}", p) for n, p in proc.named_parameters()]
+    for path, fuser in zip(adapter.block_paths, adapter.all_fusers()):
+        out += [(f"{path}.{n}", p) for n, p in fuser.named_parameters()]
     return out
 
 
@@ -93,7 +93,7 @@ def copy_adapter_weights(source: FaceAdapter, target: FaceAdapter) -> None:
     """Load `source`'s trained weights into `target` (which may be attached), exactly."""
     target.resampler.load_state_dict(source.resampler.state_dict())
     for path in target.block_paths:
-        missing, unexpected = target.processor(path).load_state_dict(source.processor(path).state_dict(), strict=False)
+        missing, unexpected = target.fuser(path).load_state_dict(source.fuser(path).state_dict(), strict=False)
         if missing or unexpected:
             raise CheckpointError(f"adapter weights for {path} do not match: missing {missing}, unexpected {unexpected}")
 
@@ -114,10 +114,11 @@ class AdapterTrainingModule(nn.Module):
     gradients. The frozen UNet is held outside the module tree on purpose, so DDP neither broadcasts
     nor tracks its ~860M parameters."""
 
-    def __init__(self, adapter: FaceAdapter, unet: nn.Module):
+    def __init__(self, adapter: FaceAdapter, unet: nn.Module, fair=None):
         super().__init__()
         self.adapter = adapter
         self._unet = [unet]
+        self.fair = fair  # a FairRegularizer whose measuring() context is open when FAIR is measured
 
     @property
     def unet(self) -> nn.Module:
@@ -125,7 +126,8 @@ class AdapterTrainingModule(nn.Module):
 
     def forward(self, noisy_latents, timesteps, text_embeds, encoder_tokens, measure_fair: bool = False):
         face_tokens = self.adapter.resampler(encoder_tokens.to(self.adapter.resampler.latents.dtype))  # [B, 16, C]
-        hidden = torch.cat([text_embeds, face_tokens.to(text_embeds.dtype)], dim=1)
-        prediction = self._unet[0](noisy_latents, timesteps, encoder_hidden_states=hidden).sample
-        fair = self.adapter.fair_loss() if measure_fair else prediction.new_zeros(())
+        faces = {"gligen": {"objs": face_tokens.to(text_embeds.dtype)}}  # to the fusers, out of band
+        prediction = self._unet[0](noisy_latents, timesteps, encoder_hidden_states=text_embeds,
+                                   cross_attention_kwargs=faces).sample
+        fair = self.fair.loss() if measure_fair else prediction.new_zeros(())
         return prediction, fair
