@@ -93,10 +93,16 @@ def test_provenance_names_no_photo(inpaint_pipes, fast_settings, analysis, grace
 
 
 def test_bad_inputs(inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper, tmp_path):
-    from facefact.pipelines import FaceFactPipeline
+    from facefact.pipelines import FACTStableDiffusionInpaintPipeline, FACTStableDiffusionPipeline
 
+    text_to_image = FACTStableDiffusionPipeline.tiny(face_analysis=analysis)
     with pytest.raises(ConfigError, match="cannot inpaint"):
-        TemplatePortrait(FaceFactPipeline.tiny(face_analysis=analysis), analysis=analysis)
+        TemplatePortrait(text_to_image, analysis=analysis)
+    without_fact = FACTStableDiffusionInpaintPipeline(**{k: v for k, v in text_to_image.components.items()
+                                                          if k != "image_encoder"}, requires_safety_checker=False)
+    text_to_image.unload_fact_adapter()
+    with pytest.raises(ConfigError, match="no FACT adapter"):
+        TemplatePortrait(without_fact, analysis=analysis)
     cn2 = inpaint_pipes("controlnet2")
     with pytest.raises(ConfigError, match="2 ControlNets but 1 controls"):
         TemplatePortrait(cn2, analysis=analysis, settings=fast_settings(controls=("canny",), control_scales=(1.0,),

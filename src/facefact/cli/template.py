@@ -178,41 +178,25 @@ def list_faces(args, maker, settings) -> int:
 
 
 def load_pipeline(args, analysis):
-    """The inpainting pipeline the template mode runs (tiny, or the FACT models on disk)."""
-    import torch
-
-    from facefact.cli.generate import check_device
+    """The FACT inpainting pipeline the template mode runs: tiny, or the models on disk / hub."""
+    from facefact.cli.generate import check_device, model_locations
     from facefact.pipelines import registry
+    from facefact.pipelines.build import load_fact_pipeline
+    from facefact.template.tiny import tiny_kind_options
 
     config, config_path = registry.load_config(args.config)
     device = registry.resolve_setting("device", args.device, config, config_path).value
     dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
     check_device(device)
-    if args.model == "tiny":
-        from facefact.template.tiny import tiny_template_pipeline
-
-        if args.base_model or args.adapter or args.encoder or args.controlnet:
-            raise ConfigError("--model tiny uses built-in models; drop --base-model/--adapter/--encoder/--controlnet")
-        pipe = tiny_template_pipeline(args.tiny_kind, analysis=analysis)
-        return pipe.to(device or "cpu", dtype or torch.float32) if (device or dtype) else pipe
-    return _load_fact_inpaint(args, config, config_path, analysis, device, dtype)
-
-
-def _load_fact_inpaint(args, config, config_path, analysis, device, dtype):
-    from diffusers import AutoPipelineForInpainting
-
-    from facefact.cli.generate import load_pipeline as load_generate_pipeline
-
-    controlnets = list(args.controlnet) or None
-    if controlnets and len(controlnets) == 1:
-        controlnets = controlnets[0]
-    args.lora, args.control_image = [], None
-    pipe = load_generate_pipeline(args, config, config_path, analysis, controlnets)
-    # The same modules (UNet with the adapter attached, ControlNets with their hooks) in diffusers'
-    # inpainting pipeline of the same family: no weights are loaded twice.
-    pipe.sd = AutoPipelineForInpainting.from_pipe(pipe.sd)
-    pipe.sd.set_progress_bar_config(disable=True)
-    return pipe
+    where = model_locations(args, config, config_path)
+    if where["base_model"] == "tiny":
+        if args.controlnet:
+            raise ConfigError("--model tiny has its own ControlNets; choose them with --tiny-kind, drop --controlnet")
+        options = tiny_kind_options(args.tiny_kind)
+    else:
+        options = {"controlnet": list(args.controlnet) or None}
+    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind="inpaint",
+                              device=device, dtype=dtype, face_analysis=analysis, **options)
 
 
 def run(args) -> int:
@@ -259,7 +243,7 @@ def generate_and_write(args, maker, prepared) -> int:
         bar.close()
         torch.set_num_threads(threads)
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
-               for image, meta in zip(out.images, out.metadata)]
+               for image, meta in zip(out.images, out.metadata_with_hashes())]
     extra = []
     if args.save_control:
         extra += write_plan_images(out_dir, stem, out.plans, only_controls=True)

@@ -1,14 +1,11 @@
 """The one place the template mode touches a generation pipeline.
 
-Two kinds of pipeline are accepted:
-
-* the diffusers-native FACT inpainting pipelines (``FACTStableDiffusionInpaintPipeline``,
-  ``FACTStableDiffusionControlNetInpaintPipeline``): called with ``face_images``, ``fact_scale``,
-  ``cfg_face`` and a ``generator`` beside the diffusers parent's own arguments;
-* the older :class:`facefact.pipelines.FaceFactPipeline` wrapping a diffusers inpainting pipeline
-  (``seed=`` and ``adapter_scale=``).
-
-Either way one call makes one image of one pass from an :class:`InpaintRequest`.
+It runs on the diffusers-native FACT inpainting pipelines, ``FACTStableDiffusionInpaintPipeline``
+(a 4-channel base, or a 9-channel inpainting checkpoint) and
+``FACTStableDiffusionControlNetInpaintPipeline`` (one ControlNet, or several), called with
+``face_tokens`` (encoded once per person), ``fact_scale``, ``cfg_face`` and a seeded ``generator`` beside the diffusers
+parent's own arguments (whose mask processor binarises the mask, and whose 4-channel branch
+keeps the latents outside it). One call makes one image of one pass from an :class:`InpaintRequest`.
 """
 from __future__ import annotations
 
@@ -35,7 +32,7 @@ class InpaintRequest:
     scheduler: str
     fact_scale: float
     cfg_face: bool
-    face_images: list[np.ndarray]     # the identity's photo(s)
+    face_tokens: object               # FaceTokens of the identity (pipe.encode_faces), made once
     seed: int
     extra: dict = field(default_factory=dict)
 
@@ -44,33 +41,31 @@ class InpaintRequest:
 class PipelineInfo:
     """What the template mode needs to know about a pipeline before calling it."""
 
-    style: str               # "native" (diffusers subclass with face_images=) or "wrapper" (FaceFactPipeline)
     num_controlnets: int     # 0, 1 or more
     unet_in_channels: int    # 4 (plain SD1.5, latent blending) or 9 (an inpainting checkpoint)
-    model_info: dict
-
-
-def _diffusers_pipeline(pipe):
-    return pipe.sd if hasattr(pipe, "sd") and hasattr(pipe, "adapter") else pipe
+    name: str
 
 
 def inspect_pipeline(pipe) -> PipelineInfo:
     """Classify ``pipe`` and refuse one that cannot inpaint, naming what to use instead."""
-    sd = _diffusers_pipeline(pipe)
-    style = "wrapper" if sd is not pipe else "native"
-    if style == "native" and "face_images" not in inspect.signature(type(pipe).__call__).parameters:
-        raise ConfigError(f"{type(pipe).__name__} is not a FACT pipeline (its call takes no face_images)",
-                          hint="use FACTStableDiffusionInpaintPipeline or FACTStableDiffusionControlNetInpaintPipeline")
-    if "mask_image" not in inspect.signature(type(sd).__call__).parameters:
-        raise ConfigError(f"{type(sd).__name__} cannot inpaint (it takes no mask_image); the template mode "
+    call = inspect.signature(type(pipe).__call__).parameters
+    if not hasattr(pipe, "set_fact_scale"):
+        raise ConfigError(f"{type(pipe).__name__} is not a FACT pipeline",
+                          hint="use FACTStableDiffusionInpaintPipeline or FACTStableDiffusionControlNetInpaintPipeline "
+                               "(facefact.pipelines), with load_fact_adapter(...) done")
+    parent = next((c for c in type(pipe).__mro__[1:] if "mask_image" in inspect.signature(c.__call__).parameters
+                   and c.__module__.startswith("diffusers")), None) if "mask_image" not in call else type(pipe)
+    if parent is None:
+        raise ConfigError(f"{type(pipe).__name__} cannot inpaint (it takes no mask_image); the template mode "
                           "redraws a face inside an existing photo",
-                          hint="use an inpainting pipeline: FACTStableDiffusionInpaintPipeline, or the "
-                               "ControlNet one for the released OpenPose + Canny setup")
-    controlnet = getattr(sd, "controlnet", None)
+                          hint="use FACTStableDiffusionInpaintPipeline, or FACTStableDiffusionControlNetInpaintPipeline "
+                               "for the released OpenPose + Canny setup (e.g. FACTStableDiffusionInpaintPipeline"
+                               "(**pipe.components) from a text-to-image one)")
+    pipe._require_fact()  # no adapter loaded: a clear error now, not after the first pass
+    controlnet = getattr(pipe, "controlnet", None)
     count = 0 if controlnet is None else len(getattr(controlnet, "nets", [controlnet]))
-    info = dict(getattr(pipe, "model_info", None) or getattr(pipe, "fact_model_info", None) or {})
-    return PipelineInfo(style=style, num_controlnets=count, unet_in_channels=int(sd.unet.config.in_channels),
-                        model_info=info)
+    return PipelineInfo(num_controlnets=count, unet_in_channels=int(pipe.unet.config.in_channels),
+                        name=type(pipe).__name__)
 
 
 def _control_kwargs(request: InpaintRequest, info: PipelineInfo) -> dict:
@@ -82,30 +77,24 @@ def _control_kwargs(request: InpaintRequest, info: PipelineInfo) -> dict:
     return {"control_image": images, "controlnet_conditioning_scale": [float(s) for s in request.control_scales]}
 
 
-def run_inpaint(pipe, info: PipelineInfo, request: InpaintRequest) -> tuple[np.ndarray, dict, list[str]]:
-    """(the image as RGB uint8, that image's provenance from the pipeline or {}, the pipeline's notes)."""
+def run_inpaint(pipe, info: PipelineInfo, request: InpaintRequest):
+    """(the image as RGB uint8, the pipeline's output object: provenance, notes, model files)."""
     import torch
 
-    size = request.image.shape[0]
-    common = dict(negative_prompt=request.negative_prompt or None, image=Image.fromarray(request.image),
-                  mask_image=Image.fromarray((request.mask > 0).astype(np.uint8) * 255, mode="L"),
-                  strength=float(request.strength), num_inference_steps=int(request.steps),
-                  guidance_scale=float(request.guidance_scale), height=size, width=size,
-                  **_control_kwargs(request, info), **request.extra)
-    if info.style == "wrapper":
-        out = pipe(request.prompt, face_images=request.face_images, adapter_scale=float(request.fact_scale),
-                   cfg_face=request.cfg_face, seed=int(request.seed), scheduler=request.scheduler, **common)
-    else:
-        from facefact.pipelines.loading import make_scheduler
+    from facefact.pipelines.loading import make_scheduler
 
-        previous = pipe.scheduler
-        pipe.scheduler = make_scheduler(request.scheduler, previous.config)
-        try:
-            out = pipe(request.prompt, face_images=request.face_images, fact_scale=float(request.fact_scale),
-                       cfg_face=request.cfg_face, generator=torch.Generator("cpu").manual_seed(int(request.seed)),
-                       **common)
-        finally:
-            pipe.scheduler = previous
-    image = out.images[0]
-    meta = (getattr(out, "metadata", None) or [{}])[0]
-    return np.asarray(image.convert("RGB"), dtype=np.uint8), dict(meta), list(getattr(out, "notes", None) or [])
+    size = request.image.shape[0]
+    previous = pipe.scheduler
+    pipe.scheduler = make_scheduler(request.scheduler, previous.config)  # from the base model's own config
+    try:
+        out = pipe(request.prompt, negative_prompt=request.negative_prompt or None,
+                   image=Image.fromarray(request.image),
+                   mask_image=Image.fromarray((request.mask > 0).astype(np.uint8) * 255, mode="L"),
+                   strength=float(request.strength), num_inference_steps=int(request.steps),
+                   guidance_scale=float(request.guidance_scale), height=size, width=size,
+                   face_tokens=request.face_tokens, fact_scale=float(request.fact_scale), cfg_face=request.cfg_face,
+                   generator=torch.Generator("cpu").manual_seed(int(request.seed)),
+                   **_control_kwargs(request, info), **request.extra)
+    finally:
+        pipe.scheduler = previous
+    return np.asarray(out.images[0].convert("RGB"), dtype=np.uint8), out

@@ -38,6 +38,21 @@ class TemplateOutput:
     notes: list[str] = field(default_factory=list)
     faces: list[TemplateFace] = field(default_factory=list)   # every kept template face, numbered
     plans: list[TargetPlan] = field(default_factory=list)     # crops, masks and controls per target
+    model_files: dict = field(default_factory=dict)           # role -> local file, hashed when saved
+
+    def metadata_with_hashes(self) -> list[dict]:
+        """The metadata with the local model files' short sha256 (as FACT pipeline outputs add them)."""
+        from facefact.pipelines.output import FACTPipelineOutput
+
+        return FACTPipelineOutput(images=self.images, nsfw_content_detected=None, metadata=self.metadata,
+                                  model_files=self.model_files).metadata_with_hashes()
+
+    def save(self, folder, name: str = "template", overwrite: bool = False) -> list:
+        """Every image as ``<folder>/<name>_<seed>.png`` with its provenance (and model hashes)."""
+        from facefact.pipelines.metadata import write_png
+
+        return [write_png(image, Path(folder) / f"{name}_{meta['seed']}.png", meta, overwrite=overwrite)
+                for image, meta in zip(self.images, self.metadata_with_hashes())]
 
 
 @dataclass
@@ -172,16 +187,19 @@ class TemplatePortrait:
         notes = list(prepared.notes)
         self._check_controls(settings, notes)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
-        images, metadata = [], []
+        tokens = [self.pipe.encode_faces(plan.identity.photos) for plan in plans]  # once per person
+        images, metadata, model_files = [], [], {}
         for index in range(num_images):
-            image, model_meta = self._one_image(prepared.template.rgb, plans, settings, seed + index, notes, progress)
+            image, last = self._one_image(prepared.template.rgb, plans, tokens, settings, seed + index, notes, progress)
             images.append(Image.fromarray(image))
+            model_files = dict(last.model_files or {})
             metadata.append(self._provenance(prepared.template, prepared.faces, plans, settings, seed + index,
-                                             model_meta, notes))
+                                             (last.metadata or [{}])[0], notes))
         notes = list(dict.fromkeys(notes))
         for meta in metadata:
             meta["notes"] = list(notes)
-        return TemplateOutput(images=images, metadata=metadata, notes=notes, faces=prepared.faces, plans=plans)
+        return TemplateOutput(images=images, metadata=metadata, notes=notes, faces=prepared.faces, plans=plans,
+                              model_files=model_files)
 
     def _dlib68(self, settings: TemplateSettings):
         if settings.face_points == "dlib68" and self._landmarker is None:
@@ -190,38 +208,40 @@ class TemplatePortrait:
             self._landmarker = Dlib68()
         return self._landmarker
 
-    def _request(self, plan: TargetPlan, settings: TemplateSettings, seed: int, *, image, mask, controls,
+    def _request(self, plan: TargetPlan, tokens, settings: TemplateSettings, seed: int, *, image, mask, controls,
                  strength, scales, steps) -> backend.InpaintRequest:
         used = [controls[name] for name in settings.controls] if self.info.num_controlnets else []
         return backend.InpaintRequest(
             prompt=settings.prompt, negative_prompt=settings.negative_prompt, image=image, mask=mask,
             controls=used, control_scales=list(scales), strength=strength, steps=steps,
             guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, fact_scale=settings.fact_scale,
-            cfg_face=settings.cfg_face, face_images=plan.identity.photos, seed=seed, extra=dict(settings.extra))
+            cfg_face=settings.cfg_face, face_tokens=tokens, seed=seed, extra=dict(settings.extra))
 
-    def _one_image(self, template: np.ndarray, plans: list[TargetPlan], settings: TemplateSettings, seed: int,
-                   notes: list[str], progress) -> tuple[np.ndarray, dict]:
-        out, model_meta = template, {}
-        for plan in plans:
-            result, model_meta, pipe_notes = backend.run_inpaint(self.pipe, self.info, self._request(
-                plan, settings, seed, image=plan.image, mask=plan.mask, controls=plan.controls,
+    def _one_image(self, template: np.ndarray, plans: list[TargetPlan], tokens: list, settings: TemplateSettings,
+                   seed: int, notes: list[str], progress) -> tuple[np.ndarray, object]:
+        """One output: every target redrawn in turn (each from the template's own crop, seeded with
+        ``seed``) and pasted into the full-resolution result."""
+        out, last = template, None
+        for plan, face_tokens in zip(plans, tokens):
+            result, last = backend.run_inpaint(self.pipe, self.info, self._request(
+                plan, face_tokens, settings, seed, image=plan.image, mask=plan.mask, controls=plan.controls,
                 strength=settings.strength, scales=settings.control_scales, steps=settings.steps))
-            notes.extend(pipe_notes)
+            notes.extend(last.notes or [])
             edited = plan.mask
             if settings.refine:
                 mask, controls, refine_notes = refine_inputs(plan, result, settings, self.analysis, self._landmarker)
                 notes.extend(refine_notes)
-                result, model_meta, pipe_notes = backend.run_inpaint(self.pipe, self.info, self._request(
-                    plan, settings, seed, image=result, mask=mask, controls=controls,
+                result, last = backend.run_inpaint(self.pipe, self.info, self._request(
+                    plan, face_tokens, settings, seed, image=result, mask=mask, controls=controls,
                     strength=settings.refine_strength, scales=settings.refine_control_scales,
                     steps=settings.refine_steps or settings.steps))
-                notes.extend(pipe_notes)
+                notes.extend(last.notes or [])
                 edited = np.maximum(edited, mask)
             weight = paste_weight(plan.crop, template.shape, edited, plan.target.bbox, plan.protected)
             out = paste(out, plan.crop, result, weight)
             if progress is not None:
                 progress(plan)
-        return out, model_meta
+        return out, last
 
     def _provenance(self, loaded: LoadedTemplate, faces, plans, settings: TemplateSettings, seed: int,
                     model_meta: dict, notes: list[str]) -> dict:
@@ -229,7 +249,7 @@ class TemplatePortrait:
         template's hash, and how many photos each face got)."""
         h, w = loaded.rgb.shape[:2]
         knobs = {k: v for k, v in settings.as_dict().items() if k not in ("prompt", "negative_prompt")}
-        models = model_meta.get("models") or copy.deepcopy(self.info.model_info)
+        models = copy.deepcopy(model_meta.get("models") or {})
         return {
             "generator": f"facefact {__version__}", "method": "FaceChain-FACT template", "ai_generated": True,
             "seed": seed, "prompt": settings.prompt, "negative_prompt": settings.negative_prompt,
@@ -243,6 +263,7 @@ class TemplatePortrait:
             "controls": ([{"map": c, "scale": s, "refine_scale": r} for c, s, r in
                           zip(settings.controls, settings.control_scales, settings.refine_control_scales)]
                          if self.info.num_controlnets else []),
-            "pipeline": {"unet_in_channels": self.info.unet_in_channels, "controlnets": self.info.num_controlnets},
+            "pipeline": {"class": self.info.name, "unet_in_channels": self.info.unet_in_channels,
+                         "controlnets": self.info.num_controlnets},
             "template_settings": knobs, "models": models, "notes": list(notes),
         }
