@@ -70,3 +70,30 @@ def test_cli_errors_name_the_problem(cli, photo_files):
     assert code == 2 and "too small" in err and "400 px" in err
     code, _, err = cli("template", "--template", group, *TINY)
     assert code == 2 and "no --face" in err
+
+
+def test_models_from_files_with_two_controlnets(cli, photo_files, tmp_path):
+    """--base-model / --adapter / --encoder / --controlnet x2 from disk: the released layout, loaded
+    as FACTStableDiffusionControlNetInpaintPipeline; provenance names the files and their hashes."""
+    from facefact.model.checkpoints import save_adapter, save_encoder
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+    from facefact.pipelines.metadata import read_png_metadata
+    from facefact.pipelines.tiny import save_tiny_sd_pipeline, tiny_controlnet, tiny_sd_pipeline
+
+    base = save_tiny_sd_pipeline(tmp_path / "base")
+    unet = tiny_sd_pipeline().unet
+    adapter = save_adapter(tiny_face_adapter(unet, seed=1), tmp_path / "adapter.safetensors")
+    encoder = save_encoder(tiny_encoder(), tmp_path / "encoder.safetensors")
+    tiny_controlnet(unet, 1).save_pretrained(tmp_path / "openpose")
+    tiny_controlnet(unet, 2).save_pretrained(tmp_path / "canny")
+    args = [a for a in TINY if a not in ("--model", "tiny")]
+    code, out, err = cli("template", "--template", photo_files["astronaut"], "--face", photo_files["grace"], *args,
+                         "--base-model", base, "--adapter", adapter, "--encoder", encoder,
+                         "--controlnet", tmp_path / "openpose", "--controlnet", tmp_path / "canny",
+                         "--device", "cpu", "--seed", "3", "--out", tmp_path / "out", "--no-refine")
+    assert code == 0, err
+    meta = read_png_metadata(out.strip().splitlines()[-1])
+    assert meta["pipeline"]["class"] == "FACTStableDiffusionControlNetInpaintPipeline"
+    assert [c["id"] for c in meta["models"]["controlnet"]] == ["openpose", "canny"]
+    assert meta["models"]["adapter"]["id"] == "adapter.safetensors" and meta["models"]["adapter"].get("sha256")
+    assert str(tmp_path) not in json.dumps(meta)  # names only, never the user's folders
