@@ -38,6 +38,10 @@ class FACTFuser(GatedSelfAttentionDense):
             raise ValueError(f"block width {block_dim} is not divisible by {heads} heads")
         super().__init__(query_dim=block_dim, context_dim=cross_attention_dim, n_heads=heads,
                          d_head=block_dim // heads)
+        # GLIGEN's `attn` is a diffusers Attention, which would show up in `unet.attn_processors`
+        # (and break `set_attn_processor(dict)`, e.g. IP-Adapter loading, while FACT is attached).
+        # Same parameters, plain module.
+        self.attn = FaceSelfAttention(block_dim)
         self.heads = heads
         self.scale = 1.0
         # The block's own norm2 values while a checkpoint's `ln.*` stands in for them (set by attach)
@@ -76,6 +80,17 @@ class FACTFuser(GatedSelfAttentionDense):
         q, k, v = split(attn.to_q(visual)), split(attn.to_k(context)), split(attn.to_v(context))
         out = F.scaled_dot_product_attention(q, k, v)
         return attn.to_out[0](out.transpose(1, 2).reshape(batch, n_visual, dim))
+
+
+class FaceSelfAttention(nn.Module):
+    """The parameters of GLIGEN's attention (`to_q`, `to_k`, `to_v` without bias, `to_out.0`)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
 
 
 def _leave_out_of_the_unet_state(fuser: FACTFuser, state: dict, prefix: str, local_metadata) -> None:
