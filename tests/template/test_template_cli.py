@@ -70,6 +70,10 @@ def test_cli_errors_name_the_problem(cli, photo_files):
     assert code == 2 and "too small" in err and "400 px" in err
     code, _, err = cli("template", "--template", group, *TINY)
     assert code == 2 and "no --face" in err
+    code, _, err = cli("template", "--template", group, "--face", grace, *TINY, "--controls", "canny")
+    assert code == 2 and "2 ControlNets but 1 control map (canny)" in err
+    code, _, err = cli("template", "--template", group, "--face", grace, *TINY, "--scheduler", "nope")
+    assert code == 2 and "unknown scheduler 'nope'" in err
 
 
 def test_models_from_files_with_two_controlnets(cli, photo_files, tmp_path):

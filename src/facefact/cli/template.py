@@ -199,6 +199,17 @@ def load_pipeline(args, analysis):
                               device=device, dtype=dtype, face_analysis=analysis, **options)
 
 
+def check_controlnet_count(args, settings) -> None:
+    """One control map per ControlNet: said now, not after the weights are loaded."""
+    count = (2 if args.tiny_kind == "controlnet2" else 0) if args.model == "tiny" and not args.base_model \
+        else len(args.controlnet)
+    if count and count != len(settings.controls):
+        raise ConfigError(f"{count} ControlNet{'s' if count != 1 else ''} but {len(settings.controls)} control "
+                          f"map{'s' if len(settings.controls) != 1 else ''} ({', '.join(settings.controls)})",
+                          hint="give --controls with one map per --controlnet, in the same order "
+                               "(e.g. --controls face_pose for an OpenPose ControlNet alone)")
+
+
 def run(args) -> int:
     import logging
 
@@ -216,6 +227,7 @@ def run(args) -> int:
     if args.n < 1:
         raise ConfigError("-n must be at least 1")
     people = parse_faces(args.face, args.target)
+    check_controlnet_count(args, settings)
     prepared = maker.prepare(args.template, people)  # every photo checked before any weights load
     maker.use_pipeline(load_pipeline(args, maker.analysis))
     return generate_and_write(args, maker, prepared)

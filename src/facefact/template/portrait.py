@@ -157,7 +157,11 @@ class TemplatePortrait:
         """Everything before diffusion - template, faces, targets, identities, crops, masks,
         controls - so that every bad input fails before any denoising step (the CLI calls this
         before it loads weights, with ``pipe=None``)."""
+        from facefact.pipelines.loading import SCHEDULERS
+
         settings = (settings or self.settings).validate()
+        if settings.scheduler not in SCHEDULERS:
+            raise ConfigError(f"unknown scheduler '{settings.scheduler}'", hint=f"choose one of: {', '.join(SCHEDULERS)}")
         notes: list[str] = []
         loaded = load_template(template, self.analysis)
         faces = find_faces(self.analysis, loaded.rgb, max_faces=settings.max_faces)
