@@ -83,6 +83,8 @@ def test_provenance_names_no_photo(inpaint_pipes, fast_settings, analysis, grace
     Image.fromarray(astronaut).save(template)
     out = maker(template, grace_hopper_path, seed=1)
     meta = read_png_metadata(write_png(out.images[0], tmp_path / "out.png", out.metadata[0]))
+    saved = out.save(tmp_path / "saved")
+    assert [p.name for p in saved] == ["template_1.png"] and read_png_metadata(saved[0])["seed"] == 1
     assert meta["ai_generated"] is True and meta["seed"] == 1
     assert meta["template"]["sha256"] == hashlib.sha256(template.read_bytes()).hexdigest()
     assert meta["redrawn_faces"][0]["number"] == 1 and meta["redrawn_faces"][0]["reference_photos"] == 1

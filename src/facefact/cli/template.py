@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from facefact.errors import ConfigError
@@ -218,6 +219,7 @@ def run(args) -> int:
     quiet_libraries()
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())  # its notes are printed once, below
     from facefact.faces import FaceAnalysis
+    from facefact.faces.types import FaceWarning
     from facefact.template.portrait import TemplatePortrait
 
     settings = settings_from_args(args)
@@ -228,9 +230,11 @@ def run(args) -> int:
         raise ConfigError("-n must be at least 1")
     people = parse_faces(args.face, args.target)
     check_controlnet_count(args, settings)
-    prepared = maker.prepare(args.template, people)  # every photo checked before any weights load
-    maker.use_pipeline(load_pipeline(args, maker.analysis))
-    return generate_and_write(args, maker, prepared)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once
+        prepared = maker.prepare(args.template, people)  # every photo checked before any weights load
+        maker.use_pipeline(load_pipeline(args, maker.analysis))
+        return generate_and_write(args, maker, prepared)
 
 
 def generate_and_write(args, maker, prepared) -> int:
