@@ -192,7 +192,30 @@ def _plots(results_list: list[EvalResults], labels: list[str]) -> str:
                               points(f"id_sim_{primary}", "clip_t")))
     uris.append(plots.scatter("identity vs change outside the face", f"id_sim_{primary}", "drift_outside_px",
                               points(f"id_sim_{primary}", "drift_outside_px")))
+    if len(results_list) == 1:
+        uris.append(plots.trade_off_curves("identity vs prompt following, by FACT scale", f"id_sim_{primary}",
+                                           "CLIP-T", trade_off_points(first, f"id_sim_{primary}", "clip_t")))
     return '<div class="plots">' + "".join(f'<img src="{u}" alt="plot">' for u in uris if u) + "</div>"
+
+
+def trade_off_points(res: EvalResults, x_key: str, y_key: str) -> dict[str, list[tuple[float, float, float]]]:
+    """Setting (what follows `fact:S` in a method's name: window, combine mode) -> [(scale, x, y)]
+    of its methods' means; the base model is scale 0 of every setting."""
+    import re
+
+    curves: dict[str, list] = {}
+    base = None
+    for a in res.aggregate:
+        if a["method"] == "base":
+            base = (0.0, a.get(x_key), a.get(y_key))
+            continue
+        match = re.fullmatch(r"fact:([0-9.]+)(.*)", a["method"])
+        if match:
+            curves.setdefault(match.group(2) or "fact", []).append((float(match.group(1)), a.get(x_key), a.get(y_key)))
+    if base is not None:
+        for pts in curves.values():
+            pts.append(base)
+    return curves
 
 
 def render_report(results_list: list[EvalResults], *, title: str = "facefact evaluation",

@@ -56,20 +56,26 @@ class FACTFuser(GatedSelfAttentionDense):
     def cross_attention_dim(self) -> int:
         return self.linear.in_features
 
-    def forward(self, x: torch.Tensor, objs: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, objs) -> torch.Tensor:
+        """`objs`: face tokens [1 or B, F, C], or (face tokens, FaceRegions) for several people."""
+        regions = None
+        if isinstance(objs, tuple):
+            objs, regions = objs
         if objs is None or self.scale == 0 or not self.enabled:
             return x  # adds exactly nothing: the same tensor, so the same bits
         if objs.shape[0] != x.shape[0]:
             if objs.shape[0] != 1:
                 raise ValueError(f"face tokens for a batch of {objs.shape[0]}, but the UNet batch is {x.shape[0]}")
             objs = objs.expand(x.shape[0], -1, -1)
+        attn_mask, inside = (None, None) if regions is None else regions.layer(x.shape[1], objs.shape[1], x.device)
         faces = self.norm1(self.linear(objs))
         visual = self.norm1(x)  # LayerNorm is per token: norm1(cat[h, f']) = cat[norm1(h), norm1(f')]
-        attended = self.attend(visual, torch.cat([visual, faces], dim=1))
+        attended = self.attend(visual, torch.cat([visual, faces], dim=1), attn_mask)
         h1 = x + (self.scale * torch.tanh(self.alpha_attn)) * attended
-        return h1 + (self.scale * torch.tanh(self.alpha_dense)) * self.ff(self.norm2(h1))
+        h2 = h1 + (self.scale * torch.tanh(self.alpha_dense)) * self.ff(self.norm2(h1))
+        return h2 if inside is None else torch.where(inside, h2, x)  # outside every region: untouched
 
-    def attend(self, visual: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def attend(self, visual: torch.Tensor, context: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The visual rows of SA(cat[visual, faces]), computed for the visual queries only."""
         attn, heads = self.attn, self.heads
         batch, n_visual, dim = visual.shape
@@ -78,7 +84,7 @@ class FACTFuser(GatedSelfAttentionDense):
             return t.view(batch, -1, heads, dim // heads).transpose(1, 2)
 
         q, k, v = split(attn.to_q(visual)), split(attn.to_k(context)), split(attn.to_v(context))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return attn.to_out[0](out.transpose(1, 2).reshape(batch, n_visual, dim))
 
 
@@ -111,5 +117,5 @@ class FaceTokenPassthrough(nn.Module):
     its ``position_net`` and gives every fuser what it returns; GLIGEN projects boxes there, FACT's
     face tokens are ready as they are."""
 
-    def forward(self, objs: torch.Tensor) -> torch.Tensor:
-        return objs
+    def forward(self, objs: torch.Tensor, regions=None):
+        return objs if regions is None else (objs, regions)
