@@ -22,7 +22,8 @@ from facefact.errors import ConfigError
 _KNOBS = ["prompt", "negative_prompt", "max_faces", "min_face_px", "face_fraction", "crop_size", "strength",
           "guidance_scale", "steps", "scheduler", "fact_scale", "cfg_face", "canny_low", "canny_high",
           "canny_face_grow", "face_points", "landmark_source", "mask_grow", "mask_grow_below_eyes", "refine",
-          "refine_strength", "refine_mask_grow", "refine_steps", "black_out_others"]
+          "refine_strength", "refine_mask_grow", "refine_steps", "black_out_others", "pose_stage", "pose_fact_scale",
+          "pose_steps"]
 
 
 _RELEASE_SCALES = {"face_pose": 1.0, "canny": 0.2}
@@ -107,6 +108,12 @@ def _knob_flags(p) -> None:
     c.add_argument("--landmark-source", dest="landmark_source", choices=list(LANDMARK_SOURCES))
     c.add_argument("--mask-grow", dest="mask_grow", type=float, help="default 0.04 sqrt(face area)")
     c.add_argument("--mask-grow-below-eyes", dest="mask_grow_below_eyes", type=float, help="default 0.1")
+    q = p.add_argument_group("pose stage (off by default)")
+    q.add_argument("--pose-stage", dest="pose_stage", action="store_true", default=None,
+                   help="first draw a text-to-image portrait of the person and take the new face's landmarks "
+                        "from it (the release's first step), not from the face photo")
+    q.add_argument("--pose-fact-scale", dest="pose_fact_scale", type=float, help="default 0.5")
+    q.add_argument("--pose-steps", dest="pose_steps", type=int, help="default: --steps")
     r = p.add_argument_group("refine pass")
     r.add_argument("--no-refine", dest="refine", action="store_false", default=None)
     r.add_argument("--refine-strength", dest="refine_strength", type=float, help="default 0.1")

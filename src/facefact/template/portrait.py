@@ -100,6 +100,7 @@ class TemplatePortrait:
         self.settings = (settings or TemplateSettings()).validate()
         self._analysis = analysis
         self._landmarker = None
+        self._sibling = self._sibling_of = None  # the pose stage's text-to-image pipeline, made on first use
 
     def use_pipeline(self, pipe) -> None:
         """Set (or replace) the pipeline; one that cannot inpaint is refused here, naming what to use."""
@@ -194,16 +195,32 @@ class TemplatePortrait:
         tokens = [self.pipe.encode_faces(plan.identity.photos) for plan in plans]  # once per person
         images, metadata, model_files = [], [], {}
         for index in range(num_images):
-            image, last = self._one_image(prepared.template.rgb, plans, tokens, settings, seed + index, notes, progress)
+            image, last, used = self._one_image(prepared, tokens, seed + index, notes, progress)
             images.append(Image.fromarray(image))
             model_files = dict(last.model_files or {})
-            metadata.append(self._provenance(prepared.template, prepared.faces, plans, settings, seed + index,
+            metadata.append(self._provenance(prepared.template, prepared.faces, used, settings, seed + index,
                                              (last.metadata or [{}])[0], notes))
         notes = list(dict.fromkeys(notes))
         for meta in metadata:
             meta["notes"] = list(notes)
         return TemplateOutput(images=images, metadata=metadata, notes=notes, faces=prepared.faces, plans=plans,
                               model_files=model_files)
+
+    def _pose_stage_plan(self, prepared: Prepared, plan: TargetPlan, face_tokens, seed: int,
+                         notes: list[str]) -> TargetPlan:
+        """``plan`` with the new face's shape taken from a pose-stage portrait (``plan`` unchanged, and
+        a note, when the stage cannot run or draws no face)."""
+        from facefact.template.pose_stage import pose_stage_shape, text_to_image_sibling
+
+        if self._sibling is None or self._sibling_of is not self.pipe:
+            self._sibling, self._sibling_of = text_to_image_sibling(self.pipe), self.pipe
+        shape, note = pose_stage_shape(self._sibling, self.info, face_tokens, prepared.settings, seed,
+                                       plan.crop.size, self.analysis, plan.target.number)
+        if shape is None:
+            notes.append(note)
+            return plan
+        return plan_target(prepared.template.rgb, prepared.faces, plan.target, plan.identity, prepared.settings,
+                           self._dlib68(prepared.settings), shape_from=shape)
 
     def _dlib68(self, settings: TemplateSettings):
         if settings.face_points == "dlib68" and self._landmarker is None:
@@ -221,12 +238,17 @@ class TemplatePortrait:
             guidance_scale=settings.guidance_scale, scheduler=settings.scheduler, fact_scale=settings.fact_scale,
             cfg_face=settings.cfg_face, face_tokens=tokens, seed=seed, extra=dict(settings.extra))
 
-    def _one_image(self, template: np.ndarray, plans: list[TargetPlan], tokens: list, settings: TemplateSettings,
-                   seed: int, notes: list[str], progress) -> tuple[np.ndarray, object]:
+    def _one_image(self, prepared: Prepared, tokens: list, seed: int, notes: list[str],
+                   progress) -> tuple[np.ndarray, object, list[TargetPlan]]:
         """One output: every target redrawn in turn (each from the template's own crop, seeded with
-        ``seed``) and pasted into the full-resolution result."""
-        out, last = template, None
-        for plan, face_tokens in zip(plans, tokens):
+        ``seed``) and pasted into the full-resolution result. Returns the plans used (the pose stage
+        changes them per output)."""
+        settings, template = prepared.settings, prepared.template.rgb
+        out, last, used = template, None, []
+        for plan, face_tokens in zip(prepared.plans, tokens):
+            if settings.pose_stage:
+                plan = self._pose_stage_plan(prepared, plan, face_tokens, seed, notes)
+            used.append(plan)
             result, last = backend.run_inpaint(self.pipe, self.info, self._request(
                 plan, face_tokens, settings, seed, image=plan.image, mask=plan.mask, controls=plan.controls,
                 strength=settings.strength, scales=settings.control_scales, steps=settings.steps))
@@ -245,7 +267,7 @@ class TemplatePortrait:
             out = paste(out, plan.crop, result, weight)
             if progress is not None:
                 progress(plan)
-        return out, last
+        return out, last, used
 
     def _provenance(self, loaded: LoadedTemplate, faces, plans, settings: TemplateSettings, seed: int,
                     model_meta: dict, notes: list[str]) -> dict:
@@ -262,6 +284,7 @@ class TemplatePortrait:
             "num_reference_photos": sum(len(p.identity.photos) for p in plans),
             "template": {"sha256": loaded.sha256, "width": w, "height": h, "faces_found": len(faces)},
             "redrawn_faces": [{**p.target.as_dict(), "reference_photos": len(p.identity.photos),
+                               "shape_from": p.shape_from,
                                "crop": {"x0": p.crop.x0, "y0": p.crop.y0, "side": p.crop.side, "size": p.crop.size}}
                               for p in plans],
             "controls": ([{"map": c, "scale": s, "refine_scale": r} for c, s, r in

@@ -55,6 +55,7 @@ class TargetPlan:
     controls: dict[str, np.ndarray]   # name -> RGB uint8 map
     protected: list[tuple]            # other kept faces' boxes (template pixels): never pasted over
     identity: Identity
+    shape_from: str = "face photo"    # where the new face's landmarks came from
 
 
 def face_in_crop(face: Face, crop: SquareCrop) -> Face:
@@ -117,9 +118,11 @@ def make_controls(image: np.ndarray, points: np.ndarray, face_m: np.ndarray, eye
 
 
 def plan_target(template: np.ndarray, faces: list[TemplateFace], target: TemplateFace, identity: Identity,
-                settings: TemplateSettings, landmarker=None) -> TargetPlan:
+                settings: TemplateSettings, landmarker=None, *, shape_from: Identity | None = None) -> TargetPlan:
     """Crop, masks and controls for redrawing ``target`` with ``identity``; ``landmarker`` (a
-    :class:`~facefact.template.controls.Dlib68`) is made when ``face_points="dlib68"`` needs one."""
+    :class:`~facefact.template.controls.Dlib68`) is made when ``face_points="dlib68"`` needs one.
+    ``shape_from``: where the new face's landmarks and region come from (the pose stage's portrait),
+    when not from the identity's own photo."""
     if settings.face_points == "dlib68" and landmarker is None:
         landmarker = _controls.Dlib68()
     others = [f for f in faces if f.number != target.number]
@@ -128,7 +131,7 @@ def plan_target(template: np.ndarray, faces: list[TemplateFace], target: Templat
     crop_face = face_in_crop(target.face, crop)
     face_m = face_mask(image.shape, crop_face)
     eye_y = float(crop_face.landmarks[:2, 1].mean())
-    new_points, new_face = new_person_geometry(identity, crop_face, crop.size, settings, landmarker)
+    new_points, new_face = new_person_geometry(shape_from or identity, crop_face, crop.size, settings, landmarker)
     points = new_points if settings.landmark_source == "face_photo" else template_points(
         image, crop_face, settings, landmarker)
     mask = _masks.inpaint_mask(face_m, eye_y, new_face, grow_all=settings.mask_grow,
@@ -136,7 +139,8 @@ def plan_target(template: np.ndarray, faces: list[TemplateFace], target: Templat
     return TargetPlan(target=target, crop=crop, image=image, face=crop_face, face_mask=face_m, eye_y=eye_y,
                       new_face_mask=new_face, face_points=points, mask=mask,
                       controls=make_controls(image, points, face_m, eye_y, settings),
-                      protected=[f.bbox for f in others], identity=identity)
+                      protected=[f.bbox for f in others], identity=identity,
+                      shape_from="pose stage portrait" if shape_from is not None else "face photo")
 
 
 def refine_inputs(plan: TargetPlan, result: np.ndarray, settings: TemplateSettings,

@@ -44,6 +44,10 @@ class TemplateSettings:
     canny_face_grow: float = 0.05         # edges removed from the face, grown below the eyes by this
     face_points: str = "five"             # "five" (detector) or "dlib68" (OpenPose's 70; non-commercial model)
     landmark_source: str = "face_photo"   # map the new person's landmarks onto the face, or keep the template's
+    # pose stage (the release's optional first step: a text-to-image portrait for the face shape)
+    pose_stage: bool = False
+    pose_fact_scale: float = 0.5
+    pose_steps: int | None = None         # None: the main pass's steps
     # inpaint mask
     mask_grow: float = 0.04               # kernel side / sqrt(face area), everywhere
     mask_grow_below_eyes: float = 0.1     # again below the eye line, into the face or the new face only
@@ -64,6 +68,9 @@ class TemplateSettings:
         _range("strength", self.strength, 0.0, 1.0, low_open=True)
         _range("refine_strength", self.refine_strength, 0.0, 1.0, low_open=True)
         _range("fact_scale", self.fact_scale, 0.0, 2.0)
+        _range("pose_fact_scale", self.pose_fact_scale, 0.0, 2.0)
+        if self.pose_steps is not None and self.pose_steps < 1:
+            raise ConfigError("pose_steps must be at least 1")
         _range("face_fraction", self.face_fraction, 0.1, 1.0)
         for name in ("mask_grow", "mask_grow_below_eyes", "refine_mask_grow", "canny_face_grow"):
             _range(name, getattr(self, name), 0.0, 1.0)
