@@ -125,7 +125,7 @@ def test_bad_inputs(inpaint_pipes, fast_settings, analysis, astronaut, grace_hop
 
 
 def test_awkward_templates(inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper, tmp_path):
-    """CMYK, EXIF-rotated and large templates: the output keeps the loaded template's every pixel
+    """CMYK, EXIF-rotated, large, transparent and 16-bit templates: the output keeps the loaded template's every pixel
     outside the edit, at its full size and displayed orientation."""
     from facefact.faces import load_image
 
@@ -137,7 +137,14 @@ def test_awkward_templates(inpaint_pipes, fast_settings, analysis, astronaut, gr
     exif[0x0112] = 6  # stored sideways; viewers turn it 90 degrees clockwise
     Image.fromarray(np.ascontiguousarray(np.rot90(astronaut, 1))).save(rotated, quality=95, exif=exif)
     big = cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC)
-    for source in (cmyk, rotated, big):
+    transparent = tmp_path / "transparent.png"
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    rgba[:, :100, 3] = 0  # a transparent strip at the left: composited on white
+    Image.fromarray(rgba).save(transparent)
+    deep = tmp_path / "sixteen_bit.png"
+    gray16 = (cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    Image.fromarray(gray16).save(deep)  # 16-bit grayscale PNG (mode I;16)
+    for source in (cmyk, rotated, big, transparent, deep):
         loaded = load_image(source) if not isinstance(source, np.ndarray) else source
         out = maker(source, grace_hopper, seed=0)
         result = np.asarray(out.images[0])
