@@ -11,20 +11,23 @@ face embeddings are never written anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import warnings
 from pathlib import Path
 
+from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError, ModelNotFoundError
+from facefact.logfilters import clip_truncation_notice, dropped_log_messages
 
 BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
                     "size": None, "width": None, "height": None, "scheduler": "pndm", "n": 1, "out": "outputs"}
 
 
 def register(subparsers) -> None:
-    from facefact.pipelines.loading import SCHEDULERS
+    from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
 
     p = subparsers.add_parser(
         "generate", help="portraits of the person in --face, from a text prompt",
@@ -42,14 +45,15 @@ def register(subparsers) -> None:
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help="denoising steps (default 50)")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 5)")
+    g.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float,
+                   help="classifier-free guidance scale (default 5)")
     g.add_argument("--scale", type=float, help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
     g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
                    help="unconditional branch uses the face tokens too, not the null face tokens")
     g.add_argument("--size", type=int, help="square image size, a multiple of 8 (default: the model's)")
     g.add_argument("--width", type=int)
     g.add_argument("--height", type=int)
-    g.add_argument("--scheduler", choices=list(SCHEDULERS))
+    g.add_argument("--scheduler", choices=list(SCHEDULER_NAMES))
     m = p.add_argument_group("models")
     m.add_argument("--model", choices=["fact", "tiny"], default="fact",
                    help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
@@ -60,6 +64,7 @@ def register(subparsers) -> None:
     m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
     m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    add_threads_flag(m)
     e = p.add_argument_group("LoRA and ControlNet")
     e.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                    help="a LoRA for the base model (.safetensors), at WEIGHT (default 1.0); repeat for several")
@@ -69,7 +74,7 @@ def register(subparsers) -> None:
                    help="the ControlNet's input, used as given (make the edge, pose or depth map yourself)")
     e.add_argument("--control-scale", dest="control_scale", type=float, help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -234,24 +239,20 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     generate_extras.apply(pipe, extras)
     pipe.scheduler = make_scheduler(opts["scheduler"], pipe.scheduler.config)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
-    threads = torch.get_num_threads()
-    if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
-        torch.set_num_threads(1)
     default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     size = (int(opts["width"] or default_size), int(opts["height"] or default_size))
     control = generate_extras.control_kwargs(extras, *size, notes)
     seed = secrets.randbelow(2**31) if args.seed is None else int(args.seed)
     n = int(opts["n"])
-    try:
+    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device))
+    # the pipeline's own note names the cut words (once); diffusers' copy of it is dropped
+    with contextlib.closing(bar), threads, dropped_log_messages("diffusers", clip_truncation_notice):
         faces = pipe.encode_faces(face_pixels=face_pixels)
         out = pipe(args.prompt, face_tokens=faces, negative_prompt=opts["negative_prompt"],
                    fact_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]), num_images_per_prompt=n,
                    generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(n)],
                    num_inference_steps=int(opts["steps"]), guidance_scale=float(opts["guidance"]),
                    height=size[1], width=size[0], callback_on_step_end=callback, **control)
-    finally:
-        bar.close()
-        torch.set_num_threads(threads)
     notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
     metadata = out.metadata_with_hashes()
     for meta in metadata:  # the files keep no trace of the photos, not even their names
