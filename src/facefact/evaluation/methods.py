@@ -63,6 +63,28 @@ class GenerationSettings:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def model_provenance(self) -> dict:
+        """What the FACT methods run on: each part 'tiny' (built in) or the file / folder / hub id
+        given, with its hash - part of every FACT image's cache key, so a retrained adapter at the
+        same path is generated again. A given part that does not exist is refused here, before work."""
+        from facefact.pipelines.loading import describe_file
+        from facefact.pipelines.registry import looks_like_hub_id
+
+        tiny = self.model == "tiny"
+        out = {}
+        for role, given in (("base_model", self.model), ("adapter", self.adapter), ("encoder", self.encoder)):
+            value = given if given is not None else ("tiny" if tiny else None)
+            if value is None:
+                continue
+            if value == "tiny":
+                out[role] = {"id": f"facefact-tiny/{role}"}
+            elif Path(str(value)).expanduser().exists() or looks_like_hub_id(value):
+                out[role] = describe_file(value)
+            else:
+                raise ConfigError(f"the {role.replace('_', ' ')} {value} does not exist", path=value,
+                                  hint="pass an existing file or folder (or 'tiny' parts with --model tiny)")
+        return out
+
 
 @dataclass
 class MethodContext:
@@ -70,6 +92,7 @@ class MethodContext:
 
     settings: GenerationSettings
     _fact_pipeline: object = field(default=None, repr=False)
+    _models: dict | None = field(default=None, repr=False)
     # FACT encoder input per set of reference photos: analysed once per run, not once per image
     # (kept in memory only, for this run).
     _face_pixels: dict = field(default_factory=dict, repr=False)
@@ -87,6 +110,12 @@ class MethodContext:
             names = ", ".join(Path(p).name for p in key)
             self.notes.extend(f"references [{names}]: {note}" for note in dict.fromkeys(photo_notes))
         return self._face_pixels[key]
+
+    def models(self) -> dict:
+        """The settings' model provenance, hashed once per run."""
+        if self._models is None:
+            self._models = self.settings.model_provenance()
+        return self._models
 
     def fact_pipeline(self):
         if self._fact_pipeline is None:
@@ -112,6 +141,7 @@ class FactMethod:
         self.window, self.combine = window, combine
         self.name = name or fact_method_name(self.scale, window, combine)
         self.uses_references = use_face
+        self.uses_fact = True  # runs on the FACT pipeline (the run records its models)
         self.control = "base" if use_face else None
 
     def prepare(self) -> None:
@@ -121,7 +151,7 @@ class FactMethod:
     def settings(self) -> dict:
         knobs = {"window": list(self.window) if self.window else None, "combine": self.combine}
         return {"method": "fact", "scale": self.scale, "use_face": self.use_face, **knobs,
-                **self.context.settings.as_dict()}
+                **self.context.settings.as_dict(), "models": self.context.models()}
 
     def generate(self, prompt, references, seed, size):
         import torch

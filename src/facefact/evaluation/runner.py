@@ -192,6 +192,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
                                   arcface_onnx=arcface_onnx)
     context = MethodContext(settings)
     method_list, skipped, notes = build_methods(list(methods), context, add_controls=add_controls)
+    # what the FACT methods run on, hashed - and a model that does not exist refused - before any work
+    models = context.models() if any(getattr(m, "uses_fact", False) for m in method_list) else {}
     for s in skipped:
         warnings.warn(s["reason"], stacklevel=2)
     seed_list = list(range(first_seed, first_seed + seeds))
@@ -213,7 +215,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     config = {"facefact_version": __version__, "identities_dir": str(identities), "prompts": str(prompts),
               "prompt_set": prompt_set.name, "num_prompts": len(prompt_set.prompts), "seeds": seed_list,
               "methods": [m.name for m in method_list], "method_settings": {m.name: m.settings() for m in method_list},
-              "generation": settings.as_dict(), "embedders": embedder_names, "thresholds": analyzer.thresholds(),
+              "generation": settings.as_dict(), "embedders": embedder_names,
+              "models": models, "thresholds": analyzer.thresholds(),
               "clip": getattr(scorer, "name", None), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
               "wall_s": round(time.time() - started, 2)}
     results = EvalResults(config=config, rows=rows, groups=groups,
