@@ -38,6 +38,10 @@ class FACTFuser(GatedSelfAttentionDense):
             raise ValueError(f"block width {block_dim} is not divisible by {heads} heads")
         super().__init__(query_dim=block_dim, context_dim=cross_attention_dim, n_heads=heads,
                          d_head=block_dim // heads)
+        # GLIGEN's `attn` is a diffusers Attention, which would show up in `unet.attn_processors`
+        # (and break `set_attn_processor(dict)`, e.g. IP-Adapter loading, while FACT is attached).
+        # Same parameters, plain module.
+        self.attn = FaceSelfAttention(block_dim)
         self.heads = heads
         self.scale = 1.0
         # The block's own norm2 values while a checkpoint's `ln.*` stands in for them (set by attach)
@@ -52,20 +56,26 @@ class FACTFuser(GatedSelfAttentionDense):
     def cross_attention_dim(self) -> int:
         return self.linear.in_features
 
-    def forward(self, x: torch.Tensor, objs: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, objs) -> torch.Tensor:
+        """`objs`: face tokens [1 or B, F, C], or (face tokens, FaceRegions) for several people."""
+        regions = None
+        if isinstance(objs, tuple):
+            objs, regions = objs
         if objs is None or self.scale == 0 or not self.enabled:
             return x  # adds exactly nothing: the same tensor, so the same bits
         if objs.shape[0] != x.shape[0]:
             if objs.shape[0] != 1:
                 raise ValueError(f"face tokens for a batch of {objs.shape[0]}, but the UNet batch is {x.shape[0]}")
             objs = objs.expand(x.shape[0], -1, -1)
+        attn_mask, inside = (None, None) if regions is None else regions.layer(x.shape[1], objs.shape[1], x.device)
         faces = self.norm1(self.linear(objs))
         visual = self.norm1(x)  # LayerNorm is per token: norm1(cat[h, f']) = cat[norm1(h), norm1(f')]
-        attended = self.attend(visual, torch.cat([visual, faces], dim=1))
+        attended = self.attend(visual, torch.cat([visual, faces], dim=1), attn_mask)
         h1 = x + (self.scale * torch.tanh(self.alpha_attn)) * attended
-        return h1 + (self.scale * torch.tanh(self.alpha_dense)) * self.ff(self.norm2(h1))
+        h2 = h1 + (self.scale * torch.tanh(self.alpha_dense)) * self.ff(self.norm2(h1))
+        return h2 if inside is None else torch.where(inside, h2, x)  # outside every region: untouched
 
-    def attend(self, visual: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def attend(self, visual: torch.Tensor, context: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The visual rows of SA(cat[visual, faces]), computed for the visual queries only."""
         attn, heads = self.attn, self.heads
         batch, n_visual, dim = visual.shape
@@ -74,8 +84,19 @@ class FACTFuser(GatedSelfAttentionDense):
             return t.view(batch, -1, heads, dim // heads).transpose(1, 2)
 
         q, k, v = split(attn.to_q(visual)), split(attn.to_k(context)), split(attn.to_v(context))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return attn.to_out[0](out.transpose(1, 2).reshape(batch, n_visual, dim))
+
+
+class FaceSelfAttention(nn.Module):
+    """The parameters of GLIGEN's attention (`to_q`, `to_k`, `to_v` without bias, `to_out.0`)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
 
 
 def _leave_out_of_the_unet_state(fuser: FACTFuser, state: dict, prefix: str, local_metadata) -> None:
@@ -96,5 +117,5 @@ class FaceTokenPassthrough(nn.Module):
     its ``position_net`` and gives every fuser what it returns; GLIGEN projects boxes there, FACT's
     face tokens are ready as they are."""
 
-    def forward(self, objs: torch.Tensor) -> torch.Tensor:
-        return objs
+    def forward(self, objs: torch.Tensor, regions=None):
+        return objs if regions is None else (objs, regions)

@@ -57,10 +57,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         elif zipfile.is_zipfile(path):  # an intact archive whose pickle the weights-only unpickler refuses
             what = "its pickle holds more than tensors and plain containers (refused by weights-only loading)"
         else:  # a damaged (legacy) pickle stream
-            raise not_weights from None
+            raise not_weights from err
         raise CheckpointError(f"refused to load {path}: {what}",
                               path=path, hint="only weights files are accepted; convert it to safetensors "
-                                              "where it was made, or re-download the official file") from None
+                                              "where it was made, or re-download the official file") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError,
             AttributeError, UnicodeDecodeError) as err:  # the weights-only unpickler's errors on garbage vary
         raise CheckpointError(f"{not_weights.message} ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})",
@@ -84,7 +84,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             return {k: f.get_tensor(k) for k in f.keys()}, metadata
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {path}: not a valid safetensors file ({err})", path=path,
-                              hint="the file may be truncated; download or convert it again") from None
+                              hint="the file may be truncated; download or convert it again") from err
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
@@ -132,7 +132,7 @@ def resampler_config_from_state(state: dict, config: ResamplerConfig | None, sou
         inner = state["layers.0.0.to_q.weight"].shape[0]
         ff_mult = state["layers.0.1.1.weight"].shape[0] // dim
     except KeyError as err:
-        raise CheckpointError(f"resampler tensor {err} is missing", path=source) from None
+        raise CheckpointError(f"resampler tensor {err} is missing", path=source) from err
     depth = len({k.split(".")[1] for k in state if k.startswith("layers.")})
     heads, dim_head = base.heads, base.dim_head
     if heads * dim_head != inner:

@@ -171,7 +171,7 @@ class FaceAdapter(nn.Module):
         self.to(device=param.device, dtype=param.dtype)
         for path in self.block_paths:
             block, fuser = blocks[path], self.fuser(path)
-            fuser.heads = fuser.attn.heads = block.attn2.heads
+            fuser.heads = block.attn2.heads
             fuser.original_norm = None
             if _key(path) in self.block_norms:
                 norm = self.block_norms[_key(path)]

@@ -1,7 +1,7 @@
 """One way to get a ready FACT pipeline from model locations, for every command and the server.
 
-    pipe = load_fact_pipeline("tiny")                                       # all built-in tiny models
-    pipe = load_fact_pipeline("tiny", adapter="run/adapter.safetensors")   # a trained adapter on tiny
+    pipe = load_fact_pipeline("tiny", "tiny", "tiny")                       # all built-in tiny models
+    pipe = load_fact_pipeline("tiny", "run/adapter.safetensors", "tiny")   # a trained adapter on tiny
     pipe = load_fact_pipeline("path/or/hub-id", adapter="fact.safetensors", encoder="transface.pt",
                               kind="inpaint", controlnet=["lllyasviel/control_v11p_sd15_openpose", ...])
 
@@ -36,8 +36,7 @@ def pipeline_class(kind: str = "txt2img", controlnet: bool = False):
     return KINDS[kind][1 if controlnet else 0]
 
 
-def load_fact_pipeline(base_model: str | Path = TINY, adapter: str | Path | None = TINY,
-                       encoder: str | Path | None = TINY, *, kind: str = "txt2img", controlnet=None,
+def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encoder: str | Path | None, *, kind: str = "txt2img", controlnet=None,
                        device=None, dtype=None, face_analysis=None, adapter_weight_name: str | None = None,
                        encoder_weight_name: str | None = None, inpainting_unet: bool = False):
     """A FACT pipeline of `kind` with its adapter loaded. `controlnet`: None, "tiny", a location,

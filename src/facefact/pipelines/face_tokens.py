@@ -7,6 +7,12 @@
 
 `guidance_objs` lays them out for diffusers' UNet batch: [uncond rows..., cond rows...], the
 null face tokens on the unconditional side when `cfg_face` (what the released apps do).
+
+Several photos of one person are combined on purpose (`combine`):
+- "concat" (FACT's own, the default): 16 tokens per photo, concatenated in the order given;
+- "mean": the mean of the photos' 16 tokens;
+- "weighted": their mean weighted by face quality - detector score x size (up to the encoder's
+  112 px) x sharpness (up to 0.1) x cos(yaw) - reported per photo in the notes and metadata.
 """
 from __future__ import annotations
 
@@ -20,15 +26,57 @@ import torch
 from facefact.errors import ConfigError
 
 
+COMBINE_MODES = ("concat", "mean", "weighted")
+
+
 @dataclass
 class FaceTokens:
-    tokens: torch.Tensor                 # [1, 16n, C]
-    null: torch.Tensor                   # [1, 16n, C]
+    tokens: torch.Tensor                 # [1, 16n, C] (concat) or [1, 16, C] (mean, weighted)
+    null: torch.Tensor                   # the same shape
     num_photos: int
     notes: list[str] = field(default_factory=list)
+    combine: str = "concat"
+    weights: list[float] | None = None   # per photo, "weighted" only (sum 1)
 
     def to(self, device, dtype) -> "FaceTokens":
-        return FaceTokens(self.tokens.to(device, dtype), self.null.to(device, dtype), self.num_photos, self.notes)
+        return FaceTokens(self.tokens.to(device, dtype), self.null.to(device, dtype), self.num_photos, self.notes,
+                          self.combine, self.weights)
+
+
+def quality_weight(quality) -> float:
+    """How much a photo counts in a "weighted" combination (see the module docstring)."""
+    import math
+
+    size = min(1.0, quality.size_px / 112.0)
+    sharpness = min(1.0, max(quality.sharpness, 0.0) / 0.1)
+    pose = max(math.cos(math.radians(min(abs(quality.yaw), 90.0))), 0.0)
+    return max(quality.score * size * sharpness * pose, 1e-3)
+
+
+def combine_photos(faces: FaceTokens, mode: str, qualities=None, tokens_per_photo: int = 16) -> FaceTokens:
+    """FaceTokens of n photos concatenated -> combined by `mode` (exact for one photo: its tokens)."""
+    if mode not in COMBINE_MODES:
+        raise ConfigError(f"unknown way to combine photos '{mode}'", hint=f"use one of: {', '.join(COMBINE_MODES)}")
+    if mode == "concat":
+        return faces
+    n = faces.num_photos
+    per_photo = faces.tokens.reshape(n, tokens_per_photo, -1)
+    null = faces.null.reshape(n, tokens_per_photo, -1)[:1]  # the null tokens of each photo are the same
+    if mode == "mean":
+        weights = None
+        combined = per_photo.mean(0, keepdim=True)
+    else:
+        if qualities is None or len(qualities) != n:
+            raise ConfigError("a weighted combination needs the photos' face analysis",
+                              hint="pass face_images= (photos), not face pixels, or use combine='mean'")
+        raw = [quality_weight(q) for q in qualities]
+        weights = [w / sum(raw) for w in raw]
+        scale = torch.tensor(weights, dtype=per_photo.dtype, device=per_photo.device)[:, None, None]
+        combined = (per_photo * scale).sum(0, keepdim=True)
+    notes = list(faces.notes)
+    if weights is not None:
+        notes.append("photo weights: " + ", ".join(f"photo {i + 1}: {w:.2f}" for i, w in enumerate(weights)))
+    return FaceTokens(combined, null, n, notes, mode, weights)
 
 
 def guidance_objs(faces: FaceTokens, batch: int, do_cfg: bool, cfg_face: bool) -> torch.Tensor:
@@ -47,13 +95,18 @@ def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = Non
     Raises the face-analysis errors (no face, too small, ...) naming the photo. Callers that want
     to fail before loading any weights (the CLI) call this first and pass the pixels on.
     """
+    return analyse_photos(analysis, face_images, notes)[0]
+
+
+def analyse_photos(analysis, face_images, notes: list[str] | None = None):
+    """(encoder input [n, 3, 112, 112], each photo's FaceQuality)."""
     if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):
         face_images = [face_images]  # one photo given on its own (path, array or PIL image)
     face_images = list(face_images)
     if not face_images:
         raise ConfigError("face_images is an empty list",
                           hint="pass at least one reference photo, or face_images=None for no face")
-    crops = []
+    crops, qualities = [], []
     for index, source in enumerate(face_images):
         name = str(source) if isinstance(source, (str, Path)) else None
         image = analysis.load(source)
@@ -61,8 +114,9 @@ def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = Non
         if notes is not None:  # photo names stay out of notes: notes go into image metadata
             notes.extend(f"reference photo {index + 1}: {note}" for note in face.notes)
         crops.append(analysis.fact_condition(image, face))
+        qualities.append(face.quality)
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
-    return (pixels / 255.0 - 0.5) / 0.5
+    return (pixels / 255.0 - 0.5) / 0.5, qualities
 
 
 @torch.no_grad()

@@ -109,7 +109,7 @@ def _check_single_file_controlnet(path: Path, hint: str) -> None:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a ControlNet checkpoint: not a readable .safetensors file "
                               f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
-                              path=path, hint=hint) from None
+                              path=path, hint=hint) from err
     if not any(mark in key for key in keys for mark in _CONTROLNET_KEY_MARKS):
         raise CheckpointError(f"{path} is not a ControlNet checkpoint: it holds no ControlNet hint block "
                               "(input_hint_block / controlnet_cond_embedding)", path=path, hint=hint)
@@ -127,13 +127,13 @@ def _single_file_controlnet(path: Path, dtype: torch.dtype, hint: str):
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "Unable to load weights" in first or "Unable to locate the file" in first:  # the file itself
             raise CheckpointError(f"{path} is not a ControlNet checkpoint: it cannot be read as weights", path=path,
-                                  hint=hint) from None
+                                  hint=hint) from err
         offline_note = " (offline: the hub cache only)" if offline() else ""
         raise ModelNotFoundError(
             f"could not load the ControlNet {path.name}{offline_note}: a single-file ControlNet takes its config "
             f"from the hub, once, and that failed: {first[:200]}", path=path,
             hint="run it once with a connection (the config is then cached), or use a diffusers ControlNet folder "
-                 "(config.json and diffusion_pytorch_model.safetensors)") from None
+                 "(config.json and diffusion_pytorch_model.safetensors)") from err
 
 
 def _read_controlnet_config(config: Path, hint: str) -> dict:
@@ -141,7 +141,7 @@ def _read_controlnet_config(config: Path, hint: str) -> dict:
         data = json.loads(config.read_text())
     except ValueError as err:
         raise CheckpointError(f"{config} is not a diffusers config (not a JSON object): {str(err)[:200]}",
-                              path=config, hint=hint) from None
+                              path=config, hint=hint) from err
     if not isinstance(data, dict):
         raise CheckpointError(f"{config} is not a diffusers config (JSON, but not a JSON object)", path=config,
                               hint=hint)
@@ -178,10 +178,10 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
     except (OSError, EnvironmentError) as err:
         raise ModelNotFoundError(
             f"could not load the ControlNet '{location}': {str(err).splitlines()[0]}", path=location,
-            hint="without a connection, download it elsewhere and pass the local folder") from None
+            hint="without a connection, download it elsewhere and pass the local folder") from err
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"could not load the ControlNet '{location}': {str(err).splitlines()[0][:300]}",
-                              path=location, hint=hint) from None
+                              path=location, hint=hint) from err
 
 
 def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> None:
@@ -291,7 +291,7 @@ def base_unet_config(base: str) -> dict:
     except OSError as err:
         offline_note = " (offline: the hub cache only)" if offline() else ""
         raise ModelNotFoundError(f"could not read the UNet config of '{base}'{offline_note}: "
-                                 f"{str(err).splitlines()[0]}", path=base, hint="pass a local diffusers folder") from None
+                                 f"{str(err).splitlines()[0]}", path=base, hint="pass a local diffusers folder") from err
 
 
 def _single_file_unet_config(path: Path) -> dict:

@@ -136,7 +136,7 @@ def load_lora_into(sd_pipeline, lora, adapter_name: str, load=None, **kwargs) ->
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
         mismatch = next((line for line in lines if line.startswith("size mismatch")), None)
         reason = lines[0][:200] + (f" ({mismatch[:300]})" if mismatch else "")
-        raise CheckpointError(f"{name} is not a LoRA for this model: {reason}", hint=hint) from None
+        raise CheckpointError(f"{name} is not a LoRA for this model: {reason}", hint=hint) from err
     loaded = {n for names in sd_pipeline.get_list_adapters().values() for n in names}
     if adapter_name not in loaded:
         raise CheckpointError(f"{name} holds no LoRA weights for this model's UNet or text encoder", hint=hint)

@@ -23,8 +23,9 @@ import torch
 
 from facefact.errors import ConfigError
 from facefact.model import FaceAdapter, TransFaceEncoder, check_sd15_layout
-from facefact.pipelines.face_tokens import (FaceTokens, encode_face_pixels, face_pixels_from_photos,
+from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
                                             guidance_objs)
+from facefact.pipelines.requests import FaceRequest, fact_window_callback, regions_for
 from facefact.pipelines.lora import LoraProvenanceMixin
 from facefact.pipelines.output import FACTPipelineOutput
 from facefact.pipelines.provenance import image_metadata, model_entry
@@ -34,9 +35,10 @@ DEFAULT_FACT_SCALE = 0.5  # what the released apps use
 
 
 class FACTMixin(LoraProvenanceMixin):
-    def __call__(self, *args, face_images=None, face_tokens=None, fact_scale=None, cfg_face: bool = True, **kwargs):
-        return self._call_with_faces(super().__call__, args, kwargs, face_images=face_images,
-                                     face_tokens=face_tokens, fact_scale=fact_scale, cfg_face=cfg_face)
+    def __call__(self, *args, face_images=None, face_tokens=None, fact_scale=None, cfg_face: bool = True,
+                 face_combine: str = "concat", fact_window=None, face_regions=None, **kwargs):
+        request = FaceRequest(face_images, face_tokens, fact_scale, cfg_face, face_combine, fact_window, face_regions)
+        return self._call_with_faces(super().__call__, args, kwargs, request)
 
     @classmethod
     def tiny(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1, face_analysis=None):
@@ -134,13 +136,20 @@ class FACTMixin(LoraProvenanceMixin):
             self.face_analysis = FaceAnalysis()
         return self.face_analysis
 
-    def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None) -> FaceTokens:
-        """Reference photos (paths, PIL images or RGB arrays) -> FaceTokens, once per request.
-        Keep the result to generate again without the photos: pass it as `face_tokens=`."""
+    def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None,
+                     combine: str = "concat", qualities=None) -> FaceTokens:
+        """Reference photos (paths, PIL images or RGB arrays) of one person -> FaceTokens, once per
+        request, the photos combined as `combine` says ("concat", "mean", "weighted"). Keep the
+        result to generate again without the photos: pass it as `face_tokens=` (or save it with
+        facefact.pipelines.identity.save_identity)."""
         adapter = self._require_fact()
         notes: list[str] = []
-        if face_pixels is None:
-            face_pixels = face_pixels_from_photos(self._analysis(), face_images, notes)
+        if face_pixels is None:  # (pixels given: the photos' FaceQuality may come with them, for "weighted")
+            face_pixels, qualities = analyse_photos(self._analysis(), face_images, notes)
+        faces = self._encode_pixels(adapter, face_pixels, notes)
+        return combine_photos(faces, combine, qualities, adapter.tokens_per_photo)
+
+    def _encode_pixels(self, adapter, face_pixels, notes) -> FaceTokens:
         device = self._execution_device
         offloaded = getattr(self, "_offload_device", None) is not None
         self.face_encoder.to(device)
@@ -152,14 +161,18 @@ class FACTMixin(LoraProvenanceMixin):
                 self.face_encoder.to("cpu")
                 adapter.resampler.to("cpu")
 
-    def _face_condition(self, face_images, face_tokens) -> FaceTokens | None:
+    def _face_condition(self, face_images, face_tokens, combine: str = "concat") -> FaceTokens | None:
         if face_images is not None and face_tokens is not None:
             raise ConfigError("pass face_images= or face_tokens=, not both")
         if face_tokens is None:
-            return None if face_images is None else self.encode_faces(face_images)
+            return None if face_images is None else self.encode_faces(face_images, combine=combine)
         adapter = self._require_fact()
         if isinstance(face_tokens, FaceTokens):
             return face_tokens
+        if isinstance(face_tokens, (str, Path)):  # a saved identity (.fid)
+            from facefact.pipelines.identity import load_identity
+
+            return load_identity(self, face_tokens)
         if not torch.is_tensor(face_tokens) or face_tokens.ndim != 3 or face_tokens.shape[0] != 1:
             raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces) or a [1, 16n, C] tensor")
         photos, rest = divmod(face_tokens.shape[1], adapter.tokens_per_photo)
@@ -171,7 +184,7 @@ class FACTMixin(LoraProvenanceMixin):
         return FaceTokens(face_tokens, null, photos)
 
     # ---- the call -------------------------------------------------------------------------------
-    def _call_with_faces(self, parent_call, args, kwargs, *, face_images, face_tokens, fact_scale, cfg_face):
+    def _call_with_faces(self, parent_call, args, kwargs, request: FaceRequest):
         signature = inspect.signature(parent_call)
         bound = signature.bind_partial(*args, **kwargs)
 
@@ -181,7 +194,13 @@ class FACTMixin(LoraProvenanceMixin):
             parameter = signature.parameters.get(name)
             return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
-        faces = self._face_condition(face_images, face_tokens)
+        request.check()
+        fact_scale, cfg_face = request.fact_scale, request.cfg_face
+        regions = None
+        if request.face_regions is not None:
+            faces, regions = regions_for(self, request, given)
+        else:
+            faces = self._face_condition(request.face_images, request.face_tokens, request.face_combine)
         notes = list(faces.notes) if faces is not None else []
         prompts = self._prompt_list(given("prompt"), given("prompt_embeds"), notes)
         per_prompt = given("num_images_per_prompt") or 1
@@ -198,15 +217,19 @@ class FACTMixin(LoraProvenanceMixin):
         if faces is not None:
             faces = faces.to(self._execution_device, self.unet.dtype)
             attention_kwargs["gligen"] = {"objs": guidance_objs(faces, batch, do_cfg, cfg_face)}
+            if regions is not None:
+                attention_kwargs["gligen"]["regions"] = regions
             bound.arguments["cross_attention_kwargs"] = attention_kwargs
         previous = adapter.scale if adapter is not None else None
         try:
             if fact_scale is not None:
                 self.set_fact_scale(fact_scale)
-            result = parent_call(*bound.args, **bound.kwargs)
             used_scale = adapter.scale if adapter is not None else None
+            if request.fact_window is not None and faces is not None:
+                fact_window_callback(self, adapter, request.fact_window, bound, signature)
+            result = parent_call(*bound.args, **bound.kwargs)
         finally:
-            if adapter is not None and fact_scale is not None:
+            if adapter is not None:
                 adapter.set_scale(previous)
         for note in notes:
             logger.warning(note)
@@ -214,7 +237,7 @@ class FACTMixin(LoraProvenanceMixin):
             return result
         shared_generator = not isinstance(generator, list) and batch > 1
         metadata = image_metadata(self, result.images, given, prompts, per_prompt, seeds, shared_generator, faces,
-                                  used_scale if faces is not None else None, cfg_face, notes)
+                                  used_scale if faces is not None else None, cfg_face, notes, request)
         return FACTPipelineOutput(images=result.images, nsfw_content_detected=result.nsfw_content_detected,
                                   metadata=metadata, notes=notes, model_files=self._model_files())
 

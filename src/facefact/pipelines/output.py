@@ -26,7 +26,8 @@ class FACTPipelineOutput(StableDiffusionPipelineOutput):
 
     def save(self, folder: str | Path, name: str = "facefact", overwrite: bool = False,
              with_hashes: bool = True) -> list[Path]:
-        """Write every image as `<folder>/<name>_<seed>.png` (or `_<k>` without a known seed) with
+        """Write every image as `<folder>/<name>_<seed>.png` (`_<seed>-<k>` for image k of a batch made
+        from one generator, `_image-<k>` without a known seed) with
         its provenance; a taken name gets `-1`, `-2`... unless `overwrite`. Returns the paths."""
         from facefact.pipelines.metadata import write_png
 
@@ -38,7 +39,9 @@ class FACTPipelineOutput(StableDiffusionPipelineOutput):
         metadata = self.metadata_with_hashes() if with_hashes else (self.metadata or [{}] * len(self.images))
         written = []
         for index, (image, meta) in enumerate(zip(self.images, metadata)):
-            tag = meta.get("seed") if isinstance(meta.get("seed"), int) else index
+            tag = meta.get("seed") if isinstance(meta.get("seed"), int) else "image"
+            if "batch_index" in meta or tag == "image":  # one generator for the batch: seed and place in it
+                tag = f"{tag}-{meta.get('batch_index', index)}"
             written.append(write_png(image, folder / f"{name}_{tag}.png", meta, overwrite=overwrite))
         return written
 

@@ -54,7 +54,7 @@ def _scalar(value):
 
 
 def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_generator, faces, fact_scale, cfg_face,
-                   notes) -> list[dict]:
+                   notes, request=None) -> list[dict]:
     models = {"base_model": base_model_entry(pipe), **copy.deepcopy(getattr(pipe, "_fact_models", {}) or {})}
     controlnet = getattr(pipe, "controlnet", None)
     if controlnet is not None:
@@ -69,6 +69,10 @@ def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_gener
         "cfg_face": bool(cfg_face) if faces is not None else None,
         "num_reference_photos": faces.num_photos if faces is not None else 0,
     }
+    if faces is not None and request is not None:
+        settings.update(request.as_metadata())
+        if faces.weights is not None:
+            settings["photo_weights"] = [round(w, 4) for w in faces.weights]
     for name in RECORDED_ARGUMENTS:
         value = _scalar(given(name))
         if value is not None:

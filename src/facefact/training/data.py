@@ -112,7 +112,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
                 return np.asarray(img)
         except OSError as err:
             raise DatasetError(f"cannot read a training file: {err}", path=path,
-                               hint="the prepared set is damaged; run `facefact prepare` again") from None
+                               hint="the prepared set is damaged; run `facefact prepare` again") from err
 
     @property
     def image_size(self) -> int:

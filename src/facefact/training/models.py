@@ -3,12 +3,11 @@ the trainable FaceAdapter, plus the one module DDP wraps (`AdapterTrainingModule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from facefact.errors import CheckpointError, ModelNotFoundError
+from facefact.errors import CheckpointError
 from facefact.model import FaceAdapter, ResamplerConfig, TransFaceEncoder, check_sd15_layout
 
 
@@ -24,31 +23,21 @@ class BaseModel:
 
 
 def load_base_model(spec: str) -> BaseModel:
-    """'tiny' (random weights, built in-process) or a diffusers SD1.5-family folder."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    """'tiny' (random weights, built in-process) or any base model `facefact generate` takes - a
+    diffusers folder, a hub id or a single .safetensors/.ckpt file - through the same loader."""
+    import torch
+    from diffusers import DDPMScheduler
 
     if spec == "tiny":
         from facefact.pipelines.tiny import tiny_sd_pipeline
 
         pipe = tiny_sd_pipeline()
-        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        scheduler_config = dict(pipe.scheduler.config)
     else:
-        root = Path(spec)
-        missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (root / sub).is_dir()]
-        if missing:
-            raise ModelNotFoundError(f"{root} is not a diffusers model folder (missing {missing})", path=root,
-                                     hint="pass a Stable Diffusion 1.5-family folder as saved by diffusers' "
-                                          "save_pretrained (unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
-        try:
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
-            vae = AutoencoderKL.from_pretrained(root, subfolder="vae")
-            text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder")
-            tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot load the base model from {root}: {err}", path=root) from None
-        scheduler_config = dict(DDPMScheduler.load_config(root, subfolder="scheduler"))
+        from facefact.pipelines.loading import load_base_pipeline
+
+        pipe = load_base_pipeline(spec, torch.float32)
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    scheduler_config = dict(pipe.scheduler.config)
     check_sd15_layout(unet, spec)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     for module in (unet, vae, text_encoder):
