@@ -216,7 +216,7 @@ def bench_dtype(unet, adapter, dtype, args, device) -> list[dict]:
         rows[0]["kinds_bare"], rows[0]["kinds_fact"] = time_by_kind(bare, device), time_by_kind(fact, device)
         rows[0]["flop_kinds_bare"], rows[0]["flop_kinds_fact"] = flops_by_kind(ops_bare), flops_by_kind(ops_fact)
     report_row(rows[0])
-    if not args.no_compile:
+    if dtype in args.compile_dtypes:
         torch._dynamo.reset()  # a fresh compile per dtype: its time is what a user pays once per process
         bare_c, fact_c = calls(torch.compile(unet))
         compile_bare, compile_fact = timed(bare_c, device), timed(fact_c, device)  # first calls compile
@@ -247,20 +247,24 @@ def measure(bare, fact, args, device) -> dict:
 
 
 def report_row(r: dict) -> None:
+    """Each config's table row as soon as it is measured: a run cut short still leaves its numbers."""
     times = " ".join(f"{b:.3f}/{f:.3f}" for b, f in zip(r["times_bare"], r["times_fact"]))
-    compile_s = f"; compile {r['compile_bare_s']:.0f} s / {r['compile_fact_s']:.0f} s" if "compile_bare_s" in r else ""
-    print(f"  {r['dtype']} {r['path']}: bare/FACT s per step {times}{compile_s}", flush=True)
+    print(f"  {r['dtype']} {r['path']}: bare/FACT s per step {times}", flush=True)
+    print("  " + main_table([r])[-1], flush=True)
 
 
 # ---- report ----------------------------------------------------------------------------------------
 def cpu_name() -> str:
+    """/proc/cpuinfo's model name, plus the ISA flags that decide bf16 speed (VMs often say only 'AMD EPYC')."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    name = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), platform.machine())
+    flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
+    field = {l.split(":", 1)[0].strip(): l.split(":", 1)[1].strip() for l in info[:30] if ":" in l}
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} (family {field.get('cpu family', '?')} model {field.get('model', '?')}; {', '.join(shown) or 'no avx2'})"
 
 
 def machine(device: torch.device) -> str:
@@ -334,6 +338,7 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=3, help="timed bare / FACT call pairs per config, after a warm-up")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16, float16")
     parser.add_argument("--no-compile", action="store_true", help="eager only (skip torch.compile)")
+    parser.add_argument("--compile-dtypes", help="dtypes to also run compiled (default: all of --dtypes)")
     parser.add_argument("--tiny", action="store_true", help="the tests' tiny UNet + adapter: a smoke run in seconds")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--photos", type=int, default=1, help="reference photos (16 face tokens each)")
@@ -348,12 +353,18 @@ def parse_args(argv):
         parser.error("--size must be a multiple of 8, at least 64")
     if args.batch < 1 or args.repeats < 1 or args.photos < 1:
         parser.error("--batch, --repeats and --photos must be at least 1")
-    names = [n.strip().lower() for n in args.dtypes.split(",") if n.strip()]
+    args.dtype_list = dtype_list(parser, "--dtypes", args.dtypes)
+    compiled = [] if args.no_compile else dtype_list(parser, "--compile-dtypes", args.compile_dtypes or args.dtypes)
+    args.compile_dtypes = [d for d in compiled if d in args.dtype_list]
+    return args
+
+
+def dtype_list(parser, flag: str, text: str) -> list:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in DTYPES]
     if unknown or not names:
-        parser.error(f"--dtypes: unknown {unknown or 'empty list'}; choose from float32, bfloat16, float16")
-    args.dtype_list = list(dict.fromkeys(DTYPES[n] for n in names))
-    return args
+        parser.error(f"{flag}: unknown {unknown or 'empty list'}; choose from float32, bfloat16, float16")
+    return list(dict.fromkeys(DTYPES[n] for n in names))
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,7 @@ from facefact import __version__
 from facefact.errors import FacefactError
 
 # Order is the order in `facefact --help`.
-SUBCOMMAND_MODULES = ["generate", "faces", "models", "convert", "prepare", "train", "evaluate"]
+SUBCOMMAND_MODULES = ["generate", "faces", "models", "convert", "prepare", "train", "evaluate", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

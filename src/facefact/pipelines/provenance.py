@@ -71,6 +71,7 @@ def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_gener
     }
     if faces is not None and request is not None:
         settings.update(request.as_metadata())
+        settings["face_combine"] = faces.combine  # what the tokens are (face_tokens= may come combined)
         if faces.weights is not None:
             settings["photo_weights"] = [round(w, 4) for w in faces.weights]
     for name in RECORDED_ARGUMENTS:

@@ -21,12 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
 from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
+
+if TYPE_CHECKING:  # annotations only: importing torch here would load it for `facefact prepare` without caches
+    import torch
 
 LATENTS = "latents"
 TOKENS = "encoder_tokens"
