@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import SMALL
+from serve_helpers import SMALL
 from PIL import Image
 
 
@@ -245,7 +245,7 @@ def test_loras_by_name_and_weight(engine, checker, astronaut_bytes, tmp_path):
     """A server started with a LoRA: weight 0 is the base model's pixels, weight 1 changes them."""
     pytest.importorskip("peft")
 
-    from conftest import running_server
+    from serve_helpers import running_server
 
     from facefact.cli.serve import load_loras
     from facefact.pipelines import FACTStableDiffusionPipeline

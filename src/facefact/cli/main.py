@@ -24,7 +24,8 @@ from facefact import __version__
 from facefact.errors import FacefactError
 
 # Order is the order in `facefact --help`.
-SUBCOMMAND_MODULES = ["generate", "faces", "models", "convert", "prepare", "train", "evaluate", "serve"]
+SUBCOMMAND_MODULES = ["generate", "template", "identity", "faces", "models", "convert", "prepare", "train", "evaluate",
+                      "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

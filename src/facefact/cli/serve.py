@@ -97,7 +97,7 @@ def load_engines(args):
 
     import torch
 
-    from facefact.cli.generate import load_pipeline
+    from facefact.cli.model_flags import load_pipeline
     from facefact.faces import FaceAnalysis
     from facefact.pipelines import extras as lora_extras
     from facefact.pipelines import registry
