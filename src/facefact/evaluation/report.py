@@ -228,17 +228,24 @@ def _plots(results_list: list[EvalResults], labels: list[str]) -> str:
         uri = plots.scatter(title, f"id_sim_{primary}", y_key, points(f"id_sim_{primary}", y_key))
         uris.append(uri)
         if uri is None:
-            empty = y_key if any(_finite_in(res, f"id_sim_{primary}") for res in results_list) else f"id_sim_{primary}"
-            missing.append(f"{title}: {why_no_values(empty, results_list)}")
+            missing.append(f"{title}: {why_no_values(_empty_axis(results_list, primary, y_key), results_list)}")
     if len(results_list) == 1:
-        uris.append(plots.trade_off_curves("identity vs prompt following, by FACT scale", f"id_sim_{primary}",
-                                           "CLIP-T", trade_off_points(first, f"id_sim_{primary}", "clip_t")))
+        title = "identity vs prompt following, by FACT scale"
+        uri = plots.trade_off_curves(title, f"id_sim_{primary}", "CLIP-T",
+                                     trade_off_points(first, f"id_sim_{primary}", "clip_t"))
+        uris.append(uri)
+        if uri is None:
+            missing.append(f"{title}: {why_no_values(_empty_axis(results_list, primary, 'clip_t'), results_list)}")
     notes = "".join(f"<p class='note'>no plot of {_esc(m)}</p>" for m in missing)
     return '<div class="plots">' + "".join(f'<img src="{u}" alt="plot">' for u in uris if u) + "</div>" + notes
 
 
-def _finite_in(res: EvalResults, key: str) -> bool:
-    return any(isinstance(r.get(key), (int, float)) and not math.isnan(r[key]) for r in res.rows)
+def _empty_axis(results_list: list[EvalResults], primary: str, y_key: str) -> str:
+    """The metric that left a scatter plot empty: identity when no run has one, else the y axis."""
+    x_key = f"id_sim_{primary}"
+    has_x = any(isinstance(r.get(x_key), (int, float)) and not math.isnan(r[x_key])
+                for res in results_list for r in res.rows)
+    return y_key if has_x else x_key
 
 
 def trade_off_points(res: EvalResults, x_key: str, y_key: str) -> dict[str, list[tuple[float, float, float]]]:

@@ -27,11 +27,10 @@ import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
-from facefact.model.fingerprint import fingerprint
-
-if TYPE_CHECKING:
-    import torch
 from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
+
+if TYPE_CHECKING:  # annotations only: importing torch here would load it for `facefact prepare` without caches
+    import torch
 
 LATENTS = "latents"
 TOKENS = "encoder_tokens"
@@ -46,10 +45,14 @@ def cache_path(root: str | Path, sample_id: str, kind: str) -> Path:
 
 
 def vae_fingerprint(vae) -> str:
+    from facefact.model.fingerprint import fingerprint  # torch: only when a cache is made or checked
+
     return fingerprint(vae, ("encoder.", "quant_conv."))  # what makes the latents; the decoder does not
 
 
 def encoder_fingerprint(encoder) -> str:
+    from facefact.model.fingerprint import fingerprint
+
     return fingerprint(encoder)
 
 

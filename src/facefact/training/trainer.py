@@ -241,7 +241,7 @@ def train(config: TrainConfig) -> TrainResult:
                 raise out_of_memory_error(config, step) from None
             except RuntimeError as err:  # CPU allocators report OOM as a plain RuntimeError
                 if "can't allocate memory" in str(err) or "out of memory" in str(err).lower():
-                    raise out_of_memory_error(config, step) from None
+                    raise out_of_memory_error(config, step) from err
                 raise
             if not accelerator.sync_gradients:
                 continue
