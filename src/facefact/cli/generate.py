@@ -40,6 +40,10 @@ def register(subparsers) -> None:
                    help="reference photo; repeat for several photos of the same person. With a region "
                         "(fractions of the image) per photo: several people in one image, e.g. "
                         "--face alice.jpg@0,0,0.5,1 --face bob.jpg@0.5,0,1,1")
+    p.add_argument("--allow-low-quality", action="store_true",
+                   help="use a reference face the quality checks refuse (small, blurred, turned away...); a note "
+                        "says what was wrong. A group photo's face: --face group.jpg#N, numbered as "
+                        "`facefact faces inspect` shows them (#0 the largest)")
     p.add_argument("--identity", action="append", default=[], metavar="FILE.fid[@x0,y0,x1,y1]",
                    help="a saved identity (`facefact identity save`) instead of photos")
     p.add_argument("--prompt", required=True)
@@ -161,7 +165,8 @@ def run(args) -> int:
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
-        analysed = analyse_people(people(args.face, args.identity), analysis, notes)
+        analysed = analyse_people(people(args.face, args.identity), analysis, notes,
+                                  check_quality=not args.allow_low_quality)
         generate_extras.load_control_image(extras)
         stem = output_stem(args, args.prompt)
         return generate_and_write(args, opts, config, config_path, analysis, notes, stem, analysed, extras)

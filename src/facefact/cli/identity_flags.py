@@ -126,7 +126,7 @@ def _scale_number(text, where: str) -> float:
     return value
 
 
-def analyse_people(persons: list[Person], analysis, notes: list[str]) -> list[tuple]:
+def analyse_people(persons: list[Person], analysis, notes: list[str], check_quality: bool = True) -> list[tuple]:
     """(person, encoder input, qualities) for each person with photos - analysed now, so a photo
     without a usable face stops the command before any weights load; saved identities: (person, None, None)."""
     from facefact.pipelines.face_tokens import analyse_photos
@@ -136,7 +136,7 @@ def analyse_people(persons: list[Person], analysis, notes: list[str]) -> list[tu
         if person.identity is not None:
             analysed.append((person, None, None))
         else:
-            analysed.append((person, *analyse_photos(analysis, person.photos, notes)))
+            analysed.append((person, *analyse_photos(analysis, person.photos, notes, check_quality)))
     return analysed
 
 

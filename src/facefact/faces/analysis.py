@@ -69,16 +69,26 @@ class FaceAnalysis:
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
     def get_one(self, image: ImageInput, *, strict: bool = False, check: bool = True,
-                path: str | None = None) -> Face:
+                path: str | None = None, number: int | None = None) -> Face:
         """The largest face; refuses a photo without a usable face with a clear error.
 
         Several faces: strict raises :class:`MultipleFacesError`, otherwise the largest is used,
         a :class:`FaceWarning` is issued and ``face.notes`` says so. ``check`` applies
         ``self.thresholds`` (size, cut off, pose, blur, score) and raises ``FaceQualityError``.
-        ``path`` names the photo in messages when ``image`` is already an array.
+        ``path`` names the photo in messages when ``image`` is already an array. ``number`` picks
+        one face of a group photo as `facefact faces inspect` numbers them (#0 the largest).
         """
         name = path or _source_name(image)
         faces = self.get(image)
+        if number is not None and faces:
+            if not 0 <= number < len(faces):
+                raise NoFaceError(f"face #{number} asked for, but {len(faces)} face(s) found (#0 to #{len(faces) - 1})",
+                                  path=name, hint="`facefact faces inspect PHOTO` shows the faces and their numbers")
+            face = faces[number]
+            face.notes.append(f"face #{number} of {len(faces)} chosen ({face.width:.0f}x{face.height:.0f} px)")
+            if check:
+                check_quality(face, self.thresholds, path=name)
+            return face
         if not faces:
             raise NoFaceError("no face found", path=name,
                               hint="use a photo with one clearly visible face, looking at the camera, "

@@ -98,23 +98,33 @@ def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = Non
     return analyse_photos(analysis, face_images, notes)[0]
 
 
-def analyse_photos(analysis, face_images, notes: list[str] | None = None):
-    """(encoder input [n, 3, 112, 112], each photo's FaceQuality)."""
+def analyse_photos(analysis, face_images, notes: list[str] | None = None, check_quality: bool = True):
+    """(encoder input [n, 3, 112, 112], each photo's FaceQuality). A photo given as "PATH#N" uses
+    face #N of it (as `faces inspect` numbers them); several photos that do not look like one
+    person get a note naming the odd one out; `check_quality=False` uses a face the quality checks
+    refuse (with a note saying why it would have been)."""
     if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):
         face_images = [face_images]  # one photo given on its own (path, array or PIL image)
     face_images = list(face_images)
     if not face_images:
         raise ConfigError("face_images is an empty list",
                           hint="pass at least one reference photo, or face_images=None for no face")
-    crops, qualities = [], []
+    from facefact.pipelines.references import outlier_notes, split_face_number, usable_face
+
+    crops, qualities, embeddings = [], [], []
     for index, source in enumerate(face_images):
+        source, number = split_face_number(source)
         name = str(source) if isinstance(source, (str, Path)) else None
         image = analysis.load(source)
-        face = analysis.get_one(image, strict=False, path=name)  # clear errors: no face, too small...
+        face = usable_face(analysis, image, name, number, check_quality, notes, index)
         if notes is not None:  # photo names stay out of notes: notes go into image metadata
             notes.extend(f"reference photo {index + 1}: {note}" for note in face.notes)
         crops.append(analysis.fact_condition(image, face))
         qualities.append(face.quality)
+        if len(face_images) > 1:
+            embeddings.append(analysis.embed(image, face))
+    if notes is not None and len(embeddings) > 1:
+        notes.extend(outlier_notes(embeddings, analysis.embedder.threshold, analysis.embedder.name))
     pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
     return (pixels / 255.0 - 0.5) / 0.5, qualities
 
