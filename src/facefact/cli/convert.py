@@ -85,7 +85,7 @@ def _same_tensors(a: dict, b: dict) -> bool:
 
 def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> dict:
     from facefact.model import FaceAdapter
-    from facefact.model.checkpoints import read_adapter_file, save_adapter, sniff_kind
+    from facefact.model.checkpoints import adapter_base_family, read_adapter_file, save_adapter, sniff_kind
     from facefact.pipelines.hashing import file_sha256
 
     state, config = read_adapter_file(src)  # config: the sizes a facefact safetensors file records
@@ -93,8 +93,14 @@ def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> 
         raise CheckpointError("this is a TransFace encoder checkpoint, not a FACT adapter", path=src,
                               hint=f"convert it with --encoder {src}")
     adapter = FaceAdapter.from_state_dict(state, _resampler_config(state, heads, dim_head, src) or config, src)
+    width = adapter.resampler.config.output_dim
+    for path, proc in adapter.released_state_dict().items():
+        if path.endswith(".attn2.processor.linear.weight") and proc.shape[1] != width:
+            raise CheckpointError(f"block adapter {path} takes {proc.shape[1]}-wide face tokens, the resampler "
+                                  f"makes {width}", path=src, hint="the file mixes parts of different adapters")
+    family = adapter_base_family(adapter.block_paths, width, src)
     base_note = check_base(adapter, base) if base else None
-    save_adapter(adapter, out, extra_metadata={"source_file": src.name, "source_sha256": file_sha256(src)})
+    save_adapter(adapter, out, base_family=family, extra_metadata={"source_file": src.name, "source_sha256": file_sha256(src)})
     again = FaceAdapter.from_checkpoint(out)
     if again.resampler.config != adapter.resampler.config or not _same_tensors(
             adapter.released_state_dict(), again.released_state_dict()):
