@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefact.cli.exit_codes import ExitCode
 from facefact.errors import FaceError, FaceQualityError, ImageError
 
 
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     inspect = sub.add_parser("inspect", help="list faces, quality and the identity-similarity matrix",
                              description="Detect faces in each photo, report score and quality, and compare "
                                          "the main face of every photo with every other. Exit code 0 when every "
-                                         "photo has a usable face, 1 otherwise.")
+                                         "photo has a usable face, 3 (problem found) otherwise.")
     inspect.add_argument("photos", nargs="+", metavar="PHOTO")
     inspect.add_argument("--embedder", choices=["sface", "dlib", "insightface"], default="sface",
                          help="identity model (default: sface)")
@@ -28,7 +29,7 @@ def register(subparsers) -> None:
     inspect.add_argument("--min-size", type=float, default=None, metavar="PX", help="smallest usable face (px)")
     inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut")
     inspect.set_defaults(func=run_inspect)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USER_ERROR)[1])
 
 
 def _inspect_one(fa, path: str, args) -> dict:
@@ -87,7 +88,7 @@ def run_inspect(args) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_tables(report)
-    return 1 if any(r["problems"] for r in results) else 0
+    return ExitCode.PROBLEM_FOUND if any(r["problems"] for r in results) else ExitCode.OK
 
 
 def _print_tables(report: dict) -> None:

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from facefact.cli.exit_codes import ExitCode
 from facefact.errors import CheckpointError, FacefactError, ModelNotFoundError
 from facefact.pipelines import registry
 
@@ -179,7 +180,7 @@ def check_models(targets: list, directory: Path, as_json: bool) -> int:
         for row in rows:
             print(f"{'ok     ' if row['ok'] else 'PROBLEM'} {row['setting']:<10} {row['location']}\n"
                   f"        {row['detail']}")
-    return 0 if all(r["ok"] for r in rows) else 1
+    return ExitCode.OK if all(r["ok"] for r in rows) else ExitCode.PROBLEM_FOUND
 
 
 # ---- download -------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import argparse
 import json
 from dataclasses import fields
 
+from facefact.cli.exit_codes import ExitCode
+
 
 def register(subparsers) -> None:
     from facefact.training.prepare import PrepareSettings
@@ -71,4 +73,4 @@ def run(args) -> int:
     if summary["identities_with_one_photo"]:
         print(f"note: {len(summary['identities_with_one_photo'])} identities have a single usable photo; "
               "face shuffle needs at least two per person")
-    return 0 if summary["accepted"] else 1
+    return ExitCode.OK if summary["accepted"] else ExitCode.PROBLEM_FOUND

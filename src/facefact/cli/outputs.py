@@ -1,0 +1,80 @@
+"""Output folders and files checked before any work: a command that would fail at its first
+write (a file where the folder should be, a read-only folder, a name over the file-system limit)
+fails up front instead, naming the flag. Stale temporaries of facefact's own naming that a killed
+run left behind are swept at the same time (facefact.atomic.sweep_stale_temporaries)."""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from facefact.errors import ConfigError
+
+
+def _os_words(err: OSError) -> str:
+    from facefact.cli.main import os_error_words
+
+    return os_error_words(err) or f"cannot write there ({err.strerror})"
+
+
+def _probe_writable(folder: Path, flag: str) -> None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".facefact-write-check."):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{flag} {folder}: {_os_words(err)}", path=folder) from None
+
+
+def prepare_output_folder(path: str | Path, flag: str = "--out", *, create: bool = False,
+                          sweep: bool = True) -> Path:
+    """Check that files can be written into folder `path`: it is a folder (or can be made one:
+    its nearest existing parent is a writable folder). `create` makes it now; otherwise it is left
+    to the first write, so a command refused later leaves no empty folder behind."""
+    from facefact.atomic import sweep_stale_temporaries
+
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{flag} {folder} is a file, not a folder", path=folder,
+                          hint=f"give {flag} a folder (it is created if missing)")
+    check_file_name(folder.parent, folder.name, flag)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {folder}: {existing} is a file, not a folder", path=folder,
+                          hint=f"give {flag} a folder (it is created if missing)")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{flag} {folder}: {_os_words(err)}", path=folder) from None
+        existing = folder
+    _probe_writable(existing, flag)
+    if sweep and folder.is_dir():
+        sweep_stale_temporaries(folder)
+    return folder
+
+
+def check_file_name(folder: Path, name: str, flag: str) -> None:
+    """A file `name` fits the file system's name limit in `folder`."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    if len(os.fsencode(name)) > limit:
+        raise ConfigError(f"the output file name would be {len(os.fsencode(name))} bytes long; the file system "
+                          f"allows {limit}", hint=f"use a shorter {flag}")
+
+
+def prepare_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """The parent folder of output file `path` exists (created), is writable, and `path` is not a folder."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a folder; give the name of the file to write", path=out)
+    folder = prepare_output_folder(out.parent, flag)
+    check_file_name(folder, f".{out.name}.XXXXXXXX.tmp", flag)  # the atomic writer's temporary is longer
+    return out
