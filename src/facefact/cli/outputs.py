@@ -12,9 +12,32 @@ from pathlib import Path
 from facefact.errors import ConfigError
 
 
-def _os_words(err: OSError) -> str:
-    from facefact.cli.main import os_error_words
+_OS_ERROR_WORDS = {
+    errno.ENOSPC: ("no space left on the device", "free some disk space or write to another --out folder"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or write to another --out folder"),
+    errno.EROFS: ("the file system is read-only", "choose an --out folder you can write to"),
+    errno.EACCES: ("permission denied", "choose an --out folder you can write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose an --out folder you can write to, or fix its permissions"),
+    errno.ENAMETOOLONG: ("a file name is longer than the file system allows", "use a shorter --name or --out"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "--out must be a folder (or a new name)"),
+    errno.EEXIST: ("a file is in the way of a folder", "--out must be a folder (or a new name)"),
+    errno.EISDIR: ("a folder is in the way of a file", "remove or rename that folder"),
+    errno.EFBIG: ("the file is too large for the file system", "write to another file system"),
+    errno.EIO: ("an input/output error (a failing disk or a lost network mount)", "check the disk"),
+}
 
+
+def os_error_words(err: OSError) -> str | None:
+    """The words for a file-system failure that is the machine's or the user's, not a bug; None otherwise."""
+    known = _OS_ERROR_WORDS.get(err.errno)
+    if known is None:
+        return None
+    what, hint = known
+    where = f" ({err.filename})" if err.filename else ""
+    return f"cannot write or read{where}: {what}\n  hint: {hint}"
+
+
+def _os_words(err: OSError) -> str:
     return os_error_words(err) or f"cannot write there ({err.strerror})"
 
 
