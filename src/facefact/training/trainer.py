@@ -68,6 +68,22 @@ def out_of_memory_error(config: TrainConfig, step: int) -> ConfigError:
              "gradient_checkpointing, use mixed_precision bf16/fp16, optimizer adamw8bit, or a lower resolution")
 
 
+def diverged_error(config: TrainConfig, step: int, what: str) -> ConfigError:
+    """Training stopped before the broken step was saved: the checkpoints on disk are the good ones."""
+    kept = checkpointing.list_checkpoints(Path(config.output_dir))
+    where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
+    return ConfigError(f"training diverged at step {step + 1}: {what}; stopped without saving it ({where})",
+                       hint="lower learning_rate, keep max_grad_norm > 0, or use bf16 instead of fp16; resume from "
+                            "the last good checkpoint with --resume latest")
+
+
+def check_batch_size(config: TrainConfig, num_samples: int) -> None:
+    if config.batch_size > num_samples:
+        raise ConfigError(f"batch_size {config.batch_size} is larger than the training set ({num_samples} samples)",
+                          hint=f"use batch_size <= {num_samples}; raise gradient_accumulation_steps for a larger "
+                               "effective batch, or add photos")
+
+
 def train(config: TrainConfig) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -87,6 +103,7 @@ def train(config: TrainConfig) -> TrainResult:
                               face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
                               shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
                               shuffle_ramp_steps=config.shuffle_ramp_steps)
+    check_batch_size(config, len(dataset))
     base = load_base_model(config.base_model)
     encoder = load_encoder(config.encoder).to(device)  # float32, as the reference runs it
     # Caches written by `facefact prepare` replace the frozen VAE / encoder forward; refused when
@@ -172,8 +189,11 @@ def train(config: TrainConfig) -> TrainResult:
         with fair_context:
             prediction, fair = module(noisy.to(weight_dtype), timesteps, text, tokens, measure_fair=measure_fair)
             mse = F.mse_loss(prediction.float(), target.float())
+            mse_value, fair_value = mse.item(), fair.item()
+            if not (math.isfinite(mse_value) and math.isfinite(fair_value)):  # before it reaches the weights
+                raise diverged_error(config, step, f"the loss is {mse_value} (FAIR {fair_value})")
             accelerator.backward(mse + config.fair_weight * fair)
-        return mse.item(), fair.item()
+        return mse_value, fair_value
 
     step, started = start_step, time.time()
     bar = tqdm(total=config.max_steps, initial=start_step, desc="train", unit="step",
@@ -219,6 +239,8 @@ def train(config: TrainConfig) -> TrainResult:
                                  list(config.validation_prompts), samples=config.validation_samples,
                                  size=dataset.image_size, steps=config.validation_steps,
                                  guidance=config.validation_guidance, seed=config.seed, autocast_dtype=weight_dtype)
+        if not all(bool(torch.isfinite(p).all()) for p in params):  # an overflow in backward or the optimizer
+            raise diverged_error(config, step, "the adapter weights became NaN or infinite")
         if step % config.checkpoint_every == 0 or step == stop_step:
             _save(accelerator, config, step, adapter, optimizer, lr_scheduler)
     bar.close()
