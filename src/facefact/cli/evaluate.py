@@ -10,7 +10,9 @@ import argparse
 import warnings
 from pathlib import Path
 
+from facefact.cli.outputs import prepare_output_file, prepare_output_folder
 from facefact.errors import ConfigError
+from facefact.validation import arg_float, arg_int, arg_seed  # counts: runner.check_run_settings
 
 
 def register(subparsers) -> None:
@@ -26,8 +28,9 @@ def register(subparsers) -> None:
     parser.add_argument("--prompts", default="default", metavar="FILE",
                         help="'default' (shipped set), a .txt (one prompt a line) or .yaml prompt file")
     parser.add_argument("--max-prompts", type=int, default=None, metavar="N", help="use only the first N prompts")
-    parser.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per prompt (seed, seed+1, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--seeds", type=int, default=2, metavar="N",
+                        help="seeds per prompt (seed, seed+1, ...)")
+    parser.add_argument("--seed", type=arg_seed("--seed"), default=0, help="first seed")
     parser.add_argument("--method", action="append", dest="methods", metavar="SPEC",
                         help="fact:SCALE | base | ipadapter-faceid:PATH[@SCALE]; repeat to compare "
                              "(default: fact:0.5 and base)")
@@ -39,7 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("--encoder", help="TransFace encoder checkpoint (real models)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps")
     parser.add_argument("--size", type=int, default=None, help="image side in px (default: the model's, 512; 128 tiny)")
-    parser.add_argument("--guidance-scale", type=float, default=5.0)
+    parser.add_argument("--guidance-scale", type=arg_float("--guidance-scale", low=0, high=100), default=5.0)
     parser.add_argument("--scheduler", default="pndm")
     parser.add_argument("--negative-prompt", default=None, help="default: the prompt set's")
     parser.add_argument("--device", default=None)
@@ -66,7 +69,8 @@ def register(subparsers) -> None:
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("--out", dest="report_out", type=Path, default=Path("facefact-report.html"),
                         metavar="FILE")
-    report.add_argument("--max-seeds", type=int, default=2, help="seed thumbnails per grid cell")
+    report.add_argument("--max-seeds", type=arg_int("--max-seeds", low=1, high=100), default=2,
+                        help="seed thumbnails per grid cell")
     report.add_argument("--show-references", action="store_true",
                         help="embed thumbnails of the reference photos (read again from the run's identities folder)")
     report.set_defaults(func=run_report)
@@ -75,6 +79,7 @@ def register(subparsers) -> None:
 def run_report(args) -> int:
     from facefact.evaluation.report import report_runs
 
+    prepare_output_file(args.report_out, "--out")
     path = report_runs(args.runs, args.report_out, max_seeds_in_grid=args.max_seeds,
                        show_references=args.show_references)
     print(f"report: {path}")
@@ -97,6 +102,8 @@ def run_evaluate(args) -> int:
 
     if args.identities is None:
         raise ConfigError("--identities is required", hint="facefact evaluate --identities DIR --out RUN_DIR")
+    prepare_output_folder(args.out, "--out")
+    earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = evaluate(
@@ -115,7 +122,7 @@ def run_evaluate(args) -> int:
     _print_summary(results)
     report = args.out / "report.html"
     if args.compare:
-        write_report([results] + [EvalResults.load(d) for d in args.compare], report,
+        write_report([results] + earlier, report,
                      show_references=args.show_references)
     print(f"results: {args.out / 'results.json'}, {args.out / 'results.csv'}; report: {report}")
     return 0

@@ -46,9 +46,12 @@ def config_from_args(args) -> TrainConfig:
 
 
 def run(args) -> int:
+    from facefact.cli.outputs import prepare_output_folder
     from facefact.training.trainer import train
 
-    result = train(config_from_args(args))
+    config = config_from_args(args).check()
+    prepare_output_folder(config.output_dir, "--output-dir")
+    result = train(config)
     if os.environ.get("RANK", "0") != "0":
         return 0  # one message per run, not one per process
     if result.adapter_path is not None:
