@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from facefact.cli.exit_codes import ExitCode
+from facefact.cli.terminal import safe_text
 from facefact.errors import FaceError, FaceQualityError, ImageError
 
 
@@ -93,7 +94,11 @@ def run_inspect(args) -> int:
 
 def _print_tables(report: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    def user(text) -> str:  # file names and messages hold user text: no escape sequences, no rich markup
+        return escape(safe_text(text))
 
     console = Console(soft_wrap=True)  # long paths and hints stay on one line (greppable)
     info = report["analysis"]
@@ -104,23 +109,24 @@ def _print_tables(report: dict) -> None:
         for i, face in enumerate(photo["faces"]):
             q = face["quality"]
             mark = " (used)" if i == photo["main_face"] else ""
-            table.add_row(Path(photo["photo"]).name if i == 0 else "", f"#{i}{mark}", f"{face['score']:.2f}",
+            table.add_row(user(Path(photo["photo"]).name) if i == 0 else "", f"#{i}{mark}", f"{face['score']:.2f}",
                           ",".join(f"{v:.0f}" for v in face["bbox"]), f"{q['size_px']:.0f}",
                           f"{q['sharpness']:.3f}", f"{q['yaw']:+.0f}", f"{q['roll']:+.0f}", f"{q['cut_off']:.0%}")
         if not photo["faces"]:
-            table.add_row(Path(photo["photo"]).name, "-", "", "", "", "", "", "", "")
+            table.add_row(user(Path(photo["photo"]).name), "-", "", "", "", "", "", "", "")
     console.print(table)
     for photo in report["photos"]:
         for note in photo["notes"]:
-            console.print(f"[yellow]note[/] {photo['photo']}: {note}")
+            console.print(f"[yellow]note[/] {user(photo['photo'])}: {user(note)}")
         for problem in photo["problems"]:
-            console.print(f"[red]problem[/] {photo['photo']}: {problem['error']}\n  hint: {problem['hint']}")
+            console.print(f"[red]problem[/] {user(photo['photo'])}: {user(problem['error'])}\n"
+                          f"  hint: {user(problem['hint'])}")
         for path in photo.get("debug_images", []):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {user(path)}")
     sim = report["similarity"]
     if len(sim["photos"]) > 1:
         matrix = Table("", *[str(i) for i in range(len(sim["photos"]))], title="identity cosine similarity")
         for i, (name, row) in enumerate(zip(sim["photos"], sim["cosine"])):
             cells = [f"[green]{v:.3f}[/]" if v >= sim["threshold"] else f"{v:.3f}" for v in row]
-            matrix.add_row(f"{i} {Path(name).name}", *cells)
+            matrix.add_row(f"{i} {user(Path(name).name)}", *cells)
         console.print(matrix)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from facefact.errors import ConfigError, DatasetError
 from facefact.faces.image_io import DEFAULT_MAX_PIXELS
@@ -29,7 +29,12 @@ def open_prepared_image(path: str):
     with open_regular(path, DatasetError, hint=_REPAIR, missing_cls=DatasetError) as handle, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(handle) as img:
+        try:
+            opened = Image.open(handle)
+        except UnidentifiedImageError:  # Pillow's words name the file descriptor, not the file
+            raise DatasetError("a training file is not an image (damaged or overwritten)", path=path,
+                               hint=_REPAIR) from None
+        with opened as img:
             if img.size[0] * img.size[1] > DEFAULT_MAX_PIXELS:
                 raise DatasetError(f"training file is {img.size[0]}x{img.size[1]} pixels, over facefact's limit "
                                    f"of {DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels", path=path, hint=_REPAIR)

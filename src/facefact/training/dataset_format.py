@@ -118,3 +118,5 @@ def _check_entry(root: Path, index: Path, number: int, sample) -> None:
         if not inside:
             raise DatasetError(f"{where}: {key} {value!r} points outside the training set", path=index,
                                hint=_REPAIR)
+        if not (root / value).is_file():  # a stat per file: cheap, and before any model is loaded
+            raise DatasetError(f"{where}: the {key} file {value} is missing", path=index, hint=_REPAIR)
