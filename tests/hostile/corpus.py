@@ -87,6 +87,11 @@ def _photo_makers(folder: Path) -> dict[str, Path | str | None]:
     }
 
 
+# Special files and degenerate images get their own `faces inspect` run; the rest share one.
+SEPARATE_INSPECT = {"fifo", "dev_zero", "symlink_loop", "socket", "strip_wide", "nan_tiff", "bomb_header",
+                    "escape_name", "one_pixel", "no_face"}
+
+
 def _unreadable(folder: Path) -> Path | None:
     if os.geteuid() == 0:
         return None  # root reads anything
@@ -102,17 +107,22 @@ def _photo_mention(path) -> str:
 
 def add_photo_cases(corpus: Corpus) -> None:
     shared = corpus.folder("photos")
-    for kind, path in _photo_makers(shared).items():
-        if path is None:
-            continue
-        mention = _photo_mention(path)
-        corpus.add(f"inspect-{kind}", "photos", ["faces", "inspect", path], PROBLEM_FOUND, mention, cwd=shared)
+    photos = {kind: path for kind, path in _photo_makers(shared).items() if path is not None}
+    for kind, path in photos.items():
         out = corpus.folder(f"generate-{kind}") / "out"
-        corpus.add(f"generate-{kind}", "photos", [*GENERATE, "--face", path, "--out", out], USER_ERROR, mention)
-    # several bad photos in one inspect: each named, exit 3
-    corpus.add("inspect-many", "photos", ["faces", "inspect", shared / "pipe.jpg", shared / "wide.png",
-                                          shared / "nan.tif", cf.ASTRONAUT], PROBLEM_FOUND,
-               "pipe.jpg", "wide.png", "nan.tif", cwd=shared)
+        corpus.add(f"generate-{kind}", "photos", [*GENERATE, "--face", path, "--out", out], USER_ERROR,
+                   _photo_mention(path))
+        if kind in SEPARATE_INSPECT:
+            corpus.add(f"inspect-{kind}", "photos", ["faces", "inspect", path], PROBLEM_FOUND, _photo_mention(path),
+                       cwd=shared)
+    # the rest through one `faces inspect` (it takes many photos; each must be named, one problem each)
+    rest = [path for kind, path in photos.items() if kind not in SEPARATE_INSPECT]
+    case = corpus.add("inspect-all-others", "photos", ["faces", "inspect", *rest, cf.ASTRONAUT], PROBLEM_FOUND,
+                      *[_photo_mention(p) for p in rest], cwd=shared)
+    case.check = lambda case_, result: _assert(result["output"].count("problem ") >= len(rest),
+                                               "not every bad photo is reported as a problem")
+    corpus.add("inspect-json", "photos", ["faces", "inspect", "--json", *rest[:6]], PROBLEM_FOUND,
+               *[Path(str(p)).name for p in rest[:6]], cwd=shared)
 
 
 # ---- checkpoints: `convert` refuses each (2), `models check` reports it (3) ---------------------------

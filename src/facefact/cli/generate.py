@@ -24,7 +24,7 @@ from facefact.validation import (MAX_SEED, arg_float, arg_int, arg_seed, check_i
                                  strict_bool, whole_number)
 
 MAX_IMAGES = 1000    # per command: seeds seed..seed+n-1
-MAX_STEPS = 1000     # schedulers are trained on 1000 timesteps
+MAX_STEPS = 500      # of 1000 training timesteps; PNDM at 1000 steps indexes past the schedule's end
 MAX_GUIDANCE = 100.0
 BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
                     "size": None, "width": None, "height": None, "scheduler": "pndm", "n": 1, "out": "outputs"}
