@@ -25,6 +25,7 @@ def _preload() -> None:
     """What the commands import anyway; imported once here, shared copy-on-write by every child."""
     import facefact.cli.main  # noqa: F401
     import torch  # noqa: F401
+    import accelerate  # noqa: F401
     import diffusers  # noqa: F401
     import facefact.faces  # noqa: F401
     import facefact.model.checkpoints  # noqa: F401

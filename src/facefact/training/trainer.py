@@ -89,6 +89,13 @@ def train(config: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     config.check()
+    # The data set first: a damaged set is refused before accelerate or any model is set up.
+    dataset = FaceTrainingSet(config.data, resolution=config.resolution, seed=config.seed,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
+                              shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
+                              shuffle_ramp_steps=config.shuffle_ramp_steps)
+    check_batch_size(config, len(dataset))
     # Several processes and no GPU (torchrun on CPUs): accelerate only picks gloo DDP when told cpu=True.
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=launched and not torch.cuda.is_available(),
@@ -98,12 +105,6 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(config.seed)  # model construction only; training draws come from schedule.generator_for
     output_dir = Path(config.output_dir)
 
-    dataset = FaceTrainingSet(config.data, resolution=config.resolution, seed=config.seed,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
-                              shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
-                              shuffle_ramp_steps=config.shuffle_ramp_steps)
-    check_batch_size(config, len(dataset))
     base = load_base_model(config.base_model)
     encoder = load_encoder(config.encoder).to(device)  # float32, as the reference runs it
     # Caches written by `facefact prepare` replace the frozen VAE / encoder forward; refused when
