@@ -2,7 +2,10 @@
 
 Every failure a user can cause (a bad photo, a missing weight file, a wrong setting) is raised
 as a :class:`FacefactError`: a message that names the file and the problem, and a hint that says
-what to do. The CLI prints these without a traceback; library users can catch the base class.
+what to do. The CLI prints these without a traceback; library users can catch the base class, or
+the builtin each one also is (`ValueError` for bad settings, images and weights,
+`FileNotFoundError` for missing models), so code that knows nothing of facefact handles them too.
+Causes are chained (`raise ... from err`).
 """
 from __future__ import annotations
 
@@ -25,11 +28,11 @@ class FacefactError(Exception):
         return text
 
 
-class ImageError(FacefactError):
+class ImageError(FacefactError, ValueError):
     """The file is missing, unreadable, not an image, or an image we refuse to decode."""
 
 
-class FaceError(FacefactError):
+class FaceError(FacefactError, ValueError):
     """The photo is an image, but its face cannot be used."""
 
 
@@ -45,17 +48,17 @@ class FaceQualityError(FaceError):
     """A face was found but is too small, cut off, blurred or turned away to be used."""
 
 
-class CheckpointError(FacefactError):
+class CheckpointError(FacefactError, ValueError):
     """A weight file is missing, truncated, of the wrong kind or of the wrong shape."""
 
 
-class ModelNotFoundError(CheckpointError):
+class ModelNotFoundError(CheckpointError, FileNotFoundError):
     """A model a command needs is not on disk (and could not or may not be downloaded)."""
 
 
-class ConfigError(FacefactError):
+class ConfigError(FacefactError, ValueError):
     """A setting or combination of settings is invalid."""
 
 
-class DatasetError(FacefactError):
+class DatasetError(FacefactError, ValueError):
     """A training or evaluation data set is empty, unreadable or inconsistent."""

@@ -1,4 +1,4 @@
-"""End to end on the real tiny FaceFactPipeline (random weights): every metric is computed, the
+"""End to end on the real tiny FACT pipeline (random weights): every metric is computed, the
 numbers mean nothing except the exact ones (adapter scale 0 is the base model)."""
 from __future__ import annotations
 
@@ -87,14 +87,17 @@ def test_cli_end_to_end_with_tiny_facefact_pipeline(tmp_path, one_identity, tiny
     np.testing.assert_array_equal(np.asarray(Image.open(fresh / row["image"])), pixels[row["image"]])
 
 
-def test_reference_photos_are_analysed_once_per_run(one_identity):
+def test_reference_photos_are_analysed_once_per_run(one_identity, monkeypatch):
     from facefact.evaluation.methods import FactMethod, GenerationSettings, MethodContext
 
     context = MethodContext(GenerationSettings(model="tiny", steps=1, size=64))
     pipe = context.fact_pipeline()
+    import facefact.pipelines.face_tokens as face_tokens
+
     calls = []
-    original = pipe.face_pixels
-    pipe.face_pixels = lambda photos, notes=None: calls.append(list(photos)) or original(photos, notes)
+    original = face_tokens.face_pixels_from_photos
+    monkeypatch.setattr(face_tokens, "face_pixels_from_photos",
+                        lambda analysis, photos, notes=None: calls.append(list(photos)) or original(analysis, photos, notes))
     references = sorted(p for p in one_identity.rglob("*") if p.is_file() and p.suffix != ".txt")
     images = [FactMethod(context, scale).generate("a portrait", references, seed, 64)
               for scale in (0.5, 1.0) for seed in (0, 1)]

@@ -47,9 +47,25 @@ def plain_jpeg(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_pipe():
-    from facefact.pipelines import FaceFactPipeline
+    """One shared tiny text-to-image FACT pipeline (seed 0): tests that change it build their own."""
+    from facefact.pipelines import FACTStableDiffusionPipeline
 
-    return FaceFactPipeline.tiny()
+    return FACTStableDiffusionPipeline.tiny()
+
+
+@pytest.fixture(scope="session")
+def face_pixels(astronaut):
+    """The astronaut photo as the FACT encoder's input [1, 3, 112, 112]: face analysis once per session."""
+    from facefact.faces import FaceAnalysis
+    from facefact.pipelines.face_tokens import face_pixels_from_photos
+
+    return face_pixels_from_photos(FaceAnalysis(), [astronaut])
+
+
+@pytest.fixture(scope="session")
+def face(tiny_pipe, face_pixels):
+    """FaceTokens of the astronaut for every tiny pipeline of seed 0 (they share the adapter weights)."""
+    return tiny_pipe.encode_faces(face_pixels=face_pixels)
 
 
 @pytest.fixture

@@ -39,8 +39,26 @@ def test_prompt_longer_than_the_text_encoder_says_what_was_cut(cli, astronaut, t
     assert "note: the prompt is" in err and "unicorn" in err.split("this part was cut")[1]
 
 
-def test_tiny_refuses_model_files(cli, astronaut):
-    fails(tiny(cli, astronaut, "--adapter", "x.safetensors"), "--model tiny uses built-in models")
+def test_tiny_takes_a_trained_adapter_file_but_no_base_model(cli, astronaut, tiny_model_files, tmp_path):
+    """`--model tiny --adapter FILE`: a trained adapter on the tiny base and encoder it was trained with."""
+    import json
+
+    from PIL import Image
+
+    _, adapter, _ = tiny_model_files
+    fails(tiny(cli, astronaut, "--adapter", tmp_path / "x.safetensors"), "adapter not found", "x.safetensors")
+    fails(tiny(cli, astronaut, "--base-model", tmp_path), "--model tiny is the built-in tiny base model")
+    code, out, err = tiny(cli, astronaut, "--adapter", adapter, "--seed", 3, "--json", "--out", tmp_path / "file")
+    assert code == 0, err
+    from_file = json.loads(out)
+    meta = from_file["metadata"][0]
+    assert meta["models"]["adapter"]["id"] == adapter.name and len(meta["models"]["adapter"]["sha256"]) == 16
+    assert meta["models"]["encoder"]["id"] == "facefact-tiny/encoder"
+    code, out, err = tiny(cli, astronaut, "--seed", 3, "--json", "--out", tmp_path / "built-in")
+    assert code == 0, err
+    # the file holds the built-in tiny adapter's weights: the same pixels
+    with Image.open(from_file["images"][0]) as a, Image.open(json.loads(out)["images"][0]) as b:
+        assert a.tobytes() == b.tobytes()
 
 
 def test_missing_model_files_say_where_they_were_looked_for(cli, astronaut, tmp_path):

@@ -27,6 +27,13 @@ def released_files(tmp_path_factory):
     return root
 
 
+def online(monkeypatch) -> None:
+    """Downloads from this machine's own stand-in server are tested with the offline switches off (the
+    suite runs with HF_HUB_OFFLINE=1); "0", not unset, so that nothing the CLI sets outlives the test."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("FACEFACT_OFFLINE", "0")
+
+
 @pytest.fixture
 def server(released_files, monkeypatch):
     """A local stand-in for ModelScope that honours Range requests; records the ranges asked for."""
@@ -52,6 +59,7 @@ def server(released_files, monkeypatch):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("FACEFACT_MODELSCOPE_URL", f"http://127.0.0.1:{httpd.server_port}/{{filename}}")
+    online(monkeypatch)
     yield ranges
     httpd.shutdown()
 
@@ -120,6 +128,7 @@ def test_check_accepts_a_local_base_folder(cli, tiny_model_files):
 
 def test_download_offline_says_what_is_missing_and_how_to_point(cli, monkeypatch, tmp_path):
     monkeypatch.setenv("FACEFACT_MODELSCOPE_URL", "http://127.0.0.1:9/{filename}")  # nothing listens there
+    online(monkeypatch)
     code, out, err = cli("models", "download", "maj")
     assert code == 2 and "Traceback" not in err
     assert f"could not download {ADAPTER}" in err and str(tmp_path / "home" / ADAPTER) in err

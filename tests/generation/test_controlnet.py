@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from facefact.errors import ConfigError
 from gen_cli_checks import fails
 
 PROMPT = "a portrait in a garden"
@@ -75,8 +76,8 @@ def test_tiny_controlnet_writes_images_with_provenance(cli, astronaut, control_i
     assert len(summary["images"]) == 2 and summary["contact_sheet"]
     assert all(Path(p).is_file() for p in summary["images"] + [summary["contact_sheet"]])
     meta = summary["metadata"][0]
-    assert meta["models"]["controlnet"] == {"id": "facefact-tiny/controlnet", "seed": 0}
-    assert meta["control_scale"] == 0.8 and meta["width"] == 64
+    assert meta["models"]["controlnet"] == [{"id": "facefact-tiny/controlnet", "seed": 0}]  # one entry per ControlNet
+    assert meta["controlnet_conditioning_scale"] == 0.8 and meta["width"] == 64
     assert "edges.png" not in json.dumps(summary["metadata"])  # the control image's name is not recorded
 
 
@@ -91,7 +92,7 @@ def test_the_control_image_steers_the_output(cli, astronaut, control_images, tmp
     assert np.abs(a - pixels(plain["images"][0])).max() > 10
     # scale 0 adds zero residuals to the UNet: exactly the pixels without a ControlNet
     np.testing.assert_array_equal(pixels(off["images"][0]), pixels(plain["images"][0]))
-    assert "loras" not in plain["metadata"][0]["models"] and "control_scale" not in plain["metadata"][0]
+    assert "loras" not in plain["metadata"][0]["models"] and "controlnet_conditioning_scale" not in plain["metadata"][0]
 
 
 def test_a_transparent_control_map_is_read_on_black(cli, astronaut, control_images, tmp_path):
@@ -129,40 +130,74 @@ def test_controlnet_folder_with_real_model_files(cli, astronaut, tiny_model_file
     assert code == 0, err
     summary = json.loads(out)
     meta = summary["metadata"][0]
-    from facefact.pipelines.hashing import file_sha256
-
-    weights = controlnet_folders["tiny"] / "diffusion_pytorch_model.safetensors"
-    assert meta["models"]["controlnet"] == {"id": "tiny-canny", "weights_sha256": file_sha256(weights)[:16]}
-    assert meta["control_scale"] == 1.0
+    assert [entry["id"] for entry in meta["models"]["controlnet"]] == ["tiny-canny"]
+    assert meta["controlnet_conditioning_scale"] == 1.0
     assert str(controlnet_folders["tiny"].parent) not in json.dumps(meta)
     # the same weights as --model tiny --controlnet tiny: the same pixels
     same = tiny(cli, astronaut, tmp_path / "tiny", "--controlnet", "tiny", "--control-image", control_images["edges"])
     np.testing.assert_array_equal(pixels(summary["images"][0]), pixels(same["images"][0]))
 
 
-def test_pipeline_tiny_controlnet_sees_only_text_tokens(astronaut, control_images):
-    from facefact.pipelines import FaceFactPipeline
+def test_pipeline_tiny_controlnet_sees_only_text_tokens(face, control_images):
+    from facefact.pipelines import FACTStableDiffusionControlNetPipeline
 
-    pipe = FaceFactPipeline.tiny(controlnet=True)
+    pipe = FACTStableDiffusionControlNetPipeline.tiny()
     seen = []
-    pipe.sd.controlnet.register_forward_pre_hook(
+    pipe.controlnet.register_forward_pre_hook(
         lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True)
-    out = pipe(PROMPT, face_images=[astronaut], image=Image.open(control_images["edges"]), num_inference_steps=1,
-               height=64, width=64, seed=1, controlnet_conditioning_scale=0.5)
-    assert seen and all(torch.equal(states, text_embeddings(pipe.sd)) for states in seen)
-    assert out.metadata[0]["control_scale"] == 0.5
+    out = pipe(PROMPT, face_tokens=face, image=Image.open(control_images["edges"]), num_inference_steps=1,
+               height=64, width=64, generator=torch.Generator().manual_seed(1), controlnet_conditioning_scale=0.5)
+    assert seen and all(torch.equal(states, text_embeddings(pipe)) for states in seen)
+    assert out.metadata[0]["controlnet_conditioning_scale"] == 0.5
+
+
+def controlnet_folder_output(tiny_model_files, controlnet_folder, face):
+    from facefact.pipelines.build import load_fact_pipeline
+
+    base, adapter, encoder = tiny_model_files
+    pipe = load_fact_pipeline(base, adapter, encoder, controlnet=controlnet_folder, device="cpu", dtype=torch.float32)
+    return pipe(PROMPT, face_tokens=face, image=Image.new("RGB", (64, 64)), num_inference_steps=1, height=64,
+                width=64, generator=torch.Generator().manual_seed(1))
+
+
+def test_controlnet_folder_is_named_and_the_adapter_hashed_where_images_are_written(
+        tiny_model_files, controlnet_folders, face, tmp_path):
+    from facefact.pipelines.hashing import file_sha256
+    from facefact.pipelines.metadata import read_png_metadata
+
+    out = controlnet_folder_output(tiny_model_files, controlnet_folders["tiny"], face)
+    assert out.metadata[0]["models"]["controlnet"] == [{"id": "tiny-canny"}]  # loading hashes nothing
+    assert "sha256" not in out.metadata[0]["models"]["adapter"]
+    [png] = out.save(tmp_path)
+    saved = read_png_metadata(png)
+    assert saved["models"]["adapter"]["sha256"] == file_sha256(tiny_model_files[1])[:16]
+    assert [entry["id"] for entry in saved["models"]["controlnet"]] == ["tiny-canny"]
+    assert str(controlnet_folders["tiny"].parent) not in json.dumps(saved)
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: FACTMixin._model_files has no ControlNet entries, so the ControlNet "
+                                       "folder's weights_sha256 is never added where images are written")
+def test_controlnet_folder_hash_is_recorded_where_images_are_written(tiny_model_files, controlnet_folders, face):
+    """The ControlNet's weights are part of what made the image, as the adapter's are."""
+    from facefact.pipelines.hashing import file_sha256
+
+    out = controlnet_folder_output(tiny_model_files, controlnet_folders["tiny"], face)
+    weights = controlnet_folders["tiny"] / "diffusion_pytorch_model.safetensors"
+    expected = [{"id": "tiny-canny", "weights_sha256": file_sha256(weights)[:16]}]
+    assert out.metadata_with_hashes()[0]["models"]["controlnet"] == expected
 
 
 # ---- errors: exit code 2, a message, no traceback; all before any weights are loaded --------------
 @pytest.fixture
 def no_loading(monkeypatch):
-    import facefact.pipelines.fact as fact
+    import facefact.pipelines.build as build
+    from facefact.pipelines.mixin import FACTMixin
 
     def refuse(*args, **kwargs):
         raise AssertionError("weights were loaded before the settings and files were checked")
 
-    monkeypatch.setattr(fact.FaceFactPipeline, "tiny", refuse)
-    monkeypatch.setattr(fact.FaceFactPipeline, "from_pretrained", refuse)
+    monkeypatch.setattr(build, "load_fact_pipeline", refuse)
+    monkeypatch.setattr(FACTMixin, "tiny", classmethod(refuse))
 
 
 def run(cli, face, *extra, model="tiny"):
@@ -317,56 +352,103 @@ def second_controlnet_folder(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("form", ["MultiControlNetModel", "list of models", "list of folders"])
-def test_several_controlnets_each_described(form, tiny_model_files, controlnet_folders, second_controlnet_folder,
-                                            control_images, astronaut):
+def several_controlnets_pipeline(form, tiny_model_files, folders):
+    """A FACT ControlNet pipeline over two ControlNets: folders through load_fact_pipeline, models
+    (a MultiControlNetModel or a list) through diffusers' from_pretrained + load_fact_adapter."""
     from diffusers import ControlNetModel, MultiControlNetModel
 
-    from facefact.pipelines import FaceFactPipeline
-    from facefact.pipelines.loading import describe_file
+    from facefact.pipelines import FACTStableDiffusionControlNetPipeline
+    from facefact.pipelines.build import load_fact_pipeline
 
     base, adapter, encoder = tiny_model_files
-    folders = [controlnet_folders["tiny"], second_controlnet_folder]
     if form == "list of folders":
-        controlnet = folders
-        expected = [describe_file(folder) for folder in folders]
-    else:
-        nets = [ControlNetModel.from_pretrained(str(folder)) for folder in folders]
-        controlnet = MultiControlNetModel(nets) if form == "MultiControlNetModel" else nets
-        expected = [{"id": "tiny-canny"}, {"id": "tiny-pose"}]
-    pipe = FaceFactPipeline.from_pretrained(base, adapter, encoder, device="cpu", dtype=torch.float32,
-                                            controlnet=controlnet)
-    assert isinstance(pipe.sd.controlnet, MultiControlNetModel) and len(pipe.sd.controlnet.nets) == 2
-    assert pipe.model_info["controlnet"] == expected
+        return load_fact_pipeline(base, adapter, encoder, controlnet=folders, device="cpu", dtype=torch.float32)
+    nets = [ControlNetModel.from_pretrained(str(folder)) for folder in folders]
+    pipe = FACTStableDiffusionControlNetPipeline.from_pretrained(
+        str(base), controlnet=MultiControlNetModel(nets) if form == "MultiControlNetModel" else nets,
+        safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_fact_adapter(adapter, encoder=encoder)
+    return pipe
+
+
+def run_two_controlnets(pipe, face, control_images):
+    edges, square = Image.open(control_images["edges"]), Image.open(control_images["square"]).resize((64, 64))
+    return pipe(PROMPT, face_tokens=face, image=[edges, square], num_inference_steps=1, height=64, width=64,
+                generator=torch.Generator().manual_seed(1), controlnet_conditioning_scale=[1.0, 0.5])
+
+
+@pytest.mark.parametrize("form", ["MultiControlNetModel", "list of models", "list of folders"])
+def test_several_controlnets_see_only_the_text(form, tiny_model_files, controlnet_folders, second_controlnet_folder,
+                                               control_images, face):
+    from diffusers import MultiControlNetModel
+
+    folders = [controlnet_folders["tiny"], second_controlnet_folder]
+    pipe = several_controlnets_pipeline(form, tiny_model_files, folders)
+    assert isinstance(pipe.controlnet, MultiControlNetModel) and len(pipe.controlnet.nets) == 2
     seen = []
-    for net in pipe.sd.controlnet.nets:
+    for net in pipe.controlnet.nets:
         net.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()),
                                       with_kwargs=True)
-    edges, square = Image.open(control_images["edges"]), Image.open(control_images["square"]).resize((64, 64))
-    out = pipe(PROMPT, face_images=[astronaut], image=[edges, square], num_inference_steps=1, height=64, width=64,
-               seed=1, controlnet_conditioning_scale=[1.0, 0.5])
+    out = run_two_controlnets(pipe, face, control_images)
     assert len(out.images) == 1 and len(seen) == 2  # every ControlNet sees the text tokens only
-    assert all(torch.equal(states, text_embeddings(pipe.sd)) for states in seen)
-    assert out.metadata[0]["models"]["controlnet"] == expected and out.metadata[0]["control_scale"] == [1.0, 0.5]
+    assert all(torch.equal(states, text_embeddings(pipe)) for states in seen)
+    assert out.metadata[0]["controlnet_conditioning_scale"] == [1.0, 0.5]
     assert str(folders[0].parent) not in json.dumps(out.metadata[0])
+    if form == "list of folders":  # one entry per ControlNet, by its folder's name
+        assert out.metadata[0]["models"]["controlnet"] == [{"id": "tiny-canny"}, {"id": "tiny-pose"}]
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: a ControlNet pipeline built by diffusers (from_pretrained with "
+                                       "ControlNet models) records models.controlnet = {'id': 'controlnet'}, not "
+                                       "each ControlNet's name")
+@pytest.mark.parametrize("form", ["MultiControlNetModel", "list of models"])
+def test_controlnet_models_given_to_diffusers_are_each_described(form, tiny_model_files, controlnet_folders,
+                                                                 second_controlnet_folder, control_images, face):
+    folders = [controlnet_folders["tiny"], second_controlnet_folder]
+    out = run_two_controlnets(several_controlnets_pipeline(form, tiny_model_files, folders), face, control_images)
+    assert out.metadata[0]["models"]["controlnet"] == [{"id": "tiny-canny"}, {"id": "tiny-pose"}]
 
 
 def test_one_of_several_controlnets_that_does_not_fit_is_named(tiny_model_files, controlnet_folders):
     from facefact.errors import CheckpointError
-    from facefact.pipelines import FaceFactPipeline
+    from facefact.pipelines.build import load_fact_pipeline
 
     base, adapter, encoder = tiny_model_files
-    with pytest.raises(CheckpointError, match="ControlNet other-family does not fit this base model"):
-        FaceFactPipeline.from_pretrained(base, adapter, encoder, device="cpu", dtype=torch.float32,
-                                         controlnet=[controlnet_folders["tiny"], controlnet_folders["other"]])
+    with pytest.raises(CheckpointError, match="ControlNet [^ ]*other-family does not fit this base model"):
+        load_fact_pipeline(base, adapter, encoder, device="cpu", dtype=torch.float32,
+                           controlnet=[controlnet_folders["tiny"], controlnet_folders["other"]])
 
 
-def test_a_controlnet_of_the_wrong_kind_is_a_config_error(tiny_model_files):
-    from facefact.errors import ConfigError
-    from facefact.pipelines import FaceFactPipeline
+def test_a_controlnet_that_is_no_location_is_named(tiny_model_files):
+    from facefact.errors import ModelNotFoundError
+    from facefact.pipelines.build import load_fact_pipeline
 
     base, adapter, encoder = tiny_model_files
-    for wrong in ([], 3):
-        with pytest.raises(ConfigError, match="controlnet"):
-            FaceFactPipeline.from_pretrained(base, adapter, encoder, device="cpu", dtype=torch.float32,
-                                             controlnet=wrong)
+    with pytest.raises(ModelNotFoundError, match="ControlNet not found: 3"):
+        load_fact_pipeline(base, adapter, encoder, device="cpu", dtype=torch.float32, controlnet=3)
+    with pytest.raises(ConfigError, match="tiny ControlNets"):
+        load_fact_pipeline("tiny", "tiny", "tiny", controlnet=3)
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: load_fact_pipeline(controlnet=[]) silently builds a pipeline "
+                                       "without any ControlNet")
+def test_an_empty_list_of_controlnets_is_a_config_error():
+    from facefact.pipelines.build import load_fact_pipeline
+
+    with pytest.raises(ConfigError, match="ControlNet"):
+        load_fact_pipeline("tiny", "tiny", "tiny", controlnet=[])
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: since ModelNotFoundError is a FileNotFoundError, loading.py's "
+                                       "`except OSError` wraps its own errors again, with a hint about connections")
+def test_a_folder_that_is_no_model_is_said_once_without_a_connection_hint(tiny_model_files, tmp_path):
+    from facefact.errors import ModelNotFoundError
+    from facefact.pipelines.loading import load_base_pipeline, load_controlnet
+
+    base = tiny_model_files[0]
+    (tmp_path / "unet").mkdir()
+    for load, folder in ((load_controlnet, base), (load_base_pipeline, tmp_path)):
+        with pytest.raises(ModelNotFoundError, match="is not a diffusers") as caught:
+            load(folder, torch.float32)
+        assert "could not load" not in str(caught.value) and "connection" not in str(caught.value)

@@ -1,5 +1,5 @@
 """LoRA beside the face adapter: `facefact generate --lora FILE[:WEIGHT]` and
-FaceFactPipeline.load_lora_weights / set_adapters, with provenance and clear errors. Tiny models."""
+the FACT pipelines' load_lora_weights / set_adapters (diffusers' own), with provenance and clear errors. Tiny models."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from facefact.errors import ConfigError
@@ -17,7 +18,10 @@ from gen_cli_checks import fails as check_fails
 pytest.importorskip("peft")
 
 PROMPT = "a portrait in a garden"
-FAST = dict(num_inference_steps=2, height=64, width=64, seed=7)
+
+
+def fast(seed: int = 7) -> dict:
+    return dict(num_inference_steps=2, height=64, width=64, generator=torch.Generator("cpu").manual_seed(seed))
 
 
 def pixels(path) -> np.ndarray:
@@ -94,8 +98,9 @@ def test_lora_changes_the_image_weight_zero_does_not(cli, astronaut, tiny_lora, 
 
     assert "loras" not in plain_meta["models"]
     digest = file_sha256(lora)[:16]
-    assert meta["models"]["loras"] == [{"id": lora.name, "sha256": digest, "weight": 1.0}]
-    assert zero_meta["models"]["loras"] == [{"id": lora.name, "sha256": digest, "weight": 0.0}]
+    assert meta["models"]["loras"] == [{"id": lora.name, "adapter_name": "lora1", "sha256": digest, "weight": 1.0}]
+    assert zero_meta["models"]["loras"] == [{"id": lora.name, "adapter_name": "lora1", "sha256": digest,
+                                             "weight": 0.0}]
     with Image.open(styled) as image:
         text = " ".join(str(v) for v in image.info.values())
     assert str(lora.parent) not in text  # the file's name, never where it is on this machine
@@ -112,17 +117,18 @@ def test_two_loras_each_at_its_weight(cli, astronaut, tiny_lora, tmp_path):
     np.testing.assert_array_equal(pixels(second_off), pixels(only_first))
 
 
-def test_pipeline_records_loras_and_their_weights(tiny_pipe, tiny_lora, astronaut):
-    from facefact.pipelines import FaceFactPipeline
+def test_pipeline_records_loras_and_their_weights(face, tiny_lora):
+    from facefact.pipelines import FACTStableDiffusionPipeline
 
-    face = tiny_pipe.face_pixels([astronaut])
-    pipe = FaceFactPipeline.tiny()
+    pipe = FACTStableDiffusionPipeline.tiny()
     lora = tiny_lora()
-    assert pipe.load_lora_weights(lora) == "lora1"
-    first = pipe(PROMPT, face_pixels=face, **FAST)
-    assert first.metadata[0]["models"]["loras"][0]["weight"] == 1.0
+    pipe.load_lora_weights(lora)  # diffusers' signature; facefact names it lora1
+    first = pipe(PROMPT, face_tokens=face, **fast())
+    assert first.metadata[0]["models"]["loras"] == [{"id": lora.name, "adapter_name": "lora1", "weight": 1.0}]
+    assert first.model_files["lora:lora1"] == lora  # hashed where images are written, not when loaded
+    assert first.metadata_with_hashes()[0]["models"]["loras"][0]["sha256"] == file_sha256(lora)[:16]
     pipe.set_adapters("lora1", 0.25)
-    later = pipe(PROMPT, face_pixels=face, **FAST)
+    later = pipe(PROMPT, face_tokens=face, **fast())
     assert later.metadata[0]["models"]["loras"][0]["weight"] == 0.25
     assert first.metadata[0]["models"]["loras"][0]["weight"] == 1.0  # earlier metadata is not rewritten
     with pytest.raises(ConfigError, match="no LoRA named style"):
@@ -130,16 +136,30 @@ def test_pipeline_records_loras_and_their_weights(tiny_pipe, tiny_lora, astronau
     with pytest.raises(ConfigError, match="loaded already"):
         pipe.load_lora_weights(lora, adapter_name="lora1")
     pipe.unload_lora_weights()
-    assert "loras" not in pipe(PROMPT, face_pixels=face, **FAST).metadata[0]["models"]
+    after = pipe(PROMPT, face_tokens=face, **fast())
+    assert "loras" not in after.metadata[0]["models"] and not any(k.startswith("lora:") for k in after.model_files)
 
 
-def test_lora_folder_with_weight_name_records_that_file_only(tiny_pipe, tiny_lora, astronaut, tmp_path):
+def test_lora_weight_zero_gives_the_pixels_without_it(face, tiny_lora):
+    from facefact.pipelines import FACTStableDiffusionPipeline
+
+    pipe = FACTStableDiffusionPipeline.tiny()
+    plain = np.asarray(pipe(PROMPT, face_tokens=face, **fast()).images[0], dtype=np.int16)
+    pipe.load_lora_weights(tiny_lora(), adapter_name="style")
+    styled = np.asarray(pipe(PROMPT, face_tokens=face, **fast()).images[0], dtype=np.int16)
+    pipe.set_adapters("style", 0.0)
+    zero = np.asarray(pipe(PROMPT, face_tokens=face, **fast()).images[0], dtype=np.int16)
+    assert np.abs(styled - plain).max() > 10
+    np.testing.assert_array_equal(zero, plain)
+
+
+def test_lora_folder_with_weight_name_records_that_file_only(face, tiny_lora, tmp_path):
     """diffusers takes a folder plus weight_name=: the provenance is that one file (its name and its
     hash), not every .safetensors in the folder, and not the folder's name."""
     import shutil
 
-    from facefact.pipelines import FaceFactPipeline
-    from facefact.pipelines.loading import describe_lora
+    from facefact.pipelines import FACTStableDiffusionPipeline
+    from facefact.pipelines.lora import describe_lora
 
     folder = tmp_path / "my-loras"
     folder.mkdir()
@@ -147,11 +167,12 @@ def test_lora_folder_with_weight_name_records_that_file_only(tiny_pipe, tiny_lor
     shutil.copy(tiny_lora(seed=4), folder / "another.safetensors")  # first in name order
     expected = {"id": "style.safetensors", "sha256": file_sha256(style)[:16]}
     assert describe_lora(folder, weight_name="style.safetensors") == expected
-    pipe = FaceFactPipeline.tiny()
+    pipe = FACTStableDiffusionPipeline.tiny()
     pipe.load_lora_weights(folder, weight_name="style.safetensors")
-    out = pipe(PROMPT, face_pixels=tiny_pipe.face_pixels([astronaut]), **FAST)
-    assert out.metadata[0]["models"]["loras"] == [{**expected, "weight": 1.0}]
-    assert "my-loras" not in json.dumps(out.metadata[0])
+    out = pipe(PROMPT, face_tokens=face, **fast())
+    assert out.metadata_with_hashes()[0]["models"]["loras"] == [{**expected, "adapter_name": "lora1", "weight": 1.0}]
+    assert out.metadata[0]["models"]["loras"] == [{"id": "style.safetensors", "adapter_name": "lora1", "weight": 1.0}]
+    assert "my-loras" not in json.dumps(out.metadata_with_hashes()[0])
 
 
 def test_lora_file_errors(cli, astronaut, tiny_model_files, other_unet_lora, tmp_path):
@@ -159,7 +180,6 @@ def test_lora_file_errors(cli, astronaut, tiny_model_files, other_unet_lora, tmp
     text = tmp_path / "notes.safetensors"
     text.write_text("not weights")
     from safetensors.torch import save_file
-    import torch
 
     unrelated = tmp_path / "unrelated.safetensors"
     save_file({"foo.bar.lora_A.weight": torch.zeros(4, 8), "foo.bar.lora_B.weight": torch.zeros(8, 4)}, unrelated)
@@ -181,10 +201,10 @@ def test_lora_file_errors(cli, astronaut, tiny_model_files, other_unet_lora, tmp
 def test_lora_without_peft_says_what_to_install(cli, astronaut, tiny_lora, monkeypatch, tmp_path):
     import diffusers.utils
 
-    import facefact.pipelines.fact as fact
+    import facefact.pipelines.build as build
 
     monkeypatch.setattr(diffusers.utils, "USE_PEFT_BACKEND", False)
-    monkeypatch.setattr(fact.FaceFactPipeline, "tiny", lambda *a, **k: pytest.fail("loaded before the check"))
+    monkeypatch.setattr(build, "load_fact_pipeline", lambda *a, **k: pytest.fail("loaded before the check"))
     err = fails(cli("generate", "--model", "tiny", "--face", astronaut, "--prompt", PROMPT, "--lora", tiny_lora(),
                     "--out", tmp_path), "needs the peft package", "pip install -U peft")
     assert "diffusers" in err

@@ -70,12 +70,9 @@ def encoder_tokens(n: int, seed: int = 7, width: int = 32) -> torch.Tensor:
     return torch.randn(n, 144, width, generator=g)
 
 
-def with_faces(text: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """cat[text, faces] along the sequence; faces [1, 16n, C] repeated over the batch."""
-    return torch.cat([text, faces.expand(text.shape[0], -1, -1)], dim=1)
-
-
-def run(unet, inputs, states=None) -> torch.Tensor:
+def run(unet, inputs, faces=None) -> torch.Tensor:
+    """The UNet on `inputs`; `faces` ([1 or B, 16n, C] face tokens) go to FACT's fusers out of band."""
     latents, timestep, text = inputs
+    kwargs = {} if faces is None else {"cross_attention_kwargs": {"gligen": {"objs": faces}}}
     with torch.no_grad():
-        return unet(latents, timestep, encoder_hidden_states=text if states is None else states).sample
+        return unet(latents, timestep, encoder_hidden_states=text, **kwargs).sample

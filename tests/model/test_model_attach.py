@@ -8,52 +8,61 @@ import pytest
 import torch
 
 from facefact.model import FaceAdapter, cross_attention_blocks
-from facefact.model.adapter import FACTAttnProcessor
+from facefact.model.adapter import FACTFuser
 from facefact.model.tiny import tiny_face_adapter, tiny_resampler_config
 
-from .conftest import encoder_tokens, run, with_faces
+from .conftest import encoder_tokens, run
 
 
 def snapshot(unet):
     return ({k: v.clone() for k, v in unet.state_dict().items()},
-            {name: type(p) for name, p in unet.attn_processors.items()},
-            {path: block.norm2 for path, block in cross_attention_blocks(unet).items()})
+            {name: p for name, p in unet.attn_processors.items()},
+            {path: block.norm2 for path, block in cross_attention_blocks(unet).items()},
+            {name for name, _ in unet.named_modules()})
+
+
+def hooks(unet) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in unet.modules())
 
 
 def test_detach_restores_the_unet_exactly(unet, adapter, inputs):
     before = run(unet, inputs)
-    state, processors, norms = snapshot(unet)
+    state, processors, norms, modules = snapshot(unet)
     assert len(norms) == 16  # the SD1.5 block layout
 
     adapter.attach(unet)
     assert adapter.is_attached
-    assert all(isinstance(p, FACTAttnProcessor) for n, p in unet.attn_processors.items() if n.endswith("attn2.processor"))
+    # diffusers' own slots, nothing replaced: the same processors, no hook, every norm2 in place
+    blocks = cross_attention_blocks(unet)
+    assert all(isinstance(block.fuser, FACTFuser) for block in blocks.values())
+    assert unet.attn_processors == processors and hooks(unet) == 0
+    assert all(blocks[p].norm2 is norms[p] for p in norms)
     adapter.set_scale(0.7)
     faces = adapter.face_tokens(encoder_tokens(1))
-    changed = run(unet, inputs, with_faces(inputs[2], faces))
+    changed = run(unet, inputs, faces)
     assert not torch.allclose(changed, before)  # the adapter did act while attached
     adapter.detach()
 
     assert not adapter.is_attached
     assert torch.equal(run(unet, inputs), before)
-    state_after, processors_after, norms_after = snapshot(unet)
+    state_after, processors_after, norms_after, modules_after = snapshot(unet)
     assert list(state_after) == list(state)
     assert all(torch.equal(state_after[k], state[k]) for k in state)
     assert processors_after == processors
     assert all(norms_after[p] is norms[p] for p in norms)  # the very same norm2 modules, not copies
-    assert all(not norm._forward_pre_hooks for norm in norms_after.values())  # no hook left behind
-    assert all(proc.ln is None and proc._base[0] is None for proc in adapter.all_processors())
+    assert modules_after == modules and hooks(unet) == 0  # no fuser, no position_net, no hook left behind
+    assert not hasattr(unet, "position_net")
 
 
 def test_saving_the_unet_while_attached_keeps_the_base_model_intact(unet, adapter, inputs, tmp_path):
-    """The block layout is untouched while attached: a UNet saved then (e.g. after fuse_lora) reloads as
-    the base model, with every norm2 present (only the adapter's extra keys are ignored)."""
+    """A UNet saved while attached (e.g. after fuse_lora) reloads as the base model: its state dict
+    leaves the fusers out."""
     from diffusers import UNet2DConditionModel
 
     before = run(unet, inputs)
     adapter.attach(unet)
     try:
-        assert all("norm2" in dict(block.named_children()) for block in cross_attention_blocks(unet).values())
+        assert not any(".fuser." in key for key in unet.state_dict())
         unet.save_pretrained(tmp_path / "unet")
     finally:
         adapter.detach()
@@ -62,7 +71,7 @@ def test_saving_the_unet_while_attached_keeps_the_base_model_intact(unet, adapte
 
 
 def test_attach_detach_attach_again_gives_the_same_output(unet, adapter, inputs):
-    states = with_faces(inputs[2], adapter.face_tokens(encoder_tokens(1)))
+    states = adapter.face_tokens(encoder_tokens(1))
     adapter.attach(unet)
     adapter.set_scale(0.5)
     first = run(unet, inputs, states)
@@ -81,19 +90,19 @@ def test_attaching_twice_raises(unet, adapter):
         with pytest.raises(RuntimeError, match="already carries a FACT adapter"):
             other.attach(unet)
         assert not other.is_attached
+        assert all(block.fuser is adapter.fuser(path) for path, block in cross_attention_blocks(unet).items())
     finally:
         adapter.detach()
 
 
 def test_scale_zero_is_the_base_unet_bit_for_bit(unet, adapter, inputs):
     base = run(unet, inputs)
-    states = with_faces(inputs[2], adapter.face_tokens(encoder_tokens(1)))
+    states = adapter.face_tokens(encoder_tokens(1))
     adapter.attach(unet)
     try:
         adapter.set_scale(0.0)
         assert torch.equal(run(unet, inputs, states), base)
-        adapter.set_num_face_tokens(0)  # no face tokens at all: the text alone
-        adapter.set_scale(1.0)
+        adapter.set_scale(1.0)  # no face tokens at all: the text alone, whatever the scale
         assert torch.equal(run(unet, inputs), base)
     finally:
         adapter.detach()
@@ -105,12 +114,12 @@ def test_untrained_adapter_is_the_identity_at_any_scale(unet, inputs, scale):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
         adapter = FaceAdapter.for_unet(unet, tiny_resampler_config(unet.config.cross_attention_dim))
-    assert all(p.alpha_attn.item() == 0 and p.alpha_dense.item() == 0 for p in adapter.all_processors())
+    assert all(p.alpha_attn.item() == 0 and p.alpha_dense.item() == 0 for p in adapter.all_fusers())
     adapter.attach(unet)
     try:
         adapter.set_scale(scale)
         with torch.no_grad():
-            states = with_faces(inputs[2], adapter.face_tokens(encoder_tokens(1)))
+            states = adapter.face_tokens(encoder_tokens(1))
         assert torch.equal(run(unet, inputs, states), base)
     finally:
         adapter.detach()
@@ -122,7 +131,7 @@ def adapter_with_ln(adapter, seed: int = 11):
     state = dict(adapter.released_state_dict())
     ln = {}
     for path in adapter.block_paths:
-        width = adapter.processor(path).block_dim
+        width = adapter.fuser(path).block_dim
         ln[path] = (1 + 0.3 * torch.randn(width, generator=g), 0.2 * torch.randn(width, generator=g))
         state[f"{path}.attn2.processor.ln.weight"], state[f"{path}.attn2.processor.ln.bias"] = ln[path]
     return FaceAdapter.from_state_dict(state), ln
@@ -130,7 +139,7 @@ def adapter_with_ln(adapter, seed: int = 11):
 
 def test_ln_checkpoint_replaces_the_block_norm_and_detach_restores_it(unet, adapter, inputs):
     loaded, ln = adapter_with_ln(adapter)
-    assert all(p.owns_ln for p in loaded.all_processors())
+    assert loaded.owns_block_norms and len(loaded.block_norms) == 16
     assert all(k in loaded.released_state_dict() for k in (f"{p}.attn2.processor.ln.weight" for p in ln))
 
     # independent expectation: a copy of the UNet with the checkpoint's norm2 parameters copied in
@@ -142,7 +151,7 @@ def test_ln_checkpoint_replaces_the_block_norm_and_detach_restores_it(unet, adap
 
     base = run(unet, inputs)
     norms = {p: (b.norm2, b.norm2.weight.clone(), b.norm2.bias.clone()) for p, b in cross_attention_blocks(unet).items()}
-    states = with_faces(inputs[2], loaded.face_tokens(encoder_tokens(1)))
+    states = loaded.face_tokens(encoder_tokens(1))
     loaded.attach(unet)
     try:
         loaded.set_scale(0.0)
@@ -157,7 +166,8 @@ def test_ln_checkpoint_replaces_the_block_norm_and_detach_restores_it(unet, adap
         assert torch.equal(block.norm2.weight, weight) and torch.equal(block.norm2.bias, bias)
     assert torch.equal(run(unet, inputs), base)
     # the checkpoint's norm stays with the adapter (it is its weight), ready for the next attach
-    assert all(p.ln is not None for p in loaded.all_processors())
+    assert all(torch.equal(loaded.block_norms[p.replace(".", "/")].weight, ln[p][0]) for p in ln)
+    assert loaded.released_state_dict().keys() == adapter_with_ln(adapter)[0].released_state_dict().keys()
 
 
 # ---- several photos ---------------------------------------------------------------------------
@@ -176,12 +186,10 @@ def test_two_photos_are_concatenated_in_order(unet, adapter, inputs):
     adapter.attach(unet)
     try:
         adapter.set_scale(1.0)
-        adapter.set_num_face_tokens(32)
-        out = run(unet, inputs, with_faces(inputs[2], both))
-        out_swapped = run(unet, inputs, with_faces(inputs[2], swapped))
-        out_other = run(unet, inputs, with_faces(inputs[2], other))
-        adapter.set_num_face_tokens(16)
-        out_one = run(unet, inputs, with_faces(inputs[2], first))
+        out = run(unet, inputs, both)
+        out_swapped = run(unet, inputs, swapped)
+        out_other = run(unet, inputs, other)
+        out_one = run(unet, inputs, first)
     finally:
         adapter.detach()
     assert out.shape == base.shape and torch.isfinite(out).all()
@@ -202,3 +210,44 @@ def test_null_tokens_for_n_photos_repeat_the_one_photo_block(adapter):
     assert three.shape == (1, 48, adapter.resampler.config.output_dim)
     assert one.abs().sum() > 0  # not zeros
     torch.testing.assert_close(three, one.repeat(1, 3, 1), rtol=1e-6, atol=1e-6)
+
+
+def test_per_level_scales_equal_to_s_are_the_scalar_s(unet, adapter, inputs):
+    faces = adapter.face_tokens(encoder_tokens(1))
+    adapter.attach(unet)
+    try:
+        adapter.set_scale(0.6)
+        scalar = run(unet, inputs, faces)
+        adapter.set_scale({"down": 0.6, "mid": 0.6, "up": 0.6})
+        assert torch.equal(run(unet, inputs, faces), scalar)
+        adapter.set_scale({"up": 0.6})  # the levels not named get 0, as with set_ip_adapter_scale
+        assert [f.scale for f in adapter.all_fusers()].count(0.6) == 9
+        assert not torch.equal(run(unet, inputs, faces), scalar)
+        with pytest.raises(ValueError, match="names no block"):
+            adapter.set_scale({"sideways": 1.0})
+        with pytest.raises(ValueError, match="finite"):
+            adapter.set_scale(float("nan"))
+    finally:
+        adapter.detach()
+
+
+def test_face_tokens_never_reach_a_text_only_call(unet, adapter, inputs):
+    """Without face tokens the attached UNet is the base model: nothing is taken from the text."""
+    base = run(unet, inputs)
+    adapter.attach(unet)
+    try:
+        adapter.set_scale(1.0)
+        assert torch.equal(run(unet, inputs), base)
+    finally:
+        adapter.detach()
+
+
+def test_the_fusers_compile_without_graph_breaks(unet, adapter, inputs):
+    """Plain modules and ops: torch.compile captures the whole fuser in one graph."""
+    fuser = adapter.fuser(adapter.block_paths[0])
+    fuser.scale = 0.5
+    hidden = torch.randn(2, 256, fuser.block_dim)
+    faces = adapter.face_tokens(encoder_tokens(1)).detach()
+    compiled = torch.compile(fuser, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(hidden, faces), fuser(hidden, faces))

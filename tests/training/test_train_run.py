@@ -25,6 +25,7 @@ def _measure(adapter_path, prepared) -> tuple[float, float]:
     from facefact.model.tiny import tiny_encoder
     from facefact.pipelines.tiny import tiny_sd_pipeline
     from facefact.training.data import FaceTrainingSet
+    from facefact.training.fair import FairRegularizer
 
     pipe, encoder = tiny_sd_pipeline(), tiny_encoder()
     adapter = FaceAdapter.from_checkpoint(adapter_path).attach(pipe.unet)
@@ -35,13 +36,15 @@ def _measure(adapter_path, prepared) -> tuple[float, float]:
         latents = pipe.vae.encode(batch["pixel_values"]).latent_dist.mean * pipe.vae.config.scaling_factor
         t = torch.full((len(data),), 500)
         ids = pipe.tokenizer(batch["caption"], padding="max_length", max_length=77, return_tensors="pt").input_ids
-        hidden = torch.cat([pipe.text_encoder(ids)[0], adapter.resampler(encoder(batch["condition"]))], dim=1)
+        text, faces = pipe.text_encoder(ids)[0], adapter.resampler(encoder(batch["condition"]))
         mask = F.interpolate(batch["face_mask"], size=latents.shape[-2:], mode="area")
         noise = torch.randn(latents.shape, generator=generator)
         noisy = pipe.scheduler.add_noise(latents, noise, t)
-        with adapter.fair_regularizer(mask):
-            prediction = pipe.unet(noisy, t, encoder_hidden_states=hidden).sample
-            return F.mse_loss(prediction, noise).item(), adapter.fair_loss().item()
+        fair = FairRegularizer(adapter)
+        with fair.measuring(mask):
+            prediction = pipe.unet(noisy, t, encoder_hidden_states=text,
+                                   cross_attention_kwargs={"gligen": {"objs": faces}}).sample
+            return F.mse_loss(prediction, noise).item(), fair.loss().item()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Validation images are made by FaceFactPipeline itself (same pixels as inference with the same
+"""Validation images are made by the FACT pipeline itself (same pixels as inference with the same
 weights, seed and steps), and validating does not change training."""
 from __future__ import annotations
 
@@ -39,44 +39,51 @@ def test_validation_images_are_facefact_pipeline_images_and_leave_training_alone
     assert [r["mse"] for r in validated.history] == [r["mse"] for r in plain.history]
     assert not (tmp_path / "plain" / "validation").exists()
 
-    # the step-2 grid holds exactly what FaceFactPipeline makes from the step-2 adapter
+    # the step-2 grid holds exactly what the FACT pipeline makes from the step-2 adapter
     grid = np.asarray(Image.open(tmp_path / "val" / "validation" / "step-00000002.png"))
     assert grid.shape == (SIZE, SIZE * (1 + len(prompts)), 3)
+    from diffusers import DDIMScheduler
+
     from facefact.model.tiny import tiny_encoder
-    from facefact.pipelines.fact import FaceFactPipeline
-    from facefact.pipelines.tiny import tiny_sd_pipeline
+    from facefact.pipelines import FACTStableDiffusionPipeline
     from facefact.training.data import FaceTrainingSet
 
     adapter = FaceAdapter.from_checkpoint(tmp_path / "val" / "checkpoints" / "step-00000002" / "adapter.safetensors")
-    pipe = FaceFactPipeline(tiny_sd_pipeline(), tiny_encoder(), adapter)
-    pipe.sd.set_progress_bar_config(disable=True)
+    pipe = FACTStableDiffusionPipeline.tiny()  # the same tiny base as training's
+    pipe.load_fact_adapter(adapter, encoder=tiny_encoder())
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     condition = FaceTrainingSet(prepared, resolution=SIZE, seed=3)[0]["condition"][None]
+
+    def make(prompt, pixels, seed):
+        return pipe(prompt, face_tokens=pipe.encode_faces(face_pixels=pixels),
+                    generator=torch.Generator().manual_seed(seed), num_inference_steps=3, guidance_scale=4.0,
+                    height=SIZE, width=SIZE, fact_scale=1.0).images[0]
+
     for j, prompt in enumerate(prompts):
-        image = pipe(prompt, face_pixels=condition, seed=3 + j, num_inference_steps=3, guidance_scale=4.0,
-                     height=SIZE, width=SIZE, scheduler="ddim", adapter_scale=1.0).images[0]
+        image = make(prompt, condition, 3 + j)
         cell = grid[:, SIZE * (1 + j): SIZE * (2 + j)]
         assert np.array_equal(np.asarray(image), cell), f"prompt {j}: max diff " \
             f"{np.abs(np.asarray(image).astype(int) - cell).max()}"
     # the face matters: another condition gives another image
-    other = pipe(prompts[0], face_pixels=-condition, seed=3, num_inference_steps=3, guidance_scale=4.0,
-                 height=SIZE, width=SIZE, scheduler="ddim", adapter_scale=1.0).images[0]
+    other = make(prompts[0], -condition, 3)
     assert not np.array_equal(np.asarray(other), grid[:, SIZE:2 * SIZE])
 
 
 def test_pipeline_uses_an_adapter_already_attached_to_its_unet():
-    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
-    from facefact.pipelines.fact import FaceFactPipeline
-    from facefact.pipelines.tiny import tiny_sd_pipeline, tiny_unet
-
-    sd = tiny_sd_pipeline()
-    adapter = tiny_face_adapter(sd.unet).attach(sd.unet)
-    pipe = FaceFactPipeline(sd, tiny_encoder(), adapter)
-    assert not pipe.attached_here and adapter.is_attached
-    fresh = FaceFactPipeline(tiny_sd_pipeline(), tiny_encoder(), tiny_face_adapter(tiny_unet()))
-    assert fresh.attached_here and fresh.adapter.is_attached
-
     from facefact.errors import ConfigError
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+    from facefact.pipelines import FACTStableDiffusionPipeline
+    from facefact.pipelines.tiny import tiny_sd_pipeline
 
+    parts = {k: v for k, v in tiny_sd_pipeline().components.items() if k != "image_encoder"}
+    pipe = FACTStableDiffusionPipeline(**parts, requires_safety_checker=False)
+    adapter = tiny_face_adapter(pipe.unet).attach(pipe.unet)
+    pipe.load_fact_adapter(adapter, encoder=tiny_encoder())
+    assert pipe.fact_adapter is adapter and adapter.is_attached_to(pipe.unet)
+    pipe.unload_fact_adapter()  # not attached by the pipeline: it stays attached for its owner
+    assert adapter.is_attached_to(pipe.unet)
+
+    other = FACTStableDiffusionPipeline.tiny()
     with pytest.raises(ConfigError, match="attached to another UNet"):
-        FaceFactPipeline(tiny_sd_pipeline(), tiny_encoder(), adapter)
+        other.load_fact_adapter(adapter, encoder=tiny_encoder())
     adapter.detach()

@@ -41,16 +41,20 @@ def register(subparsers) -> None:
                    help="reference photo; repeat for several photos of the same person")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", dest="negative_prompt")
-    p.add_argument("-n", "--num-images", dest="n", type=arg_int("-n", low=1, high=MAX_IMAGES), help="images to generate (seeds seed..seed+n-1)")
-    p.add_argument("--seed", type=arg_seed("--seed"), help="first seed (random if not given; always written to the metadata)")
+    p.add_argument("-n", "--num-images", dest="n", type=arg_int("-n", low=1, high=MAX_IMAGES),
+                   help="images to generate (seeds seed..seed+n-1)")
+    p.add_argument("--seed", type=arg_seed("--seed"),
+                   help="first seed (random if not given; always written to the metadata)")
     p.add_argument("--out", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words; never the photo's name)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=arg_int("--steps", low=1, high=MAX_STEPS), help="denoising steps (default 50)")
-    g.add_argument("--guidance", type=arg_float("--guidance", low=0, high=MAX_GUIDANCE), help="classifier-free guidance scale (default 5)")
-    g.add_argument("--scale", type=arg_float("--scale", low=0, high=2), help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
+    g.add_argument("--guidance", type=arg_float("--guidance", low=0, high=MAX_GUIDANCE),
+                   help="classifier-free guidance scale (default 5)")
+    g.add_argument("--scale", type=arg_float("--scale", low=0, high=2),
+                   help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
     g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
                    help="unconditional branch uses the face tokens too, not the null face tokens")
     g.add_argument("--size", type=arg_int("--size"), help="square image size, a multiple of 8 (default: the model's)")
@@ -74,7 +78,8 @@ def register(subparsers) -> None:
                    help="a ControlNet beside the face adapter (folder, file or hub id; 'tiny' with --model tiny)")
     e.add_argument("--control-image", dest="control_image", metavar="IMAGE",
                    help="the ControlNet's input, used as given (make the edge, pose or depth map yourself)")
-    e.add_argument("--control-scale", dest="control_scale", type=arg_float("--control-scale", low=0, high=10), help="ControlNet strength (default 1.0)")
+    e.add_argument("--control-scale", dest="control_scale", type=arg_float("--control-scale", low=0, high=10),
+                   help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -108,7 +113,7 @@ def resolve_options(args, config: dict) -> dict:
 def check_photos(paths: list[str], analysis, notes: list[str]):
     """Analyse the photos now - failing on one without a usable face before any weights are
     loaded - and return the encoder input, so the pipeline does not analyse them again."""
-    from facefact.pipelines.fact import face_pixels_from_photos
+    from facefact.pipelines.face_tokens import face_pixels_from_photos
 
     return face_pixels_from_photos(analysis, paths, notes)
 
@@ -130,36 +135,48 @@ def check_device(device: str | None) -> None:
                           hint="drop --device to use the best available one, or install a torch build for it")
 
 
-def load_pipeline(args, config: dict, config_path, analysis, controlnet: str | None = None):
-    import torch
-
-    from facefact.pipelines import FaceFactPipeline
+def model_locations(args, config: dict, config_path) -> dict:
+    """base_model / adapter / encoder: 'tiny' (built in) or a location - flag > env > config >
+    default; `--model tiny` makes 'tiny' the default of each, so `--model tiny --adapter run/adapter.safetensors`
+    is a trained adapter on the tiny base and encoder it was trained with."""
     from facefact.pipelines import registry
+
+    tiny = args.model == "tiny"
+    if tiny and args.base_model not in (None, "tiny"):
+        raise ConfigError("--model tiny is the built-in tiny base model; drop --base-model (or --model tiny)")
+    directory = registry.models_dir(args.models_dir, config)
+    where = {}
+    for setting in ("base_model", "adapter", "encoder"):
+        flag = getattr(args, setting)
+        if flag == "tiny" or (tiny and flag is None):
+            where[setting] = "tiny"
+            continue
+        resolved = registry.resolve_setting(setting, flag, config, config_path, directory)
+        value = resolved.value if setting == "base_model" else resolved.path
+        local = Path(str(value)).expanduser()
+        if not local.exists() and not registry.looks_like_hub_id(str(value)) and not str(value).startswith("modelscope:"):
+            what = {"base_model": "base model"}.get(setting, setting)
+            raise ModelNotFoundError(f"{what} not found: {value} (from {resolved.origin})", path=value,
+                                     hint=("run `facefact models download`, or " if setting != "base_model" else
+                                           "give a diffusers folder, a .safetensors file or a hub id; ")
+                                     + registry.how_to_point(setting))
+        where[setting] = value
+    if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] != "tiny":
+        raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
+                          hint="pass --adapter and --encoder files for a real base model")
+    return where
+
+
+def load_pipeline(args, config: dict, config_path, analysis, controlnet: str | None = None, kind: str = "txt2img"):
+    from facefact.pipelines import registry
+    from facefact.pipelines.build import load_fact_pipeline
 
     device = registry.resolve_setting("device", args.device, config, config_path).value
     dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
     check_device(device)
-    if args.model == "tiny":
-        if args.base_model or args.adapter or args.encoder:
-            raise ConfigError("--model tiny uses built-in models; drop --base-model/--adapter/--encoder")
-        return FaceFactPipeline.tiny(face_analysis=analysis, device=device or "cpu", dtype=dtype or torch.float32,
-                                     controlnet=controlnet == "tiny")
-    directory = registry.models_dir(args.models_dir, config)
-    where = {s: registry.resolve_setting(s, getattr(args, s), config, config_path, directory)
-             for s in ("base_model", "adapter", "encoder")}
-    for setting in ("adapter", "encoder"):
-        path = where[setting].path
-        if not path.is_file():
-            raise ModelNotFoundError(
-                f"{setting} not found: {path} (from {where[setting].origin})", path=path,
-                hint=f"run `facefact models download`, or {registry.how_to_point(setting)}")
-    base = where["base_model"].value
-    if where["base_model"].known is None and not Path(base).expanduser().exists() and not registry.looks_like_hub_id(base):
-        raise ModelNotFoundError(f"base model not found: {base} (from {where['base_model'].origin})", path=base,
-                                 hint=f"give a diffusers folder, a .safetensors file or a hub id; "
-                                      f"{registry.how_to_point('base_model')}")
-    return FaceFactPipeline.from_pretrained(base, where["adapter"].path, where["encoder"].path, device=device,
-                                            dtype=dtype, face_analysis=analysis, controlnet=controlnet)
+    where = model_locations(args, config, config_path)
+    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
+                              controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis)
 
 
 def progress_callback(total: int, enabled: bool):
@@ -222,46 +239,55 @@ def run(args) -> int:
 
 def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str,
                        face_pixels, extras) -> int:
-    from facefact.pipelines import extras as generate_extras
-    from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
+    import secrets
 
     import torch
+
+    from facefact.pipelines import extras as generate_extras
+    from facefact.pipelines.loading import make_scheduler
+    from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 
     # The pipeline logs its notes too; we print them ourselves, once.
     logging.getLogger("facefact.pipelines").addHandler(logging.NullHandler())
     generate_extras.check_files(extras)
     pipe = load_pipeline(args, config, config_path, analysis, extras.controlnet)
     generate_extras.apply(pipe, extras)
-    pipe.sd.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler(opts["scheduler"], pipe.scheduler.config)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
     threads = torch.get_num_threads()
     if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
         torch.set_num_threads(1)
-    size = (int(opts["width"] or pipe.default_size), int(opts["height"] or pipe.default_size))
+    default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = (int(opts["width"] or default_size), int(opts["height"] or default_size))
     control = generate_extras.control_kwargs(extras, *size, notes)
+    seed = secrets.randbelow(2**31) if args.seed is None else int(args.seed)
+    n = int(opts["n"])
     try:
-        out = pipe(args.prompt, face_pixels=face_pixels, negative_prompt=opts["negative_prompt"],
-                   adapter_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]),
-                   num_images_per_prompt=int(opts["n"]), seed=args.seed, num_inference_steps=int(opts["steps"]),
-                   guidance_scale=float(opts["guidance"]), height=opts["height"], width=opts["width"],
-                   scheduler=opts["scheduler"], callback_on_step_end=callback, **control)
+        faces = pipe.encode_faces(face_pixels=face_pixels)
+        out = pipe(args.prompt, face_tokens=faces, negative_prompt=opts["negative_prompt"],
+                   fact_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]), num_images_per_prompt=n,
+                   generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(n)],
+                   num_inference_steps=int(opts["steps"]), guidance_scale=float(opts["guidance"]),
+                   height=size[1], width=size[0], callback_on_step_end=callback, **control)
     finally:
         bar.close()
         torch.set_num_threads(threads)
     notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
-    for meta in out.metadata:  # the files keep no trace of the photos, not even their names
+    metadata = out.metadata_with_hashes()
+    for meta in metadata:  # the files keep no trace of the photos, not even their names
         meta["notes"] = [anonymise(note, args.face) for note in notes]
+        meta["scheduler"] = opts["scheduler"]
     out_dir = Path(opts["out"]).expanduser()
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
-               for image, meta in zip(out.images, out.metadata)]
+               for image, meta in zip(out.images, metadata)]
     sheet = None
     if len(out.images) > 1 and not args.no_sheet:
-        seeds = [m["seed"] for m in out.metadata]
+        seeds = [m["seed"] for m in metadata]
         sheet = write_png(contact_sheet(out.images), out_dir / f"{stem}_{seeds[0]}-{seeds[-1]}_sheet.png",
-                          sheet_metadata(out.metadata), overwrite=args.overwrite)
+                          sheet_metadata(metadata), overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"images": [str(p) for p in written], "contact_sheet": str(sheet) if sheet else None,
-                          "notes": notes, "metadata": out.metadata}, indent=1, ensure_ascii=False))
+                          "notes": notes, "metadata": metadata}, indent=1, ensure_ascii=False))
         return 0
     for note in notes:
         print(f"note: {safe_text(note)}", file=sys.stderr)

@@ -219,7 +219,7 @@ def download_hub(repo_id: str) -> str:
         return snapshot_download(repo_id, allow_patterns=HUB_PATTERNS)
     except Exception as err:  # network, auth, missing repo: all mean "not available from here"
         raise ModelNotFoundError(f"could not download the base model {repo_id}: {str(err).splitlines()[0]}",
-                                 hint=f"download it elsewhere and {registry.how_to_point('base_model')}") from None
+                                 hint=f"download it elsewhere and {registry.how_to_point('base_model')}") from err
 
 
 def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Path:
@@ -244,13 +244,13 @@ def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Pa
         raise ModelNotFoundError(
             f"could not download {model.filename} from {model.url}: {reason}", path=dest,
             hint=f"with no connection here, fetch it elsewhere and copy it to {dest}, or "
-                 f"{registry.how_to_point(model.setting)}{resume}") from None
+                 f"{registry.how_to_point(model.setting)}{resume}") from err
     try:
         validate(model.kind, part)
     except FacefactError as err:
         part.unlink(missing_ok=True)
         raise CheckpointError(f"the downloaded {model.filename} does not load: {err.message}", path=dest,
-                              hint="the server sent something else; try again later") from None
+                              hint="the server sent something else; try again later") from err
     digest = file_sha256(part)
     os.replace(part, dest)
     registry.record_checksum(directory, dest, digest, model.url)

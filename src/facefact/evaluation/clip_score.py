@@ -48,7 +48,7 @@ class ClipScorer:
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(f"cannot load the CLIP model '{source}' ({str(err).splitlines()[0]})",
                                      hint="pass --clip with a local folder of a transformers CLIPModel "
-                                          "(e.g. openai/clip-vit-large-patch14 saved with save_pretrained)") from None
+                                          "(e.g. openai/clip-vit-large-patch14 saved with save_pretrained)") from err
         mean, std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         config = local / "preprocessor_config.json"
         if config.is_file():

@@ -149,12 +149,12 @@ def load_prompts(source: str | Path = "default", *, limit: int | None = None) ->
         try:
             records = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise DatasetError(f"invalid YAML ({err})", path=path, hint="check indentation and quoting") from None
+            raise DatasetError(f"invalid YAML ({err})", path=path, hint="check indentation and quoting") from err
     elif suffix == ".json":
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise DatasetError(f"invalid JSON ({err.msg}, line {err.lineno})", path=path, hint=_PROMPT_HINT) from None
+            raise DatasetError(f"invalid JSON ({err.msg}, line {err.lineno})", path=path, hint=_PROMPT_HINT) from err
     else:
         records = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     prompt_set = _from_records(records, name, path)

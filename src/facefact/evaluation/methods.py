@@ -2,7 +2,7 @@
 
 A method turns (prompt, reference photos, seed, size) into one image. Built in:
 
-* ``fact:S`` - FaceFactPipeline at adapter scale S (``fact`` alone = 0.5, the released apps' value);
+* ``fact:S`` - the FACT pipeline at adapter scale S (``fact`` alone = 0.5, the released apps' value);
 * ``base`` - the same base model with no face (plain text-to-image): the control that FACT's
   decoupling is measured against (adapter scale 0 is the base model bit for bit);
 * ``ipadapter-faceid:PATH[@SCALE]`` - diffusers' IP-Adapter-FaceID, only when its weights exist at
@@ -78,27 +78,30 @@ class MethodContext:
     def face_pixels(self, references) -> object:
         key = tuple(str(p) for p in references)
         if key not in self._face_pixels:
+            from facefact.pipelines.face_tokens import face_pixels_from_photos
+
             photo_notes: list[str] = []
-            self._face_pixels[key] = self.fact_pipeline().face_pixels(list(key), photo_notes)
+            self._face_pixels[key] = face_pixels_from_photos(self.fact_pipeline()._analysis(), list(key), photo_notes)
             names = ", ".join(Path(p).name for p in key)
             self.notes.extend(f"references [{names}]: {note}" for note in dict.fromkeys(photo_notes))
         return self._face_pixels[key]
 
     def fact_pipeline(self):
         if self._fact_pipeline is None:
-            from facefact.pipelines import FaceFactPipeline
+            from facefact.pipelines.build import load_fact_pipeline
+            from facefact.pipelines.loading import make_scheduler
 
             s = self.settings
-            if s.model == "tiny":
-                self._fact_pipeline = FaceFactPipeline.tiny()
-            else:
-                self._fact_pipeline = FaceFactPipeline.from_pretrained(
-                    s.model, adapter=s.adapter, encoder=s.encoder, device=s.device, dtype=s.dtype)
+            tiny = s.model == "tiny"  # "tiny" is the default of each part; a given file replaces it
+            pipe = load_fact_pipeline(s.model, s.adapter or ("tiny" if tiny else None),
+                                      s.encoder or ("tiny" if tiny else None), device=s.device, dtype=s.dtype)
+            pipe.scheduler = make_scheduler(s.scheduler, pipe.scheduler.config)
+            self._fact_pipeline = pipe
         return self._fact_pipeline
 
 
 class FactMethod:
-    """FaceFactPipeline at one adapter scale; with ``use_face=False`` the bare base model."""
+    """The FACT pipeline at one adapter scale; with ``use_face=False`` the bare base model."""
 
     def __init__(self, context: MethodContext, scale: float, *, use_face: bool = True, name: str | None = None):
         self.context, self.scale, self.use_face = context, float(scale), use_face
@@ -114,13 +117,16 @@ class FactMethod:
         return {"method": "fact", "scale": self.scale, "use_face": self.use_face, **self.context.settings.as_dict()}
 
     def generate(self, prompt, references, seed, size):
+        import torch
+
         s = self.context.settings
         pipe = self.context.fact_pipeline()
-        size = size or s.size or pipe.default_size
-        out = pipe(prompt, face_pixels=self.context.face_pixels(references) if self.use_face else None,
-                   negative_prompt=s.negative_prompt, adapter_scale=self.scale if self.use_face else 0.0,
-                   num_images_per_prompt=1, seed=seed, num_inference_steps=s.steps,
-                   guidance_scale=s.guidance_scale, height=size, width=size, scheduler=s.scheduler)
+        size = size or s.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        faces = pipe.encode_faces(face_pixels=self.context.face_pixels(references)) if self.use_face else None
+        out = pipe(prompt, face_tokens=faces, negative_prompt=s.negative_prompt,
+                   fact_scale=self.scale if self.use_face else 0.0, num_images_per_prompt=1,
+                   generator=torch.Generator("cpu").manual_seed(seed), num_inference_steps=s.steps,
+                   guidance_scale=s.guidance_scale, height=size, width=size)
         return out.images[0]
 
 

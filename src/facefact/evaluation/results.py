@@ -117,7 +117,7 @@ class EvalResults:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise DatasetError(f"results file is not valid JSON ({err})", path=path,
-                               hint="re-run the evaluation; finished images are reused") from None
+                               hint="re-run the evaluation; finished images are reused") from err
         nan = lambda rows: [{k: (math.nan if v is None else v) for k, v in r.items()} for r in rows]  # noqa: E731
         return cls(config=data.get("config", {}), rows=nan(data.get("images", [])), groups=nan(data.get("groups", [])),
                    aggregate=nan(data.get("aggregate", [])), identities=data.get("identities", []),

@@ -53,7 +53,7 @@ class YuNetDetector:
                 self._net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.score_threshold,
                                                       self.nms_threshold, 5000)
             except cv2.error as err:
-                raise _load_error("YuNet face detector", path, err) from None
+                raise _load_error("YuNet face detector", path, err) from err
         return self._net
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -140,7 +140,7 @@ class SFaceEmbedder:
             try:
                 self._net = cv2.FaceRecognizerSF.create(str(path), "")
             except cv2.error as err:
-                raise _load_error("SFace face recognizer", path, err) from None
+                raise _load_error("SFace face recognizer", path, err) from err
         return self._net
 
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray, bbox) -> np.ndarray:
@@ -176,7 +176,7 @@ class DlibEmbedder:
                 self._shape = dlib.shape_predictor(str(shape_path))
                 self._net = dlib.face_recognition_model_v1(str(net_path))
             except RuntimeError as err:
-                raise _load_error("dlib face", net_path, err) from None
+                raise _load_error("dlib face", net_path, err) from err
         return self._shape, self._net
 
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray, bbox) -> np.ndarray:

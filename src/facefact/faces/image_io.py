@@ -80,7 +80,7 @@ def _load_path(path: Path, *, max_pixels: int, background: tuple[int, int, int] 
         handle.seek(0)
     except OSError as err:
         raise ImageError(f"cannot read the file ({err.strerror})", path=path,
-                         hint="check the file permissions") from None
+                         hint="check the file permissions") from err
     with handle:
         if size == 0:
             raise ImageError("the file is empty (0 bytes)", path=path,
@@ -105,7 +105,7 @@ def _decode_file(path: Path, handle, head: bytes, *, max_pixels: int, background
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # Pillow reports truncated and corrupt data as OSError ("image file is truncated", ...).
         raise ImageError(f"the image data is truncated or corrupt ({err})", path=path,
-                         hint="the file was cut short or damaged; copy or export the photo again") from None
+                         hint="the file was cut short or damaged; copy or export the photo again") from err
     except MemoryError:
         raise ImageError("not enough memory to decode the image", path=path,
                          hint="resize the photo below 50 megapixels") from None

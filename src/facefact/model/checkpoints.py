@@ -143,14 +143,14 @@ def _torch_load(path: Path, not_weights: CheckpointError):
         elif zipfile.is_zipfile(path):  # an intact archive whose pickle the weights-only unpickler refuses
             what = "its pickle holds more than tensors and plain containers (refused by weights-only loading)"
         else:  # a damaged (legacy) pickle stream
-            raise not_weights from None
+            raise not_weights from err
         raise CheckpointError(f"refused to load {path}: {what}",
                               path=path, hint="only weights files are accepted; convert it to safetensors "
-                                              "where it was made, or re-download the official file") from None
+                                              "where it was made, or re-download the official file") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError,
             AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as err:  # garbage errors vary
         raise CheckpointError(f"{not_weights.message} ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})",
-                              path=path, hint=not_weights.hint) from None
+                              path=path, hint=not_weights.hint) from err
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -164,7 +164,7 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
             state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"cannot read {path}: not a valid safetensors file ({err})", path=path,
-                              hint="the file may be truncated; download or convert it again") from None
+                              hint="the file may be truncated; download or convert it again") from err
     check_tensors(state, path)
     return state, metadata
 
@@ -237,7 +237,7 @@ def resampler_config_from_state(state: dict, config: ResamplerConfig | None, sou
         inner = state["layers.0.0.to_q.weight"].shape[0]
         ff_mult = state["layers.0.1.1.weight"].shape[0] // dim
     except KeyError as err:
-        raise CheckpointError(f"resampler tensor {err} is missing", path=source) from None
+        raise CheckpointError(f"resampler tensor {err} is missing", path=source) from err
     depth = len({k.split(".")[1] for k in state if k.startswith("layers.")})
     heads, dim_head = base.heads, base.dim_head
     if heads * dim_head != inner:

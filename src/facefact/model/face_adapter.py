@@ -1,29 +1,35 @@
-"""`FaceAdapter`: the trained part of FACT (resampler + 16 block adapters) as one object.
+"""`FaceAdapter`: the trained part of FACT (resampler + 16 block fusers) as one object.
 
     adapter = FaceAdapter.from_checkpoint("adapter.safetensors")   # or the released .ckpt
-    adapter.attach(pipe.unet)
-    tokens = adapter.face_tokens(encoder_tokens)        # [1, 16n, C]
+    adapter.attach(unet)                                # block.fuser = FACTFuser, unet.position_net
+    faces = adapter.face_tokens(encoder_tokens)         # [1, 16n, C]
     null = adapter.null_face_tokens(n)                  # [1, 16n, C]
-    adapter.set_scale(0.5); adapter.set_num_face_tokens(16 * n)
-    ...
+    adapter.set_scale(0.5)                              # or {"down": .., "mid": .., "up": ..}
+    unet(latents, t, text, cross_attention_kwargs={"gligen": {"objs": faces}})
     adapter.detach()                                    # the UNet is exactly as before
 
-The adapter owns its state (scale, token count, which UNet it is attached to); the UNet only
-holds references to its processors while attached.
+Attaching sets diffusers' own GLIGEN slots: ``block.fuser`` in each of the 16 cross-attention
+blocks and a passthrough ``unet.position_net`` (an SD1.5 UNet has neither; a UNet that has one
+is refused). No hook, processor or existing attribute of the UNet is touched, except that
+checkpoints carrying ``processor.ln.*`` (the block norm the reference moved into its processor,
+spec section 4) have those values copied into the block's ``norm2`` while attached; detach
+copies the originals back. While attached, the UNet's ``state_dict()`` leaves the fusers out and
+shows the original norms, so a UNet saved then reloads as the base model.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from facefact.errors import CheckpointError
-from facefact.model.adapter import FACTAttnProcessor
+from facefact.model.adapter import FACTFuser, FaceTokenPassthrough
 from facefact.model.resampler import Resampler, ResamplerConfig
 
 PROCESSOR_SUFFIX = ".attn2.processor"
+# UNet levels for per-level scales: a block path's first part
+LEVELS = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
 
 
 def cross_attention_blocks(unet: nn.Module) -> dict[str, nn.Module]:
@@ -59,28 +65,32 @@ def check_sd15_layout(unet: nn.Module, source=None) -> None:
 
 
 class FaceAdapter(nn.Module):
-    def __init__(self, resampler: Resampler, processors: dict[str, FACTAttnProcessor]):
+    def __init__(self, resampler: Resampler, fusers: dict[str, FACTFuser],
+                 block_norms: dict[str, nn.LayerNorm] | None = None):
         super().__init__()
         self.resampler = resampler
-        self.block_paths = list(processors)
+        self.block_paths = list(fusers)
         # ModuleDict keys may not contain dots; the released layout is restored in released_state_dict().
-        self.processors = nn.ModuleDict({p.replace(".", "/"): proc for p, proc in processors.items()})
-        self._attached: list = []  # (block, original processor, norm2 pre-hook handle) while attached
-        self.scale = 1.0
-        self.num_face_tokens = resampler.config.num_queries
+        self.fusers = nn.ModuleDict({_key(p): fuser for p, fuser in fusers.items()})
+        # A checkpoint's `processor.ln.*`: replaces the block's norm2 values while attached
+        self.block_norms = nn.ModuleDict({_key(p): norm for p, norm in (block_norms or {}).items()})
+        # The UNet and its blocks while attached, in plain lists: they are not our submodules
+        self._attached: list = []
+        self._unet: list = []
+        self.scale: float | dict = 1.0
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
     def for_unet(cls, unet: nn.Module, resampler_config: ResamplerConfig | None = None) -> "FaceAdapter":
-        """A fresh adapter for this UNet (random resampler, identity adapters: alpha = 0)."""
+        """A fresh adapter for this UNet (random resampler, identity fusers: alpha = 0)."""
         blocks = cross_attention_blocks(unet)
         cross_dim = unet.config.cross_attention_dim
         config = resampler_config or ResamplerConfig(output_dim=cross_dim)
         if config.output_dim != cross_dim:
             raise CheckpointError(f"resampler output width {config.output_dim} != UNet cross-attention width {cross_dim}")
-        # the width from attn2's query projection: norm2 is an nn.Identity while another adapter is attached
-        processors = {path: FACTAttnProcessor(block.attn2.to_q.in_features, cross_dim) for path, block in blocks.items()}
-        return cls(Resampler(config), processors)
+        fusers = {path: FACTFuser(block.norm2.normalized_shape[0], cross_dim, block.attn2.heads)
+                  for path, block in blocks.items()}
+        return cls(Resampler(config), fusers)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], resampler_config: ResamplerConfig | None = None,
@@ -88,21 +98,23 @@ class FaceAdapter(nn.Module):
         """Build from the released flat layout: `local_fac_prj.*` + `<block>.attn2.processor.*`."""
         from facefact.model.checkpoints import resampler_config_from_state, split_adapter_state
 
-        resampler_state, processor_states = split_adapter_state(state, source)
+        resampler_state, block_states = split_adapter_state(state, source)
         config = resampler_config_from_state(resampler_state, resampler_config, source)
         resampler = Resampler(config)
         _load_strict(resampler, resampler_state, "resampler (local_fac_prj.*)", source)
-        processors = {}
-        for path, proc_state in processor_states.items():
-            if "linear.weight" not in proc_state:
+        fusers, norms = {}, {}
+        for path, block_state in block_states.items():
+            if "linear.weight" not in block_state:
                 raise CheckpointError(f"adapter for {path} has no linear.weight", path=source)
-            block_dim, cross_dim = proc_state["linear.weight"].shape
-            proc = FACTAttnProcessor(block_dim, cross_dim)
-            if "ln.weight" in proc_state:
-                proc.ln = nn.LayerNorm(block_dim, eps=1e-5)
-            _load_strict(proc, proc_state, f"adapter {path}", source)
-            processors[path] = proc
-        return cls(resampler, processors)
+            block_dim, cross_dim = block_state["linear.weight"].shape
+            if "ln.weight" in block_state or "ln.bias" in block_state:
+                norms[path] = nn.LayerNorm(block_dim, eps=1e-5)
+                _load_strict(norms[path], {k[3:]: v for k, v in block_state.items() if k.startswith("ln.")},
+                             f"adapter {path} (ln)", source)
+            fusers[path] = FACTFuser(block_dim, cross_dim)  # heads: the block's own, set by attach
+            _load_strict(fusers[path], {k: v for k, v in block_state.items() if not k.startswith("ln.")},
+                         f"adapter {path}", source)
+        return cls(resampler, fusers, norms)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, resampler_config: ResamplerConfig | None = None) -> "FaceAdapter":
@@ -116,49 +128,76 @@ class FaceAdapter(nn.Module):
         """Flat state dict in the released layout (what `facefact convert` writes)."""
         out = {f"local_fac_prj.{k}": v for k, v in self.resampler.state_dict().items()}
         for path in self.block_paths:
-            proc = self.processors[path.replace(".", "/")]
-            for k, v in proc.state_dict().items():
+            for k, v in self.fuser(path).state_dict().items():
                 out[f"{path}{PROCESSOR_SUFFIX}.{k}"] = v
+            if _key(path) in self.block_norms:
+                for k, v in self.block_norms[_key(path)].state_dict().items():
+                    out[f"{path}{PROCESSOR_SUFFIX}.ln.{k}"] = v
         return out
 
-    def processor(self, path: str) -> FACTAttnProcessor:
-        return self.processors[path.replace(".", "/")]
+    def fuser(self, path: str) -> FACTFuser:
+        return self.fusers[_key(path)]
 
-    def all_processors(self) -> list[FACTAttnProcessor]:
-        return [self.processor(p) for p in self.block_paths]
+    def all_fusers(self) -> list[FACTFuser]:
+        return [self.fuser(p) for p in self.block_paths]
+
+    @property
+    def owns_block_norms(self) -> bool:
+        """True when the checkpoint carried `ln.*`, which replaces the blocks' norm2 while attached."""
+        return len(self.block_norms) > 0
 
     # ---- attach / detach --------------------------------------------------------------------
     @property
     def is_attached(self) -> bool:
-        return bool(self._attached)
+        return bool(self._unet)
 
+    def is_attached_to(self, unet: nn.Module) -> bool:
+        return bool(self._unet) and self._unet[0] is unet
+
+    @torch.no_grad()
     def attach(self, unet: nn.Module) -> "FaceAdapter":
-        if self._attached:
+        if self._unet:
             raise RuntimeError("this FaceAdapter is already attached to a UNet; detach() it first")
         blocks = cross_attention_blocks(unet)
         self._check_layout(unet, blocks)
-        taken = [p for p in self.block_paths if isinstance(blocks[p].attn2.processor, FACTAttnProcessor)]
-        if taken:  # checked before touching anything: a refused attach leaves the UNet as it was
-            raise RuntimeError(f"{taken[0]} already carries a FACT adapter (another FaceAdapter is attached)")
+        # checked before touching anything: a refused attach leaves the UNet as it was
+        taken = [p for p in self.block_paths if getattr(blocks[p], "fuser", None) is not None]
+        if taken or getattr(unet, "position_net", None) is not None:
+            what = "a FACT adapter" if isinstance(getattr(blocks[taken[0]], "fuser", None) if taken else None,
+                                                   FACTFuser) else "a GLIGEN fuser / position_net"
+            raise RuntimeError(f"{taken[0] if taken else 'the UNet'} already carries {what} "
+                               "(another adapter is attached, or this is a GLIGEN UNet)")
         param = next(unet.parameters())
         self.to(device=param.device, dtype=param.dtype)
         for path in self.block_paths:
-            block, proc = blocks[path], self.processor(path)
-            proc._base[0], proc._block_norm[0] = block.attn2.processor, block.norm2
-            hook = block.norm2.register_forward_pre_hook(proc.remember_block_input)
-            self._attached.append((block, block.attn2.processor, hook))
-            block.attn2.set_processor(proc)
+            block, fuser = blocks[path], self.fuser(path)
+            fuser.heads = block.attn2.heads
+            fuser.original_norm = None
+            if _key(path) in self.block_norms:
+                norm = self.block_norms[_key(path)]
+                fuser.original_norm = (block.norm2.weight.detach().clone(), block.norm2.bias.detach().clone())
+                block.norm2.weight.copy_(norm.weight)
+                block.norm2.bias.copy_(norm.bias)
+            block.fuser = fuser
+            self._attached.append(block)
+        unet.position_net = FaceTokenPassthrough()
+        self._unet = [unet]
         self.set_scale(self.scale)
-        self.set_num_face_tokens(self.num_face_tokens)
         return self
 
+    @torch.no_grad()
     def detach(self) -> None:
-        for block, original_processor, hook in self._attached:
-            proc = block.attn2.processor
-            block.attn2.set_processor(original_processor)
-            hook.remove()
-            proc._base[0] = proc._block_norm[0] = proc._block_input = None
-        self._attached = []
+        if not self._unet:
+            return
+        for block in self._attached:
+            fuser = block.fuser
+            if fuser.original_norm is not None:
+                block.norm2.weight.copy_(fuser.original_norm[0])
+                block.norm2.bias.copy_(fuser.original_norm[1])
+            fuser.original_norm = None
+            del block.fuser
+        del self._unet[0].position_net
+        self._attached, self._unet = [], []
 
     def _check_layout(self, unet: nn.Module, blocks: dict) -> None:
         cross_dim = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
@@ -175,19 +214,18 @@ class FaceAdapter(nn.Module):
                 hint="FACT adapters need a Stable Diffusion 1.5-family UNet (cross-attention 768)")
         for path in self.block_paths:
             width = blocks[path].norm2.normalized_shape[0]
-            if width != self.processor(path).block_dim:
-                raise CheckpointError(f"block {path} is {width} wide, its adapter {self.processor(path).block_dim}")
+            if width != self.fuser(path).block_dim:
+                raise CheckpointError(f"block {path} is {width} wide, its adapter {self.fuser(path).block_dim}")
 
     # ---- per-request state ------------------------------------------------------------------
-    def set_scale(self, scale: float) -> None:
-        self.scale = float(scale)
-        for proc in self.all_processors():
-            proc.scale = self.scale
-
-    def set_num_face_tokens(self, count: int) -> None:
-        self.num_face_tokens = int(count)
-        for proc in self.all_processors():
-            proc.num_face_tokens = self.num_face_tokens
+    def set_scale(self, scale: float | dict) -> None:
+        """FACT's s: one number, or per UNet level / block as in diffusers' `set_ip_adapter_scale`:
+        {"down": 0.3, "mid": 0.5, "up": 0.6} or block paths (`"up_blocks.2"`, a whole block path);
+        the longest matching key wins, blocks no key names get 0."""
+        per_block = scales_per_block(scale, self.block_paths)
+        for path, value in per_block.items():
+            self.fuser(path).scale = value
+        self.scale = scale
 
     @property
     def tokens_per_photo(self) -> int:
@@ -206,29 +244,36 @@ class FaceAdapter(nn.Module):
                             dtype=self.resampler.latents.dtype)
         return self.face_tokens(zeros)
 
-    # ---- training: FAIR ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def fair_regularizer(self, face_mask: torch.Tensor):
-        """Inside this context each forward pass records FAIR per layer; read with `fair_loss()`.
 
-        face_mask: [B, 1, h, w] at latent resolution, 1 inside the face. With gradient
-        checkpointing, run backward inside this context too: the recomputation re-runs FAIR."""
-        for proc in self.all_processors():
-            proc.fair_mask, proc.fair_value = face_mask, None
-        try:
-            yield self
-        finally:
-            for proc in self.all_processors():
-                proc.fair_mask = None
+def _key(path: str) -> str:
+    return path.replace(".", "/")
 
-    def fair_loss(self) -> torch.Tensor:
-        """Mean over layers (and batch) of the FAIR values recorded by the last forward pass."""
-        values = [p.fair_value for p in self.all_processors() if p.fair_value is not None]
-        if not values:
-            raise RuntimeError("no FAIR values recorded: run the UNet inside fair_regularizer() with face tokens")
-        for proc in self.all_processors():
-            proc.fair_value = None
-        return torch.stack([v.mean() for v in values]).mean()
+
+def scales_per_block(scale, block_paths: list[str]) -> dict[str, float]:
+    """Block path -> FACT scale from one number or a dict of levels / block-path prefixes."""
+    import math
+
+    def number(value, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"FACT scale {where} must be a finite number, not {value!r}")
+        return float(value)
+
+    if not isinstance(scale, dict):
+        value = number(scale, "")
+        return {path: value for path in block_paths}
+    names = {v: k for k, v in LEVELS.items()}
+    prefixes = {}
+    for key, value in scale.items():
+        prefix = names.get(key, key)
+        if not any(path == prefix or path.startswith(prefix + ".") for path in block_paths):
+            raise ValueError(f"FACT scale key {key!r} names no block; use 'down', 'mid', 'up' or a block path "
+                             f"such as 'up_blocks.1' (blocks: {block_paths[0]} ... {block_paths[-1]})")
+        prefixes[prefix] = number(value, f"for {key!r}")
+    out = {}
+    for path in block_paths:
+        matching = [p for p in prefixes if path == p or path.startswith(p + ".")]
+        out[path] = prefixes[max(matching, key=len)] if matching else 0.0
+    return out
 
 
 def _load_strict(module: nn.Module, state: dict, what: str, source) -> None:

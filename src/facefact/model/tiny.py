@@ -36,7 +36,7 @@ def tiny_face_adapter(unet, seed: int = 1, trained_like: bool = True) -> FaceAda
         torch.manual_seed(seed)
         adapter = FaceAdapter.for_unet(unet, tiny_resampler_config(unet.config.cross_attention_dim))
         if trained_like:
-            for proc in adapter.all_processors():
-                torch.nn.init.uniform_(proc.alpha_attn, 0.3, 0.8)
-                torch.nn.init.uniform_(proc.alpha_dense, 0.3, 0.8)
+            for fuser in adapter.all_fusers():
+                torch.nn.init.uniform_(fuser.alpha_attn, 0.3, 0.8)
+                torch.nn.init.uniform_(fuser.alpha_dense, 0.3, 0.8)
     return adapter

@@ -3,7 +3,7 @@
 `parse_lora("style.safetensors:0.8")` reads the `FILE[:WEIGHT]` syntax; `check_settings` checks
 the flags, `load_control_image` the control image, `check_files` the files - all before any
 weights are loaded (the order of work of `generate`: settings, photos, model files, loading);
-`apply` loads the LoRAs into a FaceFactPipeline, which records their provenance (file names and
+`apply` loads the LoRAs into a FACT pipeline, which records their provenance (file names and
 short hashes, never folders) in every image's metadata, and `control_kwargs` gives the ControlNet
 its image. The control image is used as given: the user makes the edge, pose or depth map.
 """
@@ -107,7 +107,7 @@ def control_kwargs(extras: Extras, width: int, height: int, notes: list[str]) ->
 
 def check_files(extras: Extras) -> None:
     """The files exist and can be loaded (peft for LoRA) - before any weights are loaded."""
-    from facefact.pipelines.loading import require_peft
+    from facefact.pipelines.lora import require_peft
     from facefact.safe_open import special_file_kind
 
     for path, _ in extras.loras:
@@ -155,6 +155,10 @@ def quiet_diffusers():
 
 def apply(pipe, extras: Extras) -> None:
     """Load the LoRAs into the pipeline as lora1, lora2..., each at its weight."""
+    if not extras.loras:
+        return
+    names = [f"lora{index}" for index in range(1, len(extras.loras) + 1)]
     with quiet_diffusers():
-        for index, (path, weight) in enumerate(extras.loras, start=1):
-            pipe.load_lora_weights(path, adapter_name=f"lora{index}", weight=weight)
+        for name, (path, _) in zip(names, extras.loras):
+            pipe.load_lora_weights(path, adapter_name=name)
+    pipe.set_adapters(names, [weight for _, weight in extras.loras])

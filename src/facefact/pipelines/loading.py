@@ -67,11 +67,13 @@ def quiet_libraries() -> None:
         sys.modules["transformers"].logging.set_verbosity_error()
 
 
-def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None):
-    """A diffusers SD1.5-family pipeline (StableDiffusionPipeline, or the ControlNet one)."""
+def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None, cls=None):
+    """A diffusers SD1.5-family pipeline of class `cls` (default: StableDiffusionPipeline, or the
+    ControlNet one) from a diffusers folder, a single .safetensors/.ckpt file or a hub id."""
     from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
-    cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
+    if cls is None:
+        cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
     extra = {"controlnet": controlnet} if controlnet is not None else {}
     kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     path = Path(str(location)).expanduser()
@@ -95,7 +97,7 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
         raise ModelNotFoundError(
             f"could not load the base model '{location}': {str(err).splitlines()[0]}", path=location,
             hint="without a connection, download it elsewhere and pass the local folder; single-file models also "
-                 "need their config, which diffusers fetches from the hub once") from None
+                 "need their config, which diffusers fetches from the hub once") from err
 
 
 # Every ControlNet has a hint block for its control image: `input_hint_block` in the original
@@ -116,7 +118,7 @@ def _check_single_file_controlnet(path: Path, hint: str) -> None:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path} is not a ControlNet checkpoint: not a readable .safetensors file "
                               f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
-                              path=path, hint=hint) from None
+                              path=path, hint=hint) from err
     if not any(mark in key for key in keys for mark in _CONTROLNET_KEY_MARKS):
         raise CheckpointError(f"{path} is not a ControlNet checkpoint: it holds no ControlNet hint block "
                               "(input_hint_block / controlnet_cond_embedding)", path=path, hint=hint)
@@ -134,13 +136,13 @@ def _single_file_controlnet(path: Path, dtype: torch.dtype, hint: str):
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "Unable to load weights" in first or "Unable to locate the file" in first:  # the file itself
             raise CheckpointError(f"{path} is not a ControlNet checkpoint: it cannot be read as weights", path=path,
-                                  hint=hint) from None
+                                  hint=hint) from err
         offline_note = " (offline: the hub cache only)" if offline() else ""
         raise ModelNotFoundError(
             f"could not load the ControlNet {path.name}{offline_note}: a single-file ControlNet takes its config "
             f"from the hub, once, and that failed: {first[:200]}", path=path,
             hint="run it once with a connection (the config is then cached), or use a diffusers ControlNet folder "
-                 "(config.json and diffusion_pytorch_model.safetensors)") from None
+                 "(config.json and diffusion_pytorch_model.safetensors)") from err
 
 
 def _read_controlnet_config(config: Path, hint: str) -> dict:
@@ -148,7 +150,7 @@ def _read_controlnet_config(config: Path, hint: str) -> dict:
         data = json.loads(config.read_text())
     except ValueError as err:
         raise CheckpointError(f"{config} is not a diffusers config (not a JSON object): {str(err)[:200]}",
-                              path=config, hint=hint) from None
+                              path=config, hint=hint) from err
     if not isinstance(data, dict):
         raise CheckpointError(f"{config} is not a diffusers config (JSON, but not a JSON object)", path=config,
                               hint=hint)
@@ -185,10 +187,10 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
     except (OSError, EnvironmentError) as err:
         raise ModelNotFoundError(
             f"could not load the ControlNet '{location}': {str(err).splitlines()[0]}", path=location,
-            hint="without a connection, download it elsewhere and pass the local folder") from None
+            hint="without a connection, download it elsewhere and pass the local folder") from err
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"could not load the ControlNet '{location}': {str(err).splitlines()[0][:300]}",
-                              path=location, hint=hint) from None
+                              path=location, hint=hint) from err
 
 
 def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> None:
@@ -269,63 +271,6 @@ def describe_file(path: str | Path, hashes: HashCache | None = None) -> dict:
     return info
 
 
-def require_peft() -> None:
-    """diffusers loads LoRA through peft; without it `load_lora_weights` fails with a bare ValueError."""
-    import diffusers.utils
-
-    if not getattr(diffusers.utils, "USE_PEFT_BACKEND", False):
-        raise ConfigError("loading a LoRA needs the peft package (diffusers loads LoRA through it), and peft is "
-                          "not installed or too old for this diffusers",
-                          hint="pip install -U peft (and transformers), then run the command again")
-
-
-def describe_lora(lora, weight_name: str | None = None, subfolder: str | None = None) -> dict:
-    """Provenance of a LoRA: the file's name and short sha256 (never its folder), or a hub id.
-
-    With a folder plus `weight_name` (and `subfolder`), as `load_lora_weights` takes them: that
-    one file, not every weight file in the folder; for a hub id, `weight_name` is kept beside it."""
-    if isinstance(lora, dict):
-        return {"id": "<state dict>"}
-    local = Path(str(lora)).expanduser()
-    if weight_name and local.is_dir():
-        lora = local / (subfolder or "") / weight_name
-    info = describe_file(lora)
-    if weight_name and not local.exists():  # a hub id: which file of the repository
-        info["weight_name"] = "/".join(part for part in (subfolder, weight_name) if part)
-    return {k: v for k, v in info.items() if k != "bytes"}
-
-
-def load_lora_into(sd_pipeline, lora, adapter_name: str, **kwargs) -> None:
-    """`sd_pipeline.load_lora_weights(lora)` with diffusers' failures turned into CheckpointErrors
-    that name the file - including the silent one: a file with no key for this UNet or text
-    encoder, which diffusers only logs about and skips."""
-    from safetensors import SafetensorError
-
-    require_peft()
-    name = "the LoRA state dict" if isinstance(lora, dict) else str(lora)
-    if not isinstance(lora, dict):
-        path = Path(str(lora)).expanduser()
-        if path.is_dir() and not kwargs.get("weight_name"):
-            raise ConfigError(f"LoRA {path} is a folder", path=path,
-                              hint="pass the LoRA file inside it (e.g. pytorch_lora_weights.safetensors)")
-        if not path.exists() and not looks_like_hub_id(str(lora)):
-            raise ModelNotFoundError(f"LoRA file not found: {path}", path=path,
-                                     hint="check the path; a LoRA is a .safetensors file, e.g. --lora style.safetensors:0.8")
-        lora = str(path) if path.exists() else str(lora)
-    hint = ("it must be a LoRA made for Stable Diffusion 1.5-family models (diffusers, kohya or PEFT format), "
-            "not a full model, a LoRA for another family (SDXL, SD2, Flux...) or another kind of file")
-    try:
-        sd_pipeline.load_lora_weights(lora, adapter_name=adapter_name, **kwargs)
-    except (ValueError, RuntimeError, KeyError, OSError, SafetensorError) as err:
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
-        mismatch = next((line for line in lines if line.startswith("size mismatch")), None)
-        reason = lines[0][:200] + (f" ({mismatch[:300]})" if mismatch else "")
-        raise CheckpointError(f"{name} is not a LoRA for this model: {reason}", hint=hint) from None
-    loaded = {n for names in sd_pipeline.get_list_adapters().values() for n in names}
-    if adapter_name not in loaded:
-        raise CheckpointError(f"{name} holds no LoRA weights for this model's UNet or text encoder", hint=hint)
-
-
 def require_file(path: str | Path | None, what: str, flag: str) -> Path:
     if path is None:
         raise ModelNotFoundError(f"no {what} given", hint=f"pass {flag} PATH (see `facefact models`)")
@@ -355,7 +300,7 @@ def base_unet_config(base: str) -> dict:
     except OSError as err:
         offline_note = " (offline: the hub cache only)" if offline() else ""
         raise ModelNotFoundError(f"could not read the UNet config of '{base}'{offline_note}: "
-                                 f"{str(err).splitlines()[0]}", path=base, hint="pass a local diffusers folder") from None
+                                 f"{str(err).splitlines()[0]}", path=base, hint="pass a local diffusers folder") from err
 
 
 def _single_file_unet_config(path: Path) -> dict:

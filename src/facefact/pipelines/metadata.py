@@ -27,7 +27,11 @@ DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlg
 XMP_KEY = "XML:com.adobe.xmp"
 
 SCHEDULER_NAMES = {"pndm": "PNDM", "ddim": "DDIM", "dpm++": "DPM++ 2M", "dpm++karras": "DPM++ 2M Karras",
-                   "unipc": "UniPC", "euler": "Euler", "euler_a": "Euler a"}
+                   "unipc": "UniPC", "euler": "Euler", "euler_a": "Euler a",
+                   # diffusers' class names, as a library call records them
+                   "PNDMScheduler": "PNDM", "DDIMScheduler": "DDIM", "DPMSolverMultistepScheduler": "DPM++ 2M",
+                   "UniPCMultistepScheduler": "UniPC", "EulerDiscreteScheduler": "Euler",
+                   "EulerAncestralDiscreteScheduler": "Euler a"}
 
 
 def a1111_parameters(meta: dict) -> str:
@@ -41,7 +45,9 @@ def a1111_parameters(meta: dict) -> str:
         # UNet-only hash or a hub revision would match no file there (they stay in the facefact JSON).
         "Model hash": (base.get("sha256") or "")[:10] or None,
         "Model": base.get("id"),
-        "FACT scale": meta.get("adapter_scale"), "FACT cfg face": meta.get("cfg_face"),
+        "Lora": ", ".join(f"{entry.get('id')}:{entry.get('weight')}" for entry in meta.get("models", {}).get("loras", []))
+                or None,
+        "FACT scale": meta.get("fact_scale"), "FACT cfg face": meta.get("cfg_face"),
         "FACT photos": meta.get("num_reference_photos"), "Version": meta.get("generator"),
     }
     line = ", ".join(f"{k}: {v}" for k, v in fields.items() if v is not None)

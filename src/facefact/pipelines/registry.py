@@ -109,7 +109,7 @@ def load_config(path: str | Path | None = None) -> tuple[dict, Path | None]:
     try:
         data = yaml.safe_load(text) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot parse the config file: {str(err).splitlines()[0]}", path=path) from None
+        raise ConfigError(f"cannot parse the config file: {str(err).splitlines()[0]}", path=path) from err
     if not isinstance(data, dict):
         raise ConfigError("the config file must be a mapping of keys to values", path=path)
     unknown = sorted(set(data) - CONFIG_KEYS) + sorted(f"generate.{k}" for k in set(data.get("generate") or {})

@@ -31,9 +31,10 @@ def tiny_tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
-def tiny_unet() -> UNet2DConditionModel:
+def tiny_unet(in_channels: int = 4) -> UNet2DConditionModel:
+    """in_channels 9: the layout of SD1.5 inpainting UNets (latents, mask, masked-image latents)."""
     return UNet2DConditionModel(
-        sample_size=TINY_IMAGE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=2,
+        sample_size=TINY_IMAGE_SIZE // 8, in_channels=in_channels, out_channels=4, layers_per_block=2,
         block_out_channels=(32, 32, 64, 64), norm_num_groups=16, attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
@@ -104,3 +105,34 @@ def save_tiny_sd_pipeline(directory: str | Path, seed: int = 0) -> Path:
     directory = Path(directory)
     tiny_sd_pipeline(seed).save_pretrained(directory)
     return directory
+
+
+def tiny_fact_pipeline(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1,
+                       face_analysis=None):
+    """`cls` (a FACT pipeline class) on the tiny base of `seed`, with a tiny FACT adapter and encoder
+    loaded. ControlNet classes get `num_controlnets` tiny ControlNets (several: a MultiControlNetModel)."""
+    import inspect
+
+    from diffusers import MultiControlNetModel
+
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+
+    sd = tiny_sd_pipeline(seed)
+    parts = {k: v for k, v in sd.components.items() if k != "image_encoder"}
+    if inpainting_unet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            parts["unet"] = tiny_unet(in_channels=9)
+    if "controlnet" in inspect.signature(cls.__init__).parameters:
+        nets = [tiny_controlnet(sd.unet, seed + k) for k in range(num_controlnets)]  # from the 4-channel UNet
+        parts["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+    pipe = cls(**parts, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    pipe._facefact_tiny = seed
+    pipe.load_fact_adapter(tiny_face_adapter(pipe.unet, seed=seed + 1), encoder=tiny_encoder(seed),
+                           face_analysis=face_analysis)
+    pipe._fact_models = {name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in ("adapter", "encoder")}
+    if "controlnet" in parts:
+        pipe._facefact_controlnet_info = [{"id": "facefact-tiny/controlnet", "seed": seed + k}
+                                          for k in range(num_controlnets)]
+    return pipe

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
+from facefact.model.fingerprint import fingerprint
 from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
 
 LATENTS = "latents"
@@ -41,18 +42,6 @@ def cache_path(root: str | Path, sample_id: str, kind: str) -> Path:
     return Path(f"{sample_stem(root, sample_id)}{SUFFIX[kind]}")
 
 
-def fingerprint(module: torch.nn.Module, prefixes: tuple[str, ...] = ()) -> str:
-    """SHA-256 (first 16 hex digits) over the named weights (float32 bytes), in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        if prefixes and not name.startswith(prefixes):
-            continue
-        value = tensor.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}\n".encode())
-        digest.update(value.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def vae_fingerprint(vae) -> str:
     return fingerprint(vae, ("encoder.", "quant_conv."))  # what makes the latents; the decoder does not
 
@@ -62,23 +51,10 @@ def encoder_fingerprint(encoder) -> str:
 
 
 def load_vae(spec: str):
-    """The VAE exactly as `load_base_model(spec)` loads it, without the UNet and text encoder."""
-    if spec == "tiny":
-        from facefact.pipelines.tiny import tiny_sd_pipeline
+    """The VAE exactly as `load_base_model(spec)` loads it (the same loader, every base-model form)."""
+    from facefact.training.models import load_base_model
 
-        return tiny_sd_pipeline().vae.requires_grad_(False).eval()
-    from diffusers import AutoencoderKL
-
-    from facefact.errors import CheckpointError, ModelNotFoundError
-
-    root = Path(spec)
-    if not (root / "vae").is_dir():
-        raise ModelNotFoundError(f"{root} is not a diffusers model folder (no vae/)", path=root,
-                                 hint="pass the Stable Diffusion 1.5-family folder you will train with (--base-model)")
-    try:
-        return AutoencoderKL.from_pretrained(root, subfolder="vae").requires_grad_(False).eval()
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot load the VAE from {root}: {err}", path=root) from None
+    return load_base_model(spec).vae
 
 
 def _sha1(path: str | Path) -> str:
@@ -112,7 +88,7 @@ def load_cached(path: Path, kind: str, expected_fingerprint: str) -> dict[str, t
     except Exception as err:
         raise DatasetError(f"cannot read the {kind} cache file: {err}", path=path,
                            hint=f"run `facefact prepare` again with {_flag(kind)} to rebuild the cache, "
-                                "or set use_cache: false") from None
+                                "or set use_cache: false") from err
     if meta.get("fingerprint") != expected_fingerprint:
         raise DatasetError(f"this {kind} cache file was made by other weights (fingerprint {meta.get('fingerprint')}, "
                            f"the data set's cache says {expected_fingerprint})", path=path,

@@ -98,5 +98,5 @@ def load_checkpoint(path: Path) -> tuple[FaceAdapter, dict]:
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a torch file, or pickled objects: all mean 'unusable'
         raise CheckpointError(f"cannot read {path / STATE_FILE}: {err}", path=path,
-                              hint="resume from an earlier checkpoint folder") from None
+                              hint="resume from an earlier checkpoint folder") from err
     return FaceAdapter.from_checkpoint(path / ADAPTER_FILE), state

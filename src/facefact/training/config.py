@@ -195,7 +195,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
 
             values = yaml.safe_load(text) or {}
     except Exception as err:  # yaml and json raise different types; both mean a malformed file
-        raise ConfigError(f"cannot parse {path}: {err}", path=path) from None
+        raise ConfigError(f"cannot parse {path}: {err}", path=path) from err
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping of setting: value", path=path)
     return config_from_dict({**values, **(overrides or {})})

@@ -132,8 +132,10 @@ class FaceTrainingSet(torch.utils.data.Dataset):
                 if resize and self.resolution and img.size != (self.resolution, self.resolution):
                     img = img.resize((self.resolution, self.resolution), Image.BICUBIC if mode == "RGB" else Image.BOX)
                 return np.asarray(img)
+        except DatasetError:  # ours (also a ValueError): already names the file
+            raise
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-            raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from None
+            raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from err
 
     @property
     def image_size(self) -> int:
@@ -143,8 +145,10 @@ class FaceTrainingSet(torch.utils.data.Dataset):
         try:
             with open_prepared_image(path) as img:
                 return img.size[0]
+        except DatasetError:  # ours (also a ValueError): already names the file
+            raise
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
-            raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from None
+            raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from err
 
 
 def _to_unit_range(rgb: np.ndarray) -> torch.Tensor:

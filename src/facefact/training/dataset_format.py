@@ -64,7 +64,7 @@ def read_jsonl(path: Path) -> list:
             rows.append(json.loads(line))
         except json.JSONDecodeError as err:
             raise DatasetError(f"line {number} is not valid JSON ({err.msg})", path=path,
-                               hint="the index is damaged; run `facefact prepare` again to rebuild it") from None
+                               hint="the index is damaged; run `facefact prepare` again to rebuild it") from err
     return rows
 
 

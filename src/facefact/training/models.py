@@ -3,12 +3,11 @@ the trainable FaceAdapter, plus the one module DDP wraps (`AdapterTrainingModule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from facefact.errors import CheckpointError, ModelNotFoundError
+from facefact.errors import CheckpointError
 from facefact.model import FaceAdapter, ResamplerConfig, TransFaceEncoder, check_sd15_layout
 
 
@@ -24,31 +23,21 @@ class BaseModel:
 
 
 def load_base_model(spec: str) -> BaseModel:
-    """'tiny' (random weights, built in-process) or a diffusers SD1.5-family folder."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    """'tiny' (random weights, built in-process) or any base model `facefact generate` takes - a
+    diffusers folder, a hub id or a single .safetensors/.ckpt file - through the same loader."""
+    import torch
+    from diffusers import DDPMScheduler
 
     if spec == "tiny":
         from facefact.pipelines.tiny import tiny_sd_pipeline
 
         pipe = tiny_sd_pipeline()
-        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-        scheduler_config = dict(pipe.scheduler.config)
     else:
-        root = Path(spec)
-        missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (root / sub).is_dir()]
-        if missing:
-            raise ModelNotFoundError(f"{root} is not a diffusers model folder (missing {missing})", path=root,
-                                     hint="pass a Stable Diffusion 1.5-family folder as saved by diffusers' "
-                                          "save_pretrained (unet/, vae/, text_encoder/, tokenizer/, scheduler/)")
-        try:
-            unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
-            vae = AutoencoderKL.from_pretrained(root, subfolder="vae")
-            text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder")
-            tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer")
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"cannot load the base model from {root}: {err}", path=root) from None
-        scheduler_config = dict(DDPMScheduler.load_config(root, subfolder="scheduler"))
+        from facefact.pipelines.loading import load_base_pipeline
+
+        pipe = load_base_pipeline(spec, torch.float32)
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    scheduler_config = dict(pipe.scheduler.config)
     check_sd15_layout(unet, spec)
     noise_scheduler = DDPMScheduler.from_config(scheduler_config)
     for module in (unet, vae, text_encoder):
@@ -81,11 +70,11 @@ def build_adapter(unet: nn.Module, encoder: TransFaceEncoder, init_adapter: str 
 
 
 def trainable_parameters(adapter: FaceAdapter) -> list[tuple[str, nn.Parameter]]:
-    """Resampler + block adapters (a checkpoint's own `ln` included). Attaching borrows no UNet
-    module, so nothing of the frozen UNet is among them."""
+    """Resampler + block fusers. A checkpoint's `ln.*` block norms are not trained: while attached
+    their values stand in the frozen UNet's norm2, and they are saved back as loaded."""
     out = [(f"resampler.{n}", p) for n, p in adapter.resampler.named_parameters()]
-    for path, proc in zip(adapter.block_paths, adapter.all_processors()):
-        out += [(f"{path}.{n}", p) for n, p in proc.named_parameters()]
+    for path, fuser in zip(adapter.block_paths, adapter.all_fusers()):
+        out += [(f"{path}.{n}", p) for n, p in fuser.named_parameters()]
     return out
 
 
@@ -93,7 +82,7 @@ def copy_adapter_weights(source: FaceAdapter, target: FaceAdapter) -> None:
     """Load `source`'s trained weights into `target` (which may be attached), exactly."""
     target.resampler.load_state_dict(source.resampler.state_dict())
     for path in target.block_paths:
-        missing, unexpected = target.processor(path).load_state_dict(source.processor(path).state_dict(), strict=False)
+        missing, unexpected = target.fuser(path).load_state_dict(source.fuser(path).state_dict(), strict=False)
         if missing or unexpected:
             raise CheckpointError(f"adapter weights for {path} do not match: missing {missing}, unexpected {unexpected}")
 
@@ -114,10 +103,11 @@ class AdapterTrainingModule(nn.Module):
     gradients. The frozen UNet is held outside the module tree on purpose, so DDP neither broadcasts
     nor tracks its ~860M parameters."""
 
-    def __init__(self, adapter: FaceAdapter, unet: nn.Module):
+    def __init__(self, adapter: FaceAdapter, unet: nn.Module, fair=None):
         super().__init__()
         self.adapter = adapter
         self._unet = [unet]
+        self.fair = fair  # a FairRegularizer whose measuring() context is open when FAIR is measured
 
     @property
     def unet(self) -> nn.Module:
@@ -125,7 +115,8 @@ class AdapterTrainingModule(nn.Module):
 
     def forward(self, noisy_latents, timesteps, text_embeds, encoder_tokens, measure_fair: bool = False):
         face_tokens = self.adapter.resampler(encoder_tokens.to(self.adapter.resampler.latents.dtype))  # [B, 16, C]
-        hidden = torch.cat([text_embeds, face_tokens.to(text_embeds.dtype)], dim=1)
-        prediction = self._unet[0](noisy_latents, timesteps, encoder_hidden_states=hidden).sample
-        fair = self.adapter.fair_loss() if measure_fair else prediction.new_zeros(())
+        faces = {"gligen": {"objs": face_tokens.to(text_embeds.dtype)}}  # to the fusers, out of band
+        prediction = self._unet[0](noisy_latents, timesteps, encoder_hidden_states=text_embeds,
+                                   cross_attention_kwargs=faces).sample
+        fair = self.fair.loss() if measure_fair else prediction.new_zeros(())
         return prediction, fair

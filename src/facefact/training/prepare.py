@@ -214,7 +214,7 @@ class PhotoTools:
                 raise ConfigError(f"cannot load the captioning model {self.settings.caption_model}: {err}",
                                   path=self.settings.caption_model,
                                   hint="pass a complete local image-to-text model folder, or drop --caption-model"
-                                  ) from None
+                                  ) from err
         return self._captioner(Image.fromarray(rgb))[0]["generated_text"]
 
 

@@ -29,6 +29,7 @@ from facefact.training import checkpointing
 from facefact.training.cache import caches_for_training
 from facefact.training.config import TrainConfig
 from facefact.training.data import FaceTrainingSet, MicroBatchSampler
+from facefact.training.fair import FairRegularizer
 from facefact.training.models import (AdapterTrainingModule, build_adapter, copy_adapter_weights, encode_conditions,
                                       load_base_model,
                                       load_encoder, trainable_parameters)
@@ -120,7 +121,6 @@ def train(config: TrainConfig) -> TrainResult:
 
     adapter.attach(base.unet)  # casts the adapter to the UNet's dtype; trained weights go back to fp32
     adapter.set_scale(1.0)
-    adapter.set_num_face_tokens(adapter.tokens_per_photo)
     adapter.requires_grad_(False)
     params = [p for _, p in trainable_parameters(adapter)]
     for p in params:
@@ -134,7 +134,8 @@ def train(config: TrainConfig) -> TrainResult:
                                  num_training_steps=config.max_steps)
     # The scheduler is stepped by hand once per optimizer step; accelerate's wrapper would step it
     # once per process.
-    module, optimizer = accelerator.prepare(AdapterTrainingModule(adapter, base.unet), optimizer)
+    fair_regularizer = FairRegularizer(adapter)
+    module, optimizer = accelerator.prepare(AdapterTrainingModule(adapter, base.unet, fair_regularizer), optimizer)
 
     start_step = 0
     resume_from = checkpointing.resolve_resume(config.resume, output_dir)
@@ -186,7 +187,7 @@ def train(config: TrainConfig) -> TrainResult:
         timesteps = torch.cat([torch.randint(0, num_timesteps, (1,), generator=g) for g in generators]).to(device)
         noisy = base.noise_scheduler.add_noise(latents, noise, timesteps)
         target = noise if prediction_type == "epsilon" else base.noise_scheduler.get_velocity(latents, noise, timesteps)
-        fair_context = adapter.fair_regularizer(face_mask) if measure_fair else contextlib.nullcontext()
+        fair_context = fair_regularizer.measuring(face_mask) if measure_fair else contextlib.nullcontext()
         with fair_context:
             prediction, fair = module(noisy.to(weight_dtype), timesteps, text, tokens, measure_fair=measure_fair)
             mse = F.mse_loss(prediction.float(), target.float())
@@ -215,7 +216,7 @@ def train(config: TrainConfig) -> TrainResult:
             raise out_of_memory_error(config, step) from None
         except RuntimeError as err:  # CPU allocators report OOM as a plain RuntimeError
             if "can't allocate memory" in str(err) or "out of memory" in str(err).lower():
-                raise out_of_memory_error(config, step) from None
+                raise out_of_memory_error(config, step) from err
             raise
         if not accelerator.sync_gradients:
             continue

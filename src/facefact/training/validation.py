@@ -2,15 +2,14 @@
 
 A diffusers `StableDiffusionPipeline` is assembled from the training run's own components (the
 frozen UNet with the adapter attached, VAE, text encoder, tokenizer, and a fresh scheduler from the
-base model's scheduler config) and wrapped in `FaceFactPipeline`, which uses the already-attached
-adapter as it is. So a validation image is exactly what `FaceFactPipeline` makes with the current
+base model's scheduler config) as a `FACTStableDiffusionPipeline`, which uses the already-attached
+adapter as it is. So a validation image is exactly what that pipeline makes with the current
 weights: face tokens of the data set's condition face, null-face classifier-free guidance (the
 empty prompt *and* the null face tokens on the unconditional side, spec section 5 `cfg_face`),
 seeds `seed + prompt number`.
 
 Validating never changes what training does next: the pipeline draws from its own seeded CPU
-generators, the global RNG state is forked around it, and the adapter's scale and face-token count
-are put back afterwards.
+generators, the global RNG state is forked around it, and the adapter's scale is put back afterwards.
 """
 from __future__ import annotations
 
@@ -35,28 +34,28 @@ def encode_prompts(base, prompts: list[str], device) -> torch.Tensor:
 
 
 def validation_pipeline(base, unet, encoder, adapter: FaceAdapter):
-    """`FaceFactPipeline` over the training components; `unet` is the bare UNet (not a DDP wrapper)
+    """A FACT pipeline over the training components; `unet` is the bare UNet (not a DDP wrapper)
     that `adapter` is attached to."""
-    from diffusers import StableDiffusionPipeline
-
-    from facefact.pipelines.fact import FaceFactPipeline
+    from facefact.pipelines import FACTStableDiffusionPipeline
     from facefact.pipelines.loading import make_scheduler
 
-    # A fresh scheduler object (never training's noise scheduler); each call makes its own DDIM from it.
-    scheduler = make_scheduler("pndm", base.scheduler_config)
-    sd = StableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet,
-                                 scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                 requires_safety_checker=False)
-    sd.set_progress_bar_config(disable=True)
-    return FaceFactPipeline(sd, encoder, adapter, model_info={"training": True})
+    # The base model's own inference scheduler (never training's noise scheduler), then switched the
+    # diffusers way - what a user does with the pipeline
+    pipe = FACTStableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                                       unet=unet, scheduler=make_scheduler("pndm", base.scheduler_config),
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.scheduler = make_scheduler(VALIDATION_SCHEDULER, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_fact_adapter(adapter, encoder=encoder)
+    return pipe
 
 
 @torch.no_grad()
 def save_validation_grid(path: Path, pipe, dataset, prompts, *, samples: int, size: int, steps: int,
                          guidance: float, seed: int, autocast_dtype: torch.dtype | None = None) -> Path:
     """Rows: condition face, then one image per prompt; one row per validation sample."""
-    adapter = pipe.adapter
-    scale, num_face_tokens = adapter.scale, adapter.num_face_tokens
+    adapter = pipe.fact_adapter
+    scale = adapter.scale
     device = pipe.device
     fork_devices = [device] if device.type == "cuda" else []
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype not in (None, torch.float32)
@@ -69,14 +68,14 @@ def save_validation_grid(path: Path, pipe, dataset, prompts, *, samples: int, si
                 face = ((condition[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
                 cells = [np.asarray(Image.fromarray(face).resize((size, size)))]
                 for j, prompt in enumerate(prompts):
-                    out = pipe(prompt, face_pixels=condition, seed=seed + j, num_inference_steps=steps,
-                               guidance_scale=guidance, height=size, width=size, scheduler=VALIDATION_SCHEDULER,
-                               adapter_scale=VALIDATION_ADAPTER_SCALE, cfg_face=True)
+                    faces = pipe.encode_faces(face_pixels=condition)
+                    out = pipe(prompt, face_tokens=faces, generator=torch.Generator("cpu").manual_seed(seed + j),
+                               num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
+                               fact_scale=VALIDATION_ADAPTER_SCALE, cfg_face=True)
                     cells.append(np.asarray(out.images[0].convert("RGB")))
                 rows.append(np.concatenate(cells, axis=1))
     finally:
         adapter.set_scale(scale)
-        adapter.set_num_face_tokens(num_face_tokens)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path

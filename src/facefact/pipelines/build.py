@@ -1,0 +1,100 @@
+"""One way to get a ready FACT pipeline from model locations, for every command and the server.
+
+    pipe = load_fact_pipeline("tiny", "tiny", "tiny")                       # all built-in tiny models
+    pipe = load_fact_pipeline("tiny", "run/adapter.safetensors", "tiny")   # a trained adapter on tiny
+    pipe = load_fact_pipeline("path/or/hub-id", adapter="fact.safetensors", encoder="transface.pt",
+                              kind="inpaint", controlnet=["lllyasviel/control_v11p_sd15_openpose", ...])
+
+"tiny" is one model source like any other: each of base model, adapter, encoder and ControlNet
+is "tiny" or a real location, so a trained adapter runs on the tiny base and encoder it was
+trained with. Loading writes nothing: provenance hashes are added where images are written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from facefact.errors import ConfigError
+from facefact.pipelines.classes import (FACTStableDiffusionControlNetImg2ImgPipeline,
+                                        FACTStableDiffusionControlNetInpaintPipeline,
+                                        FACTStableDiffusionControlNetPipeline, FACTStableDiffusionImg2ImgPipeline,
+                                        FACTStableDiffusionInpaintPipeline, FACTStableDiffusionPipeline)
+from facefact.pipelines.loading import check_controlnet_fits, load_base_pipeline, load_controlnet, pick_device_dtype
+
+TINY = "tiny"
+KINDS = {  # kind -> (class without ControlNet, class with ControlNet)
+    "txt2img": (FACTStableDiffusionPipeline, FACTStableDiffusionControlNetPipeline),
+    "img2img": (FACTStableDiffusionImg2ImgPipeline, FACTStableDiffusionControlNetImg2ImgPipeline),
+    "inpaint": (FACTStableDiffusionInpaintPipeline, FACTStableDiffusionControlNetInpaintPipeline),
+}
+
+
+def pipeline_class(kind: str = "txt2img", controlnet: bool = False):
+    if kind not in KINDS:
+        raise ConfigError(f"unknown pipeline kind '{kind}'", hint=f"use one of: {', '.join(KINDS)}")
+    return KINDS[kind][1 if controlnet else 0]
+
+
+def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encoder: str | Path | None, *, kind: str = "txt2img", controlnet=None,
+                       device=None, dtype=None, face_analysis=None, adapter_weight_name: str | None = None,
+                       encoder_weight_name: str | None = None, inpainting_unet: bool = False):
+    """A FACT pipeline of `kind` with its adapter loaded. `controlnet`: None, "tiny", a location,
+    or a list of them (a MultiControlNetModel)."""
+    nets = [] if controlnet is None else (list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet])
+    cls = pipeline_class(kind, bool(nets))
+    tiny_base = str(base_model) == TINY
+    device, dtype = pick_device_dtype(device or ("cpu" if tiny_base else None), dtype or
+                                      (torch.float32 if tiny_base else None))
+    if tiny_base:
+        if any(str(n) != TINY for n in nets):
+            raise ConfigError("the tiny base model takes only tiny ControlNets", hint="use controlnet='tiny'")
+        pipe = cls.tiny(inpainting_unet=inpainting_unet, num_controlnets=max(1, len(nets)),
+                        face_analysis=face_analysis)
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
+    else:
+        if any(str(n) == TINY for n in nets):
+            raise ConfigError("tiny ControlNets fit only the tiny base model", hint="pass a real ControlNet")
+        pipe = _load_real_base(cls, base_model, nets, dtype)
+    if not tiny_base or str(adapter) != TINY or str(encoder) != TINY:
+        _load_adapter(pipe, adapter, encoder, adapter_weight_name, encoder_weight_name, face_analysis)
+    return pipe.to(device)
+
+
+def _load_real_base(cls, base_model, nets, dtype):
+    from diffusers import MultiControlNetModel
+
+    from facefact.pipelines.provenance import model_entry
+
+    loaded = [load_controlnet(n, dtype) for n in nets]
+    controlnet = None if not loaded else (loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded))
+    pipe = load_base_pipeline(base_model, dtype, controlnet=controlnet, cls=cls)
+    pipe.set_progress_bar_config(disable=True)
+    if controlnet is not None:
+        check_controlnet_fits(controlnet, pipe.unet, [str(n) for n in nets])
+        pipe._facefact_controlnet_info = [model_entry(n, Path(str(n)) if Path(str(n)).exists() else None)
+                                          for n in nets]
+    return pipe
+
+
+def _load_adapter(pipe, adapter, encoder, adapter_weight_name, encoder_weight_name, face_analysis):
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+
+    tiny_seed = getattr(pipe, "_facefact_tiny", None)
+    if adapter is None or encoder is None:
+        raise ConfigError("a FACT pipeline needs an adapter and an encoder",
+                          hint="pass both (files, folders, hub ids), or 'tiny' with the tiny base model")
+    if TINY in (str(adapter), str(encoder)) and tiny_seed is None:
+        raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
+                          hint="pass the real files for a real base model")
+    models = dict(getattr(pipe, "_fact_models", {}) or {})
+    adapter_source = tiny_face_adapter(pipe.unet, seed=tiny_seed + 1) if str(adapter) == TINY else adapter
+    encoder_source = tiny_encoder(tiny_seed) if str(encoder) == TINY else encoder
+    if getattr(pipe, "fact_adapter", None) is not None:
+        pipe.unload_fact_adapter()
+    pipe.load_fact_adapter(adapter_source, encoder=encoder_source, weight_name=adapter_weight_name,
+                           encoder_weight_name=encoder_weight_name, face_analysis=face_analysis)
+    for role, source in (("adapter", adapter), ("encoder", encoder)):
+        if str(source) == TINY:  # the tiny part's own entry, not "<object>"
+            pipe._fact_models[role] = models.get(role) or {"id": f"facefact-tiny/{role}", "seed": tiny_seed}

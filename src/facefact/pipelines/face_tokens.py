@@ -1,0 +1,139 @@
+"""Reference photos -> FACT face tokens, once per request (spec sections 1-3, 5).
+
+    condition = encode_face_tokens(photos, analysis, encoder, adapter, device)
+    condition.tokens   # [1, 16n, C]: photos concatenated in the order given
+    condition.null     # [1, 16n, C]: the resampler on zero encoder tokens (not zeros)
+    condition.notes    # what face analysis said ("2 faces found; using the largest", ...)
+
+`guidance_objs` lays them out for diffusers' UNet batch: [uncond rows..., cond rows...], the
+null face tokens on the unconditional side when `cfg_face` (what the released apps do).
+
+Several photos of one person are combined on purpose (`combine`):
+- "concat" (FACT's own, the default): 16 tokens per photo, concatenated in the order given;
+- "mean": the mean of the photos' 16 tokens;
+- "weighted": their mean weighted by face quality - detector score x size (up to the encoder's
+  112 px) x sharpness (up to 0.1) x cos(yaw) - reported per photo in the notes and metadata.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facefact.errors import ConfigError
+
+
+COMBINE_MODES = ("concat", "mean", "weighted")
+
+
+@dataclass
+class FaceTokens:
+    tokens: torch.Tensor                 # [1, 16n, C] (concat) or [1, 16, C] (mean, weighted)
+    null: torch.Tensor                   # the same shape
+    num_photos: int
+    notes: list[str] = field(default_factory=list)
+    combine: str = "concat"
+    weights: list[float] | None = None   # per photo, "weighted" only (sum 1)
+
+    def to(self, device, dtype) -> "FaceTokens":
+        return FaceTokens(self.tokens.to(device, dtype), self.null.to(device, dtype), self.num_photos, self.notes,
+                          self.combine, self.weights)
+
+
+def quality_weight(quality) -> float:
+    """How much a photo counts in a "weighted" combination (see the module docstring)."""
+    import math
+
+    size = min(1.0, quality.size_px / 112.0)
+    sharpness = min(1.0, max(quality.sharpness, 0.0) / 0.1)
+    pose = max(math.cos(math.radians(min(abs(quality.yaw), 90.0))), 0.0)
+    return max(quality.score * size * sharpness * pose, 1e-3)
+
+
+def combine_photos(faces: FaceTokens, mode: str, qualities=None, tokens_per_photo: int = 16) -> FaceTokens:
+    """FaceTokens of n photos concatenated -> combined by `mode` (exact for one photo: its tokens)."""
+    if mode not in COMBINE_MODES:
+        raise ConfigError(f"unknown way to combine photos '{mode}'", hint=f"use one of: {', '.join(COMBINE_MODES)}")
+    if mode == "concat":
+        return faces
+    n = faces.num_photos
+    per_photo = faces.tokens.reshape(n, tokens_per_photo, -1)
+    null = faces.null.reshape(n, tokens_per_photo, -1)[:1]  # the null tokens of each photo are the same
+    if mode == "mean":
+        weights = None
+        combined = per_photo.mean(0, keepdim=True)
+    else:
+        if qualities is None or len(qualities) != n:
+            raise ConfigError("a weighted combination needs the photos' face analysis",
+                              hint="pass face_images= (photos), not face pixels, or use combine='mean'")
+        raw = [quality_weight(q) for q in qualities]
+        weights = [w / sum(raw) for w in raw]
+        scale = torch.tensor(weights, dtype=per_photo.dtype, device=per_photo.device)[:, None, None]
+        combined = (per_photo * scale).sum(0, keepdim=True)
+    notes = list(faces.notes)
+    if weights is not None:
+        notes.append("photo weights: " + ", ".join(f"photo {i + 1}: {w:.2f}" for i, w in enumerate(weights)))
+    return FaceTokens(combined, null, n, notes, mode, weights)
+
+
+def guidance_objs(faces: FaceTokens, batch: int, do_cfg: bool, cfg_face: bool) -> torch.Tensor:
+    """Face tokens for each row of the UNet batch: `batch` rows, twice that under guidance with the
+    unconditional rows first (diffusers' order)."""
+    cond = faces.tokens.expand(batch, -1, -1)
+    if not do_cfg:
+        return cond
+    uncond = (faces.null if cfg_face else faces.tokens).expand(batch, -1, -1)
+    return torch.cat([uncond, cond])
+
+
+def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = None) -> torch.Tensor:
+    """Photos -> the FACT encoder's input [n, 3, 112, 112] in [-1, 1]: head-masked, aligned.
+
+    Raises the face-analysis errors (no face, too small, ...) naming the photo. Callers that want
+    to fail before loading any weights (the CLI) call this first and pass the pixels on.
+    """
+    return analyse_photos(analysis, face_images, notes)[0]
+
+
+def analyse_photos(analysis, face_images, notes: list[str] | None = None):
+    """(encoder input [n, 3, 112, 112], each photo's FaceQuality)."""
+    if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):
+        face_images = [face_images]  # one photo given on its own (path, array or PIL image)
+    face_images = list(face_images)
+    if not face_images:
+        raise ConfigError("face_images is an empty list",
+                          hint="pass at least one reference photo, or face_images=None for no face")
+    crops, qualities = [], []
+    for index, source in enumerate(face_images):
+        name = str(source) if isinstance(source, (str, Path)) else None
+        image = analysis.load(source)
+        face = analysis.get_one(image, strict=False, path=name)  # clear errors: no face, too small...
+        if notes is not None:  # photo names stay out of notes: notes go into image metadata
+            notes.extend(f"reference photo {index + 1}: {note}" for note in face.notes)
+        crops.append(analysis.fact_condition(image, face))
+        qualities.append(face.quality)
+    pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+    return (pixels / 255.0 - 0.5) / 0.5, qualities
+
+
+@torch.no_grad()
+def encode_face_pixels(pixels: torch.Tensor, encoder, adapter, device, notes: list[str] | None = None) -> FaceTokens:
+    """[n, 3, 112, 112] in [-1, 1] -> FaceTokens on `device`, in the resampler's dtype.
+
+    The encoder always runs in float32 (spec); an outer autocast (training's validation images run
+    under one) must not change that nor recast the resampler away from its own dtype."""
+    if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, 112, 112):
+        raise ConfigError(f"face pixels must be [n, 3, 112, 112], got {list(pixels.shape)}",
+                          hint="pass face_images= (photos), or face pixels made by face_pixels_from_photos")
+    device = torch.device(device)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device.type, enabled=False))
+        encoder_param = next(encoder.parameters())
+        encoder_device = encoder_param.device
+        tokens = encoder(pixels.to(encoder_device, torch.float32)).to(adapter.resampler.latents.device)
+        face = adapter.face_tokens(tokens)
+        null = adapter.null_face_tokens(len(pixels), tuple(tokens.shape[1:]))
+    return FaceTokens(face.to(device), null.to(device), len(pixels), list(notes or []))

@@ -1,0 +1,303 @@
+"""`FACTMixin`: FACT for any diffusers SD1.5 pipeline, in the pattern of diffusers' IP-Adapter.
+
+    pipe = FACTStableDiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")
+    pipe.load_fact_adapter("fact_adapter.safetensors", encoder="ms1mv2_model_TransFace_S.pt")
+    pipe.set_fact_scale(0.5)                       # or {"down": 0.3, "mid": 0.5, "up": 0.6}
+    out = pipe("a portrait", face_images=["me.jpg"], generator=torch.Generator().manual_seed(7))
+    pipe.unload_fact_adapter()                     # the pipeline is the plain base model again
+
+`load_fact_adapter` puts the adapter in diffusers' own GLIGEN slots (see FaceAdapter.attach);
+each call computes the face tokens once and hands them to the UNet through
+`cross_attention_kwargs["gligen"]`, laid out for the guidance batch (null face tokens on the
+unconditional side with `cfg_face`). Every argument of the diffusers parent's `__call__` passes
+through unchanged.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import secrets
+from pathlib import Path
+
+import torch
+
+from facefact.errors import ConfigError
+from facefact.model import FaceAdapter, TransFaceEncoder, check_sd15_layout
+from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
+                                            guidance_objs)
+from facefact.pipelines.requests import FaceRequest, fact_window_callback, regions_for
+from facefact.pipelines.lora import LoraProvenanceMixin
+from facefact.pipelines.output import FACTPipelineOutput
+from facefact.pipelines.provenance import image_metadata, model_entry
+
+logger = logging.getLogger(__name__)
+DEFAULT_FACT_SCALE = 0.5  # what the released apps use
+
+
+class FACTMixin(LoraProvenanceMixin):
+    def __call__(self, *args, face_images=None, face_tokens=None, fact_scale=None, cfg_face: bool = True,
+                 face_combine: str = "concat", fact_window=None, face_regions=None, **kwargs):
+        request = FaceRequest(face_images, face_tokens, fact_scale, cfg_face, face_combine, fact_window, face_regions)
+        return self._call_with_faces(super().__call__, args, kwargs, request)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1, face_analysis=None):
+        """This pipeline on tiny random-weight models with a tiny FACT loaded, built offline in about a
+        second: the whole path, no download (the images are noise). `inpainting_unet`: a 9-channel
+        UNet (inpainting classes); ControlNet classes get `num_controlnets` tiny ControlNets."""
+        from facefact.pipelines.tiny import tiny_fact_pipeline
+
+        return tiny_fact_pipeline(cls, seed, inpainting_unet=inpainting_unet, num_controlnets=num_controlnets,
+                                  face_analysis=face_analysis)
+
+    # ---- loading -------------------------------------------------------------------------------
+    def load_fact_adapter(self, pretrained_model_name_or_path_or_dict, encoder=None, *, weight_name: str | None = None,
+                          subfolder: str | None = None, encoder_weight_name: str | None = None,
+                          revision: str | None = None, resampler_config=None, encoder_config=None,
+                          face_analysis=None) -> None:
+        """Load FACT into this pipeline's UNet.
+
+        The adapter: a file (released `.ckpt` or facefact `.safetensors`), a folder (+ `weight_name`),
+        a Hugging Face hub id (+ `weight_name`), ModelScope's release (`"modelscope:yucheng1996/FaceChain-FACT"`,
+        + `weight_name`), a state dict or a FaceAdapter. The encoder (TransFace): the same forms, or
+        None to take it from the adapter's folder / repository (`encoder_weight_name`).
+        A FACT adapter loaded before is replaced."""
+        from facefact.pipelines.hub import resolve_weight_file
+
+        weight_for_encoder = encoder_weight_name
+        if encoder is None and encoder_weight_name and isinstance(pretrained_model_name_or_path_or_dict, (str, Path)):
+            encoder = pretrained_model_name_or_path_or_dict  # the same folder or repository
+        if encoder is None:
+            raise ConfigError("no face encoder given", hint="pass encoder= (the TransFace file, e.g. "
+                                                            "ms1mv2_model_TransFace_S.pt, a folder or a hub id)")
+        adapter, adapter_file, adapter_info = _load_adapter(pretrained_model_name_or_path_or_dict, self.unet, weight_name,
+                                                            subfolder, revision, resampler_config)
+        if isinstance(encoder, TransFaceEncoder):
+            face_encoder, encoder_file, encoder_info = encoder, None, {"id": "<TransFaceEncoder object>"}
+        else:
+            encoder_file = resolve_weight_file(encoder, what="TransFace encoder", weight_name=weight_for_encoder,
+                                               subfolder=subfolder, revision=revision)
+            face_encoder = TransFaceEncoder.from_checkpoint(encoder_file, encoder_config)
+            encoder_info = model_entry(encoder, encoder_file, weight_for_encoder)
+        check_sd15_layout(self.unet, getattr(self.config, "_name_or_path", None))
+        self.unload_fact_adapter()
+        # An adapter already attached to this UNet (training's validation images) is used as it is:
+        # whoever attached it detaches it.
+        self._fact_attached_here = not adapter.is_attached_to(self.unet)
+        if self._fact_attached_here:
+            adapter.attach(self.unet)  # to the UNet's device and dtype
+            adapter.set_scale(DEFAULT_FACT_SCALE)
+        self.fact_adapter = adapter
+        self.face_encoder = face_encoder.eval().requires_grad_(False).to(self.unet.device, torch.float32)
+        if face_analysis is not None:
+            self.face_analysis = face_analysis
+        self._fact_models = {"adapter": adapter_info, "encoder": encoder_info}
+        self._fact_files = {role: path for role, path in (("adapter", adapter_file), ("encoder", encoder_file))
+                            if path is not None}
+
+    def set_fact_scale(self, scale) -> None:
+        """FACT's scale s for the next calls: a number (0 = the base model, 0.5 the release's value),
+        or per UNet level / block: {"down": .., "mid": .., "up": ..} (blocks not named get 0)."""
+        self._require_fact().set_scale(scale)
+
+    def unload_fact_adapter(self) -> None:
+        """Detach FACT: the UNet is as before, bit for bit."""
+        adapter = getattr(self, "fact_adapter", None)
+        if adapter is not None and getattr(self, "_fact_attached_here", True):
+            adapter.detach()
+        self.fact_adapter = self.face_encoder = None
+        self._fact_models, self._fact_files = {}, {}
+
+    def _require_fact(self) -> FaceAdapter:
+        adapter = getattr(self, "fact_adapter", None)
+        if adapter is None:
+            raise ConfigError("no FACT adapter is loaded in this pipeline",
+                              hint="call pipe.load_fact_adapter(adapter, encoder=...) first")
+        if not adapter.is_attached_to(self.unet):
+            raise ConfigError("the FACT adapter is not attached to this pipeline's UNet (was pipe.unet replaced?)",
+                              hint="call pipe.load_fact_adapter(...) again")
+        return adapter
+
+    def to(self, *args, **kwargs):
+        """`DiffusionPipeline.to`; the resampler follows the UNet (device and dtype; the fusers are
+        UNet submodules already), the encoder follows the device and stays float32 (spec)."""
+        super().to(*args, **kwargs)
+        if getattr(self, "fact_adapter", None) is not None:
+            param = next(self.unet.parameters())
+            self.fact_adapter.resampler.to(param.device, param.dtype)
+            self.face_encoder.to(param.device, torch.float32)
+        return self
+
+    # ---- faces -> tokens ------------------------------------------------------------------------
+    def _analysis(self):
+        if getattr(self, "face_analysis", None) is None:
+            from facefact.faces import FaceAnalysis
+
+            self.face_analysis = FaceAnalysis()
+        return self.face_analysis
+
+    def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None,
+                     combine: str = "concat") -> FaceTokens:
+        """Reference photos (paths, PIL images or RGB arrays) of one person -> FaceTokens, once per
+        request, the photos combined as `combine` says ("concat", "mean", "weighted"). Keep the
+        result to generate again without the photos: pass it as `face_tokens=` (or save it with
+        facefact.pipelines.identity.save_identity)."""
+        adapter = self._require_fact()
+        notes: list[str] = []
+        qualities = None
+        if face_pixels is None:
+            face_pixels, qualities = analyse_photos(self._analysis(), face_images, notes)
+        faces = self._encode_pixels(adapter, face_pixels, notes)
+        return combine_photos(faces, combine, qualities, adapter.tokens_per_photo)
+
+    def _encode_pixels(self, adapter, face_pixels, notes) -> FaceTokens:
+        device = self._execution_device
+        offloaded = getattr(self, "_offload_device", None) is not None
+        self.face_encoder.to(device)
+        adapter.resampler.to(device)
+        try:
+            return encode_face_pixels(face_pixels, self.face_encoder, adapter, device, notes)
+        finally:
+            if offloaded:  # with CPU offload, weights wait on the CPU between uses
+                self.face_encoder.to("cpu")
+                adapter.resampler.to("cpu")
+
+    def _face_condition(self, face_images, face_tokens, combine: str = "concat") -> FaceTokens | None:
+        if face_images is not None and face_tokens is not None:
+            raise ConfigError("pass face_images= or face_tokens=, not both")
+        if face_tokens is None:
+            return None if face_images is None else self.encode_faces(face_images, combine=combine)
+        adapter = self._require_fact()
+        if isinstance(face_tokens, FaceTokens):
+            return face_tokens
+        if isinstance(face_tokens, (str, Path)):  # a saved identity (.fid)
+            from facefact.pipelines.identity import load_identity
+
+            return load_identity(self, face_tokens)
+        if not torch.is_tensor(face_tokens) or face_tokens.ndim != 3 or face_tokens.shape[0] != 1:
+            raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces) or a [1, 16n, C] tensor")
+        photos, rest = divmod(face_tokens.shape[1], adapter.tokens_per_photo)
+        if rest or not photos:
+            raise ConfigError(f"face_tokens has {face_tokens.shape[1]} tokens, not a multiple of "
+                              f"{adapter.tokens_per_photo} (one block per photo)")
+        with torch.no_grad():
+            null = adapter.null_face_tokens(photos)
+        return FaceTokens(face_tokens, null, photos)
+
+    # ---- the call -------------------------------------------------------------------------------
+    def _call_with_faces(self, parent_call, args, kwargs, request: FaceRequest):
+        signature = inspect.signature(parent_call)
+        bound = signature.bind_partial(*args, **kwargs)
+
+        def given(name):
+            if name in bound.arguments:
+                return bound.arguments[name]
+            parameter = signature.parameters.get(name)
+            return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+        request.check()
+        fact_scale, cfg_face = request.fact_scale, request.cfg_face
+        regions = None
+        if request.face_regions is not None:
+            faces, regions = regions_for(self, request, given)
+        else:
+            faces = self._face_condition(request.face_images, request.face_tokens, request.face_combine)
+        notes = list(faces.notes) if faces is not None else []
+        prompts = self._prompt_list(given("prompt"), given("prompt_embeds"), notes)
+        per_prompt = given("num_images_per_prompt") or 1
+        batch = len(prompts) * per_prompt
+        generator, seeds = _generators(given("generator"), batch)
+        bound.arguments["generator"] = generator
+        guidance = given("guidance_scale")
+        do_cfg = guidance is not None and guidance > 1 and self.unet.config.get("time_cond_proj_dim") is None
+        attention_kwargs = dict(given("cross_attention_kwargs") or {})
+        if "gligen" in attention_kwargs:
+            raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
+                              hint="pass face_images= or face_tokens= instead")
+        adapter = getattr(self, "fact_adapter", None)
+        if faces is not None:
+            faces = faces.to(self._execution_device, self.unet.dtype)
+            attention_kwargs["gligen"] = {"objs": guidance_objs(faces, batch, do_cfg, cfg_face)}
+            if regions is not None:
+                attention_kwargs["gligen"]["regions"] = regions
+            bound.arguments["cross_attention_kwargs"] = attention_kwargs
+        previous = adapter.scale if adapter is not None else None
+        try:
+            if fact_scale is not None:
+                self.set_fact_scale(fact_scale)
+            used_scale = adapter.scale if adapter is not None else None
+            if request.fact_window is not None and faces is not None:
+                fact_window_callback(self, adapter, request.fact_window, bound, signature)
+            result = parent_call(*bound.args, **bound.kwargs)
+        finally:
+            if adapter is not None:
+                adapter.set_scale(previous)
+        for note in notes:
+            logger.warning(note)
+        if not given("return_dict") and given("return_dict") is not None:
+            return result
+        shared_generator = not isinstance(generator, list) and batch > 1
+        metadata = image_metadata(self, result.images, given, prompts, per_prompt, seeds, shared_generator, faces,
+                                  used_scale if faces is not None else None, cfg_face, notes, request)
+        return FACTPipelineOutput(images=result.images, nsfw_content_detected=result.nsfw_content_detected,
+                                  metadata=metadata, notes=notes, model_files=self._model_files())
+
+    def _prompt_list(self, prompt, prompt_embeds, notes: list[str]) -> list[str | None]:
+        if prompt is None:
+            return [None] * (prompt_embeds.shape[0] if prompt_embeds is not None else 1)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        tokenizer = self.tokenizer
+        for text in prompts:
+            ids = tokenizer(text, truncation=False).input_ids
+            limit = tokenizer.model_max_length
+            if len(ids) > limit:
+                cut = tokenizer.decode(ids[limit - 1:-1]).strip()
+                note = f"the prompt is {len(ids)} tokens but the text encoder takes {limit}; this part was cut: '{cut}'"
+                if note not in notes:
+                    notes.append(note)
+        return prompts
+
+    def _model_files(self) -> dict:
+        files = {**(getattr(self, "_fact_files", {}) or {}), **self.lora_files()}
+        base = Path(str(getattr(self.config, "_name_or_path", "") or ""))
+        if str(base) and base.exists():
+            files["base_model"] = base
+        return files
+
+
+def _load_adapter(source, unet, weight_name, subfolder, revision, resampler_config):
+    """(FaceAdapter, local file or None, provenance entry) from any of load_fact_adapter's forms."""
+    from facefact.pipelines.hub import resolve_weight_file
+
+    if isinstance(source, FaceAdapter):
+        if source.is_attached and not source.is_attached_to(unet):
+            raise ConfigError("this FaceAdapter is attached to another UNet than the pipeline's",
+                              hint="detach() it first, or use the pipeline whose UNet it is attached to")
+        return source, None, {"id": "<FaceAdapter object>"}
+    if isinstance(source, dict):
+        return FaceAdapter.from_state_dict(source, resampler_config), None, {"id": "<state dict>"}
+    path = resolve_weight_file(source, what="FACT adapter", weight_name=weight_name, subfolder=subfolder,
+                               revision=revision)
+    return FaceAdapter.from_checkpoint(path, resampler_config), path, model_entry(source, path, weight_name)
+
+
+def _generators(generator, batch: int):
+    """(generator argument for diffusers, the seed of each image or None).
+
+    None given: seeds s, s+1, ... from a random s, one CPU generator per image (the same latents on
+    every device), so every image's seed is known and written to its metadata. A fresh generator
+    (nothing drawn from it yet) has its seed known too; a used one does not."""
+    if generator is None:
+        first = secrets.randbelow(2**31)
+        return [torch.Generator("cpu").manual_seed(first + i) for i in range(batch)], [first + i for i in range(batch)]
+    generators = generator if isinstance(generator, list) else [generator]
+    known = [_fresh_seed(g) for g in generators]
+    if isinstance(generator, list):
+        return generator, (known + [None] * batch)[:batch]
+    return generator, [known[0]] * batch  # one generator for the whole batch: image i is batch_index i
+
+
+def _fresh_seed(generator: torch.Generator) -> int | None:
+    seed = generator.initial_seed()
+    fresh = torch.Generator(generator.device).manual_seed(seed)
+    return seed if torch.equal(fresh.get_state(), generator.get_state()) else None
