@@ -52,8 +52,9 @@ def finite_float(name: str, value, *, low: float | None = None, high: float | No
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
     if not math.isfinite(number):
+        bounded = low is not None or high is not None
         raise ConfigError(f"{name} must be a finite number, not {value!r}",
-                          hint=f"use a value {_range_words(low, high)}" if low is not None or high is not None else None)
+                          hint=f"use a value {_range_words(low, high)}" if bounded else None)
     too_low = low is not None and (number <= low if low_open else number < low)
     if too_low or (high is not None and number > high):
         words = f"greater than {_num(low)}" + (f" and at most {_num(high)}" if high is not None else "") if low_open \

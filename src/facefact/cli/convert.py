@@ -27,9 +27,11 @@ def register(subparsers) -> None:
     what.add_argument("--adapter", metavar="IN", help="FACT adapter checkpoint (.ckpt/.pt/.safetensors)")
     what.add_argument("--encoder", metavar="IN", help="TransFace encoder checkpoint (.pt/.safetensors)")
     p.add_argument("--out", required=True, metavar="OUT.safetensors")
-    p.add_argument("--heads", type=arg_int("--heads", low=1, high=1024), help="attention heads (resampler: official 12; encoder: official 8); "
-                                             "the tensors do not say how their width is split")
-    p.add_argument("--dim-head", type=arg_int("--dim-head", low=1, high=4096), dest="dim_head", help="resampler head width (official 64)")
+    p.add_argument("--heads", type=arg_int("--heads", low=1, high=1024),
+                   help="attention heads (resampler: official 12; encoder: official 8); "
+                        "the tensors do not say how their width is split")
+    p.add_argument("--dim-head", type=arg_int("--dim-head", low=1, high=4096), dest="dim_head",
+                   help="resampler head width (official 64)")
     p.add_argument("--check-base", metavar="BASE", dest="check_base",
                    help="also check the adapter fits this base model (diffusers folder, UNet folder, "
                         "single .safetensors or hub id)")

@@ -23,22 +23,28 @@ def register(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("photos", help="folder of per-person folders, or a .csv/.jsonl manifest")
     parser.add_argument("--out", required=True, help="output folder (the training set)")
-    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1, help="processes analysing photos in parallel")
-    parser.add_argument("--size", type=arg_int("--size", low=64, high=MAX_IMAGE_SIDE), default=defaults["size"], help="side of the training crop (px)")
+    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
+                        help="processes analysing photos in parallel")
+    parser.add_argument("--size", type=arg_int("--size", low=64, high=MAX_IMAGE_SIDE), default=defaults["size"],
+                        help="side of the training crop (px)")
     parser.add_argument("--crop-scale", type=arg_float("--crop-scale", low=0.5, high=10), default=defaults["crop_scale"],
                         help="crop side / longer side of the face box")
     parser.add_argument("--mask", choices=["face", "head"], default=defaults["mask"],
                         help="the region FAIR lets the adapter change")
     parser.add_argument("--image-format", choices=["jpg", "png"], default=defaults["image_format"])
-    parser.add_argument("--min-face-size", type=arg_float("--min-face-size", low=0), default=defaults["min_face_size"], help="px, shorter box side")
+    parser.add_argument("--min-face-size", type=arg_float("--min-face-size", low=0), default=defaults["min_face_size"],
+                        help="px, shorter box side")
     parser.add_argument("--min-sharpness", type=arg_float("--min-sharpness", low=0), default=defaults["min_sharpness"])
-    parser.add_argument("--max-yaw", type=arg_float("--max-yaw", low=0, high=180), default=defaults["max_yaw"], help="degrees")
-    parser.add_argument("--min-score", type=arg_float("--min-score", low=0, high=1), default=defaults["min_score"], help="detector confidence")
+    parser.add_argument("--max-yaw", type=arg_float("--max-yaw", low=0, high=180), default=defaults["max_yaw"],
+                        help="degrees")
+    parser.add_argument("--min-score", type=arg_float("--min-score", low=0, high=1), default=defaults["min_score"],
+                        help="detector confidence")
     parser.add_argument("--default-caption", default=defaults["default_caption"],
                         help="caption of photos without manifest caption, sidecar .txt or captioning model")
     parser.add_argument("--caption-model", default=None,
                         help="local transformers image-to-text model folder (never downloaded)")
-    parser.add_argument("--max-caption-words", type=arg_int("--max-caption-words", low=1, high=10_000), default=defaults["max_caption_words"])
+    parser.add_argument("--max-caption-words", type=arg_int("--max-caption-words", low=1, high=10_000),
+                        default=defaults["max_caption_words"])
     cache = parser.add_argument_group(
         "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
                            "those forward passes; tied to the model that made them (training checks)")
