@@ -115,6 +115,11 @@ def add_photo_cases(corpus: Corpus) -> None:
         if kind in SEPARATE_INSPECT:
             corpus.add(f"inspect-{kind}", "photos", ["faces", "inspect", path], PROBLEM_FOUND, _photo_mention(path),
                        cwd=shared)
+    for kind in ("fifo", "strip_wide", "nan_tiff", "dev_zero"):  # the same photo as a ControlNet's input
+        out = corpus.folder(f"generate-control-{kind}") / "out"
+        corpus.add(f"generate-control-{kind}", "photos", [*GENERATE, "--face", cf.ASTRONAUT, "--controlnet", "tiny",
+                                                          "--control-image", photos[kind], "--out", out],
+                   USER_ERROR, _photo_mention(photos[kind]))
     # the rest through one `faces inspect` (it takes many photos; each must be named, one problem each)
     rest = [path for kind, path in photos.items() if kind not in SEPARATE_INSPECT]
     case = corpus.add("inspect-all-others", "photos", ["faces", "inspect", *rest, cf.ASTRONAUT], PROBLEM_FOUND,
@@ -184,6 +189,10 @@ def add_checkpoint_cases(corpus: Corpus) -> None:
         out = corpus.folder(f"convert-encoder-{kind}") / "enc.safetensors"
         corpus.add(f"convert-encoder-{kind}", "checkpoints", ["convert", "--encoder", makers[kind], "--out", out],
                    USER_ERROR, Path(str(makers[kind])).name, check=no_code_ran)
+    for kind in ("fifo", "dev_zero", "directory"):  # a LoRA that is not a file
+        out = corpus.folder(f"generate-lora-{kind}") / "out"
+        corpus.add(f"generate-lora-{kind}", "checkpoints", [*GENERATE, "--face", cf.ASTRONAUT, "--lora", makers[kind],
+                                                            "--out", out], USER_ERROR, Path(str(makers[kind])).name)
     for kind in ("raw_pickle", "nan_weights", "fifo", "meta_heads_zero"):
         corpus.add(f"models-check-{kind}", "checkpoints",
                    ["models", "check", "--adapter", makers[kind], "--encoder", cf.PARITY / "transface.pt"],

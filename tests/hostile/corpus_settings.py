@@ -102,6 +102,8 @@ def add_number_cases(corpus: Corpus) -> None:
         folder = corpus.folder(f"eval-{case_id}")
         corpus.add(f"eval-{case_id}", "numbers", ["evaluate", "--identities", folder, "--out", folder / "run",
                                                   "--no-progress", *flags], USER_ERROR, *words)
+    for case_id, flags in (("min-size-nan", ["--min-size", "nan"]), ("min-size-negative", ["--min-size", "-1"])):
+        corpus.add(f"inspect-{case_id}", "numbers", ["faces", "inspect", FACE, *flags], USER_ERROR, "--min-size")
     for case_id, flags, words in (("heads-zero", ["--heads", "0"], ["--heads"]),
                                   ("dim-head-text", ["--dim-head", "x"], ["--dim-head"])):
         folder = corpus.folder(f"convert-{case_id}")

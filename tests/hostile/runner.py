@@ -31,6 +31,7 @@ def _preload() -> None:
     import facefact.model.checkpoints  # noqa: F401
     import facefact.training.trainer  # noqa: F401
     import facefact.evaluation  # noqa: F401
+    import facefact.pipelines  # noqa: F401  (imports every diffusers pipeline class: seconds)
 
     torch.set_num_threads(1)
 

@@ -10,6 +10,7 @@ import numpy as np
 from facefact.cli.exit_codes import ExitCode
 from facefact.cli.terminal import safe_text
 from facefact.errors import FaceError, FaceQualityError, ImageError
+from facefact.validation import arg_float
 
 
 def register(subparsers) -> None:
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
     inspect.add_argument("--debug-dir", type=Path, metavar="DIR",
                          help="write overlays (boxes, landmarks, masks) and aligned crops here")
-    inspect.add_argument("--min-size", type=float, default=None, metavar="PX", help="smallest usable face (px)")
+    inspect.add_argument("--min-size", type=arg_float("--min-size", low=0), default=None, metavar="PX",
+                         help="smallest usable face (px)")
     inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut")
     inspect.set_defaults(func=run_inspect)
     parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USER_ERROR)[1])
