@@ -139,7 +139,7 @@ def raw_pickle(folder: Path, name: str, marker: Path) -> Path:
 def zip_bomb(folder: Path, name: str) -> Path:
     path = folder / name
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("archive/data.pkl", b"\0" * (200 * 1024 * 1024))  # 200 MB of zeros: ~200 KB on disk
+        archive.writestr("archive/data.pkl", b"\0" * (64 * 1024 * 1024))  # 64 MB of zeros: ~64 KB on disk
     return path
 
 
