@@ -133,8 +133,25 @@ def add_output_cases(corpus: Corpus) -> None:
         ("eval-out-is-file", lambda f: ["evaluate", "--identities", f.parent, "--out", f], ["is a file"]),
         ("eval-report-out-is-dir", lambda f: ["evaluate", "report", f.parent, "--out", f.parent], ["folder"]),
     ]
+    if _cannot_write("/sys"):  # a folder no one may write in, root included (sysfs)
+        cases += [("gen-out-not-writable", lambda f: [*GENERATE, "--face", FACE, "--out", "/sys/facefact-out"],
+                   ["/sys/facefact-out", "cannot be created"]),
+                  ("convert-out-not-writable", lambda f: ["convert", "--adapter", adapter, "--out",
+                                                          "/sys/facefact.safetensors"], ["cannot be created"]),
+                  ("train-output-not-writable", lambda f: ["train", "--data", f.parent, "--output-dir", "/sys/run"],
+                   ["--output-dir", "cannot be created"])]
     for case_id, argv, words in cases:
         corpus.add(case_id, "outputs", argv(a_file(case_id)), USER_ERROR, *words)
+
+
+def _cannot_write(folder: str) -> bool:
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return False
+    except OSError:
+        return True
 
 
 # ---- prepared training sets -------------------------------------------------------------------------

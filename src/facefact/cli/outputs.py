@@ -41,12 +41,17 @@ def _os_words(err: OSError) -> str:
     return os_error_words(err) or f"cannot write there ({err.strerror})"
 
 
-def _probe_writable(folder: Path, flag: str) -> None:
+def _probe_writable(existing: Path, flag: str, requested: Path) -> None:
+    """Create and remove a file in `existing` (the folder itself, or its nearest existing parent):
+    permission bits alone do not tell (root, read-only mounts, ACLs)."""
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".facefact-write-check."):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".facefact-write-check."):
             pass
     except OSError as err:
-        raise ConfigError(f"{flag} {folder}: {_os_words(err)}", path=folder) from None
+        where = "" if existing == requested else f" (in {existing})"
+        what, hint = _OS_ERROR_WORDS.get(err.errno, (err.strerror, "choose another folder"))
+        raise ConfigError(f"{flag} {requested}: files cannot be created there{where}: {what}", path=requested,
+                          hint=hint.replace("--out", flag)) from err
 
 
 def prepare_output_folder(path: str | Path, flag: str = "--out", *, create: bool = False,
@@ -71,9 +76,9 @@ def prepare_output_folder(path: str | Path, flag: str = "--out", *, create: bool
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"{flag} {folder}: {_os_words(err)}", path=folder) from None
+            raise ConfigError(f"{flag} {folder}: {_os_words(err)}", path=folder) from err
         existing = folder
-    _probe_writable(existing, flag)
+    _probe_writable(existing, flag, folder)
     if sweep and folder.is_dir():
         sweep_stale_temporaries(folder)
     return folder

@@ -155,8 +155,8 @@ def check_run_settings(*, seeds: int, steps: int, size: int | None, max_prompts:
         raise ConfigError(f"--seeds must be at least 1 (got {seeds})", hint="use --seeds 4 for diversity metrics")
     if seeds > 10_000:
         raise ConfigError(f"--seeds {seeds} is more than 10000 images per prompt", hint="use --seeds 4 for diversity")
-    if steps < 1 or steps > 1000:
-        raise ConfigError(f"--steps must be at least 1 and at most 1000 (got {steps})" if steps > 1000 else
+    if steps < 1 or steps > 500:  # PNDM indexes past its 1000-step schedule at 1000 steps
+        raise ConfigError(f"--steps must be at least 1 and at most 500 (got {steps})" if steps > 500 else
                           f"--steps must be at least 1 (got {steps})",
                           hint="the number of denoising steps per image: 30 is typical, 2-4 for a quick check")
     if size is not None and (size <= 0 or size % 8):
