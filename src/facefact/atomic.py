@@ -59,9 +59,11 @@ _TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp$")
 STALE_AFTER_S = 120  # a live writer touches its temporary continuously; two idle minutes = left behind
 
 
-def sweep_stale_temporaries(folder: str | Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
-    """Remove temporaries of our own naming that a killed run (SIGKILL, power loss) left in `folder`;
-    only regular files whose last change is `older_than_s` ago, never anything else."""
+def sweep_stale_temporaries(folder: str | Path, older_than_s: float = STALE_AFTER_S, *,
+                            recursive: bool = False) -> list[Path]:
+    """Remove temporaries of our own naming that a killed run (SIGKILL, power loss) left in `folder`
+    (and its sub-folders when `recursive`); only regular files whose last change is `older_than_s`
+    ago, never anything else."""
     removed = []
     now = time.time()
     try:
@@ -69,6 +71,9 @@ def sweep_stale_temporaries(folder: str | Path, older_than_s: float = STALE_AFTE
     except OSError:
         return removed
     for entry in entries:
+        if recursive and entry.is_dir(follow_symlinks=False):
+            removed += sweep_stale_temporaries(entry.path, older_than_s, recursive=True)
+            continue
         if not _TEMPORARY_NAME.match(entry.name):
             continue
         try:

@@ -186,3 +186,16 @@ def test_escape_sequences_in_a_cut_prompt_are_not_echoed_raw(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert code == 0, err
     assert "\x1b" not in err and "\x07" not in err and "\\x1b" in err and "this part was cut" in err
+
+
+def test_prepare_sweeps_stale_sample_temporaries(tmp_path):
+    from facefact.cli.outputs import prepare_output_folder
+
+    stale = tmp_path / "set" / "samples" / "ab" / ".abcdef.json.k2j3h4g5.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"{")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    keep = stale.with_name("abcdef.json")
+    keep.write_bytes(b"{}")
+    prepare_output_folder(tmp_path / "set", recursive=True)
+    assert not stale.exists() and keep.exists()

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from facefact.cli.outputs import prepare_output_file, prepare_output_folder
+from facefact.cli.terminal import safe_text
 from facefact.errors import ConfigError
 from facefact.validation import arg_float, arg_int, arg_seed  # counts: runner.check_run_settings
 
@@ -116,9 +117,9 @@ def run_evaluate(args) -> int:
             show_references=args.show_references, progress=not args.no_progress)
     for w in caught:
         if issubclass(w.category, UserWarning):
-            print(f"note: {w.message}")
+            print(f"note: {safe_text(w.message)}")
     for note in results.notes:
-        print(f"note: {note}")
+        print(f"note: {safe_text(note)}")
     _print_summary(results)
     report = args.out / "report.html"
     if args.compare:

@@ -55,7 +55,7 @@ def _probe_writable(existing: Path, flag: str, requested: Path) -> None:
 
 
 def prepare_output_folder(path: str | Path, flag: str = "--out", *, create: bool = False,
-                          sweep: bool = True) -> Path:
+                          sweep: bool = True, recursive: bool = False) -> Path:
     """Check that files can be written into folder `path`: it is a folder (or can be made one:
     its nearest existing parent is a writable folder). `create` makes it now; otherwise it is left
     to the first write, so a command refused later leaves no empty folder behind."""
@@ -80,7 +80,7 @@ def prepare_output_folder(path: str | Path, flag: str = "--out", *, create: bool
         existing = folder
     _probe_writable(existing, flag, folder)
     if sweep and folder.is_dir():
-        sweep_stale_temporaries(folder)
+        sweep_stale_temporaries(folder, recursive=recursive)
     return folder
 
 

@@ -69,7 +69,7 @@ def run(args) -> int:
     if args.cache_encoder_tokens and not args.encoder:
         raise ConfigError("--cache-encoder-tokens needs --encoder (the TransFace checkpoint you will train with)",
                           hint="add --encoder PATH, or --encoder tiny")
-    prepare_output_folder(args.out, "--out")
+    prepare_output_folder(args.out, "--out", recursive=True)  # samples/ab/ hold the per-sample temporaries
     settings = PrepareSettings(size=args.size, crop_scale=args.crop_scale, mask=args.mask,
                                image_format=args.image_format, min_face_size=args.min_face_size,
                                min_sharpness=args.min_sharpness, max_yaw=args.max_yaw, min_score=args.min_score,
