@@ -1,28 +1,34 @@
-"""Cost of the FACT adapter per denoising step, SD1.5-size, random weights, CPU (issue 3).
+"""Cost of the FACT adapter per denoising step: bare UNet vs UNet + FACT, eager and torch.compile'd.
 
-Prints a table - never asserts a timing:
-  * time per UNet step (batch 2 = classifier-free guidance, 1 photo = 16 face tokens) without and
-    with the adapter attached (alphas non-zero, scale 0.5), fp32 and bf16, and the overhead;
-  * FLOPs per step, bare vs with adapter, attention included (see bench/flops.py: torch's
-    FlopCounterMode skips the CPU SDPA kernel unless taught);
-  * peak RSS of a whole generation (text encoder + UNet + VAE + TransFace encoder + adapter, all
-    SD1.5 / official sizes), each config in its own subprocess so peaks do not mix.
+One run prints one table - it never asserts a timing. For each dtype (fp32, bf16) and each path
+(eager, `torch.compile` with the default inductor backend and mode):
+  * seconds per UNet step without and with FACT (SD1.5-size UNet from the SD1.5 config, random
+    weights; 512x512 = 64x64 latents, batch 2 = classifier-free guidance; 1 photo = 16 face tokens
+    handed to the fusers through `cross_attention_kwargs={"gligen": {"objs": faces}}`), the
+    overhead, and the FLOP ratio beside it (bench/flops.py: FlopCounterMode + the CPU SDPA formula);
+  * what each path costs: compile time (first call, bare and FACT) and the peak memory of one step
+    (CPU: peak RSS of the process during the step, weights included; CUDA: max_memory_allocated);
+  * for eager, where the added time goes by kind of operator (one profiled call each).
 
-    python bench/bench_adapter.py                      # full: 512², fp32 + bf16, memory (~10 min on CPU)
-    python bench/bench_adapter.py --size 256 --repeats 1 --skip-memory   # quick
+    python bench/bench_adapter.py                          # 512, batch 2, fp32 + bf16, eager + compiled
+    python bench/bench_adapter.py --dtypes float32 --no-compile --repeats 1   # quick look
+    python bench/bench_adapter.py --tiny --repeats 1 --dtypes float32 --no-compile   # smoke test, seconds
+    python bench/bench_adapter.py --device cuda            # on a GPU machine
+
+"Bare" is the same UNet called without face tokens: diffusers' blocks call the fuser only when
+`gligen` kwargs are passed, so the attached adapter does no work there (and one compiled module
+serves both calls, with one graph each).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
+import ctypes
 import datetime
 import gc
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,11 +38,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import count_flops  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+SHORT = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+TARGETS = {"fp32": 0.45, "bf16": 0.50}  # issue 9: overhead per step, through supported paths
 
 
-# ---- SD1.5-size models with random weights ---------------------------------------------------
+# ---- models (random weights) --------------------------------------------------------------------
 def sd15_unet(sample_size: int = 64):
+    """The UNet of runwayml/stable-diffusion-v1-5 (unet/config.json), built from its config."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -47,24 +57,6 @@ def sd15_unet(sample_size: int = 64):
         norm_num_groups=32).eval().requires_grad_(False)
 
 
-def sd15_vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=512, scaling_factor=0.18215).eval().requires_grad_(False)
-
-
-def sd15_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).eval().requires_grad_(False)
-
-
 def official_adapter(unet, seed: int = 0):
     """FaceAdapter.for_unet with the official resampler sizes, gates opened like a trained checkpoint."""
     from facefact.model import FaceAdapter, ResamplerConfig
@@ -72,131 +64,75 @@ def official_adapter(unet, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         adapter = FaceAdapter.for_unet(unet, ResamplerConfig()).eval().requires_grad_(False)
-        for proc in adapter.all_processors():
-            proc.alpha_attn.fill_(0.6)
-            proc.alpha_dense.fill_(0.4)
+        for fuser in adapter.all_fusers():
+            fuser.alpha_attn.fill_(0.6)
+            fuser.alpha_dense.fill_(0.4)
     return adapter
 
 
-def quiet_diffusers() -> None:
-    # "modules ... should be kept in float32: []" on every UNet.to(bfloat16): nothing is, it is noise
-    from diffusers.utils import logging as diffusers_logging
+def build_models(tiny: bool, size: int):
+    """(UNet, FaceAdapter): SD1.5-size + official adapter, or the test suite's tiny pair."""
+    if tiny:
+        from facefact.model.tiny import tiny_face_adapter
+        from facefact.pipelines.tiny import tiny_unet
 
-    diffusers_logging.set_verbosity_error()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            unet = tiny_unet().eval().requires_grad_(False)
+        return unet, tiny_face_adapter(unet).eval().requires_grad_(False)
+    unet = sd15_unet(size // 8)
+    return unet, official_adapter(unet)
 
 
 def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# ---- per-step timing + FLOPs -------------------------------------------------------------------
-def time_calls(fn, repeats: int) -> tuple[list[float], list[float]]:
-    """(wall-clock seconds, process CPU seconds) of each call. On a shared machine wall time moves with
-    the other jobs' load; CPU time much less so (with 1 thread it is close to the work done)."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
+# ---- timing and memory ---------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def peak_memory_mib(fn, device: torch.device) -> float:
+    """Peak memory of one call. CUDA: max_memory_allocated. CPU: the process's peak RSS (VmHWM)
+    during the call, weights and allocator cache included; freed heap is trimmed first and the
+    peak reset through /proc/self/clear_refs, so one call's peak does not carry into the next."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
         fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
-
-
-@torch.inference_mode()
-def bench_step(dtype_names, size: int, repeats: int, steps: int, batch: int, photos: int, scale: float,
-               compare_stock: bool = True, breakdown: bool = True) -> list[dict]:
-    torch.manual_seed(0)
-    latent = size // 8
-    print(f"building SD1.5-size UNet + adapter (random weights), {size}x{size} -> {latent}x{latent} latents ...",
-          flush=True)
-    unet = sd15_unet(latent)
-    adapter = official_adapter(unet)
-    print(f"  UNet {n_params(unet) / 1e6:.1f} M params; adapter {n_params(adapter) / 1e6:.1f} M "
-          f"(resampler {n_params(adapter.resampler) / 1e6:.1f} M, {len(adapter.block_paths)} block adapters)",
-          flush=True)
-    sample = torch.randn(batch, 4, latent, latent)
-    text = torch.randn(batch, 77, 768)
-    encoder_tokens = torch.randn(photos, 144, 512)
-    face = adapter.face_tokens(encoder_tokens)
-    null = adapter.null_face_tokens(photos)
-    faces = torch.cat([null] + [face] * (batch - 1)) if batch > 1 else face
-    timestep = torch.tensor(500)
-
-    rows = []
-    for name in dtype_names:
-        dtype = DTYPES[name]
-        unet.to(dtype)
-        x, t_only, t_faces = sample.to(dtype), text.to(dtype), torch.cat([text, faces], 1).to(dtype)
-
-        def bare():
-            return unet(x, timestep, encoder_hidden_states=t_only).sample
-
-        def with_adapter():
-            return unet(x, timestep, encoder_hidden_states=t_faces).sample
-
-        from facefact.model import cpu_kernels
-
-        cpu_kernels.available()  # its one-off probe must not land inside the FLOP count
-        # FLOPs (the counted calls double as warm-ups), then timings interleaved bare / adapter so
-        # that a change of load on the machine (other jobs) hits both alike
-        flops_bare, ops_bare, _ = count_flops(bare)
-        with attached(adapter, unet, scale, photos):
-            flops_ad, ops_ad, _ = count_flops(with_adapter)
-        times_bare, times_ad, cpu_bare, cpu_ad, times_stock, cpu_stock = [], [], [], [], [], []
-        for _ in range(repeats):
-            wall, cpu = time_calls(bare, 1)
-            times_bare += wall
-            cpu_bare += cpu
-            with attached(adapter, unet, scale, photos):
-                wall, cpu = time_calls(with_adapter, 1)
-                times_ad += wall
-                cpu_ad += cpu
-                if compare_stock:  # the same adapter with its linears on the stock modules (cpu_fast off)
-                    set_cpu_fast(adapter, False)
-                    wall, cpu = time_calls(with_adapter, 1)
-                    set_cpu_fast(adapter, True)
-                    times_stock += wall
-                    cpu_stock += cpu
-        row = {"dtype": name, "size": size, "batch": batch, "photos": photos,
-               "bare_s": min(times_bare), "bare_median_s": statistics.median(times_bare),
-               "adapter_s": min(times_ad), "adapter_median_s": statistics.median(times_ad),
-               "bare_flops": flops_bare, "adapter_flops": flops_ad,
-               "bare_attention_flops": sum(v for k, v in ops_bare.items() if "attention" in k),
-               "adapter_attention_flops": sum(v for k, v in ops_ad.items() if "attention" in k),
-               "times_bare": times_bare, "times_adapter": times_ad, "cpu_bare": cpu_bare, "cpu_adapter": cpu_ad,
-               "times_adapter_stock": times_stock, "cpu_adapter_stock": cpu_stock,
-               "bare_cpu_s": min(cpu_bare), "adapter_cpu_s": min(cpu_ad), "threads": torch.get_num_threads()}
-        if times_stock:
-            row["stock_s"], row["stock_median_s"] = min(times_stock), statistics.median(times_stock)
-            row["stock_overhead"] = row["stock_s"] / row["bare_s"] - 1
-        if breakdown:  # one more call of each under torch.profiler: where the added time goes
-            row["kinds_bare"], row["kinds_adapter"] = time_by_kind(bare), {}
-            with attached(adapter, unet, scale, photos):
-                row["kinds_adapter"] = time_by_kind(with_adapter)
-            row["flops_by_kind_bare"], row["flops_by_kind_adapter"] = flops_by_kind(ops_bare), flops_by_kind(ops_ad)
-        row["overhead"] = row["adapter_s"] / row["bare_s"] - 1
-        row["cpu_overhead"] = row["adapter_cpu_s"] / row["bare_cpu_s"] - 1
-        # each adapter call timed right after a bare one: the median of the pair ratios drifts least with load
-        row["pair_overhead"] = statistics.median(a / b for a, b in zip(times_ad, times_bare)) - 1
-        rows.append(row)
-        print(f"  {name}: bare {fmt_times(times_bare)}  adapter {fmt_times(times_ad)}  (CPU: bare "
-              f"{fmt_times(cpu_bare)}  adapter {fmt_times(cpu_ad)})"
-              + (f"  adapter, stock linears {fmt_times(times_stock)}" if times_stock else ""), flush=True)
-        gc.collect()
-    return rows  # the UNet and adapter go with this frame, before the memory runs start
-
-
-@contextlib.contextmanager
-def attached(adapter, unet, scale: float, photos: int):
-    adapter.attach(unet)
-    adapter.set_scale(scale)
-    adapter.set_num_face_tokens(16 * photos)
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
     try:
-        yield adapter
-    finally:
-        adapter.detach()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return float("nan")
+    fn()
+    return proc_status_mib("VmHWM")
 
 
+def proc_status_mib(field: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return float("nan")
+
+
+# ---- profiled breakdown by kind of operator ------------------------------------------------------
 KINDS = ("attention", "linear", "convolution", "other")
 
 
@@ -208,21 +144,26 @@ def op_kind(name: str) -> str:
         return "attention"
     if "convolution" in name:
         return "convolution"
-    if "mm" in name or "linear_pointwise" in name:  # aten::mm / addmm / bmm, oneDNN's linear
+    if "mm" in name:  # aten::mm / addmm / bmm
         return "linear"
     return "other"
 
 
-def time_by_kind(fn) -> dict[str, float]:
-    """Seconds of one call of fn spent in each kind of operator (profiler self time of the calling
-    thread: intra-op threads work inside the op, so the kinds add up to about the wall time)."""
+def time_by_kind(fn, device: torch.device) -> dict[str, float]:
+    """Seconds of one call of fn spent in each kind of operator: profiler self time (CPU: of the
+    calling thread - intra-op threads work inside the op, so the kinds add up to about the wall
+    time; CUDA: device time of the kernels)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+    with profile(activities=activities) as prof:
         fn()
+        synchronize(device)
     kinds = dict.fromkeys(KINDS, 0.0)
     for event in prof.key_averages():
-        kinds[op_kind(event.key)] += event.self_cpu_time_total / 1e6
+        us = getattr(event, "self_device_time_total", 0) if on_cuda else event.self_cpu_time_total
+        kinds[op_kind(event.key)] += us / 1e6
     return kinds
 
 
@@ -233,211 +174,225 @@ def flops_by_kind(ops: dict[str, int]) -> dict[str, int]:
     return kinds
 
 
-def set_cpu_fast(adapter, enabled: bool) -> None:
-    """Adapter linears through oneDNN on CPU (facefact.model.cpu_kernels) or through the stock nn modules."""
-    for proc in adapter.all_processors():
-        proc.cpu_fast = enabled
+# ---- one dtype, both paths -------------------------------------------------------------------------
+def step_inputs(unet, adapter, size: int, batch: int, photos: int, dtype, device):
+    """Latents, text embeddings and the CFG face tokens [batch, 16n, C]: the null face for the
+    unconditional half, the photo's face tokens for the rest (as the pipelines build them)."""
+    generator = torch.Generator().manual_seed(0)
+    latent = size // 8
+    sample = torch.randn(batch, 4, latent, latent, generator=generator)
+    text = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=generator)
+    encoder_tokens = torch.randn(photos, 144, adapter.resampler.config.embedding_dim, generator=generator)
+    face, null = adapter.face_tokens(encoder_tokens.to(device)), adapter.null_face_tokens(photos)
+    faces = torch.cat([null] + [face] * (batch - 1)) if batch > 1 else face
+    return sample.to(device, dtype), text.to(device, dtype), faces.to(device, dtype)
 
 
-def fmt_times(times) -> str:
-    return "[" + ", ".join(f"{t:.2f}" for t in times) + "] s"
+@torch.inference_mode()
+def bench_dtype(unet, adapter, dtype, args, device) -> list[dict]:
+    unet.to(device, dtype)
+    adapter.to(device, dtype)
+    x, text, faces = step_inputs(unet, adapter, args.size, args.batch, args.photos, dtype, device)
+    timestep = torch.tensor(500, device=device)
 
+    def calls(model):
+        def bare():
+            return model(x, timestep, encoder_hidden_states=text).sample
 
-# ---- peak memory of a whole generation (child process) ------------------------------------------
-def memory_child(dtype_name: str, size: int, steps: int, with_adapter: bool) -> dict:
-    """Build every component directly in `dtype` (so no fp32 copy inflates a bf16 peak), generate once."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+        def fact():  # a fresh dict each call: the UNet pops "gligen" out of the one it is given
+            return model(x, timestep, encoder_hidden_states=text,
+                         cross_attention_kwargs={"gligen": {"objs": faces}}).sample
+        return bare, fact
 
-    from facefact.model import EncoderConfig, TransFaceEncoder
-    from facefact.pipelines.fact import FaceFactPipeline
-    from facefact.pipelines.tiny import tiny_tokenizer
-
-    dtype = DTYPES[dtype_name]
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    tokenizer = tiny_tokenizer()
-    torch.set_default_dtype(dtype)
-    try:
-        unet, vae, text_encoder = sd15_unet(size // 8), sd15_vae(), sd15_text_encoder(tokenizer)
-    finally:
-        torch.set_default_dtype(torch.float32)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
-    sd = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                 scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                 requires_safety_checker=False)
-    sd.set_progress_bar_config(disable=True)
-    if with_adapter:
-        encoder = TransFaceEncoder(EncoderConfig()).eval()  # official sizes, float32 as in the reference
-        pipe = FaceFactPipeline(sd, encoder, official_adapter(unet))  # attach() casts the adapter to the UNet dtype
+    bare, fact = calls(unet)
+    # FLOPs of the eager calls (the same math runs compiled); the counted calls double as warm-ups
+    flops_bare, ops_bare, _ = count_flops(bare)
+    flops_fact, ops_fact, _ = count_flops(fact)
+    common = {"dtype": SHORT[dtype], "flops_bare": flops_bare, "flops_fact": flops_fact,
+              "attention_flops_bare": flops_by_kind(ops_bare)["attention"],
+              "attention_flops_fact": flops_by_kind(ops_fact)["attention"]}
+    rows = [dict(common, path="eager", **measure(bare, fact, args, device))]
+    if not args.no_breakdown:
+        rows[0]["kinds_bare"], rows[0]["kinds_fact"] = time_by_kind(bare, device), time_by_kind(fact, device)
+        rows[0]["flop_kinds_bare"], rows[0]["flop_kinds_fact"] = flops_by_kind(ops_bare), flops_by_kind(ops_fact)
+    report_row(rows[0])
+    if dtype in args.compile_dtypes:
+        torch._dynamo.reset()  # a fresh compile per dtype: its time is what a user pays once per process
+        bare_c, fact_c = calls(torch.compile(unet))
+        compile_bare, compile_fact = timed(bare_c, device), timed(fact_c, device)  # first calls compile
+        rows.append(dict(common, path="compiled", compile_bare_s=compile_bare, compile_fact_s=compile_fact,
+                         **measure(bare_c, fact_c, args, device)))
+        report_row(rows[-1])
+        torch._dynamo.reset()
     gc.collect()
-    build_s = time.perf_counter() - start
-    rss_built = rss_mb()
-    start = time.perf_counter()
-    with torch.inference_mode():
-        if with_adapter:
-            out = pipe("a portrait photo of a person", face_pixels=torch.rand(1, 3, 112, 112) * 2 - 1, seed=0,
-                       num_inference_steps=steps, guidance_scale=5.0, height=size, width=size)
-            image = out.images[0]
-        else:
-            image = sd("a portrait photo of a person", num_inference_steps=steps, guidance_scale=5.0, height=size,
-                       width=size, generator=torch.Generator().manual_seed(0)).images[0]
-    return {"dtype": dtype_name, "with_adapter": with_adapter, "size": size, "steps": steps,
-            "image_size": list(image.size), "build_s": build_s, "generate_s": time.perf_counter() - start,
-            "rss_built_mb": rss_built, "peak_rss_mb": peak_rss_mb()}
-
-
-def rss_mb() -> float:
-    return _proc_status_mb("VmRSS")
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS of this process image. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over
-    exec, so a child of the (large) benchmark process would report the parent's peak."""
-    peak = _proc_status_mb("VmHWM")
-    return peak if peak == peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _proc_status_mb(field: str) -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return float("nan")
-
-
-def bench_memory(dtype_names, size: int, steps: int) -> list[dict]:
-    rows = []
-    for name in dtype_names:
-        for with_adapter in (False, True):
-            what = "with adapter" if with_adapter else "bare SD1.5"
-            print(f"memory: {name} {what}, {size}x{size}, {steps} steps (subprocess) ...", flush=True)
-            cmd = [sys.executable, __file__, "--_memory-child", json.dumps([name, size, steps, with_adapter])]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                raise SystemExit(f"memory subprocess failed ({name}, {what})")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return rows
 
 
-# ---- report -----------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def measure(bare, fact, args, device) -> dict:
+    """Warm-up, then `repeats` bare / FACT calls interleaved, so that a change of load on the machine
+    (other jobs) hits both alike; then one untimed call each for the peak memory."""
+    bare(), fact()
+    times_bare, times_fact = [], []
+    for _ in range(args.repeats):
+        times_bare.append(timed(bare, device))
+        times_fact.append(timed(fact, device))
+    out = {"times_bare": times_bare, "times_fact": times_fact, "bare_s": min(times_bare), "fact_s": min(times_fact),
+           "bare_median_s": statistics.median(times_bare), "fact_median_s": statistics.median(times_fact),
+           # each FACT call timed right after a bare one: the median of the pair ratios drifts least with load
+           "paired_overhead": statistics.median(f / b for f, b in zip(times_fact, times_bare)) - 1}
+    out["overhead"] = out["fact_s"] / out["bare_s"] - 1
+    if not args.no_memory:
+        out["peak_bare_mib"], out["peak_fact_mib"] = peak_memory_mib(bare, device), peak_memory_mib(fact, device)
+    return out
+
+
+def report_row(r: dict) -> None:
+    """Each config's table row as soon as it is measured: a run cut short still leaves its numbers."""
+    times = " ".join(f"{b:.3f}/{f:.3f}" for b, f in zip(r["times_bare"], r["times_fact"]))
+    print(f"  {r['dtype']} {r['path']}: bare/FACT s per step {times}", flush=True)
+    print("  " + main_table([r])[-1], flush=True)
+
+
+# ---- report ----------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    """/proc/cpuinfo's model name, plus the ISA flags that decide bf16 speed (VMs often say only 'AMD EPYC')."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        return platform.processor() or platform.machine()
+    name = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), platform.machine())
+    flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
+    field = {l.split(":", 1)[0].strip(): l.split(":", 1)[1].strip() for l in info[:30] if ":" in l}
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} (family {field.get('cpu family', '?')} model {field.get('model', '?')}; {', '.join(shown) or 'no avx2'})"
+
+
+def machine(device: torch.device) -> str:
+    import diffusers
+
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores (torch threads {torch.get_num_threads()}), {ram:.0f} GiB RAM; "
-            f"torch {torch.__version__}, Python {platform.python_version()}")
+    gpu = f"; GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return (f"CPU {cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {ram:.0f} GiB RAM"
+            f"{gpu}; torch {torch.__version__}, diffusers {diffusers.__version__}, Python {platform.python_version()}")
 
 
-def report(step_rows, memory_rows, args) -> str:
-    lines = [f"facefact adapter benchmark - {datetime.date.today().isoformat()} - {machine()}",
-             f"UNet step = SD1.5-size UNet, random weights, {args.size}x{args.size} ({args.size // 8}^2 latents), "
-             f"batch {args.batch} (CFG), {args.photos} photo(s) = {16 * args.photos} face tokens, scale {args.scale}; "
-             f"time = min of {args.repeats} interleaved bare / adapter calls (wall clock; CPU = process CPU time; paired = median over repeats of adapter/bare of the same repeat) after a warm-up (median in ())",
-             ""]
-    if step_rows:
-        lines += ["| dtype | threads | without adapter s/step | with adapter s/step | overhead | CPU s/step without / with "
-                  "| CPU overhead | paired overhead | TFLOP/step without | TFLOP/step with | FLOP ratio | adapter share of FLOPs |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in step_rows:
-            share = 1 - r["bare_flops"] / r["adapter_flops"]
-            lines.append(
-                f"| {r['dtype']} | {r['threads']} | {r['bare_s']:.2f} ({r['bare_median_s']:.2f}) | {r['adapter_s']:.2f} "
-                f"({r['adapter_median_s']:.2f}) | {100 * r['overhead']:+.0f}% | {r['bare_cpu_s']:.2f} / "
-                f"{r['adapter_cpu_s']:.2f} | {100 * r['cpu_overhead']:+.0f}% | {100 * r['pair_overhead']:+.0f}% | {r['bare_flops'] / 1e12:.3f} | "
-                f"{r['adapter_flops'] / 1e12:.3f} | x{r['adapter_flops'] / r['bare_flops']:.3f} "
-                f"({100 * (r['adapter_flops'] / r['bare_flops'] - 1):+.0f}%) | {100 * share:.0f}% |")
-        if any("stock_s" in r for r in step_rows):
-            lines += ["", "Same adapter, its linears through the stock nn modules (MKL on CPU) instead of oneDNN "
-                          "(facefact.model.cpu_kernels), timed in the same repeats:",
-                      "| dtype | with adapter, oneDNN s/step | overhead | with adapter, stock linears s/step | overhead "
-                      "| oneDNN speed-up of the adapter's own time |", "|---|---|---|---|---|---|"]
-            for r in step_rows:
-                if "stock_s" in r:
-                    own_fast, own_stock = r["adapter_s"] - r["bare_s"], r["stock_s"] - r["bare_s"]
-                    lines.append(f"| {r['dtype']} | {r['adapter_s']:.2f} ({r['adapter_median_s']:.2f}) | "
-                                 f"{100 * r['overhead']:+.0f}% | {r['stock_s']:.2f} ({r['stock_median_s']:.2f}) | "
-                                 f"{100 * r['stock_overhead']:+.0f}% | x{own_stock / own_fast:.2f} |"
-                                 if own_fast > 0 else f"| {r['dtype']} | {r['adapter_s']:.2f} | - | {r['stock_s']:.2f} | - | - |")
-        for r in step_rows:
-            if "kinds_bare" not in r:
-                continue
-            kb, ka, fb, fa = r["kinds_bare"], r["kinds_adapter"], r["flops_by_kind_bare"], r["flops_by_kind_adapter"]
-            total_b = sum(kb.values())
-            lines += ["", f"Where the time goes, {r['dtype']} (one profiled call each; profiler self time, s):",
-                      "| kind of op | without adapter s | with adapter s | added s | added, % of the bare step "
-                      "| added GFLOP | GFLOP/s without | GFLOP/s of what is added |", "|---|---|---|---|---|---|---|---|"]
-            for kind in KINDS:
-                added_t, added_f = ka[kind] - kb[kind], fa[kind] - fb[kind]
-                rate_b = f"{fb[kind] / kb[kind] / 1e9:.0f}" if fb[kind] and kb[kind] > 0 else "-"
-                rate_a = f"{added_f / added_t / 1e9:.0f}" if added_f and added_t > 0 else "-"
-                lines.append(f"| {kind} | {kb[kind]:.2f} | {ka[kind]:.2f} | {added_t:+.2f} | "
-                             f"{100 * added_t / total_b:+.0f}% | {added_f / 1e9:.0f} | {rate_b} | {rate_a} |")
-            lines.append(f"| all | {total_b:.2f} | {sum(ka.values()):.2f} | {sum(ka.values()) - total_b:+.2f} | "
-                         f"{100 * (sum(ka.values()) / total_b - 1):+.0f}% | {(sum(fa.values()) - sum(fb.values())) / 1e9:.0f} | | |")
-        r = step_rows[0]
+def main_table(rows: list[dict]) -> list[str]:
+    lines = ["| dtype | path | bare s/step | FACT s/step | overhead | paired overhead | FLOP ratio "
+             "| compile s (bare / FACT) | peak MiB (bare / FACT) | target |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        compile_s = f"{r['compile_bare_s']:.0f} / {r['compile_fact_s']:.0f}" if "compile_bare_s" in r else "-"
+        peak = f"{r['peak_bare_mib']:.0f} / {r['peak_fact_mib']:.0f}" if "peak_bare_mib" in r else "-"
+        target = TARGETS.get(r["dtype"])
+        verdict = "-" if target is None else f"<= {100 * target:+.0f}%: {'met' if r['overhead'] <= target else 'missed'}"
+        lines.append(
+            f"| {r['dtype']} | {r['path']} | {r['bare_s']:.3f} ({r['bare_median_s']:.3f}) | {r['fact_s']:.3f} "
+            f"({r['fact_median_s']:.3f}) | **{100 * r['overhead']:+.0f}%** | {100 * r['paired_overhead']:+.0f}% | "
+            f"x{r['flops_fact'] / r['flops_bare']:.3f} ({100 * (r['flops_fact'] / r['flops_bare'] - 1):+.0f}%) | "
+            f"{compile_s} | {peak} | {verdict} |")
+    return lines
+
+
+def breakdown_table(r: dict) -> list[str]:
+    kb, ka, fb, fa = r["kinds_bare"], r["kinds_fact"], r["flop_kinds_bare"], r["flop_kinds_fact"]
+    total_b, total_a = sum(kb.values()), sum(ka.values())
+    lines = ["", f"Where the time goes, {r['dtype']} eager (one profiled call each; profiler self time, s):",
+             "| kind of op | bare s | FACT s | added s | added, % of the bare step | added GFLOP "
+             "| GFLOP/s bare | GFLOP/s of what is added |", "|---|---|---|---|---|---|---|---|"]
+    for kind in KINDS:
+        added_t, added_f = ka[kind] - kb[kind], fa[kind] - fb[kind]
+        rate_b = f"{fb[kind] / kb[kind] / 1e9:.0f}" if fb[kind] and kb[kind] > 0 else "-"
+        rate_a = f"{added_f / added_t / 1e9:.0f}" if added_f and added_t > 0 else "-"
+        lines.append(f"| {kind} | {kb[kind]:.3f} | {ka[kind]:.3f} | {added_t:+.3f} | "
+                     f"{100 * added_t / total_b:+.0f}% | {added_f / 1e9:.1f} | {rate_b} | {rate_a} |")
+    lines.append(f"| all | {total_b:.3f} | {total_a:.3f} | {total_a - total_b:+.3f} | "
+                 f"{100 * (total_a / total_b - 1):+.0f}% | {(sum(fa.values()) - sum(fb.values())) / 1e9:.1f} | | |")
+    return lines
+
+
+def report(rows: list[dict], args, device, models: str) -> str:
+    peak_what = "max_memory_allocated" if device.type == "cuda" else "peak RSS of the process, weights included"
+    lines = [f"facefact adapter benchmark - {datetime.datetime.now().isoformat(timespec='minutes')} - {machine(device)}",
+             f"{models}; {args.size}x{args.size} ({args.size // 8}^2 latents), batch {args.batch}, {args.photos} "
+             f"photo(s) = {16 * args.photos} face tokens, scale {args.scale}, device {device}",
+             f"s/step = min of {args.repeats} interleaved bare / FACT calls after a warm-up (median in ()); paired = "
+             f"median of FACT/bare per repeat; compile = first call under torch.compile (inductor, default mode); "
+             f"peak = one step, {peak_what}", ""]
+    lines += main_table(rows)
+    for r in rows:
+        if "kinds_bare" in r:
+            lines += breakdown_table(r)
+    if rows:
+        r = rows[0]
         lines += ["", f"attention FLOPs (SDPA, counted via the registered CPU formula): "
-                      f"{r['bare_attention_flops'] / 1e12:.3f} TFLOP/step without, "
-                      f"{r['adapter_attention_flops'] / 1e12:.3f} with"]
-    if memory_rows:
-        lines += ["", f"Peak RSS of a whole generation ({memory_rows[0]['size']}x{memory_rows[0]['size']}, "
-                      f"{memory_rows[0]['steps']} steps, CFG; SD1.5-size CLIP text encoder + UNet + VAE, random "
-                      f"weights; with adapter: + TransFace-S encoder (fp32) + official-size adapter)",
-                  "| dtype | pipeline | RSS after build MiB | peak RSS MiB | generate s |", "|---|---|---|---|---|"]
-        for m in memory_rows:
-            lines.append(f"| {m['dtype']} | {'FACT (with adapter)' if m['with_adapter'] else 'bare SD1.5'} | "
-                         f"{m['rss_built_mb']:.0f} | {m['peak_rss_mb']:.0f} | {m['generate_s']:.1f} |")
+                      f"{r['attention_flops_bare'] / 1e12:.4f} TFLOP/step bare, {r['attention_flops_fact'] / 1e12:.4f} "
+                      f"with FACT; all: {r['flops_bare'] / 1e12:.4f} / {r['flops_fact'] / 1e12:.4f} TFLOP/step"]
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512, help="image size (latents are size/8); default 512")
-    parser.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
-    parser.add_argument("--repeats", type=int, default=3, help="timed UNet calls per config (after a warm-up)")
-    parser.add_argument("--steps", type=int, default=2, help="denoising steps of the whole-generation memory run")
-    parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = classifier-free guidance)")
+    parser.add_argument("--size", type=int, help="image size, a multiple of 8 (latents are size/8); "
+                                                 "default 512, 128 with --tiny")
+    parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one image with classifier-free guidance)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed bare / FACT call pairs per config, after a warm-up")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16, float16")
+    parser.add_argument("--no-compile", action="store_true", help="eager only (skip torch.compile)")
+    parser.add_argument("--compile-dtypes", help="dtypes to also run compiled (default: all of --dtypes)")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny UNet + adapter: a smoke run in seconds")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--photos", type=int, default=1, help="reference photos (16 face tokens each)")
-    parser.add_argument("--scale", type=float, default=0.5, help="adapter scale")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, = cores)")
-    parser.add_argument("--skip-memory", action="store_true", help="skip the whole-generation peak-RSS runs")
-    parser.add_argument("--no-breakdown", action="store_true",
-                        help="skip the profiled call that splits the added time by kind of operator")
-    parser.add_argument("--no-stock-compare", action="store_true",
-                        help="do not also time the adapter with its linears on the stock modules (oneDNN off)")
-    parser.add_argument("--skip-step", action="store_true", help="skip the per-step timing / FLOPs")
+    parser.add_argument("--scale", type=float, default=0.5, help="FACT scale")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the profiled split by kind of operator")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory call of each config")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
-    parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    quiet_diffusers()
+    args.size = args.size or (128 if args.tiny else 512)
+    if args.size % 8 or args.size < 64:
+        parser.error("--size must be a multiple of 8, at least 64")
+    if args.batch < 1 or args.repeats < 1 or args.photos < 1:
+        parser.error("--batch, --repeats and --photos must be at least 1")
+    args.dtype_list = dtype_list(parser, "--dtypes", args.dtypes)
+    compiled = [] if args.no_compile else dtype_list(parser, "--compile-dtypes", args.compile_dtypes or args.dtypes)
+    args.compile_dtypes = [d for d in compiled if d in args.dtype_list]
+    return args
+
+
+def dtype_list(parser, flag: str, text: str) -> list:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DTYPES]
+    if unknown or not names:
+        parser.error(f"{flag}: unknown {unknown or 'empty list'}; choose from float32, bfloat16, float16")
+    return list(dict.fromkeys(DTYPES[n] for n in names))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from diffusers.utils import logging as diffusers_logging
+
+    # "modules ... should be kept in float32: []" on every UNet.to(bfloat16): nothing is, it is noise
+    diffusers_logging.set_verbosity_error()
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    if args.memory_child:
-        name, size, steps, with_adapter = json.loads(args.memory_child)
-        print(json.dumps(memory_child(name, size, steps, with_adapter)))
-        return 0
-    if args.size % 8:
-        parser.error("--size must be a multiple of 8")
-    dtype_names = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
-    step_rows = [] if args.skip_step else bench_step(dtype_names, args.size, args.repeats, args.steps, args.batch,
-                                                     args.photos, args.scale, not args.no_stock_compare,
-                                                     not args.no_breakdown)
-    gc.collect()
-    memory_rows = [] if args.skip_memory else bench_memory(dtype_names, args.size, args.steps)
+    device = torch.device(args.device)
+    print(machine(device), flush=True)
+    torch.manual_seed(0)
+    unet, adapter = build_models(args.tiny, args.size)
+    adapter.attach(unet)
+    adapter.set_scale(args.scale)
+    models = (f"{'tiny' if args.tiny else 'SD1.5-size'} UNet ({n_params(unet) / 1e6 - n_params(adapter.fusers) / 1e6:.1f} M "
+              f"params, random weights) + FACT adapter ({n_params(adapter) / 1e6:.1f} M: resampler "
+              f"{n_params(adapter.resampler) / 1e6:.1f} M, {len(adapter.block_paths)} fusers)")
+    print(models, flush=True)
+    rows = []
+    for dtype in args.dtype_list:
+        rows += bench_dtype(unet, adapter, dtype, args, device)
     print()
-    print(report(step_rows, memory_rows, args))
+    print(report(rows, args, device, models))
     if args.json:
-        args.json.write_text(json.dumps({"step": step_rows, "memory": memory_rows, "machine": machine()}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "machine": machine(device), "args": vars(args)}, indent=1,
+                                        default=str))
     return 0
 
 

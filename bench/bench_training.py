@@ -4,9 +4,10 @@
     python bench/bench_training.py --size 256 --steps 3
     python bench/bench_training.py --device cuda --dtype bf16 --batch 4
 
-One step = resampler + UNet forward with the 16 adapters attached, ε-MSE (+ λ·FAIR), backward,
-AdamW step: what `facefact train` runs per micro-batch, without the frozen VAE / text / face
-encoders (identical in both modes). Steps alternate between the two modes so drift in machine load
+One step = resampler + UNet forward with the 16 fusers attached (face tokens through
+`cross_attention_kwargs["gligen"]`), ε-MSE (+ λ·FAIR, `facefact.training.fair.FairRegularizer`),
+backward, AdamW step: what `facefact train` runs per micro-batch, without the frozen VAE / text /
+face encoders (identical in both modes). Steps alternate between the two modes so drift in machine load
 hits both. Target: FAIR adds at most 5%.
 """
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from facefact.model import FaceAdapter, ResamplerConfig
+    from facefact.training.fair import FairRegularizer
+    from facefact.training.models import trainable_parameters
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -50,17 +53,19 @@ def main() -> None:
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     torch.manual_seed(0)
     unet = sd15_unet(args.size).to(device, dtype).requires_grad_(False)
-    unet_params = sum(p.numel() for p in unet.parameters())  # before attach: processors register in the UNet
+    unet_params = sum(p.numel() for p in unet.parameters())  # before attach: fusers register in the UNet
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     adapter = FaceAdapter.for_unet(unet, ResamplerConfig()).attach(unet)
-    params = [p for n, p in adapter.named_parameters() if ".ln." not in n]
-    for p in params:  # open the gates, as in a trained adapter, so the increment is not zero
+    adapter.set_scale(1.0)
+    params = [p for _, p in trainable_parameters(adapter)]  # as `facefact train`: fp32 masters
+    for p in params:
         p.data = p.data.float()
         p.requires_grad_(True)
-    for proc in adapter.all_processors():
-        torch.nn.init.constant_(proc.alpha_attn, 0.5)
-        torch.nn.init.constant_(proc.alpha_dense, 0.5)
+    for fuser in adapter.all_fusers():  # open the gates, as in a trained adapter, so the increment is not zero
+        torch.nn.init.constant_(fuser.alpha_attn, 0.5)
+        torch.nn.init.constant_(fuser.alpha_dense, 0.5)
+    fair = FairRegularizer(adapter)
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     latent = args.size // 8
     b = args.batch
@@ -77,14 +82,14 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fair_context = adapter.fair_regularizer(mask) if fair_weight else contextlib.nullcontext()
+        fair_context = fair.measuring(mask) if fair_weight else contextlib.nullcontext()
         with fair_context, autocast:
-            faces = adapter.resampler(tokens)
-            hidden = torch.cat([text, faces.to(dtype)], dim=1)
-            prediction = unet(noisy, timesteps, encoder_hidden_states=hidden).sample
+            faces = adapter.resampler(tokens)  # [B, 16, C], to the fusers out of band
+            prediction = unet(noisy, timesteps, encoder_hidden_states=text,
+                              cross_attention_kwargs={"gligen": {"objs": faces.to(dtype)}}).sample
             loss = F.mse_loss(prediction.float(), target)
             if fair_weight:
-                loss = loss + fair_weight * adapter.fair_loss()
+                loss = loss + fair_weight * fair.loss()
             loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -4,8 +4,7 @@
 but has no formula for the CPU one, `aten._scaled_dot_product_flash_attention_for_cpu`, so on CPU
 every attention is silently counted as 0 FLOPs. We register the same formula torch uses for the
 CUDA kernels: 2·B·H·Lq·Lk·d for QKᵀ plus 2·B·H·Lq·Lk·d for PV (= 4·B·H·Lq·Lk·d; softmax not counted,
-like every other elementwise op). The same holds for oneDNN's linear, `mkldnn._linear_pointwise`, which
-the adapter uses on CPU (facefact.model.cpu_kernels): we count it as 2·M·K·N like `aten.addmm`.
+like every other elementwise op).
 
     from flops import count_flops
     total, by_op = count_flops(lambda: unet(x, t, encoder_hidden_states=c))
@@ -29,32 +28,13 @@ def attention_flops(query_shape, key_shape, value_shape) -> int:
     return 2 * b * h * lq * lk * d + 2 * b * h * lq * lk * dv
 
 
-def linear_flops(x_shape, weight_shape) -> int:
-    """2·M·K·N for x [..., K] times weight [N, K]ᵀ (bias and post-ops not counted, as for aten.addmm)."""
-    n, k = weight_shape
-    if x_shape[-1] != k:
-        raise ValueError(f"linear shapes x {tuple(x_shape)}, weight {tuple(weight_shape)}")
-    rows = 1
-    for size in x_shape[:-1]:
-        rows *= size
-    return 2 * rows * k * n
-
-
 def register_cpu_sdpa_formula() -> None:
-    """Idempotent: teaches FlopCounterMode the CPU SDPA kernel and oneDNN's linear (no-op if already known)."""
+    """Idempotent: teaches FlopCounterMode the CPU SDPA kernel (no-op if torch already knows it)."""
     missing = [op for op in CPU_SDPA_OPS if op not in flop_registry]
     if missing:
         @register_flop_formula(missing)
         def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
             return attention_flops(query_shape, key_shape, value_shape)
-
-    onednn_linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if onednn_linear is not None and onednn_linear not in flop_registry:
-        @register_flop_formula(onednn_linear)
-        def _onednn_linear_flop(x_shape, *args, out_shape=None, **kwargs) -> int:
-            # .default(X, W, B, attr: str, scalars, algorithm) or .binary(X, other, W, B, attr: str)
-            weight_shape = args[0] if isinstance(args[2], str) else args[1]
-            return linear_flops(x_shape, weight_shape)
 
 
 def count_flops(fn, *args, **kwargs) -> tuple[int, dict[str, int], object]:

@@ -123,3 +123,22 @@ def tiny_lora(tmp_path_factory):
                                                   safe_serialization=True)
         return folder / "pytorch_lora_weights.safetensors"
     return make
+
+
+@pytest.fixture(scope="session")
+def controlnet_folders(tmp_path_factory):
+    """The tiny ControlNet saved by diffusers, and one made for a UNet of other widths."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    from facefact.pipelines.tiny import tiny_controlnet, tiny_sd_pipeline
+
+    root = tmp_path_factory.mktemp("controlnets")
+    tiny_controlnet(tiny_sd_pipeline(0).unet, 0).save_pretrained(root / "tiny-canny")
+    other = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64, 64),
+        norm_num_groups=16, attention_head_dim=8, cross_attention_dim=48,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    ControlNetModel.from_unet(other, conditioning_embedding_out_channels=(8, 16, 32, 32)).save_pretrained(
+        root / "other-family")
+    return {"tiny": root / "tiny-canny", "other": root / "other-family"}

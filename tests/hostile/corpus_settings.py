@@ -83,13 +83,15 @@ def add_number_cases(corpus: Corpus) -> None:
                                                  "--config", config], USER_ERROR, *words)
     for case_id, flags, words in TRAIN_FLAGS:
         folder = corpus.folder(f"train-{case_id}")
-        corpus.add(f"train-{case_id}", "numbers", ["train", "--data", folder / "set", "--output-dir", folder / "run",
-                                                   "--no-progress", *flags], USER_ERROR, *words)
+        corpus.add(f"train-{case_id}", "numbers", ["train", "--model", "tiny", "--data", folder / "set",
+                                                   "--output-dir", folder / "run", "--no-progress", *flags],
+                   USER_ERROR, *words)
     for case_id, text, words in TRAIN_CONFIGS:
         folder = corpus.folder(f"train-config-{case_id}")
         config = cf.write(folder, "train.yaml", text)
-        corpus.add(f"train-config-{case_id}", "numbers", ["train", "--config", config, "--data", folder / "set",
-                                                          "--output-dir", folder / "run"], USER_ERROR, *words)
+        corpus.add(f"train-config-{case_id}", "numbers", ["train", "--model", "tiny", "--config", config, "--data",
+                                                          folder / "set", "--output-dir", folder / "run"],
+                   USER_ERROR, *words)
     photos = corpus.folder("prepare-photos")
     for case_id, flags, words in PREPARE_FLAGS:
         out = corpus.folder(f"prepare-{case_id}") / "out"
@@ -129,7 +131,8 @@ def add_output_cases(corpus: Corpus) -> None:
         ("convert-out-name-too-long", lambda f: ["convert", "--adapter", adapter, "--out",
                                                  f.parent / f"{long_name}.safetensors"], ["--out"]),
         ("prepare-out-is-file", lambda f: ["prepare", f.parent, "--out", f, "--quiet"], ["is a file"]),
-        ("train-output-is-file", lambda f: ["train", "--data", f.parent, "--output-dir", f], ["is a file"]),
+        ("train-output-is-file", lambda f: ["train", "--model", "tiny", "--data", f.parent, "--output-dir", f],
+         ["is a file"]),
         ("eval-out-is-file", lambda f: ["evaluate", "--identities", f.parent, "--out", f], ["is a file"]),
         ("eval-report-out-is-dir", lambda f: ["evaluate", "report", f.parent, "--out", f.parent], ["folder"]),
     ]
@@ -138,7 +141,8 @@ def add_output_cases(corpus: Corpus) -> None:
                    ["/sys/facefact-out", "cannot be created"]),
                   ("convert-out-not-writable", lambda f: ["convert", "--adapter", adapter, "--out",
                                                           "/sys/facefact.safetensors"], ["cannot be created"]),
-                  ("train-output-not-writable", lambda f: ["train", "--data", f.parent, "--output-dir", "/sys/run"],
+                  ("train-output-not-writable", lambda f: ["train", "--model", "tiny", "--data", f.parent,
+                                                           "--output-dir", "/sys/run"],
                    ["--output-dir", "cannot be created"])]
     for case_id, argv, words in cases:
         corpus.add(case_id, "outputs", argv(a_file(case_id)), USER_ERROR, *words)
@@ -161,8 +165,9 @@ def add_training_set_cases(corpus: Corpus) -> None:
         data = cf.prepared_set(folder, "set", entries, image=image, mask=mask)
         extra = ["--max-steps", "1", "--resolution", "64", "--shuffle-prob-end", "0", "--batch-size", "1",
                  "--no-progress", "--checkpoint-every", "1"]
-        case = corpus.add(f"set-{case_id}", "training", ["train", "--data", data, "--output-dir", folder / "run",
-                                                         *extra], USER_ERROR, *words, writes=at_training_time)
+        case = corpus.add(f"set-{case_id}", "training", ["train", "--model", "tiny", "--data", data, "--output-dir",
+                                                         folder / "run", *extra], USER_ERROR, *words,
+                          writes=at_training_time)
         if at_training_time:  # found when the sample is read (as sample 50,000 of a real set would be)
             case.check = lambda case_, result: _assert_nothing_trained(folder / "run")
 
@@ -184,12 +189,13 @@ def add_training_set_cases(corpus: Corpus) -> None:
     folder = corpus.folder("set-symlink-out")
     data = cf.prepared_set(folder, "set", [good(image="samples/ok/link.png")])
     (data / "samples" / "ok" / "link.png").symlink_to("/etc/hostname")
-    corpus.add("set-symlink-out", "training", ["train", "--data", data, "--output-dir", folder / "run",
+    corpus.add("set-symlink-out", "training", ["train", "--model", "tiny", "--data", data, "--output-dir", folder / "run",
                                                "--shuffle-prob-end", "0", "--no-progress"], USER_ERROR,
                "outside the training set")
     folder = corpus.folder("set-no-index")
     (folder / "set").mkdir()
-    corpus.add("set-no-index", "training", ["train", "--data", folder / "set", "--output-dir", folder / "run"],
+    corpus.add("set-no-index", "training", ["train", "--model", "tiny", "--data", folder / "set", "--output-dir",
+                                            folder / "run"],
                USER_ERROR, "index.jsonl")
 
 

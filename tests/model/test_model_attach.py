@@ -251,3 +251,21 @@ def test_the_fusers_compile_without_graph_breaks(unet, adapter, inputs):
     compiled = torch.compile(fuser, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(hidden, faces), fuser(hidden, faces))
+
+
+def test_the_whole_unet_with_fact_compiles_in_one_graph(unet, adapter, inputs):
+    """With FACT attached and face tokens passed, torch.compile(fullgraph=True) still captures the
+    whole tiny UNet: the adapter adds no graph break (the eager backend: tracing only, no codegen)."""
+    faces = adapter.face_tokens(encoder_tokens(1)).detach()
+    adapter.attach(unet)
+    try:
+        adapter.set_scale(0.5)
+        compiled = torch.compile(unet, fullgraph=True, backend="eager")
+        latents, timestep, text = inputs
+        with torch.no_grad():
+            out = compiled(latents, timestep, encoder_hidden_states=text,
+                           cross_attention_kwargs={"gligen": {"objs": faces}}).sample
+        torch.testing.assert_close(out, run(unet, inputs, faces))
+    finally:
+        adapter.detach()
+        torch._dynamo.reset()

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-from flops import attention_flops, count_flops, linear_flops  # noqa: E402
+from flops import attention_flops, count_flops  # noqa: E402
 
 
 def test_cpu_sdpa_is_counted():
@@ -39,3 +39,36 @@ def test_bench_sorts_operators_into_kinds():
         assert op_kind(name) == "other", name
     by_kind = flops_by_kind({"addmm": 5, "mm": 7, "convolution": 11, "_scaled_dot_product_flash_attention_for_cpu": 13})
     assert by_kind == {"attention": 13, "linear": 12, "convolution": 11, "other": 0} and tuple(by_kind) == KINDS
+
+
+def test_bench_script_runs_end_to_end_on_the_tiny_models(tmp_path):
+    """`bench/bench_adapter.py --tiny` runs as a user runs it and prints the table; the FLOPs it
+    reports for FACT's own attention match the tiny UNet's layout worked out by hand."""
+    import json
+    import os
+    import subprocess
+
+    script = Path(__file__).parents[2] / "bench" / "bench_adapter.py"
+    out_json = tmp_path / "bench.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script), "--tiny", "--repeats", "1", "--dtypes", "float32",
+                           "--no-compile", "--json", str(out_json)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("| dtype | path | bare s/step | FACT s/step | overhead") for line in lines)
+    row = next(line for line in lines if line.startswith("| fp32 | eager |"))
+    assert "%" in row and "x1." in row
+    assert any(line.startswith("| attention |") for line in lines)  # the breakdown by kind of operator
+    assert "torch 2" in lines[0] and "CPU " in lines[0]
+
+    (result,) = json.loads(out_json.read_text())["rows"]
+    assert result["bare_s"] > 0 and result["fact_s"] > 0 and result["peak_fact_mib"] > 0
+    # tiny UNet, 16x16 latents: (tokens, width, fusers) per level - down 16², 8², 4² (2 each), mid 2²,
+    # up 4², 8², 16² (3 each); each fuser attends len(h) queries over len(h) + 16 face-token keys
+    levels = [(256, 32, 2), (64, 32, 2), (16, 64, 2), (4, 64, 1), (16, 64, 3), (64, 32, 3), (256, 32, 3)]
+    batch = 2
+    added = sum(n * attention_flops((batch, 1, lq, width), (batch, 1, lq + 16, width), (batch, 1, lq + 16, width))
+                for lq, width, n in levels)
+    assert result["attention_flops_fact"] - result["attention_flops_bare"] == added
+    assert result["flops_fact"] > result["flops_bare"] + added  # plus the fusers' linears

@@ -64,7 +64,7 @@ def test_prepare_writes_caches_resumably(cached, photo_folder, tmp_path):
 
 def _run(tmp_path, name, data, **extra):
     settings = dict(max_steps=3, seed=4, learning_rate=1e-3, face_drop_prob=0.5, progress=False,
-                    checkpoint_every=1000, log_every=1)
+                    checkpoint_every=1000, log_every=1, base_model="tiny", encoder="tiny")
     return train(TrainConfig(data=str(data), output_dir=str(tmp_path / name), **{**settings, **extra}))
 
 

@@ -2,6 +2,7 @@
 with validation images, CSV log and the example config's keys all valid."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,14 +36,17 @@ def test_cli_train_from_folder_models_with_validation(tmp_path, prepared, capsys
                  str(base), "--encoder", str(encoder_path), "--no-progress"])
     assert code == 0 and "trained adapter" in capsys.readouterr().out
     grid = Image.open(out / "validation" / "step-00000002.png")
-    assert grid.size == (64 * 3, 64 * 2)  # condition + 2 prompts, 2 validation samples
+    layout = json.loads(grid.text["facefact:validation"])
+    assert layout["columns"] == ["step 2: condition", "a photo", "a painting"] and len(layout["identities"]) == 2
+    # condition + 2 prompts, 2 validation samples, under a header and a label band per row
+    assert grid.size == (64 * 3, layout["header_px"] + 2 * (layout["row_band_px"] + 64))
     assert len((out / "log.csv").read_text().splitlines()) == 3
 
 
 def test_cli_train_errors_are_messages(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert main(["train", "--data", str(tmp_path / "missing"), "--no-progress", "--model", "tiny"]) == 2
     assert "training set not found" in capsys.readouterr().err
-    assert main(["train", "--data", "x", "--mixed-precision", "fp8"]) == 2
+    assert main(["train", "--data", "x", "--mixed-precision", "fp8", "--model", "tiny"]) == 2
     assert "mixed_precision" in capsys.readouterr().err
 
 
@@ -57,7 +61,8 @@ def test_8bit_adam_without_bitsandbytes_is_a_clear_error(tmp_path, prepared):
     from facefact.training import train
 
     with pytest.raises(ConfigError, match="bitsandbytes"):
-        train(TrainConfig(data=str(prepared), output_dir=str(tmp_path), optimizer="adamw8bit", max_steps=1,
+        train(TrainConfig(data=str(prepared), base_model="tiny", encoder="tiny", output_dir=str(tmp_path),
+                          optimizer="adamw8bit", max_steps=1,
                           resolution=64, progress=False))
 
 
@@ -75,7 +80,7 @@ def test_cli_train_bad_settings_are_messages_not_tracebacks(tmp_path, prepared, 
     """These used to fail inside training (ZeroDivisionError after a full step, diffusers' ValueError,
     a ZeroDivisionError in the validation sampler) instead of being refused up front."""
     code = main(["train", "--data", str(prepared), "--output-dir", str(tmp_path / "run"), "--max-steps", "1",
-                 "--resolution", "64", "--no-progress", *flags])
+                 "--resolution", "64", "--no-progress", "--model", "tiny", *flags])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # refused before anything was written
@@ -85,7 +90,7 @@ def test_lr_schedule_error_lists_the_valid_names():
     from facefact.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
-        TrainConfig(data="x", lr_schedule="bogus").check()
+        TrainConfig(data="x", base_model="tiny", encoder="tiny", lr_schedule="bogus").check()
     assert "cosine" in info.value.hint and "piecewise_constant" not in info.value.hint
     for name in ("constant", "cosine", "linear", "constant_with_warmup"):
-        TrainConfig(data="x", lr_schedule=name).check()
+        TrainConfig(data="x", base_model="tiny", encoder="tiny", lr_schedule=name).check()

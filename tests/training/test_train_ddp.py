@@ -19,7 +19,7 @@ def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, prepared
     # torchrun, because `accelerate launch --cpu` starts a single process unless MPI is set up;
     # on GPUs `accelerate launch --multi_gpu` runs the same command.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "facefact.cli.main", "train",
-           "--data", str(prepared), "--output-dir", str(out), "--batch-size", "1", "--no-progress", *flags]
+           "--data", str(prepared), "--output-dir", str(out), "--batch-size", "1", "--no-progress", "--model", "tiny", *flags]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -27,7 +27,7 @@ def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, prepared
     FaceAdapter.from_checkpoint(out / "adapter.safetensors")  # loads as generation loads it
 
     single = train(TrainConfig(data=str(prepared), output_dir=str(tmp_path / "one"), batch_size=2, progress=False,
-                               **settings))
+                               base_model="tiny", encoder="tiny", **settings))
     a, b = read_safetensors(out / "adapter.safetensors")[0], read_safetensors(single.adapter_path)[0]
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-5, worst

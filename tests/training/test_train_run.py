@@ -16,7 +16,8 @@ from facefact.model import FaceAdapter
 from facefact.model.checkpoints import read_safetensors, save_adapter
 from facefact.training import TrainConfig, train
 
-FAST = dict(resolution=64, progress=False, checkpoint_every=1000, log_every=1)
+TINY = dict(base_model="tiny", encoder="tiny")  # random-weight models, named explicitly
+FAST = dict(resolution=64, progress=False, checkpoint_every=1000, log_every=1, **TINY)
 
 
 def _measure(adapter_path, prepared) -> tuple[float, float]:
@@ -114,9 +115,9 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path, prepared):
 
 def test_killed_process_resumes_to_the_same_adapter(tmp_path, prepared):
     common = ["--data", str(prepared), "--max-steps", "5", "--seed", "2", "--resolution", "64", "--no-progress",
-              "--learning-rate", "1e-3"]
+              "--learning-rate", "1e-3", "--model", "tiny"]
     reference = train(TrainConfig(data=str(prepared), output_dir=str(tmp_path / "ref"), max_steps=5, seed=2,
-                                  resolution=64, learning_rate=1e-3, progress=False))
+                                  resolution=64, learning_rate=1e-3, progress=False, **TINY))
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "facefact.cli.main", "train", *common, "--output-dir", str(out),
            "--checkpoint-every", "1"]

@@ -120,7 +120,7 @@ def test_config_file_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="unknown training settings"):
         config_from_dict({"learning_rat": 1})
     with pytest.raises(ConfigError, match="probability"):
-        TrainConfig(data="x", face_drop_prob=1.5).check()
+        TrainConfig(data="x", base_model="tiny", encoder="tiny", face_drop_prob=1.5).check()
     with pytest.raises(ConfigError, match="no training data"):
         TrainConfig().check()
 

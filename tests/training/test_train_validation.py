@@ -27,7 +27,8 @@ def opened_adapter(tmp_path_factory):
 def test_validation_images_are_facefact_pipeline_images_and_leave_training_alone(tmp_path, prepared,
                                                                                   opened_adapter):
     prompts = ("a photo", "a painting")
-    common = dict(data=str(prepared), init_adapter=opened_adapter, max_steps=3, seed=3, learning_rate=1e-3,
+    common = dict(data=str(prepared), base_model="tiny", encoder="tiny", init_adapter=opened_adapter, max_steps=3,
+                  seed=3, learning_rate=1e-3,
                   face_drop_prob=0.5, resolution=SIZE, progress=False, checkpoint_every=2, log_every=1,
                   validation_steps=3, validation_samples=1, validation_prompts=prompts, validation_guidance=4.0)
     validated = train(TrainConfig(output_dir=str(tmp_path / "val"), validate_every=2, **common))
@@ -40,8 +41,9 @@ def test_validation_images_are_facefact_pipeline_images_and_leave_training_alone
     assert not (tmp_path / "plain" / "validation").exists()
 
     # the step-2 grid holds exactly what the FACT pipeline makes from the step-2 adapter
-    grid = np.asarray(Image.open(tmp_path / "val" / "validation" / "step-00000002.png"))
+    grid, layout = _grid_cells(tmp_path / "val" / "validation" / "step-00000002.png")
     assert grid.shape == (SIZE, SIZE * (1 + len(prompts)), 3)
+    assert layout["step"] == 2 and layout["columns"][1:] == list(prompts)
     from diffusers import DDIMScheduler
 
     from facefact.model.tiny import tiny_encoder
@@ -52,7 +54,7 @@ def test_validation_images_are_facefact_pipeline_images_and_leave_training_alone
     pipe = FACTStableDiffusionPipeline.tiny()  # the same tiny base as training's
     pipe.load_fact_adapter(adapter, encoder=tiny_encoder())
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    condition = FaceTrainingSet(prepared, resolution=SIZE, seed=3)[0]["condition"][None]
+    condition = FaceTrainingSet(prepared, resolution=SIZE, seed=3, shuffle_prob_end=0.0)[0]["condition"][None]
 
     def make(prompt, pixels, seed):
         return pipe(prompt, face_tokens=pipe.encode_faces(face_pixels=pixels),
@@ -67,6 +69,38 @@ def test_validation_images_are_facefact_pipeline_images_and_leave_training_alone
     # the face matters: another condition gives another image
     other = make(prompts[0], -condition, 3)
     assert not np.array_equal(np.asarray(other), grid[:, SIZE:2 * SIZE])
+
+
+def _grid_cells(path, row: int = 0):
+    """The image cells of one row of a validation grid (below its labels), and the grid's labels."""
+    import json
+
+    with Image.open(path) as image:
+        layout = json.loads(image.text["facefact:validation"])
+        pixels = np.asarray(image.convert("RGB"))
+    top = layout["header_px"] + row * (layout["row_band_px"] + layout["cell_px"]) + layout["row_band_px"]
+    return pixels[top:top + layout["cell_px"]], layout
+
+
+def test_validation_grid_is_labelled_and_shows_different_people(tmp_path, prepared, opened_adapter):
+    prompts = ("a photo of a person smiling in a sunny garden", "a painting")
+    train(TrainConfig(data=str(prepared), base_model="tiny", encoder="tiny", init_adapter=opened_adapter,
+                      max_steps=1, resolution=SIZE, progress=False, validate_every=1, validation_steps=2,
+                      validation_samples=3, validation_prompts=prompts, output_dir=str(tmp_path / "run")))
+    path = tmp_path / "run" / "validation" / "step-00000001.png"
+    _, layout = _grid_cells(path)
+    people = ["astronaut", "hopper"]  # the photo folder's people (conftest)
+    assert layout["step"] == 1 and layout["columns"] == ["step 1: condition", *prompts]
+    assert sorted(layout["identities"][:2]) == people   # two people before a second photo of anyone
+    assert len(layout["identities"]) == 3
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.shape == (layout["header_px"] + 3 * (layout["row_band_px"] + SIZE), SIZE * 3)
+    header = pixels[:layout["header_px"]]
+    assert (header < 128).any() and (header == 255).mean() > 0.5  # dark text on white
+    for row in range(3):
+        top = layout["header_px"] + row * (layout["row_band_px"] + SIZE)
+        assert (pixels[top:top + layout["row_band_px"]] < 128).any(), f"row {row} has no identity label"
 
 
 def test_pipeline_uses_an_adapter_already_attached_to_its_unet():

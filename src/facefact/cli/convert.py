@@ -97,7 +97,9 @@ def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> 
     if sniff_kind(state) == "encoder":
         raise CheckpointError("this is a TransFace encoder checkpoint, not a FACT adapter", path=src,
                               hint=f"convert it with --encoder {src}")
-    adapter = FaceAdapter.from_state_dict(state, _resampler_config(state, heads, dim_head, src) or config, src)
+    chosen = _resampler_config(state, heads, dim_head, src)
+    split = "given" if chosen is not None else "from the file" if config is not None else "guessed"
+    adapter = FaceAdapter.from_state_dict(state, chosen or config, src)
     width = adapter.resampler.config.output_dim
     for path, proc in adapter.released_state_dict().items():
         if path.endswith(".attn2.processor.linear.weight") and proc.shape[1] != width:
@@ -112,7 +114,7 @@ def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> 
         out.unlink()
         raise CheckpointError("the converted file does not read back identically; nothing was written", path=out)
     return {"kind": "adapter", "resampler": adapter.resampler.config.to_dict(), "blocks": len(adapter.block_paths),
-            "tensors": len(again.released_state_dict()), "base": base_note}
+            "tensors": len(again.released_state_dict()), "base": base_note, "head_split": split}
 
 
 def convert_encoder(src: Path, out: Path, heads) -> dict:
@@ -127,12 +129,38 @@ def convert_encoder(src: Path, out: Path, heads) -> dict:
             raise CheckpointError("this is a FACT adapter checkpoint, not a TransFace encoder", path=src,
                                   hint=f"convert it with --adapter {src}") from None
         raise
+    split = "given" if heads else "from the file" if "encoder" in _safetensors_metadata(src) else "guessed"
     save_encoder(encoder, out)
     again = TransFaceEncoder.from_checkpoint(out)
     if again.config != encoder.config or not _same_tensors(encoder.state_dict(), again.state_dict()):
         out.unlink()
         raise CheckpointError("the converted file does not read back identically; nothing was written", path=out)
-    return {"kind": "encoder", "encoder": encoder.config.to_dict(), "tensors": len(again.state_dict())}
+    return {"kind": "encoder", "encoder": encoder.config.to_dict(), "tensors": len(again.state_dict()),
+            "head_split": split}
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata() or {}
+
+
+def head_split_note(summary: dict) -> str | None:
+    """Say so when the head count was not given and the file does not record it (the tensors only
+    fix the attention width, not how it is split): the official split was assumed."""
+    if summary.get("head_split") != "guessed":
+        return None
+    if summary["kind"] == "adapter":
+        sizes = summary["resampler"]
+        width, heads = sizes["heads"] * sizes["dim_head"], sizes["heads"]
+        return (f"the file does not record how the resampler's attention width {width} splits into heads; assumed "
+                f"{heads} head{'s' if heads != 1 else ''} of the official width {sizes['dim_head']} - if it was "
+                "trained otherwise, convert again with --heads/--dim-head")
+    return (f"the file does not record the encoder's head count; assumed the official "
+            f"{summary['encoder']['num_heads']} - if it was trained otherwise, convert again with --heads")
 
 
 def run(args) -> int:
@@ -166,4 +194,6 @@ def run(args) -> int:
         print(f"  sizes: {json.dumps(sizes)}")
         if summary.get("base"):
             print(f"  base: {summary['base']}")
+        if head_split_note(summary):
+            print(f"note: {head_split_note(summary)}", file=sys.stderr)
     return 0

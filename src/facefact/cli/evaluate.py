@@ -6,28 +6,32 @@
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 
+from facefact.cli.formatting import DefaultsHelpFormatter
 from facefact.cli.outputs import prepare_output_file, prepare_output_folder
 from facefact.cli.terminal import safe_text
+from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
 from facefact.validation import arg_float, arg_int, arg_seed  # counts: runner.check_run_settings
 
 
 def register(subparsers) -> None:
+    from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
+
     parser = subparsers.add_parser(
         "evaluate", help="measure identity, prompt following, diversity and decoupling of methods",
         description="Generate every identity x prompt x seed x method, then measure face detection, identity "
                     "similarity (with an embedder FACT is not conditioned on), CLIP-T, diversity across seeds, "
                     "change outside the face vs the no-face control, time and memory. Writes results.json, "
                     "results.csv, aggregate.csv and a self-contained report.html; re-running reuses images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--identities", type=Path, metavar="DIR",
                         help="folder with one sub-folder of reference photos per person (or a flat folder of photos)")
     parser.add_argument("--prompts", default="default", metavar="FILE",
-                        help="'default' (shipped set), a .txt (one prompt a line) or .yaml prompt file")
+                        help="a .txt (one prompt a line) or .yaml prompt file; 'default' (when not given): the "
+                             "shipped set")
     parser.add_argument("--max-prompts", type=int, default=None, metavar="N", help="use only the first N prompts")
     parser.add_argument("--seeds", type=int, default=2, metavar="N",
                         help="seeds per prompt (seed, seed+1, ...)")
@@ -38,16 +42,22 @@ def register(subparsers) -> None:
     parser.add_argument("--no-control", action="store_true",
                         help="do not add the 'base' control automatically (no decoupling metrics)")
     parser.add_argument("--out", type=Path, default=Path("facefact-eval"), metavar="DIR", help="run folder")
-    parser.add_argument("--model", default="tiny", help="'tiny' (random weights, offline) or an SD1.5 folder/hub id")
+    parser.add_argument("--model", "--base-model", dest="model", default="tiny",
+                        help="an SD1.5 folder / hub id, or 'tiny' (random weights, offline); --base-model as in "
+                             "generate and train")
     parser.add_argument("--adapter", help="FACT adapter checkpoint (real models)")
     parser.add_argument("--encoder", help="TransFace encoder checkpoint (real models)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps")
     parser.add_argument("--size", type=int, default=None, help="image side in px (default: the model's, 512; 128 tiny)")
-    parser.add_argument("--guidance-scale", type=arg_float("--guidance-scale", low=0, high=100), default=5.0)
-    parser.add_argument("--scheduler", default="pndm")
+    parser.add_argument("--guidance", "--guidance-scale", dest="guidance_scale", default=5.0,
+                        type=arg_float("--guidance", low=0, high=100),
+                        help="classifier-free guidance scale (the same flag as generate's --guidance)")
+    parser.add_argument("--scheduler", default="pndm", choices=list(SCHEDULER_NAMES), help="sampler")
     parser.add_argument("--negative-prompt", default=None, help="default: the prompt set's")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
+    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on GPUs, "
+                                                      "float32 on CPUs)")
+    add_threads_flag(parser)
     parser.add_argument("--embedder", action="append", dest="embedders", metavar="NAME",
                         help="identity model for evaluation: sface | dlib | arcface:PATH.onnx; repeat for "
                              "several, the first is primary (default: sface)")
@@ -61,7 +71,7 @@ def register(subparsers) -> None:
     parser.add_argument("--show-references", action="store_true",
                         help="embed thumbnails of the reference photos in report.html (off: the report is made "
                              "to be shared, the references are the users' own photos)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_evaluate)
 
     sub = parser.add_subparsers(dest="evaluate_command", metavar="report")
@@ -105,7 +115,8 @@ def run_evaluate(args) -> int:
         raise ConfigError("--identities is required", hint="facefact evaluate --identities DIR --out RUN_DIR")
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
-    with warnings.catch_warnings(record=True) as caught:
+    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
+    with warnings.catch_warnings(record=True) as caught, threads:
         warnings.simplefilter("always")
         results = evaluate(
             args.identities, args.prompts, methods=args.methods or ["fact:0.5", "base"], seeds=args.seeds,

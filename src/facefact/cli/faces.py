@@ -5,8 +5,6 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from facefact.cli.exit_codes import ExitCode
 from facefact.cli.terminal import safe_text
 from facefact.errors import FaceError, FaceQualityError, ImageError
@@ -73,6 +71,8 @@ def _inspect_one(fa, path: str, args) -> dict:
 
 
 def run_inspect(args) -> int:
+    import numpy as np
+
     from facefact.faces import FaceAnalysis, QualityThresholds, cosine_similarity
 
     thresholds = QualityThresholds(min_size_px=args.min_size) if args.min_size is not None else None
@@ -94,28 +94,49 @@ def run_inspect(args) -> int:
     return ExitCode.PROBLEM_FOUND if any(r["problems"] for r in results) else ExitCode.OK
 
 
-def _print_tables(report: dict) -> None:
-    from rich.console import Console
+def _user(text) -> str:
+    """User text (file names, messages) for rich: no escape sequences, no rich markup."""
     from rich.markup import escape
+
+    return escape(safe_text(text))
+
+
+def faces_table(photos: list[dict]):
+    """One row per face, narrow enough for an 80-column terminal: the face's top-left corner instead
+    of its whole box (size gives the extent; --json has the box), a * on the face used, and long
+    photo names folded onto more lines rather than cut."""
+    from rich import box
     from rich.table import Table
 
-    def user(text) -> str:  # file names and messages hold user text: no escape sequences, no rich markup
-        return escape(safe_text(text))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), caption="* the face used",
+                  caption_justify="left")
+    table.add_column("photo", overflow="fold", max_width=26)
+    for name in ("face", "score", "at x,y", "size", "sharp", "yaw", "roll", "cut"):
+        table.add_column(name, justify="left" if name in ("face", "at x,y") else "right", no_wrap=True)
+    for photo in photos:
+        for i, face in enumerate(photo["faces"]):
+            q = face["quality"]
+            used = "*" if i == photo["main_face"] else ""
+            table.add_row(_user(Path(photo["photo"]).name) if i == 0 else "", f"#{i}{used}",
+                          f"{face['score']:.2f}", ",".join(f"{v:.0f}" for v in face["bbox"][:2]),
+                          f"{q['size_px']:.0f}", f"{q['sharpness']:.3f}", f"{q['yaw']:+.0f}", f"{q['roll']:+.0f}",
+                          f"{q['cut_off']:.0%}")
+        if not photo["faces"]:
+            table.add_row(_user(Path(photo["photo"]).name), "-", "", "", "", "", "", "", "")
+    return table
 
+
+def _print_tables(report: dict) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    user = _user
     console = Console(soft_wrap=True)  # long paths and hints stay on one line (greppable)
     info = report["analysis"]
     console.print(f"detector [bold]{info['detector']}[/], embedder [bold]{info['embedder']}[/] "
                   f"(same person if cosine >= {info['same_person_cosine_threshold']}), masks {info['mask_method']}")
-    table = Table("photo", "face", "score", "box", "size px", "sharpness", "yaw", "roll", "cut off")
-    for photo in report["photos"]:
-        for i, face in enumerate(photo["faces"]):
-            q = face["quality"]
-            mark = " (used)" if i == photo["main_face"] else ""
-            table.add_row(user(Path(photo["photo"]).name) if i == 0 else "", f"#{i}{mark}", f"{face['score']:.2f}",
-                          ",".join(f"{v:.0f}" for v in face["bbox"]), f"{q['size_px']:.0f}",
-                          f"{q['sharpness']:.3f}", f"{q['yaw']:+.0f}", f"{q['roll']:+.0f}", f"{q['cut_off']:.0%}")
-        if not photo["faces"]:
-            table.add_row(user(Path(photo["photo"]).name), "-", "", "", "", "", "", "", "")
+    table = faces_table(report["photos"])
     console.print(table)
     for photo in report["photos"]:
         for note in photo["notes"]:
@@ -127,8 +148,13 @@ def _print_tables(report: dict) -> None:
             console.print(f"wrote {user(path)}")
     sim = report["similarity"]
     if len(sim["photos"]) > 1:
-        matrix = Table("", *[str(i) for i in range(len(sim["photos"]))], title="identity cosine similarity")
+        matrix = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title="identity cosine similarity",
+                       title_justify="left")
+        matrix.add_column("#", justify="right", no_wrap=True)
+        matrix.add_column("photo", overflow="fold", max_width=26)
+        for i in range(len(sim["photos"])):
+            matrix.add_column(str(i), justify="right", no_wrap=True)
         for i, (name, row) in enumerate(zip(sim["photos"], sim["cosine"])):
             cells = [f"[green]{v:.3f}[/]" if v >= sim["threshold"] else f"{v:.3f}" for v in row]
-            matrix.add_row(f"{i} {user(Path(name).name)}", *cells)
+            matrix.add_row(str(i), user(Path(name).name), *cells)
         console.print(matrix)

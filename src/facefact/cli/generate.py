@@ -11,6 +11,7 @@ face embeddings are never written anywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -19,7 +20,9 @@ from pathlib import Path
 
 from facefact.cli.outputs import check_file_name, prepare_output_folder
 from facefact.cli.terminal import safe_text
+from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError, ModelNotFoundError
+from facefact.logfilters import clip_truncation_notice, dropped_log_messages
 from facefact.validation import (MAX_SEED, arg_float, arg_int, arg_seed, check_image_size, finite_float,
                                  strict_bool, whole_number)
 
@@ -31,7 +34,7 @@ BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scal
 
 
 def register(subparsers) -> None:
-    from facefact.pipelines.loading import SCHEDULERS
+    from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
 
     p = subparsers.add_parser(
         "generate", help="portraits of the person in --face, from a text prompt",
@@ -51,7 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=arg_int("--steps", low=1, high=MAX_STEPS), help="denoising steps (default 50)")
-    g.add_argument("--guidance", type=arg_float("--guidance", low=0, high=MAX_GUIDANCE),
+    g.add_argument("--guidance", "--guidance-scale", dest="guidance",
+                   type=arg_float("--guidance", low=0, high=MAX_GUIDANCE),
                    help="classifier-free guidance scale (default 5)")
     g.add_argument("--scale", type=arg_float("--scale", low=0, high=2),
                    help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
@@ -60,7 +64,7 @@ def register(subparsers) -> None:
     g.add_argument("--size", type=arg_int("--size"), help="square image size, a multiple of 8 (default: the model's)")
     g.add_argument("--width", type=arg_int("--width"))
     g.add_argument("--height", type=arg_int("--height"))
-    g.add_argument("--scheduler", choices=list(SCHEDULERS))
+    g.add_argument("--scheduler", choices=list(SCHEDULER_NAMES))
     m = p.add_argument_group("models")
     m.add_argument("--model", choices=["fact", "tiny"], default="fact",
                    help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
@@ -71,6 +75,7 @@ def register(subparsers) -> None:
     m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
     m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
     m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    add_threads_flag(m)
     e = p.add_argument_group("LoRA and ControlNet")
     e.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                    help="a LoRA for the base model (.safetensors), at WEIGHT (default 1.0); repeat for several")
@@ -81,7 +86,7 @@ def register(subparsers) -> None:
     e.add_argument("--control-scale", dest="control_scale", type=arg_float("--control-scale", low=0, high=10),
                    help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -254,24 +259,20 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     generate_extras.apply(pipe, extras)
     pipe.scheduler = make_scheduler(opts["scheduler"], pipe.scheduler.config)
     callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
-    threads = torch.get_num_threads()
-    if args.model == "tiny":  # 32-channel layers gain nothing from threads, and lose a lot on a busy machine
-        torch.set_num_threads(1)
     default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     size = (int(opts["width"] or default_size), int(opts["height"] or default_size))
     control = generate_extras.control_kwargs(extras, *size, notes)
     seed = secrets.randbelow(2**31) if args.seed is None else int(args.seed)
     n = int(opts["n"])
-    try:
+    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device))
+    # the pipeline's own note names the cut words (once); diffusers' copy of it is dropped
+    with contextlib.closing(bar), threads, dropped_log_messages("diffusers", clip_truncation_notice):
         faces = pipe.encode_faces(face_pixels=face_pixels)
         out = pipe(args.prompt, face_tokens=faces, negative_prompt=opts["negative_prompt"],
                    fact_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]), num_images_per_prompt=n,
                    generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(n)],
                    num_inference_steps=int(opts["steps"]), guidance_scale=float(opts["guidance"]),
                    height=size[1], width=size[0], callback_on_step_end=callback, **control)
-    finally:
-        bar.close()
-        torch.set_num_threads(threads)
     notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
     metadata = out.metadata_with_hashes()
     for meta in metadata:  # the files keep no trace of the photos, not even their names

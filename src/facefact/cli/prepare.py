@@ -1,17 +1,17 @@
 """`facefact prepare PHOTOS --out DIR`: photos grouped by identity -> a FACT training set."""
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import fields
 
 from facefact.cli.exit_codes import ExitCode
+from facefact.cli.formatting import DefaultsHelpFormatter
 from facefact.cli.outputs import prepare_output_folder
 from facefact.validation import MAX_IMAGE_SIDE, arg_float, arg_int
 
 
 def register(subparsers) -> None:
-    from facefact.training.prepare import PrepareSettings
+    from facefact.training.prepare_settings import PrepareSettings
 
     defaults = {f.name: f.default for f in fields(PrepareSettings)}
     parser = subparsers.add_parser(
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
                     "photo.txt files), or a CSV/JSONL manifest with columns path, identity[, caption]. "
                     "Writes index.jsonl, per-sample files and rejected.jsonl (every photo left out, and why). "
                     "Re-running the same command resumes an interrupted run and skips finished photos.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("photos", help="folder of per-person folders, or a .csv/.jsonl manifest")
     parser.add_argument("--out", required=True, help="output folder (the training set)")
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     cache.add_argument("--cache-encoder-tokens", action="store_true",
                        help="store the TransFace tokens of each condition face; needs --encoder")
     cache.add_argument("--encoder", metavar="PATH|tiny", help="the TransFace checkpoint you will train with, or 'tiny'")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 

@@ -1,20 +1,45 @@
 """`facefact train`: FACT decoupled training. Every setting of TrainConfig is a flag and a config key.
 
     facefact train --config examples/train_config.yaml --max-steps 2000
+    facefact train --data tinyset/ --model tiny --max-steps 20       # try the loop with random models
     accelerate launch --multi_gpu -m facefact.cli.main train --config cfg.yaml   # several GPUs / nodes
     torchrun --nproc_per_node 2 -m facefact.cli.main train --config cfg.yaml     # several CPU processes
+
+Ctrl-C or SIGTERM saves a checkpoint at the last finished step and says how to resume.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import signal
+import sys
+import threading
 from dataclasses import fields
 
-from facefact.training.config import TrainConfig
+from facefact.cli.exit_codes import ExitCode
+from facefact.cli.threads import add_threads_flag, torch_threads
+from facefact.errors import ConfigError
+from facefact.training.config import FIELD_HELP, TrainConfig
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _help(f) -> str:
+    """The setting's help text and its default (argparse formats help with %, hence the escaping)."""
+    if f.default == "":
+        shown = " (required)"
+    elif f.default is None:
+        shown = ""  # the text says what happens without it
+    elif isinstance(f.default, bool):
+        shown = f" (default: {'on' if f.default else 'off'})"
+    else:
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        shown = f" (default: {default})"
+    return (FIELD_HELP[f.name] + shown).replace("%", "%%")
 
 
 def register(subparsers) -> None:
@@ -22,17 +47,24 @@ def register(subparsers) -> None:
         "train", help="train a FACT adapter (resampler + block adapters) on a prepared set",
         description="Trains on a folder written by `facefact prepare`. Settings come from --config "
                     "(YAML or JSON, keys = the flag names with underscores) and flags given here override "
-                    "it. Checkpoints go to OUTPUT_DIR/checkpoints; --resume latest continues exactly.")
+                    "it. --base-model and --encoder are required (or --model tiny for random-weight models). "
+                    "Checkpoints go to OUTPUT_DIR/checkpoints; --resume latest continues exactly; Ctrl-C "
+                    "saves a checkpoint first.")
     parser.add_argument("--config", help="YAML or JSON file with training settings")
+    parser.add_argument("--model", choices=["fact", "tiny"], default=None,
+                        help="'tiny': built-in random-weight base model and encoder (offline, seconds; the adapter "
+                             "learns nothing useful) - the same as --base-model tiny --encoder tiny")
+    add_threads_flag(parser)
     for f in fields(TrainConfig):
         kind = str(f.type)
-        help_text = f"(default: {f.default!r})"
         if kind.startswith("bool"):
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None,
+                                help=_help(f))
         elif kind.startswith("tuple"):
-            parser.add_argument(_flag(f.name), nargs="+", default=None, help=help_text)
+            parser.add_argument(_flag(f.name), nargs="+", default=None, metavar="TEXT", help=_help(f))
         else:
-            parser.add_argument(_flag(f.name), default=None, metavar=f.name.upper(), help=help_text)
+            metavar = "N" if kind.startswith("int") else "X" if kind.startswith("float") else f.name.upper()
+            parser.add_argument(_flag(f.name), default=None, metavar=metavar, help=_help(f))
     parser.set_defaults(func=run)
 
 
@@ -40,20 +72,71 @@ def config_from_args(args) -> TrainConfig:
     from facefact.training.config import config_from_dict, load_config
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if getattr(args, "model", None) == "tiny":
+        for name in ("base_model", "encoder"):
+            if given.get(name, "tiny") != "tiny":
+                raise ConfigError(f"--model tiny uses the built-in random models; drop --{name.replace('_', '-')}")
+            given[name] = "tiny"
     if args.config:
         return load_config(args.config, given)
     return config_from_dict(given)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler or `kill` stopping the job) takes Ctrl-C's path: checkpoint, then exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
+def training_notes():
+    """Print facefact.training's notes (random models, resumed from which step) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    logger = logging.getLogger("facefact.training")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def run(args) -> int:
     from facefact.cli.outputs import prepare_output_folder
-    from facefact.training.trainer import train
+    from facefact.training.trainer import TrainingInterrupted, train
 
     config = config_from_args(args).check()
     prepare_output_folder(config.output_dir, "--output-dir")
-    result = train(config)
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # one message per run, not one per process
+    main_process = os.environ.get("RANK", "0") == "0"  # one message per run, not one per process
+    tiny = config.base_model == "tiny" and config.encoder == "tiny"
+    try:
+        with torch_threads(args.threads, tiny=tiny, device=None), sigterm_as_interrupt(), \
+                (training_notes() if main_process else contextlib.nullcontext()):
+            result = train(config)
+    except TrainingInterrupted as stop:
+        if main_process:
+            again = "run the same command again" if config.resume == "latest" else "add --resume latest"
+            saved = "saved" if stop.saved_now else "kept"
+            print(f"interrupted at step {stop.step} of {config.max_steps}; " + (
+                f"checkpoint {saved}: {stop.checkpoint}\n  resume: {again} (or --resume {stop.checkpoint})"
+                if stop.checkpoint else "no step had finished, nothing to resume"), file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    if not main_process:
+        return 0
     if result.adapter_path is not None:
         print(f"trained adapter: {result.adapter_path} (step {result.step})")
     else:

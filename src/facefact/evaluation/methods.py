@@ -3,6 +3,8 @@
 A method turns (prompt, reference photos, seed, size) into one image. Built in:
 
 * ``fact:S`` - the FACT pipeline at adapter scale S (``fact`` alone = 0.5, the released apps' value);
+  ``fact:S@START-END`` with a timestep window, ``fact:S~mean`` / ``~weighted`` combining several
+  reference photos that way (sweep them: each is one point of the report's trade-off plot);
 * ``base`` - the same base model with no face (plain text-to-image): the control that FACT's
   decoupling is measured against (adapter scale 0 is the base model bit for bit);
 * ``ipadapter-faceid:PATH[@SCALE]`` - diffusers' IP-Adapter-FaceID, only when its weights exist at
@@ -78,10 +80,10 @@ class MethodContext:
     def face_pixels(self, references) -> object:
         key = tuple(str(p) for p in references)
         if key not in self._face_pixels:
-            from facefact.pipelines.face_tokens import face_pixels_from_photos
+            from facefact.pipelines.face_tokens import analyse_photos
 
             photo_notes: list[str] = []
-            self._face_pixels[key] = face_pixels_from_photos(self.fact_pipeline()._analysis(), list(key), photo_notes)
+            self._face_pixels[key] = analyse_photos(self.fact_pipeline()._analysis(), list(key), photo_notes)
             names = ", ".join(Path(p).name for p in key)
             self.notes.extend(f"references [{names}]: {note}" for note in dict.fromkeys(photo_notes))
         return self._face_pixels[key]
@@ -101,11 +103,14 @@ class MethodContext:
 
 
 class FactMethod:
-    """The FACT pipeline at one adapter scale; with ``use_face=False`` the bare base model."""
+    """The FACT pipeline at one adapter scale (optionally with a timestep window and a way to
+    combine several photos); with ``use_face=False`` the bare base model."""
 
-    def __init__(self, context: MethodContext, scale: float, *, use_face: bool = True, name: str | None = None):
+    def __init__(self, context: MethodContext, scale: float, *, use_face: bool = True, name: str | None = None,
+                 window: tuple[float, float] | None = None, combine: str = "concat"):
         self.context, self.scale, self.use_face = context, float(scale), use_face
-        self.name = name or f"fact:{self.scale:g}"
+        self.window, self.combine = window, combine
+        self.name = name or fact_method_name(self.scale, window, combine)
         self.uses_references = use_face
         self.control = "base" if use_face else None
 
@@ -114,7 +119,9 @@ class FactMethod:
         self.context.fact_pipeline()
 
     def settings(self) -> dict:
-        return {"method": "fact", "scale": self.scale, "use_face": self.use_face, **self.context.settings.as_dict()}
+        knobs = {"window": list(self.window) if self.window else None, "combine": self.combine}
+        return {"method": "fact", "scale": self.scale, "use_face": self.use_face, **knobs,
+                **self.context.settings.as_dict()}
 
     def generate(self, prompt, references, seed, size):
         import torch
@@ -122,9 +129,13 @@ class FactMethod:
         s = self.context.settings
         pipe = self.context.fact_pipeline()
         size = size or s.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        faces = pipe.encode_faces(face_pixels=self.context.face_pixels(references)) if self.use_face else None
+        faces = None
+        if self.use_face:
+            pixels, qualities = self.context.face_pixels(references)
+            faces = pipe.encode_faces(face_pixels=pixels, qualities=qualities, combine=self.combine)
         out = pipe(prompt, face_tokens=faces, negative_prompt=s.negative_prompt,
                    fact_scale=self.scale if self.use_face else 0.0, num_images_per_prompt=1,
+                   fact_window=self.window if self.use_face else None,
                    generator=torch.Generator("cpu").manual_seed(seed), num_inference_steps=s.steps,
                    guidance_scale=s.guidance_scale, height=size, width=size)
         return out.images[0]
@@ -190,9 +201,36 @@ def _parse_scale(text: str, spec: str) -> float:
     return value
 
 
+def fact_method_name(scale: float, window=None, combine: str = "concat") -> str:
+    name = f"fact:{scale:g}"
+    if window:
+        name += f"@{window[0]:g}-{window[1]:g}"
+    return name + (f"~{combine}" if combine != "concat" else "")
+
+
 def _make_fact(arg, context):
-    scale = DEFAULT_FACT_SCALE if arg in (None, "") else _parse_scale(arg, f"fact:{arg}")
-    return FactMethod(context, scale)
+    """``fact[:S][@START-END][~COMBINE]``: scale, timestep window, how several photos combine."""
+    spec = f"fact:{arg}" if arg else "fact"
+    rest, _, combine = (arg or "").partition("~")
+    scale_text, _, window_text = rest.partition("@")
+    scale = DEFAULT_FACT_SCALE if scale_text == "" else _parse_scale(scale_text, spec)
+    window = None
+    if window_text:
+        from facefact.pipelines.requests import check_window
+
+        try:
+            start, _, end = window_text.partition("-")
+            window = check_window((float(start), float(end)))
+        except (ValueError, ConfigError) as err:
+            raise ConfigError(f"bad method '{spec}': window '{window_text}' is not START-END in [0, 1], start first",
+                              hint="e.g. --method fact:0.5@0.3-1 (FACT from 30% of the steps on)") from err
+    from facefact.pipelines.face_tokens import COMBINE_MODES
+
+    combine = combine or "concat"
+    if combine not in COMBINE_MODES:
+        raise ConfigError(f"bad method '{spec}': unknown way to combine photos '{combine}'",
+                          hint=f"use one of: {', '.join(COMBINE_MODES)}, e.g. --method fact:0.5~weighted")
+    return FactMethod(context, scale, window=window, combine=combine)
 
 
 def _make_base(arg, context):

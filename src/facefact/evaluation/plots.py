@@ -67,3 +67,25 @@ def scatter(title: str, xlabel: str, ylabel: str, points: dict[str, list[tuple[f
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _to_data_uri(fig)
+
+
+def trade_off_curves(title: str, xlabel: str, ylabel: str,
+                     curves: dict[str, list[tuple[float, float, float]]]) -> str | None:
+    """One line per setting (window / combine mode) through its (x, y) means, in order of FACT
+    scale, each point labelled with its scale: how identity trades against the other axis."""
+    curves = {name: sorted((s, x, y) for s, x, y in pts if _finite(x) and _finite(y)) for name, pts in curves.items()}
+    curves = {name: pts for name, pts in curves.items() if len(pts) >= 2}
+    if not curves:
+        return None
+    fig = _figure(5.0, 3.4)
+    ax = fig.add_subplot()
+    for name, pts in curves.items():
+        scales, xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", label=name)
+        for scale, x, y in pts:
+            ax.annotate(f"{scale:g}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _to_data_uri(fig)

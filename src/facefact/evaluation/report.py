@@ -16,12 +16,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facefact.evaluation import plots
+from facefact.evaluation import plots, significance
 from facefact.evaluation.results import EvalResults
 
 THUMB_SIDE = 112
+BEST_NOTE = ("<span class='best'>marked</span>: clearly best - ahead of the runner-up by more than twice the "
+             "standard error of the difference; the no-face control is the yardstick and is never marked")
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1600px}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1352px}
+.wide{max-width:100%;overflow-x:auto}th{max-width:90px;vertical-align:bottom}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}h3{font-size:15px}
 table{border-collapse:collapse;margin:8px 0;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}.best{background:#dff3df;font-weight:bold}
@@ -80,26 +83,37 @@ def _metric_columns(results_list: list[EvalResults]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _aggregate_table(rows: list[dict], columns: list[str], info: dict, lead: list[str]) -> str:
-    """Table with one row per (run,) method; the best value of each 'higher'/'lower' metric is highlighted."""
+def _header(name: str) -> str:
+    """A metric name that may break after its underscores (id_sim_sface): tables stay narrow."""
+    return "_<wbr>".join(_esc(part) for part in name.split("_"))
+
+
+def _aggregate_table(rows: list[dict], columns: list[str], info: dict, lead: list[str], sources: list) -> str:
+    """Table with one row per (run,) method. `sources[i]`: (results, method) behind row i, or None for
+    a control. A value is marked best only when it leads the runner-up by more than the noise
+    (significance.best_index); controls are never marked."""
     best = {}
     for col in columns:
-        direction = info.get(col, ("", "info"))[1]
-        vals = [r.get(col) for r in rows if isinstance(r.get(col), (int, float)) and not math.isnan(r.get(col))]
-        if vals and direction in ("higher", "lower") and len(rows) > 1:
-            best[col] = max(vals) if direction == "higher" else min(vals)
+        candidates = [None if src is None else significance.samples(src[0], src[1], col) for src in sources]
+        best[col] = significance.best_index(candidates, info.get(col, ("", "info"))[1])
     head = "".join(f'<th class="l">{_esc(c)}</th>' for c in lead) + "".join(
-        f'<th title="{_esc(info.get(c, ("", ""))[0])}">{_esc(c)}'
+        f'<th title="{_esc(info.get(c, ("", ""))[0])}">{_header(c)}'
         f'{" &uarr;" if info.get(c, ("", ""))[1] == "higher" else " &darr;" if info.get(c, ("", ""))[1] == "lower" else ""}'
         f"</th>" for c in columns)
     body = []
-    for r in rows:
-        cells = "".join(f'<td class="l">{_esc(r.get(c, ""))}</td>' for c in lead)
+    for i, r in enumerate(rows):
+        control = " <small>(control)</small>" if sources[i] is None else ""
+        cells = "".join(f'<td class="l">{_esc(r.get(c, ""))}{control if c == "method" else ""}</td>' for c in lead)
         for c in columns:
-            cls = ' class="best"' if c in best and r.get(c) == best[c] else ""
+            cls = ' class="best"' if best[c] == i else ""
             cells += f"<td{cls}>{_fmt(r.get(c))}</td>"
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<div class='wide'><table><tr>{head}</tr>{''.join(body)}</table></div>"
+
+
+def _sources(res: EvalResults) -> list:
+    controls = significance.control_methods(res)
+    return [None if agg["method"] in controls else (res, agg["method"]) for agg in res.aggregate]
 
 
 def _category_table(res: EvalResults, metric: str) -> str:
@@ -114,7 +128,8 @@ def _category_table(res: EvalResults, metric: str) -> str:
             vals = [v for v in vals if isinstance(v, (int, float)) and not math.isnan(v)]
             cells += f"<td>{_fmt(float(np.mean(vals)) if vals else math.nan)}</td>"
         body.append(f"<tr>{cells}</tr>")
-    return f"<h3>{_esc(metric)} by prompt category</h3><table><tr>{head}</tr>{''.join(body)}</table>"
+    return (f"<h3>{_esc(metric)} by prompt category</h3><div class='wide'><table><tr>{head}</tr>{''.join(body)}"
+            "</table></div>")
 
 
 def _image_title(row: dict, embedders: list[str]) -> str:
@@ -168,19 +183,39 @@ def _grids(res: EvalResults, max_seeds: int, show_references: bool = False) -> s
                                           for r in shown) + "</td>"
             body.append(f"<tr>{cells}</tr>")
         out.append(f"<h3>{_esc(ident['name'])}</h3>{_references_cell(res, ident, show_references)}"
-                   f'<table class="grid"><tr>{head}</tr>{"".join(body)}</table>')
+                   f'<div class="wide"><table class="grid"><tr>{head}</tr>{"".join(body)}</table></div>')
     return "".join(out)
+
+
+def why_no_values(metric: str, results_list: list[EvalResults]) -> str:
+    """Why a metric has no finite value in any run, in the words a reader needs."""
+    rows = [r for res in results_list for r in res.rows]
+    if not rows:
+        return "no images in the run"
+    if metric == "clip_t" and not any(res.config.get("clip") for res in results_list):
+        return "CLIP-T needs a CLIP model (--clip PATH); none was given"
+    if metric.startswith(("id_sim_", "id_match_", "div_identity", "div_yaw", "div_roll", "div_expression")) \
+            and not any(r.get("detected") for r in rows):
+        return "no face was detected in any output (random tiny models draw none)"
+    if metric.startswith("drift_") and not any(r.get("control") for r in rows):
+        return "drift is measured against the no-face control, which this run left out (--no-control)"
+    if metric.startswith("div_"):
+        return "diversity needs at least two seeds (--seeds 2) with a usable value"
+    return "no finite value was measured"
 
 
 def _plots(results_list: list[EvalResults], labels: list[str]) -> str:
     first = results_list[0]
     primary = (first.config.get("embedders") or ["sface"])[0]
-    uris = []
+    uris, missing = [], []
     for metric in ["detection_rate", f"id_sim_{primary}", "clip_t", "drift_outside_px", "div_image_px",
                    "div_identity", "time_s"]:
         series = {label: {a["method"]: a.get(metric, math.nan) for a in res.aggregate}
                   for label, res in zip(labels, results_list)}
-        uris.append(plots.bar_chart(metric, series))
+        uri = plots.bar_chart(metric, series)
+        uris.append(uri)
+        if uri is None:
+            missing.append(f"{metric}: {why_no_values(metric, results_list)}")
     def points(x_key, y_key):
         pts = {}
         for label, res in zip(labels, results_list):
@@ -188,11 +223,42 @@ def _plots(results_list: list[EvalResults], labels: list[str]) -> str:
                 key = r["method"] if len(results_list) == 1 else f"{label}/{r['method']}"
                 pts.setdefault(key, []).append((r.get(x_key), r.get(y_key)))
         return pts
-    uris.append(plots.scatter("identity vs prompt following", f"id_sim_{primary}", "CLIP-T",
-                              points(f"id_sim_{primary}", "clip_t")))
-    uris.append(plots.scatter("identity vs change outside the face", f"id_sim_{primary}", "drift_outside_px",
-                              points(f"id_sim_{primary}", "drift_outside_px")))
-    return '<div class="plots">' + "".join(f'<img src="{u}" alt="plot">' for u in uris if u) + "</div>"
+    for title, y_key in (("identity vs prompt following", "clip_t"),
+                         ("identity vs change outside the face", "drift_outside_px")):
+        uri = plots.scatter(title, f"id_sim_{primary}", y_key, points(f"id_sim_{primary}", y_key))
+        uris.append(uri)
+        if uri is None:
+            empty = y_key if any(_finite_in(res, f"id_sim_{primary}") for res in results_list) else f"id_sim_{primary}"
+            missing.append(f"{title}: {why_no_values(empty, results_list)}")
+    if len(results_list) == 1:
+        uris.append(plots.trade_off_curves("identity vs prompt following, by FACT scale", f"id_sim_{primary}",
+                                           "CLIP-T", trade_off_points(first, f"id_sim_{primary}", "clip_t")))
+    notes = "".join(f"<p class='note'>no plot of {_esc(m)}</p>" for m in missing)
+    return '<div class="plots">' + "".join(f'<img src="{u}" alt="plot">' for u in uris if u) + "</div>" + notes
+
+
+def _finite_in(res: EvalResults, key: str) -> bool:
+    return any(isinstance(r.get(key), (int, float)) and not math.isnan(r[key]) for r in res.rows)
+
+
+def trade_off_points(res: EvalResults, x_key: str, y_key: str) -> dict[str, list[tuple[float, float, float]]]:
+    """Setting (what follows `fact:S` in a method's name: window, combine mode) -> [(scale, x, y)]
+    of its methods' means; the base model is scale 0 of every setting."""
+    import re
+
+    curves: dict[str, list] = {}
+    base = None
+    for a in res.aggregate:
+        if a["method"] == "base":
+            base = (0.0, a.get(x_key), a.get(y_key))
+            continue
+        match = re.fullmatch(r"fact:([0-9.]+)(.*)", a["method"])
+        if match:
+            curves.setdefault(match.group(2) or "fact", []).append((float(match.group(1)), a.get(x_key), a.get(y_key)))
+    if base is not None:
+        for pts in curves.values():
+            pts.append(base)
+    return curves
 
 
 def render_report(results_list: list[EvalResults], *, title: str = "facefact evaluation",
@@ -215,20 +281,22 @@ def render_report(results_list: list[EvalResults], *, title: str = "facefact eva
                      f"started {_esc(c.get('started'))}, {c.get('wall_s')} s</p>")
         parts += [f"<p class='note skip'>{_esc(s['reason'])}</p>" for s in res.skipped]
         parts += [f"<p class='note'>{_esc(n)}</p>" for n in res.notes]
-    parts.append("<h2>Per method</h2>")
-    parts.append(_aggregate_table(first.aggregate, columns, info, ["method"]))
+    of_first = f" (run {_esc(labels[0])})" if len(results_list) > 1 else ""
+    parts.append(f"<h2>Per method{of_first}</h2><p class='note'>{BEST_NOTE}</p>")
+    parts.append(_aggregate_table(first.aggregate, columns, info, ["method"], _sources(first)))
     if len(results_list) > 1:
-        parts.append("<h2>Comparison of runs</h2>")
+        parts.append(f"<h2>Comparison of runs ({_esc(', '.join(labels))})</h2>")
         rows = [{"run": label, **agg} for label, res in zip(labels, results_list) for agg in res.aggregate]
-        parts.append(_aggregate_table(rows, columns, info, ["run", "method"]))
+        sources = [src for res in results_list for src in _sources(res)]
+        parts.append(_aggregate_table(rows, columns, info, ["run", "method"], sources))
     parts.append("<h2>Plots</h2>" + _plots(results_list, labels))
     primary = (first.config.get("embedders") or ["sface"])[0]
-    parts.append("<h2>By prompt category</h2>" + _category_table(first, f"id_sim_{primary}")
+    parts.append(f"<h2>By prompt category{of_first}</h2>" + _category_table(first, f"id_sim_{primary}")
                  + _category_table(first, "clip_t"))
     legend = "".join(f"<tr><td class='l'>{_esc(k)}</td><td class='l'>{_esc(v[0])}</td><td class='l'>{_esc(v[1])}</td></tr>"
                      for k, v in info.items())
-    parts.append(f"<h2>Metrics</h2><table><tr><th class='l'>metric</th><th class='l'>meaning</th>"
-                 f"<th class='l'>better</th></tr>{legend}</table>")
+    parts.append(f"<h2>Metrics</h2><div class='wide'><table><tr><th class='l'>metric</th><th class='l'>meaning</th>"
+                 f"<th class='l'>better</th></tr>{legend}</table></div>")
     if grids:
         parts.append(f"<h2>Images ({_esc(labels[0])})</h2><p class='note'>hover an image for its metrics</p>"
                      + _grids(first, max_seeds_in_grid, show_references))

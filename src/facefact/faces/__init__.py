@@ -2,14 +2,16 @@
 the ArcFace template, build face/head masks, and compare identities - offline, with bundled models.
 
 Entry point: :class:`FaceAnalysis` (``FaceAnalysis().get(photo)``). See docs/faces.md.
+Names load on first use: ``facefact.faces.image_io`` (photo loading, no OpenCV) stays light.
 """
-from facefact.faces.align import ARCFACE_TEMPLATE, similarity_transform
-from facefact.faces.analysis import FaceAnalysis
-from facefact.faces.backends import cosine_similarity
-from facefact.faces.image_io import load_image
-from facefact.faces.types import Face, FaceMasks, FaceQuality, FaceWarning, QualityThresholds
+from facefact.lazy import lazy_exports
 
-__all__ = [
-    "ARCFACE_TEMPLATE", "Face", "FaceAnalysis", "FaceMasks", "FaceQuality", "FaceWarning",
-    "QualityThresholds", "cosine_similarity", "load_image", "similarity_transform",
-]
+_EXPORTS = {
+    **dict.fromkeys(["ARCFACE_TEMPLATE", "similarity_transform"], "facefact.faces.align"),
+    "FaceAnalysis": "facefact.faces.analysis",
+    "cosine_similarity": "facefact.faces.backends",
+    "load_image": "facefact.faces.image_io",
+    **dict.fromkeys(["Face", "FaceMasks", "FaceQuality", "FaceWarning", "QualityThresholds"], "facefact.faces.types"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

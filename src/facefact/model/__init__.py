@@ -1,9 +1,16 @@
-"""FACT's model: TransFace encoder, Perceiver resampler, block fusers, checkpoints."""
-from facefact.model.adapter import FACTFuser, FaceTokenPassthrough
-from facefact.model.encoder import EncoderConfig, TransFaceEncoder
-from facefact.model.face_adapter import (FaceAdapter, check_sd15_layout, cross_attention_blocks, refuse_sdxl,
-                                         scales_per_block)
-from facefact.model.resampler import Resampler, ResamplerConfig
+"""FACT's model: TransFace encoder, Perceiver resampler, block fusers, checkpoints.
 
-__all__ = ["EncoderConfig", "TransFaceEncoder", "Resampler", "ResamplerConfig", "FaceAdapter", "FACTFuser",
-           "FaceTokenPassthrough", "cross_attention_blocks", "check_sd15_layout", "refuse_sdxl", "scales_per_block"]
+Names load on first use (facefact.lazy), so importing a light module of this package (such as
+`facefact.model.fingerprint`) does not load diffusers."""
+from facefact.lazy import lazy_exports
+
+_EXPORTS = {
+    "FACTFuser": "facefact.model.adapter", "FaceTokenPassthrough": "facefact.model.adapter",
+    "EncoderConfig": "facefact.model.encoder", "TransFaceEncoder": "facefact.model.encoder",
+    "FaceAdapter": "facefact.model.face_adapter", "check_sd15_layout": "facefact.model.face_adapter",
+    "cross_attention_blocks": "facefact.model.face_adapter", "refuse_sdxl": "facefact.model.face_adapter",
+    "scales_per_block": "facefact.model.face_adapter",
+    "Resampler": "facefact.model.resampler", "ResamplerConfig": "facefact.model.resampler",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

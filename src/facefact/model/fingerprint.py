@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
 
-
-def fingerprint(module: torch.nn.Module, prefixes: tuple[str, ...] = ()) -> str:
+def fingerprint(module, prefixes: tuple[str, ...] = ()) -> str:
     """SHA-256 (first 16 hex digits) over the named weights (float32 bytes), in name order."""
+    import torch  # here, not at import: callers such as `facefact prepare` load torch only when hashing
+
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         if prefixes and not name.startswith(prefixes):

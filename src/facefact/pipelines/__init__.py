@@ -1,11 +1,19 @@
-"""Generation pipelines: FACT on diffusers' SD1.5 pipelines (see `classes`), their output and provenance."""
-from facefact.pipelines.classes import (FACT_PIPELINES, FACTStableDiffusionControlNetImg2ImgPipeline,
-                                        FACTStableDiffusionControlNetInpaintPipeline,
-                                        FACTStableDiffusionControlNetPipeline, FACTStableDiffusionImg2ImgPipeline,
-                                        FACTStableDiffusionInpaintPipeline, FACTStableDiffusionPipeline)
-from facefact.pipelines.face_tokens import FaceTokens
-from facefact.pipelines.output import FACTPipelineOutput
+"""Generation pipelines: FACT on diffusers' SD1.5 pipelines (see `classes`), their output and provenance.
 
-__all__ = ["FACTStableDiffusionPipeline", "FACTStableDiffusionImg2ImgPipeline", "FACTStableDiffusionInpaintPipeline",
-           "FACTStableDiffusionControlNetPipeline", "FACTStableDiffusionControlNetImg2ImgPipeline",
-           "FACTStableDiffusionControlNetInpaintPipeline", "FACT_PIPELINES", "FACTPipelineOutput", "FaceTokens"]
+Public names load on first use (facefact.lazy): light modules of this package (``registry``,
+``scheduler_names``, ``metadata``) must import without torch and diffusers, so the CLI's parsers
+stay fast (tests/cli/test_cli_imports.py).
+"""
+from facefact.lazy import lazy_exports
+
+_CLASSES = "facefact.pipelines.classes"
+_EXPORTS = {
+    **dict.fromkeys(["FACTStableDiffusionPipeline", "FACTStableDiffusionImg2ImgPipeline",
+                     "FACTStableDiffusionInpaintPipeline", "FACTStableDiffusionControlNetPipeline",
+                     "FACTStableDiffusionControlNetImg2ImgPipeline", "FACTStableDiffusionControlNetInpaintPipeline",
+                     "FACT_PIPELINES"], _CLASSES),
+    "FaceTokens": "facefact.pipelines.face_tokens",
+    "FACTPipelineOutput": "facefact.pipelines.output",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,16 +14,7 @@ import torch
 from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
 from facefact.pipelines.hashing import HashCache
 from facefact.pipelines.registry import looks_like_hub_id, offline
-
-SCHEDULERS = {
-    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # what the FACT release used
-    "ddim": ("DDIMScheduler", {}),
-    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "dpm++karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-}
+from facefact.pipelines.scheduler_names import SCHEDULERS
 
 
 def make_scheduler(name: str, base_config):

@@ -137,15 +137,14 @@ class FACTMixin(LoraProvenanceMixin):
         return self.face_analysis
 
     def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None,
-                     combine: str = "concat") -> FaceTokens:
+                     combine: str = "concat", qualities=None) -> FaceTokens:
         """Reference photos (paths, PIL images or RGB arrays) of one person -> FaceTokens, once per
         request, the photos combined as `combine` says ("concat", "mean", "weighted"). Keep the
         result to generate again without the photos: pass it as `face_tokens=` (or save it with
         facefact.pipelines.identity.save_identity)."""
         adapter = self._require_fact()
         notes: list[str] = []
-        qualities = None
-        if face_pixels is None:
+        if face_pixels is None:  # (pixels given: the photos' FaceQuality may come with them, for "weighted")
             face_pixels, qualities = analyse_photos(self._analysis(), face_images, notes)
         faces = self._encode_pixels(adapter, face_pixels, notes)
         return combine_photos(faces, combine, qualities, adapter.tokens_per_photo)
@@ -197,30 +196,17 @@ class FACTMixin(LoraProvenanceMixin):
 
         request.check()
         fact_scale, cfg_face = request.fact_scale, request.cfg_face
-        regions = None
-        if request.face_regions is not None:
-            faces, regions = regions_for(self, request, given)
-        else:
-            faces = self._face_condition(request.face_images, request.face_tokens, request.face_combine)
+        faces, regions = self._request_faces(request, given)
         notes = list(faces.notes) if faces is not None else []
         prompts = self._prompt_list(given("prompt"), given("prompt_embeds"), notes)
         per_prompt = given("num_images_per_prompt") or 1
         batch = len(prompts) * per_prompt
         generator, seeds = _generators(given("generator"), batch)
         bound.arguments["generator"] = generator
-        guidance = given("guidance_scale")
-        do_cfg = guidance is not None and guidance > 1 and self.unet.config.get("time_cond_proj_dim") is None
-        attention_kwargs = dict(given("cross_attention_kwargs") or {})
-        if "gligen" in attention_kwargs:
-            raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
-                              hint="pass face_images= or face_tokens= instead")
-        adapter = getattr(self, "fact_adapter", None)
         if faces is not None:
             faces = faces.to(self._execution_device, self.unet.dtype)
-            attention_kwargs["gligen"] = {"objs": guidance_objs(faces, batch, do_cfg, cfg_face)}
-            if regions is not None:
-                attention_kwargs["gligen"]["regions"] = regions
-            bound.arguments["cross_attention_kwargs"] = attention_kwargs
+            bound.arguments["cross_attention_kwargs"] = self._attention_kwargs(given, faces, regions, batch, cfg_face)
+        adapter = getattr(self, "fact_adapter", None)
         previous = adapter.scale if adapter is not None else None
         try:
             if fact_scale is not None:
@@ -241,6 +227,25 @@ class FACTMixin(LoraProvenanceMixin):
                                   used_scale if faces is not None else None, cfg_face, notes, request)
         return FACTPipelineOutput(images=result.images, nsfw_content_detected=result.nsfw_content_detected,
                                   metadata=metadata, notes=notes, model_files=self._model_files())
+
+    def _request_faces(self, request: FaceRequest, given):
+        """(FaceTokens or None, FaceRegions or None) of one call."""
+        if request.face_regions is not None:
+            return regions_for(self, request, given)
+        return self._face_condition(request.face_images, request.face_tokens, request.face_combine), None
+
+    def _attention_kwargs(self, given, faces: FaceTokens, regions, batch: int, cfg_face: bool) -> dict:
+        """The user's cross_attention_kwargs plus FACT's face tokens for every row of the UNet batch."""
+        attention_kwargs = dict(given("cross_attention_kwargs") or {})
+        if "gligen" in attention_kwargs:
+            raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
+                              hint="pass face_images= or face_tokens= instead")
+        guidance = given("guidance_scale")
+        do_cfg = guidance is not None and guidance > 1 and self.unet.config.get("time_cond_proj_dim") is None
+        attention_kwargs["gligen"] = {"objs": guidance_objs(faces, batch, do_cfg, cfg_face)}
+        if regions is not None:
+            attention_kwargs["gligen"]["regions"] = regions
+        return attention_kwargs
 
     def _prompt_list(self, prompt, prompt_embeds, notes: list[str]) -> list[str | None]:
         if prompt is None:

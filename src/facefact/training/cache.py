@@ -21,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
 from facefact.model.fingerprint import fingerprint
+
+if TYPE_CHECKING:
+    import torch
 from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
 
 LATENTS = "latents"
@@ -62,6 +65,8 @@ def _sha1(path: str | Path) -> str:
 
 
 def _read_rgb(path: str | Path) -> torch.Tensor:
+    import torch
+
     with Image.open(path) as img:
         rgb = np.asarray(img.convert("RGB"))
     return torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
@@ -106,6 +111,8 @@ def build_caches(out: Path, accepted: list[dict], existing: dict | None = None, 
     """Compute the asked-for caches for every accepted sample (skipping valid files); returns the
     `caches` entry for dataset.json: the ones built now, plus the `existing` ones whose files are all
     still valid (a sample re-made since loses its cache files, and so its set's entry)."""
+    import torch
+
     caches = dict(existing or {})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     jobs = []
@@ -127,6 +134,7 @@ def build_caches(out: Path, accepted: list[dict], existing: dict | None = None, 
 
 
 def _build_one(out: Path, accepted: list[dict], kind: str, spec: str, model, fp: str, device, progress: bool) -> dict:
+    import torch
     from tqdm.auto import tqdm
 
     todo = []

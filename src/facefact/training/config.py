@@ -19,8 +19,8 @@ class TrainConfig:
     # data and models
     data: str = ""                     # a folder written by `facefact prepare`
     output_dir: str = "facefact-train"
-    base_model: str = "tiny"           # diffusers SD1.5-family folder, or 'tiny' (random, built in-process)
-    encoder: str = "tiny"              # TransFace checkpoint (ms1mv2_model_TransFace_S.pt), or 'tiny'
+    base_model: str = ""               # diffusers SD1.5-family folder, or 'tiny' (random, built in-process); required
+    encoder: str = ""                  # TransFace checkpoint (ms1mv2_model_TransFace_S.pt), or 'tiny'; required
     init_adapter: str | None = None    # start from an adapter checkpoint instead of a fresh one
     resolution: int | None = None      # training size; default: the size the data set was prepared at
     # optimisation
@@ -46,7 +46,8 @@ class TrainConfig:
     text_drop_prob: float = 0.05       # empty prompt
     shuffle_prob_start: float = 0.0    # curriculum: probability that the condition photo is another photo
     shuffle_prob_end: float = 1.0      #   of the same person ramps linearly from start to end
-    shuffle_ramp_steps: int = 0        #   over the first shuffle_ramp_steps steps (0: 'end' from step 0)
+    shuffle_ramp_steps: int | None = None  # over the first shuffle_ramp_steps steps (0: 'end' from step 0;
+                                           #   None: the recipe's share, 20k of 290k steps = 7% of max_steps)
     # logging, validation, checkpoints
     log_every: int = 10
     tensorboard: bool = False
@@ -69,6 +70,9 @@ class TrainConfig:
                 raise ConfigError(message, hint=hint)
 
         need(bool(self.data), "no training data given", "pass --data DIR (a folder written by `facefact prepare`)")
+        need(bool(self.base_model) and bool(self.encoder), "no base model or face encoder given",
+             "pass --base-model DIR (an SD1.5-family diffusers folder) and --encoder FILE (the TransFace "
+             "checkpoint); or --model tiny to try the loop with random-weight models")
         counts = [getattr(self, n) for n in ("max_steps", "batch_size", "gradient_accumulation_steps")]
         need(not any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in counts),
              "max_steps, batch_size and gradient_accumulation_steps must be positive")
@@ -81,7 +85,7 @@ class TrainConfig:
         for name in ("face_drop_prob", "text_drop_prob", "shuffle_prob_start", "shuffle_prob_end"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} = {getattr(self, name)} is not a probability in [0, 1]")
         need(self.fair_weight >= 0, "fair_weight must be >= 0")
-        need(self.shuffle_ramp_steps >= 0, "shuffle_ramp_steps must be >= 0")
+        need(self.shuffle_ramp_steps is None or self.shuffle_ramp_steps >= 0, "shuffle_ramp_steps must be >= 0")
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
         need(self.resolution is None or (self.resolution >= 64 and self.resolution % 8 == 0),
              f"resolution {self.resolution} must be a multiple of 8 and at least 64")
@@ -115,13 +119,73 @@ class TrainConfig:
             finite_float(name, getattr(self, name), low=low if ranges else None, high=high if ranges else None,
                          low_open=low_open and ranges)
 
+    @property
+    def ramp_steps(self) -> int:
+        """shuffle_ramp_steps, or the recipe's share of max_steps when it is not set."""
+        if self.shuffle_ramp_steps is not None:
+            return self.shuffle_ramp_steps
+        return max(1, round(self.max_steps * RECIPE_RAMP_STEPS / RECIPE_MAX_STEPS))
+
+    @property
+    def uses_random_models(self) -> bool:
+        return "tiny" in (self.base_model, self.encoder)
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["validation_prompts"] = list(self.validation_prompts)
         return out
 
 
+# The curriculum of examples/train_config.yaml (docs/training.md): face shuffle ramps 0 -> 1 over the
+# first 20k of 290k steps; without shuffle_ramp_steps a run ramps over the same share of its length.
+RECIPE_RAMP_STEPS, RECIPE_MAX_STEPS = 20_000, 290_000
+
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+# One help text per setting: `facefact train --help` shows them (tests check none is missing).
+FIELD_HELP = {
+    "data": "training set folder written by `facefact prepare`",
+    "output_dir": "where checkpoints, log.csv, validation images and adapter.safetensors go",
+    "base_model": "SD1.5-family diffusers folder to train on ('tiny': random weights, to try the loop)",
+    "encoder": "TransFace checkpoint, e.g. ms1mv2_model_TransFace_S.pt ('tiny': random weights)",
+    "init_adapter": "start from this adapter (.safetensors or the released .ckpt) instead of a fresh one",
+    "resolution": "training image size in px (default: the size the set was prepared at)",
+    "max_steps": "optimizer steps of the whole run (a resumed run counts from its checkpoint)",
+    "batch_size": "samples per process and micro-step",
+    "gradient_accumulation_steps": "micro-steps per optimizer step (effective batch = batch x this x processes)",
+    "learning_rate": "AdamW learning rate",
+    "lr_warmup_steps": "steps of linear learning-rate warm-up",
+    "lr_schedule": "diffusers learning-rate schedule: constant, cosine, linear, constant_with_warmup, ...",
+    "adam_beta1": "AdamW beta1",
+    "adam_beta2": "AdamW beta2",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "clip the gradient norm to this (0: no clipping)",
+    "optimizer": "adamw, or adamw8bit (bitsandbytes, CUDA only)",
+    "mixed_precision": "no, bf16 or fp16: frozen models in that dtype, trained weights in fp32",
+    "gradient_checkpointing": "recompute UNet activations in backward: less memory, slower steps",
+    "seed": "seed of the data order and every random draw (a resumed run continues them exactly)",
+    "num_workers": "DataLoader processes decoding images (0: in the training process)",
+    "use_cache": "use the VAE latents / encoder tokens cached by `facefact prepare`, when present",
+    "fair_weight": "lambda of the FAIR loss that keeps the adapter off everything but the face (0: off)",
+    "face_drop_prob": "probability of zeroing the face tokens (the null face classifier-free guidance uses)",
+    "text_drop_prob": "probability of an empty prompt",
+    "shuffle_prob_start": "face-shuffle probability (condition = another photo of the person) at step 0",
+    "shuffle_prob_end": "face-shuffle probability at the end of the ramp and after it",
+    "shuffle_ramp_steps": "steps over which face shuffle ramps from start to end (0: end from step 0; "
+                          "default: 7% of max_steps, the recipe's 20k of 290k)",
+    "log_every": "flush log.csv every N steps (0: every step)",
+    "tensorboard": "also log to OUTPUT_DIR/tensorboard (needs the tensorboard package)",
+    "validate_every": "write a labelled validation grid every N steps (0: never)",
+    "validation_prompts": "prompts of the validation grid (one column each)",
+    "validation_samples": "rows of the validation grid: condition faces of different people from the set",
+    "validation_steps": "sampler steps of each validation image",
+    "validation_guidance": "classifier-free guidance scale of the validation images",
+    "checkpoint_every": "save a resumable checkpoint every N steps (and always at the end)",
+    "keep_checkpoints": "how many of the newest checkpoints to keep",
+    "resume": "continue from a checkpoint folder, or 'latest' (the newest in OUTPUT_DIR/checkpoints)",
+    "stop_after_steps": "stop with a checkpoint after this many steps of this run (time-sliced jobs)",
+    "progress": "show the progress bar",
+}
 
 
 def lr_schedule_names() -> tuple[str, ...]:
@@ -138,7 +202,7 @@ _WHOLE_RANGES = [("max_steps", 1, None), ("batch_size", 1, 4096), ("gradient_acc
                  ("shuffle_ramp_steps", 0, None), ("log_every", 0, None), ("validate_every", 0, None),
                  ("validation_samples", 1, 1024), ("validation_steps", 1, 1000), ("checkpoint_every", 1, None),
                  ("keep_checkpoints", 1, None), ("resolution", 64, MAX_IMAGE_SIDE), ("stop_after_steps", 1, None)]
-_OPTIONAL = {"resolution", "stop_after_steps"}
+_OPTIONAL = {"resolution", "stop_after_steps", "shuffle_ramp_steps"}
 # (name, low, high, low excluded): float settings.
 _FLOAT_RANGES = [("learning_rate", 0.0, 1.0, True), ("adam_beta1", 0.0, 1.0, False), ("adam_beta2", 0.0, 1.0, False),
                  ("weight_decay", 0.0, None, False), ("max_grad_norm", 0.0, None, False),

@@ -125,6 +125,10 @@ class FaceTrainingSet(torch.utils.data.Dataset):
             "condition_index": choice["condition_index"],
         }
 
+    def own_condition(self, index: int) -> torch.Tensor:
+        """Sample `index`'s own condition face, without shuffle or drop: [3, 112, 112] in [-1, 1]."""
+        return _to_unit_range(self._read(self.samples[index]["condition"], "RGB", resize=False))
+
     def _read(self, path: str, mode: str, resize: bool = True) -> np.ndarray:
         try:
             with open_prepared_image(path) as img:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import os
 import time
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from facefact.errors import ConfigError
+from facefact.logfilters import dropped_log_messages, empty_fp32_notice
 from facefact.model.checkpoints import save_adapter
 from facefact.training import checkpointing
 from facefact.training.cache import caches_for_training
@@ -36,6 +38,8 @@ from facefact.training.models import (AdapterTrainingModule, build_adapter, copy
 from facefact.training.schedule import generator_for
 from facefact.training.validation import encode_prompts, save_validation_grid, validation_pipeline
 
+logger = logging.getLogger(__name__)  # the CLI prints facefact.training's records; library users choose
+
 LOG_COLUMNS = ["step", "loss", "mse", "fair", "lr", "shuffle_prob", "samples_per_s", "elapsed_s"]
 
 
@@ -46,6 +50,41 @@ class TrainResult:
     last_checkpoint: Path | None
     step: int
     history: list[dict] = field(default_factory=list)  # one row per optimizer step of this run
+    resumed_from: Path | None = None   # the checkpoint this run continued, if any
+    start_step: int = 0                # the step it continued from
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, which the CLI turns into one) stopped training; the steps done were saved."""
+
+    def __init__(self, step: int, checkpoint: Path | None, saved_now: bool):
+        where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint (no step had finished)"
+        super().__init__(f"training interrupted at step {step}; {where}")
+        self.step, self.checkpoint, self.saved_now = step, checkpoint, saved_now
+
+
+def interrupted(accelerator, config: TrainConfig, step: int, start_step: int, resume_from: Path | None,
+                adapter, optimizer, lr_scheduler) -> TrainingInterrupted:
+    """Save the last finished step (main process only: no barrier, the other processes are stopping
+    too) and describe it. A step cut short is redone on resume: its draws are functions of (seed, step)."""
+    if step == start_step:
+        return TrainingInterrupted(step, resume_from, saved_now=False)
+    path = checkpointing.checkpoint_root(config.output_dir) / f"step-{step:08d}"
+    if accelerator.is_main_process:
+        path = checkpointing.save_checkpoint(config.output_dir, step, adapter, optimizer, lr_scheduler,
+                                             accelerator.scaler, config.to_dict(), config.keep_checkpoints,
+                                             metadata={"base_model": config.base_model})
+    return TrainingInterrupted(step, path, saved_now=True)
+
+
+def worker_count(requested: int) -> int:
+    """DataLoader workers: at most one per CPU core this process may use (more only make torch warn
+    and the workers compete for the cores); the cap is a note, not a silent change."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > cores:
+        logger.warning("num_workers %d is more than the %d CPU cores here; using %d", requested, cores, cores)
+        return cores
+    return requested
 
 
 def make_optimizer(params, config: TrainConfig):
@@ -90,12 +129,15 @@ def train(config: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     config.check()
+    if config.uses_random_models:
+        logger.warning("training with random-weight 'tiny' models (base_model=%s, encoder=%s): this tries the "
+                       "loop, the adapter learns nothing useful", config.base_model, config.encoder)
     # The data set first: a damaged set is refused before accelerate or any model is set up.
     dataset = FaceTrainingSet(config.data, resolution=config.resolution, seed=config.seed,
                               gradient_accumulation_steps=config.gradient_accumulation_steps,
                               face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
                               shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
-                              shuffle_ramp_steps=config.shuffle_ramp_steps)
+                              shuffle_ramp_steps=config.ramp_steps)
     check_batch_size(config, len(dataset))
     # Several processes and no GPU (torchrun on CPUs): accelerate only picks gloo DDP when told cpu=True.
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
@@ -114,8 +156,9 @@ def train(config: TrainConfig) -> TrainResult:
                                            encoder_spec=config.encoder, vae=base.vae, encoder=encoder,
                                            image_size=dataset.image_size, resolution=config.resolution))
     adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model == "tiny")
-    for module in (base.unet, base.vae, base.text_encoder):
-        module.to(device, dtype=weight_dtype)
+    with dropped_log_messages("diffusers.models.modeling_utils", empty_fp32_notice):
+        for module in (base.unet, base.vae, base.text_encoder):
+            module.to(device, dtype=weight_dtype)
     if config.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
 
@@ -148,6 +191,8 @@ def train(config: TrainConfig) -> TrainResult:
             accelerator.scaler.load_state_dict(state["scaler"])
         checkpointing.set_rng_state(state["rng"])
         start_step = int(state["step"])
+        if accelerator.is_main_process:
+            logger.info("resuming from %s at step %d of %d", resume_from, start_step, config.max_steps)
 
     stop_step = config.max_steps
     if config.stop_after_steps is not None:
@@ -155,7 +200,7 @@ def train(config: TrainConfig) -> TrainResult:
     accumulation = config.gradient_accumulation_steps
     sampler = MicroBatchSampler(len(dataset), config.batch_size, config.seed, start_step * accumulation,
                                 stop_step * accumulation, world_size=world, rank=rank)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=worker_count(config.num_workers))
     measure_fair = config.fair_weight > 0
     prediction_type = base.noise_scheduler.config.prediction_type
     log = TrainLog(output_dir, config, start_step) if accelerator.is_main_process else None
@@ -204,47 +249,57 @@ def train(config: TrainConfig) -> TrainResult:
     history = []
     validation = None  # FaceFactPipeline over the training components, built at the first validation
     module.train()
-    for micro_step, batch in enumerate(loader, start=start_step * accumulation):
-        try:
-            with accelerator.accumulate(module):
-                window.append(loss_and_backward(batch, micro_step))
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        except torch.OutOfMemoryError:
-            raise out_of_memory_error(config, step) from None
-        except RuntimeError as err:  # CPU allocators report OOM as a plain RuntimeError
-            if "can't allocate memory" in str(err) or "out of memory" in str(err).lower():
-                raise out_of_memory_error(config, step) from err
-            raise
-        if not accelerator.sync_gradients:
-            continue
-        lr_scheduler.step()
-        step += 1
-        mse = sum(m for m, _ in window) / len(window)
-        fair = sum(f for _, f in window) / len(window)
-        window = []
-        row = {"step": step, "loss": mse + config.fair_weight * fair, "mse": mse, "fair": fair,
-               "lr": lr_scheduler.get_last_lr()[0], "shuffle_prob": dataset.shuffle_probability(micro_step),
-               "samples_per_s": (step - start_step) * config.batch_size * accumulation * world / (time.time() - started),
-               "elapsed_s": time.time() - started}
-        history.append(row)
-        bar.update()
-        bar.set_postfix(loss=f"{row['loss']:.4f}", fair=f"{fair:.3f}")
+    try:
+        for micro_step, batch in enumerate(loader, start=start_step * accumulation):
+            try:
+                with accelerator.accumulate(module):
+                    window.append(loss_and_backward(batch, micro_step))
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            except torch.OutOfMemoryError:
+                raise out_of_memory_error(config, step) from None
+            except RuntimeError as err:  # CPU allocators report OOM as a plain RuntimeError
+                if "can't allocate memory" in str(err) or "out of memory" in str(err).lower():
+                    raise out_of_memory_error(config, step) from None
+                raise
+            if not accelerator.sync_gradients:
+                continue
+            lr_scheduler.step()
+            step += 1
+            mse = sum(m for m, _ in window) / len(window)
+            fair = sum(f for _, f in window) / len(window)
+            window = []
+            row = {"step": step, "loss": mse + config.fair_weight * fair, "mse": mse, "fair": fair,
+                   "lr": lr_scheduler.get_last_lr()[0], "shuffle_prob": dataset.shuffle_probability(micro_step),
+                   "samples_per_s": (step - start_step) * config.batch_size * accumulation * world
+                   / (time.time() - started),
+                   "elapsed_s": time.time() - started}
+            history.append(row)
+            bar.update()
+            # FAIR is often 1e-4..1e-2: fixed 3 decimals showed 0.000 and looked switched off
+            bar.set_postfix(loss=f"{row['loss']:.4g}", fair=f"{fair:.3g}" if measure_fair else "off")
+            if log is not None:
+                log.write(row, every=config.log_every)
+            if config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:
+                if validation is None:  # the UNet the adapter is attached to, never a DDP wrapper
+                    validation = validation_pipeline(base, accelerator.unwrap_model(module).unet, encoder, adapter)
+                save_validation_grid(output_dir / "validation" / f"step-{step:08d}.png", validation, dataset,
+                                     list(config.validation_prompts), samples=config.validation_samples,
+                                     size=dataset.image_size, steps=config.validation_steps,
+                                     guidance=config.validation_guidance, seed=config.seed, autocast_dtype=weight_dtype,
+                                     step=step)
+            if not all(bool(torch.isfinite(p).all()) for p in params):  # an overflow in backward or the optimizer
+                raise diverged_error(config, step, "the adapter weights became NaN or infinite")
+            if step % config.checkpoint_every == 0 or step == stop_step:
+                _save(accelerator, config, step, adapter, optimizer, lr_scheduler)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
+        bar.close()
         if log is not None:
-            log.write(row, every=config.log_every)
-        if config.validate_every and step % config.validate_every == 0 and accelerator.is_main_process:
-            if validation is None:  # the UNet the adapter is attached to, never a DDP wrapper
-                validation = validation_pipeline(base, accelerator.unwrap_model(module).unet, encoder, adapter)
-            save_validation_grid(output_dir / "validation" / f"step-{step:08d}.png", validation, dataset,
-                                 list(config.validation_prompts), samples=config.validation_samples,
-                                 size=dataset.image_size, steps=config.validation_steps,
-                                 guidance=config.validation_guidance, seed=config.seed, autocast_dtype=weight_dtype)
-        if not all(bool(torch.isfinite(p).all()) for p in params):  # an overflow in backward or the optimizer
-            raise diverged_error(config, step, "the adapter weights became NaN or infinite")
-        if step % config.checkpoint_every == 0 or step == stop_step:
-            _save(accelerator, config, step, adapter, optimizer, lr_scheduler)
+            log.close()
+        raise interrupted(accelerator, config, step, start_step, resume_from, adapter, optimizer,
+                          lr_scheduler) from None
     bar.close()
     if log is not None:
         log.close()
@@ -258,7 +313,7 @@ def train(config: TrainConfig) -> TrainResult:
     accelerator.wait_for_everyone()
     adapter.detach()
     accelerator.end_training()
-    return TrainResult(output_dir, adapter_path, last[-1] if last else None, step, history)
+    return TrainResult(output_dir, adapter_path, last[-1] if last else None, step, history, resume_from, start_step)
 
 
 def _save(accelerator, config: TrainConfig, step, adapter, optimizer, lr_scheduler):

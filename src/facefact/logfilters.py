@@ -1,0 +1,47 @@
+"""Scoped filters for other libraries' log messages that say nothing to a facefact user.
+
+Each filter is added for the duration of a `with` block and removed after it: no process-wide
+change to another library's logging. Real warnings (unexpected LoRA keys, ...) are untouched:
+only messages matched by a predicate are dropped.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable
+
+
+def empty_fp32_notice(record: logging.LogRecord) -> bool:
+    """diffusers' ModelMixin.to(dtype) warns "modules ... should be kept in float32: []" on every
+    cast, also when the list is empty (nothing is kept): noise."""
+    return "should be kept in float32: []" in record.getMessage()
+
+
+def clip_truncation_notice(record: logging.LogRecord) -> bool:
+    """diffusers' "part of your input was truncated because CLIP can only handle sequences up to 77
+    tokens": facefact's pipelines report the cut text themselves, as a note (once)."""
+    return "was truncated because CLIP can only handle" in record.getMessage()
+
+
+class _Drop(logging.Filter):
+    def __init__(self, predicate: Callable[[logging.LogRecord], bool]):
+        super().__init__()
+        self.predicate = predicate
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.predicate(record)
+
+
+@contextlib.contextmanager
+def dropped_log_messages(logger_name: str, predicate: Callable[[logging.LogRecord], bool]):
+    """Drop matching records made by `logger_name` and by its children (through its handlers)."""
+    drop = _Drop(predicate)
+    logger = logging.getLogger(logger_name)
+    targets = [logger, *logger.handlers]
+    for target in targets:
+        target.addFilter(drop)
+    try:
+        yield
+    finally:
+        for target in targets:
+            target.removeFilter(drop)

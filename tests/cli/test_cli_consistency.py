@@ -1,0 +1,74 @@
+"""One name for one setting across commands, help without doubled or empty defaults, and a faces table
+that fits an 80-column terminal."""
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from facefact.cli.main import build_parser
+
+
+def _command(*names):
+    parser = build_parser()
+    for name in names:
+        parser = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("command", [("evaluate",), ("prepare",), ("train",), ("generate",)])
+def test_help_shows_each_default_once_and_only_when_it_says_something(command):
+    text = _command(*command).format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    entries = re.split(r"\n  (?=-)", text)  # one entry per option
+    for entry in entries:
+        assert entry.lower().count("(default") <= 1, entry
+
+
+@pytest.mark.parametrize("command, extra", [("generate", ["--face", "x.jpg", "--prompt", "p"]),
+                                            ("evaluate", ["--identities", "people"])])
+def test_guidance_has_one_name_everywhere(command, extra):
+    parser = _command(command)
+    short = parser.parse_args([*extra, "--guidance", "3"])
+    long = parser.parse_args([*extra, "--guidance-scale", "3"])
+    dest = "guidance" if command == "generate" else "guidance_scale"
+    assert getattr(short, dest) == getattr(long, dest) == 3.0
+
+
+@pytest.mark.parametrize("command, extra, dest", [("generate", ["--face", "x.jpg", "--prompt", "p"], "quiet"),
+                                                  ("evaluate", ["--identities", "people"], "no_progress"),
+                                                  ("prepare", ["photos", "--out", "set"], "quiet")])
+def test_progress_is_turned_off_by_the_same_flags_everywhere(command, extra, dest):
+    parser = _command(command)
+    assert not getattr(parser.parse_args(extra), dest)
+    for flag in ("--quiet", "--no-progress"):
+        assert getattr(parser.parse_args([*extra, flag]), dest) is True
+    train = _command("train")
+    assert train.parse_args(["--no-progress"]).progress is False
+
+
+def test_base_model_names_the_sd_model_in_evaluate_as_in_generate_and_train():
+    assert _command("evaluate").parse_args(["--base-model", "sd15/"]).model == "sd15/"
+    assert _command("generate").parse_args(["--face", "x", "--prompt", "p", "--base-model", "sd15/"]).base_model
+    assert _command("train").parse_args(["--base-model", "sd15/"]).base_model == "sd15/"
+
+
+def test_faces_table_fits_80_columns():
+    from rich.console import Console
+
+    from facefact.cli.faces import faces_table
+
+    quality = {"size_px": 170.0, "sharpness": 0.4031, "yaw": -12.4, "roll": 3.2, "cut_off": 0.0}
+    face = {"score": 0.94, "bbox": [1183.4, 1120.2, 1353.0, 1290.7], "quality": quality}
+    photos = [{"photo": "/photos/a_rather_long_photo_name_of_someone_at_a_party.jpg", "faces": [face] * 3,
+               "main_face": 1},
+              {"photo": "/photos/empty.jpg", "faces": [], "main_face": None}]
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(faces_table(photos))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    text = out.getvalue()
+    assert "#1*" in text and "#0 " in text and "1183,1120" in text and "0.403" in text and "-12" in text
+    assert "a_rather_long" in text and "empty.jpg" in text  # long names are folded, not cut to '…'
+    assert "…" not in text

@@ -1,0 +1,82 @@
+"""Noise from other libraries is dropped where facefact causes it, scoped to the call; real messages
+still come through."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from facefact.logfilters import clip_truncation_notice, dropped_log_messages, empty_fp32_notice
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def diffusers_records():
+    import diffusers  # noqa: F401  (sets up diffusers' own logger and handler)
+
+    handler, logger = Records(), logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+def test_the_empty_fp32_notice_is_dropped_only_inside_the_block(diffusers_records):
+    from facefact.pipelines.tiny import tiny_unet
+
+    unet = tiny_unet()
+    unet.to("cpu", dtype=torch.float32)
+    assert any("kept in float32: []" in m for m in diffusers_records), "diffusers no longer says it: drop the filter"
+    diffusers_records.clear()
+    with dropped_log_messages("diffusers.models.modeling_utils", empty_fp32_notice):
+        unet.to("cpu", dtype=torch.float32)
+        logging.getLogger("diffusers.models.modeling_utils").warning("unexpected LoRA keys: ['x']")
+    assert diffusers_records == ["unexpected LoRA keys: ['x']"]  # a real warning still reaches the user
+    unet.to("cpu", dtype=torch.float32)
+    assert any("kept in float32: []" in m for m in diffusers_records)  # the filter is gone again
+
+
+def test_generate_reports_a_cut_prompt_once(diffusers_records, capsys, tmp_path):
+    from facefact.cli.main import main
+
+    prompt = " ".join(["a very long prompt about a garden"] * 20)
+    code = main(["generate", "--model", "tiny", "--face", str(ROOT / "examples" / "astronaut.jpg"), "--prompt", prompt,
+                 "--steps", "1", "--size", "64", "--seed", "1", "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.count("this part was cut") == 1
+    assert not [m for m in diffusers_records if "truncated because CLIP" in m]
+
+
+def test_clip_notice_predicate_matches_only_that_message():
+    def record(text):
+        return logging.LogRecord("diffusers", logging.WARNING, "", 0, text, None, None)
+
+    assert clip_truncation_notice(record("The following part of your input was truncated because CLIP can only "
+                                         "handle sequences up to 77 tokens: ['x']"))
+    assert not clip_truncation_notice(record("No LoRA keys associated to CLIPTextModel found"))
+    assert not empty_fp32_notice(record("There are modules in UNet that should be kept in float32: ['norm']."))
+
+
+def test_dataloader_workers_are_capped_at_the_cores(monkeypatch, caplog):
+    import os
+
+    from facefact.training.trainer import worker_count
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with caplog.at_level(logging.WARNING, logger="facefact.training"):
+        assert worker_count(8) == 2
+    assert "num_workers 8 is more than the 2 CPU cores" in caplog.text
+    caplog.clear()
+    assert worker_count(2) == 2 and worker_count(0) == 0 and not caplog.text
