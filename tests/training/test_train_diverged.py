@@ -23,8 +23,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared, m
     monkeypatch.setattr(trainer.F, "mse_loss", mse_then_nan)
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="diverged at step 2") as info:
-        train(TrainConfig(data=str(prepared), base_model="tiny", encoder="tiny", output_dir=str(out), max_steps=3, checkpoint_every=1, resolution=64,
-                          progress=False))
+        train(TrainConfig(data=str(prepared), base_model="tiny", encoder="tiny", output_dir=str(out), max_steps=3,
+                          checkpoint_every=1, resolution=64, progress=False))
     kept = checkpointing.list_checkpoints(out)
     assert [p.name for p in kept] == [kept[0].name] and str(kept[0]) in str(info.value)
     assert not (out / "adapter.safetensors").exists()
@@ -34,5 +34,5 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared, m
 
 def test_a_batch_larger_than_the_set_is_refused(tmp_path, prepared):
     with pytest.raises(ConfigError, match="larger than the training set"):
-        train(TrainConfig(data=str(prepared), base_model="tiny", encoder="tiny", output_dir=str(tmp_path / "run"), max_steps=1, batch_size=4096,
-                          resolution=64, progress=False))
+        train(TrainConfig(data=str(prepared), base_model="tiny", encoder="tiny", output_dir=str(tmp_path / "run"),
+                          max_steps=1, batch_size=4096, resolution=64, progress=False))
