@@ -276,6 +276,18 @@ def machine(device: torch.device) -> str:
             f"{gpu}; torch {torch.__version__}, diffusers {diffusers.__version__}, Python {platform.python_version()}")
 
 
+def bf16_note(args, device) -> list[str]:
+    """bf16 on a CPU without AVX-512 is not a path to measure: torch's oneDNN bf16 kernels need it, and
+    bf16 convolutions fall back to the slow reference kernel (10-200x slower than fp32 on an AVX2 VM)."""
+    if device.type != "cpu" or torch.bfloat16 not in args.dtype_list:
+        return []
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        return []
+    return [f"note: torch CPU capability {capability}, no AVX-512: bf16 convolutions run torch's slow reference "
+            "kernel here; these bf16 numbers say nothing about bf16 on an AVX-512 / AMX CPU"]
+
+
 def main_table(rows: list[dict]) -> list[str]:
     lines = ["| dtype | path | bare s/step | FACT s/step | overhead | paired overhead | FLOP ratio "
              "| compile s (bare / FACT) | peak MiB (bare / FACT) | target |",
@@ -317,7 +329,7 @@ def report(rows: list[dict], args, device, models: str) -> str:
              f"photo(s) = {16 * args.photos} face tokens, scale {args.scale}, device {device}",
              f"s/step = min of {args.repeats} interleaved bare / FACT calls after a warm-up (median in ()); paired = "
              f"median of FACT/bare per repeat; compile = first call under torch.compile (inductor, default mode); "
-             f"peak = one step, {peak_what}", ""]
+             f"peak = one step, {peak_what}"] + bf16_note(args, device) + [""]
     lines += main_table(rows)
     for r in rows:
         if "kinds_bare" in r:
@@ -376,7 +388,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(machine(device), flush=True)
+    print("\n".join([machine(device)] + bf16_note(args, device)), flush=True)
     torch.manual_seed(0)
     unet, adapter = build_models(args.tiny, args.size)
     adapter.attach(unet)

@@ -91,12 +91,12 @@ def test_reference_photos_are_analysed_once_per_run(one_identity, monkeypatch):
     from facefact.evaluation.methods import FactMethod, GenerationSettings, MethodContext
 
     context = MethodContext(GenerationSettings(model="tiny", steps=1, size=64))
-    pipe = context.fact_pipeline()
+    context.fact_pipeline()
     import facefact.pipelines.face_tokens as face_tokens
 
     calls = []
-    original = face_tokens.face_pixels_from_photos
-    monkeypatch.setattr(face_tokens, "face_pixels_from_photos",
+    original = face_tokens.analyse_photos
+    monkeypatch.setattr(face_tokens, "analyse_photos",
                         lambda analysis, photos, notes=None: calls.append(list(photos)) or original(analysis, photos, notes))
     references = sorted(p for p in one_identity.rglob("*") if p.is_file() and p.suffix != ".txt")
     images = [FactMethod(context, scale).generate("a portrait", references, seed, 64)

@@ -220,10 +220,7 @@ CLI_DIR = Path(__file__).resolve().parents[2] / "src" / "facefact" / "cli"
 COMMANDS = sorted(p.stem for p in CLI_DIR.glob("*.py") if "\ndef register(" in p.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="src: cli/identity.py imports load_pipeline from "
-                                                                  "cli/generate.py (a command from another command)"))
-    if name == "identity" else name for name in COMMANDS])
+@pytest.mark.parametrize("name", COMMANDS)
 def test_cli_commands_share_code_through_pipelines_not_each_other(name):
     import ast
 

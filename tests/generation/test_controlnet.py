@@ -155,8 +155,6 @@ def test_controlnet_folder_is_named_and_the_adapter_hashed_where_images_are_writ
     assert str(controlnet_folders["tiny"].parent) not in json.dumps(saved)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: FACTMixin._model_files has no ControlNet entries, so the ControlNet "
-                                       "folder's weights_sha256 is never added where images are written")
 def test_controlnet_folder_hash_is_recorded_where_images_are_written(tiny_model_files, controlnet_folders, face):
     """The ControlNet's weights are part of what made the image, as the adapter's are."""
     from facefact.pipelines.hashing import file_sha256
@@ -296,9 +294,6 @@ def test_several_controlnets_see_only_the_text(form, tiny_model_files, controlne
         assert out.metadata[0]["models"]["controlnet"] == [{"id": "tiny-canny"}, {"id": "tiny-pose"}]
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: a ControlNet pipeline built by diffusers (from_pretrained with "
-                                       "ControlNet models) records models.controlnet = {'id': 'controlnet'}, not "
-                                       "each ControlNet's name")
 @pytest.mark.parametrize("form", ["MultiControlNetModel", "list of models"])
 def test_controlnet_models_given_to_diffusers_are_each_described(form, tiny_model_files, controlnet_folders,
                                                                  second_controlnet_folder, control_images, face):

@@ -113,8 +113,6 @@ def test_a_controlnet_that_is_no_location_is_named(tiny_model_files):
         load_fact_pipeline("tiny", "tiny", "tiny", controlnet=3)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: load_fact_pipeline(controlnet=[]) silently builds a pipeline "
-                                       "without any ControlNet")
 def test_an_empty_list_of_controlnets_is_a_config_error():
     from facefact.pipelines.build import load_fact_pipeline
 
@@ -122,8 +120,6 @@ def test_an_empty_list_of_controlnets_is_a_config_error():
         load_fact_pipeline("tiny", "tiny", "tiny", controlnet=[])
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: since ModelNotFoundError is a FileNotFoundError, loading.py's "
-                                       "`except OSError` wraps its own errors again, with a hint about connections")
 def test_a_folder_that_is_no_model_is_said_once_without_a_connection_hint(tiny_model_files, tmp_path):
     from facefact.errors import ModelNotFoundError
     from facefact.pipelines.loading import load_base_pipeline, load_controlnet

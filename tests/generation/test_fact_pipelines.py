@@ -133,8 +133,6 @@ def test_return_dict_false_and_output_type_np(tiny_pipe, face):
     np.testing.assert_allclose(as_np.images[0] * 255, pixels(as_dict.images)[0], atol=1)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: FACTPipelineOutput.save tests `not self.images`, which numpy "
-                                       "refuses for an array ('truth value ... is ambiguous') before the clear error")
 def test_saving_np_images_says_to_use_pil(tiny_pipe, face, tmp_path):
     as_np = tiny_pipe(PROMPT, face_tokens=face, num_inference_steps=1, height=64, width=64, output_type="np")
     with pytest.raises(ValueError, match="output_type='pil'"):
@@ -202,11 +200,6 @@ def test_the_gligen_channel_is_facts_own(tiny_pipe, face):
     assert "face_images= or face_tokens=" in caught.value.hint
 
 
-GLIGEN_WITHOUT_A_FACE = ("src bug (0960e0b): the gligen check moved into _attention_kwargs, which runs only with a "
-                         "face; without one the user's cross_attention_kwargs['gligen'] reaches the UNet (TypeError)")
-
-
-@pytest.mark.xfail(strict=True, reason=GLIGEN_WITHOUT_A_FACE)
 def test_the_gligen_channel_is_refused_without_a_face_too(tiny_pipe):
     with pytest.raises(ConfigError, match="FACT's channel"):
         tiny_pipe(PROMPT, cross_attention_kwargs={"gligen": {"objs": torch.zeros(1, 16, 32)}},

@@ -179,9 +179,7 @@ def test_adapter_state_is_restored_when_a_request_fails(tiny_pipe, face):
     (dict(face_tokens=torch.zeros(16, 32)), r"\[1, 16n, C\]"),
     (dict(face_tokens=torch.zeros(1, 20, 32)), "not a multiple of 16"),
     (dict(face_tokens=torch.zeros(1, 16, 32), cross_attention_kwargs={"gligen": {}}), "FACT's channel"),
-    pytest.param(dict(cross_attention_kwargs={"gligen": {"objs": torch.zeros(1, 16, 32)}}), "FACT's channel",
-                 marks=pytest.mark.xfail(strict=True, reason="src bug (0960e0b): without a face the gligen check "
-                                                             "is skipped (see test_fact_pipelines)")),
+    (dict(cross_attention_kwargs={"gligen": {"objs": torch.zeros(1, 16, 32)}}), "FACT's channel"),
 ])
 def test_bad_face_arguments_are_config_errors_before_any_work(tiny_pipe, kwargs, phrase, monkeypatch):
     def no_work(*args, **kw):

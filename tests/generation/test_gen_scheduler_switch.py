@@ -1,7 +1,6 @@
 """Schedulers are set the diffusers way (`pipe.scheduler = X.from_config(pipe.scheduler.config)`, or
 `make_scheduler(name, config)` for the CLI's names); switching back and forth carries nothing over."""
 import numpy as np
-import pytest
 import torch
 
 from facefact.pipelines import FACTStableDiffusionPipeline
@@ -30,8 +29,6 @@ def test_switching_schedulers_back_and_forth_changes_nothing(face):
                 width=64).metadata[0]["scheduler"] == "EulerDiscreteScheduler"
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: make_scheduler(name, config) keeps the previous scheduler's "
-                                       "overrides (use_karras_sigmas / algorithm_type) when given its config")
 def test_make_scheduler_from_the_current_config_does_not_carry_the_previous_choice(face):
     pipe = FACTStableDiffusionPipeline.tiny()
     pipe.scheduler = make_scheduler("euler", pipe.scheduler.config)

@@ -41,6 +41,8 @@ def test_two_photos_combine_as_stated(pipe, astronaut, grace_hopper):
                generator=torch.Generator().manual_seed(1), num_inference_steps=2, height=64, width=64)
     assert out.metadata[0]["photo_weights"] == [round(wa, 4), round(wb, 4)]
     assert out.metadata[0]["face_combine"] == "weighted"
+    precomputed = pipe("a portrait", face_tokens=weighted, num_inference_steps=1, height=64, width=64)
+    assert precomputed.metadata[0]["face_combine"] == "weighted"  # what the tokens are, not the call's default
     with pytest.raises(ConfigError, match="unknown"):
         pipe.encode_faces([astronaut], combine="median")
 

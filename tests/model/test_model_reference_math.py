@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
 
-from facefact.model import FaceAdapter, cross_attention_blocks
+from facefact.model import FaceAdapter
 from facefact.model.adapter import FACTFuser
 from facefact.training.fair import FairRegularizer
 from facefact.model.tiny import tiny_resampler_config

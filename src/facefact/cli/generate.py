@@ -18,10 +18,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
+                                        photo_names)
+from facefact.cli.model_flags import load_pipeline
 from facefact.cli.outputs import check_file_name, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
-from facefact.errors import ConfigError, ModelNotFoundError
+from facefact.errors import ConfigError
 from facefact.logfilters import clip_truncation_notice, dropped_log_messages
 from facefact.validation import (MAX_SEED, arg_float, arg_int, arg_seed, check_image_size, finite_float,
                                  strict_bool, whole_number)
@@ -40,8 +43,12 @@ def register(subparsers) -> None:
         "generate", help="portraits of the person in --face, from a text prompt",
         description="Generate portraits of the person in the reference photo(s) from a text prompt. "
                     "Settings: flag > environment > config file > built-in default.")
-    p.add_argument("--face", action="append", required=True, metavar="PHOTO",
-                   help="reference photo; repeat for several photos of the same person")
+    p.add_argument("--face", action="append", default=[], metavar="PHOTO[@x0,y0,x1,y1]",
+                   help="reference photo; repeat for several photos of the same person. With a region "
+                        "(fractions of the image) per photo: several people in one image, e.g. "
+                        "--face alice.jpg@0,0,0.5,1 --face bob.jpg@0.5,0,1,1")
+    p.add_argument("--identity", action="append", default=[], metavar="FILE.fid[@x0,y0,x1,y1]",
+                   help="a saved identity (`facefact identity save`) instead of photos")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", dest="negative_prompt")
     p.add_argument("-n", "--num-images", dest="n", type=arg_int("-n", low=1, high=MAX_IMAGES),
@@ -57,8 +64,14 @@ def register(subparsers) -> None:
     g.add_argument("--guidance", "--guidance-scale", dest="guidance",
                    type=arg_float("--guidance", low=0, high=MAX_GUIDANCE),
                    help="classifier-free guidance scale (default 5)")
-    g.add_argument("--scale", type=arg_float("--scale", low=0, high=2),
-                   help="adapter scale: 0 = base model, 1 = full face (default 0.5)")
+    g.add_argument("--scale", help="adapter scale: 0 = base model, 1 = full face (default 0.5); or per UNet "
+                                  "level: down=0.3,mid=0.5,up=0.6 (levels not named: 0)")
+    g.add_argument("--combine", choices=["concat", "mean", "weighted"], default="concat",
+                   help="how several photos of one person combine: concat (FACT's own, 16 tokens each), mean, "
+                        "or weighted by face quality (default concat)")
+    g.add_argument("--window", metavar="START,END",
+                   help="FACT only from START to END of the denoising steps (fractions, e.g. 0.3,1: a late "
+                        "start keeps the base model's composition); 1,1 = the base model")
     g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
                    help="unconditional branch uses the face tokens too, not the null face tokens")
     g.add_argument("--size", type=arg_int("--size"), help="square image size, a multiple of 8 (default: the model's)")
@@ -102,10 +115,12 @@ def resolve_options(args, config: dict) -> dict:
     opts["n"] = whole_number("-n (images)", opts["n"], low=1, high=MAX_IMAGES)
     opts["steps"] = whole_number("--steps", opts["steps"], low=1, high=MAX_STEPS)
     opts["guidance"] = finite_float("--guidance", opts["guidance"], low=0, high=MAX_GUIDANCE)
-    scale = finite_float("--scale", opts["scale"])
-    if not 0.0 <= scale <= 2.0:
-        raise ConfigError(f"adapter scale {opts['scale']} is outside 0..2", hint="0.5 is the released setting")
-    opts["scale"] = scale
+    if isinstance(opts["scale"], (int, float)):  # a config file's number: parse_scale checks only text
+        scale = finite_float("--scale", opts["scale"])
+        if not 0.0 <= scale <= 2.0:
+            raise ConfigError(f"adapter scale {opts['scale']} is outside 0..2", hint="0.5 is the released setting")
+    opts["scale"] = parse_scale(opts["scale"])
+    opts["window"] = parse_window(args.window)
     opts["cfg_face"] = strict_bool("cfg_face", opts["cfg_face"])
     for key in ("negative_prompt", "out", "scheduler"):
         if opts[key] is not None and not isinstance(opts[key], str):
@@ -113,75 +128,6 @@ def resolve_options(args, config: dict) -> dict:
     if args.seed is not None and args.seed + opts["n"] - 1 > MAX_SEED:
         raise ConfigError(f"--seed {args.seed} with -n {opts['n']} goes past the largest seed {MAX_SEED}")
     return opts
-
-
-def check_photos(paths: list[str], analysis, notes: list[str]):
-    """Analyse the photos now - failing on one without a usable face before any weights are
-    loaded - and return the encoder input, so the pipeline does not analyse them again."""
-    from facefact.pipelines.face_tokens import face_pixels_from_photos
-
-    return face_pixels_from_photos(analysis, paths, notes)
-
-
-def check_device(device: str | None) -> None:
-    """torch's own message for a missing accelerator is an AssertionError deep in .to(); say it plainly."""
-    import torch
-
-    if device is None:
-        return
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device '{device}'", hint="use cuda, cuda:N, mps or cpu") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
-    if not available.get(kind, True):
-        raise ConfigError(f"device '{device}' is not available on this machine (torch {torch.__version__})",
-                          hint="drop --device to use the best available one, or install a torch build for it")
-
-
-def model_locations(args, config: dict, config_path) -> dict:
-    """base_model / adapter / encoder: 'tiny' (built in) or a location - flag > env > config >
-    default; `--model tiny` makes 'tiny' the default of each, so `--model tiny --adapter run/adapter.safetensors`
-    is a trained adapter on the tiny base and encoder it was trained with."""
-    from facefact.pipelines import registry
-
-    tiny = args.model == "tiny"
-    if tiny and args.base_model not in (None, "tiny"):
-        raise ConfigError("--model tiny is the built-in tiny base model; drop --base-model (or --model tiny)")
-    directory = registry.models_dir(args.models_dir, config)
-    where = {}
-    for setting in ("base_model", "adapter", "encoder"):
-        flag = getattr(args, setting)
-        if flag == "tiny" or (tiny and flag is None):
-            where[setting] = "tiny"
-            continue
-        resolved = registry.resolve_setting(setting, flag, config, config_path, directory)
-        value = resolved.value if setting == "base_model" else resolved.path
-        local = Path(str(value)).expanduser()
-        if not local.exists() and not registry.looks_like_hub_id(str(value)) and not str(value).startswith("modelscope:"):
-            what = {"base_model": "base model"}.get(setting, setting)
-            raise ModelNotFoundError(f"{what} not found: {value} (from {resolved.origin})", path=value,
-                                     hint=("run `facefact models download`, or " if setting != "base_model" else
-                                           "give a diffusers folder, a .safetensors file or a hub id; ")
-                                     + registry.how_to_point(setting))
-        where[setting] = value
-    if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] != "tiny":
-        raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
-                          hint="pass --adapter and --encoder files for a real base model")
-    return where
-
-
-def load_pipeline(args, config: dict, config_path, analysis, controlnet: str | None = None, kind: str = "txt2img"):
-    from facefact.pipelines import registry
-    from facefact.pipelines.build import load_fact_pipeline
-
-    device = registry.resolve_setting("device", args.device, config, config_path).value
-    dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
-    check_device(device)
-    where = model_locations(args, config, config_path)
-    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
-                              controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis)
 
 
 def progress_callback(total: int, enabled: bool):
@@ -237,13 +183,13 @@ def run(args) -> int:
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once below
-        face_pixels = check_photos(args.face, analysis, notes)
+        analysed = analyse_people(people(args.face, args.identity), analysis, notes)
         generate_extras.load_control_image(extras)
-        return generate_and_write(args, opts, config, config_path, analysis, notes, stem, face_pixels, extras)
+        return generate_and_write(args, opts, config, config_path, analysis, notes, stem, analysed, extras)
 
 
 def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str,
-                       face_pixels, extras) -> int:
+                       analysed, extras) -> int:
     import secrets
 
     import torch
@@ -267,16 +213,16 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device))
     # the pipeline's own note names the cut words (once); diffusers' copy of it is dropped
     with contextlib.closing(bar), threads, dropped_log_messages("diffusers", clip_truncation_notice):
-        faces = pipe.encode_faces(face_pixels=face_pixels)
-        out = pipe(args.prompt, face_tokens=faces, negative_prompt=opts["negative_prompt"],
-                   fact_scale=float(opts["scale"]), cfg_face=bool(opts["cfg_face"]), num_images_per_prompt=n,
+        out = pipe(args.prompt, **face_arguments(pipe, analysed, args.combine), fact_window=opts["window"],
+                   negative_prompt=opts["negative_prompt"], fact_scale=opts["scale"], cfg_face=bool(opts["cfg_face"]),
+                   num_images_per_prompt=n,
                    generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(n)],
                    num_inference_steps=int(opts["steps"]), guidance_scale=float(opts["guidance"]),
                    height=size[1], width=size[0], callback_on_step_end=callback, **control)
     notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
     metadata = out.metadata_with_hashes()
     for meta in metadata:  # the files keep no trace of the photos, not even their names
-        meta["notes"] = [anonymise(note, args.face) for note in notes]
+        meta["notes"] = [anonymise(note, photo_names(people(args.face, args.identity))) for note in notes]
         meta["scheduler"] = opts["scheduler"]
     out_dir = Path(opts["out"]).expanduser()
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def run_save(args) -> int:
-    from facefact.cli.generate import load_pipeline
+    from facefact.cli.model_flags import load_pipeline
     from facefact.faces import FaceAnalysis
     from facefact.pipelines import registry
     from facefact.pipelines.identity import save_identity

@@ -45,7 +45,8 @@ def people(faces: list[str], identities: list[str]) -> list[Person]:
     """One Person per region (photos sharing a region are one person), or one Person without."""
     entries = [(spec, "--face") for spec in faces or []] + [(spec, "--identity") for spec in identities or []]
     if not entries:
-        raise ConfigError("no reference given", hint="pass --face PHOTO (repeat for more photos) or --identity FILE.fid")
+        raise ConfigError("no reference given",
+                          hint="pass --face PHOTO (repeat for more photos) or --identity FILE.fid")
     parsed = [(flag, *split_region(spec, flag)) for spec, flag in entries]
     with_region = [p for p in parsed if p[2] is not None]
     if with_region and len(with_region) != len(parsed):
@@ -70,17 +71,34 @@ def people(faces: list[str], identities: list[str]) -> list[Person]:
             if person.identity:
                 raise ConfigError(f"region {region} has a saved identity and photos", hint="one or the other")
             person.photos.append(name)
+    check_boxes([region for region in groups])
     return list(groups.values())
+
+
+def check_boxes(boxes: list[tuple]) -> None:
+    """Regions given on the command line: not empty, not overlapping (checked before any loading)."""
+    for box in boxes:
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ConfigError(f"region {','.join(f'{v:g}' for v in box)} is empty: x1 must exceed x0, y1 y0")
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]):
+                raise ConfigError(f"regions {','.join(f'{v:g}' for v in a)} and {','.join(f'{v:g}' for v in b)} "
+                                  "overlap", hint="each part of the image can belong to one person only")
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
+    from facefact.pipelines.requests import check_window
+
     try:
         start, end = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--window {text}: expected START,END, e.g. --window 0.3,1") from None
-    return start, end
+        return check_window((start, end))
+    except (ValueError, ConfigError) as err:
+        raise ConfigError(f"--window {text}: expected START,END, fractions of the steps with START before END",
+                          hint="e.g. --window 0.3,1 (FACT from 30% of the steps on); --window 1,1 is the base "
+                               "model") from err
 
 
 def parse_scale(value) -> float | dict:
@@ -106,3 +124,37 @@ def _scale_number(text, where: str) -> float:
     if not math.isfinite(value) or not 0.0 <= value <= 2.0:
         raise ConfigError(f"{where}: adapter scale {value:g} is outside 0..2", hint="0.5 is the released setting")
     return value
+
+
+def analyse_people(persons: list[Person], analysis, notes: list[str]) -> list[tuple]:
+    """(person, encoder input, qualities) for each person with photos - analysed now, so a photo
+    without a usable face stops the command before any weights load; saved identities: (person, None, None)."""
+    from facefact.pipelines.face_tokens import analyse_photos
+
+    analysed = []
+    for person in persons:
+        if person.identity is not None:
+            analysed.append((person, None, None))
+        else:
+            analysed.append((person, *analyse_photos(analysis, person.photos, notes)))
+    return analysed
+
+
+def face_arguments(pipe, analysed: list[tuple], combine: str) -> dict:
+    """The pipeline call's face arguments: face_tokens= for one person, face_images= and
+    face_regions= for several people in one image."""
+    def tokens(person, pixels, qualities):
+        if person.identity is not None:
+            from facefact.pipelines.identity import load_identity
+
+            return load_identity(pipe, person.identity)
+        return pipe.encode_faces(face_pixels=pixels, qualities=qualities, combine=combine)
+
+    if len(analysed) == 1 and analysed[0][0].region is None:
+        return {"face_tokens": tokens(*analysed[0])}
+    return {"face_images": [tokens(*entry) for entry in analysed],
+            "face_regions": [entry[0].region for entry in analysed]}
+
+
+def photo_names(persons: list[Person]) -> list[str]:
+    return [photo for person in persons for photo in person.photos]

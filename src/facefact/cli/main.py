@@ -30,7 +30,8 @@ from facefact.cli.terminal import safe_text
 from facefact.errors import FacefactError
 
 # Order is the order in `facefact --help`.
-SUBCOMMAND_MODULES = ["generate", "faces", "models", "convert", "prepare", "train", "evaluate"]
+SUBCOMMAND_MODULES = ["generate", "template", "identity", "faces", "models", "convert", "prepare", "train", "evaluate",
+                      "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,3 +54,11 @@ def dlib_resnet_path() -> Path:
 
 def dlib_shape5_path() -> Path:
     return _model_file("face_recognition_models", "models", DLIB_SHAPE5_FILE, "face-recognition-models")
+
+
+DLIB_SHAPE68_FILE = "shape_predictor_68_face_landmarks.dat"
+
+
+def dlib_shape68_path() -> Path:
+    """dlib's 68-point landmark model (trained on iBUG 300-W, whose licence excludes commercial use)."""
+    return _model_file("face_recognition_models", "models", DLIB_SHAPE68_FILE, "face-recognition-models")

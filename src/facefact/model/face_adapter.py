@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facefact.errors import CheckpointError
+from facefact.errors import CheckpointError, ConfigError
 from facefact.model.adapter import FACTFuser, FaceTokenPassthrough
 from facefact.model.resampler import Resampler, ResamplerConfig
 
@@ -255,7 +255,7 @@ def scales_per_block(scale, block_paths: list[str]) -> dict[str, float]:
 
     def number(value, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"FACT scale {where} must be a finite number, not {value!r}")
+            raise ConfigError(f"FACT scale {where} must be a finite number, not {value!r}")
         return float(value)
 
     if not isinstance(scale, dict):
@@ -266,8 +266,8 @@ def scales_per_block(scale, block_paths: list[str]) -> dict[str, float]:
     for key, value in scale.items():
         prefix = names.get(key, key)
         if not any(path == prefix or path.startswith(prefix + ".") for path in block_paths):
-            raise ValueError(f"FACT scale key {key!r} names no block; use 'down', 'mid', 'up' or a block path "
-                             f"such as 'up_blocks.1' (blocks: {block_paths[0]} ... {block_paths[-1]})")
+            raise ConfigError(f"FACT scale key {key!r} names no block",
+                              hint="use 'down', 'mid', 'up' or a block path such as 'up_blocks.1'")
         prefixes[prefix] = number(value, f"for {key!r}")
     out = {}
     for path in block_paths:

@@ -41,6 +41,8 @@ def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encod
                        encoder_weight_name: str | None = None, inpainting_unet: bool = False):
     """A FACT pipeline of `kind` with its adapter loaded. `controlnet`: None, "tiny", a location,
     or a list of them (a MultiControlNetModel)."""
+    if isinstance(controlnet, (list, tuple)) and not controlnet:
+        raise ConfigError("controlnet=[] names no ControlNet", hint="pass None for none, or one or more locations")
     nets = [] if controlnet is None else (list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet])
     cls = pipeline_class(kind, bool(nets))
     tiny_base = str(base_model) == TINY
@@ -73,8 +75,9 @@ def _load_real_base(cls, base_model, nets, dtype):
     pipe.set_progress_bar_config(disable=True)
     if controlnet is not None:
         check_controlnet_fits(controlnet, pipe.unet, [str(n) for n in nets])
-        pipe._facefact_controlnet_info = [model_entry(n, Path(str(n)) if Path(str(n)).exists() else None)
-                                          for n in nets]
+        local = [Path(str(n)).expanduser() if Path(str(n)).expanduser().exists() else None for n in nets]
+        pipe._facefact_controlnet_info = [model_entry(n, path) for n, path in zip(nets, local)]
+        pipe._facefact_controlnet_files = local  # hashed where images are written
     return pipe
 
 

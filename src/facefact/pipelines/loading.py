@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
+from facefact.errors import CheckpointError, ConfigError, FacefactError, ModelNotFoundError
 from facefact.pipelines.hashing import HashCache
 from facefact.pipelines.registry import looks_like_hub_id, offline
 from facefact.pipelines.scheduler_names import SCHEDULERS
@@ -23,7 +23,10 @@ def make_scheduler(name: str, base_config):
     if name not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler '{name}'", hint=f"choose one of: {', '.join(SCHEDULERS)}")
     class_name, overrides = SCHEDULERS[name]
-    return getattr(diffusers, class_name).from_config(base_config, **overrides)
+    # the settings a previous choice put in (e.g. Karras sigmas) never carry over to this one
+    chosen_keys = {key for _, settings in SCHEDULERS.values() for key in settings}
+    config = {k: v for k, v in dict(base_config).items() if k not in chosen_keys}
+    return getattr(diffusers, class_name).from_config(config, **overrides)
 
 
 def pick_device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None):
@@ -84,6 +87,8 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
                                      hint="give a diffusers folder, a single .safetensors/.ckpt file, or a hub id "
                                           "such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'")
         return cls.from_pretrained(str(location), local_files_only=offline(), **kwargs)
+    except FacefactError:
+        raise  # our own message already (also an OSError where it is a FileNotFoundError)
     except (OSError, EnvironmentError) as err:
         raise ModelNotFoundError(
             f"could not load the base model '{location}': {str(err).splitlines()[0]}", path=location,
@@ -175,6 +180,8 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
                                      hint="give a diffusers ControlNet folder, a single .safetensors/.pth file or a "
                                           "hub id such as 'lllyasviel/control_v11p_sd15_canny'")
         return ControlNetModel.from_pretrained(str(location), dtype=dtype, local_files_only=offline())
+    except FacefactError:
+        raise
     except (OSError, EnvironmentError) as err:
         raise ModelNotFoundError(
             f"could not load the ControlNet '{location}': {str(err).splitlines()[0]}", path=location,

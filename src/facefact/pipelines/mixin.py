@@ -163,7 +163,8 @@ class FACTMixin(LoraProvenanceMixin):
 
     def _face_condition(self, face_images, face_tokens, combine: str = "concat") -> FaceTokens | None:
         if face_images is not None and face_tokens is not None:
-            raise ConfigError("pass face_images= or face_tokens=, not both")
+            raise ConfigError("pass face_images= or face_tokens=, not both",
+                              hint="face_images= are photos; face_tokens= what pipe.encode_faces(...) returned")
         if face_tokens is None:
             return None if face_images is None else self.encode_faces(face_images, combine=combine)
         adapter = self._require_fact()
@@ -174,11 +175,13 @@ class FACTMixin(LoraProvenanceMixin):
 
             return load_identity(self, face_tokens)
         if not torch.is_tensor(face_tokens) or face_tokens.ndim != 3 or face_tokens.shape[0] != 1:
-            raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces) or a [1, 16n, C] tensor")
+            raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces), a saved identity (.fid) "
+                              "or a [1, 16n, C] tensor", hint="make them with pipe.encode_faces(face_images)")
         photos, rest = divmod(face_tokens.shape[1], adapter.tokens_per_photo)
         if rest or not photos:
             raise ConfigError(f"face_tokens has {face_tokens.shape[1]} tokens, not a multiple of "
-                              f"{adapter.tokens_per_photo} (one block per photo)")
+                              f"{adapter.tokens_per_photo} (one block per photo)",
+                              hint="pass the tokens pipe.encode_faces(...) made, unchanged")
         with torch.no_grad():
             null = adapter.null_face_tokens(photos)
         return FaceTokens(face_tokens, null, photos)
@@ -203,6 +206,9 @@ class FACTMixin(LoraProvenanceMixin):
         batch = len(prompts) * per_prompt
         generator, seeds = _generators(given("generator"), batch)
         bound.arguments["generator"] = generator
+        if "gligen" in (given("cross_attention_kwargs") or {}):
+            raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
+                              hint="pass face_images= or face_tokens= instead")
         if faces is not None:
             faces = faces.to(self._execution_device, self.unet.dtype)
             bound.arguments["cross_attention_kwargs"] = self._attention_kwargs(given, faces, regions, batch, cfg_face)
@@ -237,9 +243,6 @@ class FACTMixin(LoraProvenanceMixin):
     def _attention_kwargs(self, given, faces: FaceTokens, regions, batch: int, cfg_face: bool) -> dict:
         """The user's cross_attention_kwargs plus FACT's face tokens for every row of the UNet batch."""
         attention_kwargs = dict(given("cross_attention_kwargs") or {})
-        if "gligen" in attention_kwargs:
-            raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
-                              hint="pass face_images= or face_tokens= instead")
         guidance = given("guidance_scale")
         do_cfg = guidance is not None and guidance > 1 and self.unet.config.get("time_cond_proj_dim") is None
         attention_kwargs["gligen"] = {"objs": guidance_objs(faces, batch, do_cfg, cfg_face)}
@@ -264,6 +267,9 @@ class FACTMixin(LoraProvenanceMixin):
 
     def _model_files(self) -> dict:
         files = {**(getattr(self, "_fact_files", {}) or {}), **self.lora_files()}
+        for index, path in enumerate(getattr(self, "_facefact_controlnet_files", None) or []):
+            if path is not None:
+                files[f"controlnet:{index}"] = path
         base = Path(str(getattr(self.config, "_name_or_path", "") or ""))
         if str(base) and base.exists():
             files["base_model"] = base

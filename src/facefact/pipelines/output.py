@@ -31,7 +31,7 @@ class FACTPipelineOutput(StableDiffusionPipelineOutput):
         its provenance; a taken name gets `-1`, `-2`... unless `overwrite`. Returns the paths."""
         from facefact.pipelines.metadata import write_png
 
-        if not self.images or not hasattr(self.images[0], "save"):
+        if self.images is None or len(self.images) == 0 or not hasattr(self.images[0], "save"):
             raise ValueError("only PIL images can be saved with their provenance: call the pipeline with "
                              "output_type='pil' (the default)")
         folder = Path(folder)
@@ -60,6 +60,10 @@ class FACTPipelineOutput(StableDiffusionPipelineOutput):
                     for entry in models.get("loras", []):
                         if entry.get("adapter_name") == role[len("lora:"):]:
                             entry.update(hashes)
+                elif role.startswith("controlnet:"):
+                    entries, index = models.get("controlnet") or [], int(role.split(":", 1)[1])
+                    if isinstance(entries, list) and index < len(entries):
+                        entries[index].update(hashes)
                 elif isinstance(models.get(role), dict):
                     models[role].update(hashes)
             out.append(meta)

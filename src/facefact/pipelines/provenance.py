@@ -58,7 +58,12 @@ def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_gener
     models = {"base_model": base_model_entry(pipe), **copy.deepcopy(getattr(pipe, "_fact_models", {}) or {})}
     controlnet = getattr(pipe, "controlnet", None)
     if controlnet is not None:
-        models["controlnet"] = copy.deepcopy(getattr(pipe, "_facefact_controlnet_info", None)) or {"id": "controlnet"}
+        info = getattr(pipe, "_facefact_controlnet_info", None)
+        if info is None:  # given to diffusers' own loading: named by where each was loaded from
+            nets = list(getattr(controlnet, "nets", [controlnet]))
+            info = [model_entry(n.config._name_or_path, None) if n.config.get("_name_or_path")
+                    else {"id": "<ControlNetModel>"} for n in nets]
+        models["controlnet"] = copy.deepcopy(info)
     if loras := pipe.lora_provenance():
         models["loras"] = loras
     negative = given("negative_prompt")
@@ -71,6 +76,7 @@ def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_gener
     }
     if faces is not None and request is not None:
         settings.update(request.as_metadata())
+        settings["face_combine"] = faces.combine  # what the tokens are (face_tokens= may come combined)
         if faces.weights is not None:
             settings["photo_weights"] = [round(w, 4) for w in faces.weights]
     for name in RECORDED_ARGUMENTS:

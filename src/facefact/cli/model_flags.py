@@ -1,0 +1,69 @@
+"""Model selection shared by the commands that generate (generate, identity, serve, template):
+flags / environment / config file -> the locations of base model, adapter and encoder ('tiny' or a
+file, folder or hub id), and the one loader (facefact.pipelines.build) called with them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from facefact.errors import ConfigError, ModelNotFoundError
+
+
+def check_device(device: str | None) -> None:
+    """torch's own message for a missing accelerator is an AssertionError deep in .to(); say it plainly."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{device}'", hint="use cuda, cuda:N, mps or cpu") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())}
+    if not available.get(kind, True):
+        raise ConfigError(f"device '{device}' is not available on this machine (torch {torch.__version__})",
+                          hint="drop --device to use the best available one, or install a torch build for it")
+
+
+def model_locations(args, config: dict, config_path) -> dict:
+    """base_model / adapter / encoder: 'tiny' (built in) or a location - flag > env > config >
+    default; `--model tiny` makes 'tiny' the default of each, so `--model tiny --adapter run/adapter.safetensors`
+    is a trained adapter on the tiny base and encoder it was trained with."""
+    from facefact.pipelines import registry
+
+    tiny = args.model == "tiny"
+    if tiny and args.base_model not in (None, "tiny"):
+        raise ConfigError("--model tiny is the built-in tiny base model; drop --base-model (or --model tiny)")
+    directory = registry.models_dir(args.models_dir, config)
+    where = {}
+    for setting in ("base_model", "adapter", "encoder"):
+        flag = getattr(args, setting)
+        if flag == "tiny" or (tiny and flag is None):
+            where[setting] = "tiny"
+            continue
+        resolved = registry.resolve_setting(setting, flag, config, config_path, directory)
+        value = resolved.value if setting == "base_model" else resolved.path
+        local = Path(str(value)).expanduser()
+        if not local.exists() and not registry.looks_like_hub_id(str(value)) and not str(value).startswith("modelscope:"):
+            what = {"base_model": "base model"}.get(setting, setting)
+            raise ModelNotFoundError(f"{what} not found: {value} (from {resolved.origin})", path=value,
+                                     hint=("run `facefact models download`, or " if setting != "base_model" else
+                                           "give a diffusers folder, a .safetensors file or a hub id; ")
+                                     + registry.how_to_point(setting))
+        where[setting] = value
+    if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] != "tiny":
+        raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
+                          hint="pass --adapter and --encoder files for a real base model")
+    return where
+
+
+def load_pipeline(args, config: dict, config_path, analysis, controlnet: str | None = None, kind: str = "txt2img"):
+    from facefact.pipelines import registry
+    from facefact.pipelines.build import load_fact_pipeline
+
+    device = registry.resolve_setting("device", args.device, config, config_path).value
+    dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
+    check_device(device)
+    where = model_locations(args, config, config_path)
+    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
+                              controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis)

@@ -1,0 +1,206 @@
+"""`facefact serve`: the web UI and the HTTP API over one bounded queue; `facefact worker` for scale-out.
+
+    facefact serve --model tiny                      # offline, seconds: http://127.0.0.1:7860/ui/
+    facefact serve --base-model ... --adapter ... --encoder ... --api-key KEY --host 0.0.0.0
+    facefact serve --redis redis://host:6379/0       # stateless API; GPUs run `facefact worker`
+    facefact worker --redis redis://host:6379/0 --device cuda:0 [model flags]
+
+Models are loaded with `generate`'s own loader, once, before the port opens. Heavy imports
+(torch, diffusers, gradio, fastapi) happen inside `run`, so `facefact --help` stays fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from facefact.errors import ConfigError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_model_arguments(parser) -> None:
+    """The model flags of `facefact generate` (same names, same meaning)."""
+    m = parser.add_argument_group("models (as in `facefact generate`)")
+    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
+                   help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
+    m.add_argument("--base-model", dest="base_model", help="diffusers folder, hub id or single .safetensors file")
+    m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film")
+    m.add_argument("--encoder", help="TransFace encoder file")
+    m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
+    m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
+    m.add_argument("--device", help="cuda, cuda:1, mps or cpu; several, comma-separated (cuda:0,cuda:1), "
+                                    "give one GPU worker each")
+    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    m.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                   help="a LoRA users may pick (by its file name) at WEIGHT (default 1.0, used when a request "
+                        "names none); repeat for several")
+
+
+def add_limit_arguments(parser) -> None:
+    g = parser.add_argument_group("queue and limits")
+    g.add_argument("--queue-size", dest="queue_size", type=int, default=8, help="jobs that may wait (default 8); "
+                   "more get 429 + Retry-After")
+    g.add_argument("--job-timeout", dest="job_timeout", type=float, default=600, help="seconds a job may run")
+    g.add_argument("--result-ttl", dest="result_ttl", type=float, default=600,
+                   help="seconds results are kept after a job ends, then deleted (default 600)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="web UI + HTTP API over one bounded job queue",
+                              description="Serve the web UI (/ui) and the HTTP API (/v1, docs at /docs) with the "
+                                          "models loaded once. Binds 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    add_model_arguments(p)
+    add_limit_arguments(p)
+    g = p.add_argument_group("access")
+    g.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0,
+                   help="largest request body, checked while it streams (default 20)")
+    g.add_argument("--max-photo-megapixels", dest="max_photo_mp", type=float, default=16.0)
+    g.add_argument("--api-key", dest="api_key", default=None,
+                   help="require this key (X-API-Key or Bearer; the UI's password); default: FACEFACT_API_KEY")
+    g.add_argument("--cors-origin", dest="cors_origins", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from this origin (repeatable; CORS is off by default)")
+    g.add_argument("--no-ui", dest="ui", action="store_false", help="the API only")
+    g.add_argument("--redis", metavar="URL", help="use a shared Redis queue; GPUs run `facefact worker --redis URL`")
+    p.set_defaults(func=run)
+
+    w = subparsers.add_parser("worker", help="a GPU worker for `facefact serve --redis URL`",
+                              description="Load the models once and run jobs from the Redis queue, one at a time "
+                                          "(an RQ SimpleWorker: no fork per job). One process per GPU.")
+    w.add_argument("--redis", metavar="URL", required=True)
+    w.add_argument("--name", help="worker name (default: RQ's; shown in job status)")
+    w.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    add_model_arguments(w)
+    w.set_defaults(func=run_worker)
+
+
+def quiet_network_defaults() -> None:
+    """No analytics, no telemetry, no hub calls unless the user set these themselves (an explicit value wins)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def require_serve_extra() -> None:
+    import importlib.util
+
+    missing = [name for name in ("fastapi", "uvicorn", "gradio", "multipart", "prometheus_client")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"facefact serve needs {', '.join(missing)}", hint='pip install -e ".[serve]"')
+
+
+def load_engines(args):
+    """One Engine per device in --device (comma-separated), each a pipeline from generate's loader."""
+    import argparse
+
+    import torch
+
+    from facefact.cli.model_flags import load_pipeline
+    from facefact.faces import FaceAnalysis
+    from facefact.pipelines import extras as lora_extras
+    from facefact.pipelines import registry
+    from facefact.pipelines.loading import quiet_libraries
+    from facefact.serving.engine import Engine
+
+    quiet_libraries()
+    extras = lora_extras.check_settings(args.lora, tiny=args.model == "tiny")
+    lora_extras.check_files(extras)
+    config, config_path = registry.load_config(args.config)
+    devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
+    if args.model == "tiny":  # 32-channel layers gain nothing from threads and lose a lot on a busy machine
+        torch.set_num_threads(1)
+    engines = []
+    for index, device in enumerate(devices):
+        one = argparse.Namespace(**{**vars(args), "device": device})
+        pipe = load_pipeline(one, config, config_path, FaceAnalysis())
+        engines.append(Engine(pipe, name=device or f"engine{index}", lora_weights=load_loras(pipe, extras)))
+    return engines
+
+
+def load_loras(pipe, extras) -> dict[str, float]:
+    """Each --lora under its file name (made unique), all active at their weights: {name: weight}."""
+    from facefact.pipelines.extras import quiet_diffusers
+
+    weights: dict[str, float] = {}
+    with quiet_diffusers():
+        for path, weight in extras.loras:
+            name, k = path.stem, 1
+            while name in weights:
+                k += 1
+                name = f"{path.stem}-{k}"
+            pipe.load_lora_weights(path, adapter_name=name)
+            weights[name] = weight
+    if weights:
+        pipe.set_adapters(list(weights), list(weights.values()))
+    return weights
+
+
+def run(args) -> int:
+    quiet_network_defaults()
+    require_serve_extra()
+    import uvicorn
+
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.photos import FaceChecker
+
+    api_key = args.api_key or os.environ.get("FACEFACT_API_KEY") or None
+    check_limits(args)
+    if args.host not in LOOPBACK and api_key is None:
+        print(f"facefact serve: warning: listening on {args.host} without --api-key: anyone who can reach "
+              "this port can use the GPU", file=sys.stderr)
+    config = ServerConfig(queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
+                          max_photo_pixels=int(args.max_photo_mp * 1e6), job_timeout_s=args.job_timeout,
+                          result_ttl_s=args.result_ttl, api_key=api_key, cors_origins=args.cors_origins, ui=args.ui)
+    jobs = make_jobs(args, config)
+    try:
+        app = create_app(jobs, FaceChecker(), config)
+        print(f"facefact serve: http://{args.host}:{args.port}/" + ("ui/" if args.ui else "docs"), file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        jobs.close()
+    return 0
+
+
+def check_limits(args) -> None:
+    """Limits that make no sense are refused before any model is loaded."""
+    if args.queue_size < 1:
+        raise ConfigError("--queue-size must be at least 1")
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-photo-megapixels", args.max_photo_mp),
+                        ("--job-timeout", args.job_timeout), ("--result-ttl", args.result_ttl)):
+        if not value > 0:
+            raise ConfigError(f"{flag} must be a positive number (got {value})")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a TCP port (1-65535)")
+
+
+def make_jobs(args, config):
+    if args.redis:
+        from facefact.serving.redis_jobs import RedisJobs
+
+        if args.model == "tiny" or args.base_model or args.adapter or args.encoder or args.device:
+            print("facefact serve: note: with --redis the models load in `facefact worker`; model flags here "
+                  "are not used", file=sys.stderr)
+        return RedisJobs(args.redis, queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
+                         result_ttl_s=config.result_ttl_s, default_size=128 if args.model == "tiny" else 512)
+    from facefact.serving.jobs import LocalJobs
+
+    return LocalJobs(load_engines(args), queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
+                     result_ttl_s=config.result_ttl_s)
+
+
+def run_worker(args) -> int:
+    quiet_network_defaults()
+    from redis import Redis
+
+    from facefact.serving.redis_jobs import QUEUE_NAME, FacefactWorker
+
+    if args.device and "," in args.device:
+        raise ConfigError("one `facefact worker` runs one device", hint="start one worker per GPU: --device cuda:1")
+    engine, = load_engines(args)
+    connection = Redis.from_url(args.redis)
+    worker = FacefactWorker([QUEUE_NAME], engine, connection=connection, name=args.name)
+    print(f"facefact worker {worker.name}: waiting for jobs", file=sys.stderr)
+    worker.work(burst=args.burst, with_scheduler=False, logging_level="WARNING")
+    return 0

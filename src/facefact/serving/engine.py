@@ -1,0 +1,110 @@
+"""The one place the server touches the generation pipeline.
+
+`Engine.generate` turns a job (photos + `GenerateSettings`) into PNG bytes with provenance by
+calling the library's pipeline object - the server never re-implements generation. Progress and
+stopping go through the pipeline's `callback_on_step_end`: `on_step(step, total)` is called after
+every denoising step and may raise (cancel, timeout) to stop the job between steps.
+"""
+from __future__ import annotations
+
+import io
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facefact.serving.presets import apply_style
+from facefact.serving.schemas import GenerateSettings
+
+
+@dataclass
+class GeneratedPNG:
+    png: bytes              # the file, with the provenance chunks (JSON, A1111 line, XMP)
+    seed: int
+    metadata: dict
+
+
+@dataclass
+class EngineResult:
+    images: list[GeneratedPNG]
+    notes: list[str] = field(default_factory=list)
+
+
+def encode_png(image, meta: dict) -> bytes:
+    """PNG bytes with facefact's provenance, exactly what `write_png` puts in a file."""
+    from facefact.pipelines.metadata import png_info
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_info(meta))
+    return buffer.getvalue()
+
+
+class Engine:
+    """One loaded FACT pipeline (a `FACTStableDiffusionPipeline`) on one device. One worker thread owns it."""
+
+    def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None):
+        self.pipeline = pipeline
+        self.name = name
+        self.lora_weights = dict(lora_weights or {})  # LoRAs loaded into the pipeline, at their default weights
+        self._busy = threading.Lock()  # two requests at once would interleave the scheduler and FACT scale
+        # Every request builds its scheduler from the base model's own config, never from the last request's.
+        self._scheduler_config = pipeline.scheduler.config
+        pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not to stderr
+
+    @property
+    def default_size(self) -> int:
+        return int(self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor)
+
+    def generate(self, photos: list[np.ndarray], settings: GenerateSettings,
+                 on_step: Callable[[int, int], None] | None = None) -> EngineResult:
+        import torch
+
+        from facefact.pipelines.loading import make_scheduler
+
+        prompt, negative = apply_style(settings.style, settings.prompt, settings.negative_prompt)
+        seed = secrets.randbelow(2**31) if settings.seed is None else settings.seed
+        total = settings.steps
+
+        def callback(pipe, step, timestep, kwargs):
+            nonlocal total
+            total = int(getattr(pipe, "num_timesteps", None) or total)  # PNDM runs steps + 1 model calls
+            if on_step is not None:
+                on_step(step + 1, total)
+            return kwargs
+
+        with self._busy:
+            pipe = self.pipeline
+            self._set_loras(settings.loras)
+            pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
+            size = settings.width or self.default_size, settings.height or self.default_size
+            out = pipe(prompt, face_images=list(photos), face_combine=settings.face_combine, negative_prompt=negative,
+                       fact_scale=settings.fact_scale, cfg_face=settings.cfg_face, num_images_per_prompt=settings.num_images,
+                       generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(settings.num_images)],
+                       num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                       width=size[0], height=size[1], callback_on_step_end=callback,
+                       fact_window=tuple(settings.fact_window) if settings.fact_window else None)
+        images = []
+        for image, meta in zip(out.images, out.metadata_with_hashes()):
+            meta["scheduler"] = settings.scheduler
+            if settings.style:
+                meta["style"] = settings.style
+            images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
+        return EngineResult(images=images, notes=list(out.notes or []))
+
+    def _set_loras(self, requested: dict[str, float] | None) -> None:
+        """The request's LoRA weights (LoRAs it does not name are off), or the server's defaults."""
+        from facefact.errors import ConfigError
+
+        if requested and not self.lora_weights:
+            raise ConfigError("this server has no LoRAs loaded", hint="leave out 'loras', or start the server "
+                                                                      "with --lora FILE[:WEIGHT]")
+        unknown = sorted(set(requested or {}) - set(self.lora_weights))
+        if unknown:
+            raise ConfigError(f"no LoRA named {', '.join(unknown)} on this server",
+                              hint=f"loaded: {', '.join(self.lora_weights)} (GET /v1/models)")
+        if self.lora_weights:
+            weights = self.lora_weights if requested is None else requested
+            names = list(self.lora_weights)
+            self.pipeline.set_adapters(names, [float(weights.get(name, 0.0)) for name in names])

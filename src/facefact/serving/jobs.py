@@ -1,0 +1,265 @@
+"""The in-process job queue: bounded, one worker thread per engine (device), results with a TTL.
+
+Both the HTTP API and the web UI submit here, so they never compete for a GPU. A full queue
+raises `QueueFull` at once (the API answers 429, the UI "busy, try again"). A job is stopped
+between denoising steps when cancelled or past its timeout. Photos are dropped as soon as the
+job has run; result PNGs are deleted `result_ttl` seconds after the job ends.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from facefact.errors import FacefactError
+from facefact.serving.engine import Engine, GeneratedPNG
+from facefact.serving.metrics import Metrics
+from facefact.serving.photos import decode_photo
+from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress
+
+logger = logging.getLogger(__name__)
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"the queue is full; try again in about {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class UnknownJob(KeyError):
+    """No such job, or its results have expired."""
+
+
+class JobStopped(Exception):
+    def __init__(self, state: str, detail: ErrorDetail):
+        super().__init__(detail.message)
+        self.state, self.detail = state, detail
+
+
+@dataclass
+class JobInput:
+    photos: list[bytes]              # the uploads as sent (already checked); dropped once the job ran
+    settings: GenerateSettings
+    max_pixels: int = 4_000_000
+
+
+@dataclass
+class Job:
+    id: str
+    input: JobInput | None
+    state: str = "queued"
+    step: int = 0
+    total: int = 0
+    images: list[GeneratedPNG] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: ErrorDetail | None = None
+    finished_at: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def error_detail(err: BaseException) -> ErrorDetail:
+    """The library's message and hint; anything unexpected gets a generic message (no internals)."""
+    if isinstance(err, FacefactError):
+        code = {"NoFaceError": "no_face", "MultipleFacesError": "several_faces", "FaceQualityError": "face_quality",
+                "ConfigError": "bad_settings", "ImageError": "bad_image"}.get(type(err).__name__, "error")
+        message = f"{err.path}: {err.message}" if err.path and err.path not in err.message else err.message
+        return ErrorDetail(code=code, message=message, hint=err.hint)
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        return ErrorDetail(code="out_of_memory", message="the server ran out of memory for this job",
+                           hint="ask for fewer or smaller images")
+    return ErrorDetail(code="internal", message="the job failed on the server", hint="see the server log")
+
+
+class LocalJobs:
+    """Jobs run in this process. `engines`: one per device, each gets its own worker thread."""
+    backend = "local"
+
+    def __init__(self, engines: list[Engine], queue_size: int = 8, job_timeout_s: float = 600.0,
+                 result_ttl_s: float = 600.0, metrics: Metrics | None = None, clock=time.monotonic,
+                 max_kept_jobs: int = 256):
+        if not engines:
+            raise ValueError("LocalJobs needs at least one engine")
+        self.engines, self.queue_size = engines, queue_size
+        self.job_timeout_s, self.result_ttl_s = job_timeout_s, result_ttl_s
+        # Finished jobs kept at once, so memory stays bounded whatever the TTL: the oldest go first.
+        self.max_kept_jobs = max_kept_jobs
+        self._finished: collections.deque[str] = collections.deque()
+        self.metrics = metrics or Metrics()
+        self.metrics.bind_queue_depth(self.depth)
+        self._clock = clock
+        self._waiting: collections.deque[Job] = collections.deque()  # at most queue_size jobs
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)  # a job came in, or pause/resume/close
+        self._paused = False
+        self._stop = threading.Event()
+        self._mean_job_s = 10.0
+        self._threads = [threading.Thread(target=self._work, args=(engine,), name=f"facefact-{engine.name}",
+                                          daemon=True) for engine in engines]
+        self._threads.append(threading.Thread(target=self._sweep, name="facefact-ttl", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    # ---- what the API and UI call -----------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return len(self.engines)
+
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    def default_size(self) -> int:
+        return self.engines[0].default_size
+
+    def loras(self) -> dict[str, float]:
+        return dict(self.engines[0].lora_weights)
+
+    def submit(self, job_input: JobInput) -> str:
+        job = Job(id=secrets.token_urlsafe(12), input=job_input)
+        with self._lock:
+            if len(self._waiting) >= self.queue_size:
+                self.metrics.job_finished("rejected")
+                raise QueueFull(self._retry_after_locked())
+            self._waiting.append(job)
+            self._jobs[job.id] = job
+            self._evict_locked()
+            self._wakeup.notify()
+        return job.id
+
+    def _retry_after_locked(self) -> int:
+        return max(1, round(self._mean_job_s * (len(self._waiting) + 1) / self.workers))
+
+    def status(self, job_id: str) -> JobStatus:
+        job = self._get(job_id)
+        position = None
+        if job.state == "queued":
+            with self._lock:
+                position = next((i for i, queued in enumerate(self._waiting) if queued is job), None)
+        expires = None
+        if job.finished_at is not None:
+            expires = max(0.0, job.finished_at + self.result_ttl_s - self._clock())
+        return JobStatus(id=job.id, state=job.state, progress=Progress(step=job.step, total=job.total),
+                         queue_position=position, images=[], notes=list(job.notes), error=job.error,
+                         expires_in_s=expires)
+
+    def images(self, job_id: str) -> list[GeneratedPNG]:
+        return list(self._get(job_id).images)
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus:
+        self._get(job_id).done.wait(timeout_s)
+        return self.status(job_id)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        job = self._get(job_id)
+        job.cancel.set()
+        with self._lock:
+            if job.state == "queued":  # not started: out of the queue now
+                self._waiting.remove(job)
+                self._finish(job, "cancelled", ErrorDetail(code="cancelled", message="the job was cancelled"))
+        return self.status(job_id)
+
+    def pause(self) -> None:
+        """Workers finish their current job and take no new one (queued jobs wait)."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._wakeup.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop.set()
+            jobs = list(self._jobs.values())
+            self._wakeup.notify_all()
+        for job in jobs:
+            job.cancel.set()
+
+    # ---- inside ------------------------------------------------------------------------------
+    def _get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(job_id)
+        return job
+
+    def _finish(self, job: Job, state: str, error: ErrorDetail | None = None) -> None:
+        if job.state in FINISHED:
+            return
+        job.state, job.error, job.input = state, error, None  # the photos go now
+        job.finished_at = self._clock()
+        self._finished.append(job.id)  # in finishing order (deque appends are atomic)
+        self.metrics.job_finished(state if state != "failed" or error is None else
+                                  ("timeout" if error.code == "timeout" else "failed"))
+        job.done.set()
+
+    def _next_job(self) -> tuple[Job, JobInput] | None:
+        with self._lock:
+            while not self._stop.is_set() and (self._paused or not self._waiting):
+                self._wakeup.wait()
+            if self._stop.is_set():
+                return None
+            job = self._waiting.popleft()
+            job.state, job.total = "running", job.input.settings.steps
+            return job, job.input
+
+    def _work(self, engine: Engine) -> None:
+        while (taken := self._next_job()) is not None:
+            self._run(engine, *taken)
+
+    def _run(self, engine: Engine, job: Job, job_input: JobInput) -> None:
+        started = self._clock()
+        deadline = started + self.job_timeout_s
+        last_step = [started]
+
+        def on_step(step: int, total: int) -> None:
+            now = self._clock()
+            self.metrics.step_seconds.observe(now - last_step[0])
+            last_step[0] = now
+            job.step, job.total = step, total
+            if job.cancel.is_set():
+                raise JobStopped("cancelled", ErrorDetail(code="cancelled", message="the job was cancelled"))
+            if now > deadline:
+                raise JobStopped("failed", ErrorDetail(
+                    code="timeout", message=f"the job ran past the server's limit of {self.job_timeout_s:g} s",
+                    hint="ask for fewer steps, fewer or smaller images"))
+
+        try:
+            settings = job_input.settings
+            photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
+            job.input = None  # the uploads go now; the decoded photos when this call returns
+            result = engine.generate(photos, settings, on_step)
+        except JobStopped as stop:
+            self._finish(job, stop.state, stop.detail)
+        except Exception as err:
+            if not isinstance(err, FacefactError):
+                logger.exception("job failed")  # the settings and photos are not logged
+            self._finish(job, "failed", error_detail(err))
+        else:
+            job.images, job.notes = result.images, result.notes
+            self._finish(job, "succeeded")
+        finally:
+            self.metrics.job_seconds.observe(self._clock() - started)
+            self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * (self._clock() - started)
+
+    def _sweep(self) -> None:
+        interval = min(5.0, max(0.05, self.result_ttl_s / 4))
+        while not self._stop.wait(interval):
+            now = self._clock()
+            with self._lock:
+                expired = [job_id for job_id, job in self._jobs.items()
+                           if job.finished_at is not None and now - job.finished_at >= self.result_ttl_s]
+                for job_id in expired:
+                    del self._jobs[job_id]
+                self._evict_locked()
+
+    def _evict_locked(self) -> None:
+        """Forget the oldest finished jobs beyond `max_kept_jobs` (ids already expired just drop out)."""
+        while len(self._finished) > self.max_kept_jobs or (self._finished and self._finished[0] not in self._jobs):
+            self._jobs.pop(self._finished.popleft(), None)

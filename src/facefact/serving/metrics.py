@@ -1,0 +1,31 @@
+"""Prometheus metrics of one server: its own registry (no process-wide state), served at /metrics."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OUTCOMES = ("succeeded", "failed", "cancelled", "timeout", "rejected")
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge("facefact_queue_depth", "jobs waiting for a worker", registry=self.registry)
+        self.jobs = Counter("facefact_jobs", "jobs by outcome (rejected = queue full)", ["outcome"],
+                            registry=self.registry)
+        for outcome in OUTCOMES:  # every series exists from the start, at 0
+            self.jobs.labels(outcome)
+        self.step_seconds = Histogram("facefact_step_seconds", "time of one denoising step",
+                                      buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=self.registry)
+        self.job_seconds = Histogram("facefact_job_seconds", "time a job ran on a worker",
+                                     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600), registry=self.registry)
+
+    def bind_queue_depth(self, read: Callable[[], int]) -> None:
+        self.queue_depth.set_function(read)
+
+    def job_finished(self, outcome: str) -> None:
+        self.jobs.labels(outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,212 @@
+"""Scale-out: the job queue in Redis, GPU workers anywhere (`facefact worker --redis URL`).
+
+`RedisJobs` has the interface of `LocalJobs`, so the API and the UI run unchanged and stay
+stateless. Jobs go through RQ with its JSON serializer (no pickle between machines); workers are
+RQ `SimpleWorker`s (no fork per job: forking after CUDA init is unsafe) that load the models once.
+
+Keys, all with a TTL: `facefact:photos:<id>` (the uploads; the worker deletes them when it takes
+the job), `facefact:png:<id>:<k>` (results, `result_ttl`), `facefact:cancel:<id>` (a flag the
+worker checks after every step). Progress is the RQ job's `meta`.
+"""
+from __future__ import annotations
+
+import base64
+import contextvars
+import json
+import secrets
+import time
+from datetime import timezone
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
+
+from facefact.errors import FacefactError
+from facefact.serving.engine import Engine, GeneratedPNG
+from facefact.serving.jobs import JobInput, JobStopped, QueueFull, UnknownJob, error_detail
+from facefact.serving.metrics import Metrics
+from facefact.serving.photos import decode_photo
+from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress
+
+QUEUE_NAME = "facefact"
+RQ_STATE = {"queued": "queued", "deferred": "queued", "scheduled": "queued", "started": "running",
+            "finished": "succeeded", "failed": "failed", "stopped": "cancelled", "canceled": "cancelled"}
+# The worker running a job, for the job function (a SimpleWorker runs jobs in its own thread).
+_CURRENT_WORKER: contextvars.ContextVar[FacefactWorker] = contextvars.ContextVar("facefact_worker")
+
+
+def _key(kind: str, job_id: str, index: int | None = None) -> str:
+    return f"facefact:{kind}:{job_id}" + (f":{index}" if index is not None else "")
+
+
+class RedisJobs:
+    backend = "redis"
+
+    def __init__(self, redis_url: str, queue_size: int = 8, job_timeout_s: float = 600.0,
+                 result_ttl_s: float = 600.0, queue_wait_s: float = 3600.0, metrics: Metrics | None = None,
+                 queue_name: str = QUEUE_NAME, default_size: int = 512, heartbeat_s: float = 60.0):
+        self.redis = Redis.from_url(redis_url)
+        self.queue = Queue(queue_name, connection=self.redis, serializer=JSONSerializer)
+        self.queue_size, self.job_timeout_s, self.result_ttl_s = queue_size, job_timeout_s, result_ttl_s
+        self.queue_wait_s = queue_wait_s  # a job not taken by then is dropped, photos included
+        self.metrics = metrics or Metrics()
+        self.metrics.bind_queue_depth(self.depth)
+        self._default_size = default_size
+        self.heartbeat_s = heartbeat_s  # a running job whose worker has not been heard of for this long is lost
+
+    @property
+    def workers(self) -> int:
+        return SimpleWorker.count(connection=self.redis, queue=self.queue)
+
+    def depth(self) -> int:
+        return self.queue.count
+
+    def default_size(self) -> int:
+        return self._default_size
+
+    def loras(self) -> dict[str, float]:
+        return {}  # the workers know theirs; a request naming an unknown one fails with bad_settings
+
+    def submit(self, job_input: JobInput) -> str:
+        # Checked, then enqueued: two API processes may overshoot the bound by a job each, never more.
+        if self.queue.count >= self.queue_size:
+            self.metrics.job_finished("rejected")
+            raise QueueFull(max(1, round(10 * (self.queue.count + 1) / max(1, self.workers))))
+        job_id = secrets.token_urlsafe(12)
+        photos_ttl = int(self.queue_wait_s + self.job_timeout_s) + 60
+        self.redis.set(_key("photos", job_id), json.dumps([base64.b64encode(data).decode() for data in job_input.photos]), ex=photos_ttl)
+        payload = {"settings": job_input.settings.model_dump(), "max_pixels": job_input.max_pixels,
+                   "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s, "heartbeat_s": self.heartbeat_s}
+        # A fixed description: RQ's default is the call with its arguments, which would put the prompt in logs.
+        self.queue.enqueue("facefact.serving.redis_jobs.run_job", payload, job_id=job_id, description="facefact job",
+                           job_timeout=int(self.job_timeout_s) + 60, result_ttl=int(self.result_ttl_s),
+                           failure_ttl=int(self.result_ttl_s), ttl=int(self.queue_wait_s),
+                           meta={"step": 0, "total": job_input.settings.steps})
+        return job_id
+
+    def _fetch(self, job_id: str) -> RQJob:
+        try:
+            return RQJob.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            raise UnknownJob(job_id) from None
+
+    def status(self, job_id: str) -> JobStatus:
+        job = self._fetch(job_id)
+        state = RQ_STATE.get(job.get_status(refresh=True).value, "queued")
+        result = job.return_value() if state == "succeeded" else None
+        error, notes, worker = None, [], None
+        if result is not None:
+            state, notes, worker = result["state"], result.get("notes", []), result.get("worker")
+            error = ErrorDetail(**result["error"]) if result.get("error") else None
+        elif state == "failed":
+            error = ErrorDetail(code="internal", message="the job failed on a worker", hint="see the worker's log")
+        elif state == "cancelled":
+            error = ErrorDetail(code="cancelled", message="the job was cancelled")
+        elif state == "running" and self._worker_lost(job):
+            state, error = "failed", ErrorDetail(code="worker_lost", message="the worker running the job stopped",
+                                                 hint="submit the job again")
+        position = job.get_position() if state == "queued" else None
+        expires = self.redis.ttl(job.key) if state not in ("queued", "running") else None
+        meta = job.get_meta(refresh=False)
+        return JobStatus(id=job_id, state=state, progress=Progress(step=meta.get("step", 0), total=meta.get("total", 0)),
+                         queue_position=position, notes=notes, error=error, worker=worker,
+                         expires_in_s=float(expires) if expires and expires > 0 else None)
+
+    def _worker_lost(self, job: RQJob) -> bool:
+        """No heartbeat from the job's worker for `heartbeat_s` (it refreshes one after every step)."""
+        if self.redis.exists(_key("alive", job.id)):
+            return False
+        started = job.started_at.replace(tzinfo=job.started_at.tzinfo or timezone.utc).timestamp() \
+            if job.started_at else time.time()
+        return time.time() - started > self.heartbeat_s
+
+    def images(self, job_id: str) -> list[GeneratedPNG]:
+        job = self._fetch(job_id)
+        result = job.return_value() if job.get_status(refresh=True).value == "finished" else None
+        if not result or result["state"] != "succeeded":
+            return []
+        pngs = [self.redis.get(_key("png", job_id, i)) for i in range(len(result["images"]))]
+        if any(png is None for png in pngs):
+            raise UnknownJob(job_id)  # expired between the two reads
+        return [GeneratedPNG(png=png, seed=entry["seed"], metadata=entry["metadata"])
+                for png, entry in zip(pngs, result["images"])]
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus:
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 1e9)
+        while True:
+            status = self.status(job_id)
+            if status.state not in ("queued", "running") or time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        job = self._fetch(job_id)
+        self.redis.set(_key("cancel", job_id), 1, ex=int(self.job_timeout_s + self.queue_wait_s) + 60)
+        if job.get_status(refresh=True).value in ("queued", "deferred", "scheduled"):
+            job.cancel()
+            self.redis.delete(_key("photos", job_id))
+        return self.status(job_id)
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class FacefactWorker(SimpleWorker):
+    """An RQ SimpleWorker holding one Engine; jobs run in this process, one at a time."""
+
+    def __init__(self, queues, engine: Engine, **kwargs):
+        kwargs.setdefault("serializer", JSONSerializer)
+        super().__init__(queues, **kwargs)
+        self.engine = engine
+
+    def perform_job(self, job, queue, execution) -> bool:
+        token = _CURRENT_WORKER.set(self)
+        try:
+            return super().perform_job(job, queue, execution)
+        finally:
+            _CURRENT_WORKER.reset(token)
+
+
+def run_job(payload: dict) -> dict:
+    """The RQ job function, run inside a FacefactWorker: photos from Redis, PNGs back to Redis."""
+    from rq import get_current_job
+
+    worker, job = _CURRENT_WORKER.get(), get_current_job()
+    redis = job.connection
+    raw = redis.getdel(_key("photos", job.id))  # the uploads leave Redis as the job starts
+    if raw is None:
+        return {"state": "failed", "error": {"code": "expired", "message": "the job's photos expired before it ran",
+                                             "hint": "submit it again"}}
+    settings = GenerateSettings.model_validate(payload["settings"])
+    deadline = time.monotonic() + float(payload["timeout_s"])
+    alive = _key("alive", job.id)
+    redis.set(alive, worker.name, ex=max(1, int(payload["heartbeat_s"])))
+
+    def on_step(step: int, total: int) -> None:
+        job.meta.update(step=step, total=total)
+        job.save_meta()
+        redis.set(alive, worker.name, ex=max(1, int(payload["heartbeat_s"])))
+        if redis.exists(_key("cancel", job.id)):
+            raise JobStopped("cancelled", ErrorDetail(code="cancelled", message="the job was cancelled"))
+        if time.monotonic() > deadline:
+            raise JobStopped("failed", ErrorDetail(code="timeout", message=(
+                f"the job ran past the server's limit of {payload['timeout_s']:g} s"),
+                hint="ask for fewer steps, fewer or smaller images"))
+
+    try:
+        photos = [decode_photo(base64.b64decode(data), i, payload["max_pixels"]) for i, data in enumerate(json.loads(raw))]
+        del raw
+        result = worker.engine.generate(photos, settings, on_step)
+    except JobStopped as stop:
+        return {"state": stop.state, "error": stop.detail.model_dump(), "worker": worker.name}
+    except FacefactError as err:
+        return {"state": "failed", "error": error_detail(err).model_dump(), "worker": worker.name}
+    finally:
+        redis.delete(alive)
+    ttl = int(payload["result_ttl_s"])
+    for index, image in enumerate(result.images):
+        redis.set(_key("png", job.id, index), image.png, ex=ttl)
+    return {"state": "succeeded", "notes": result.notes, "worker": worker.name,
+            "images": [{"seed": image.seed, "metadata": image.metadata} for image in result.images]}

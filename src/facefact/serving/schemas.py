@@ -1,0 +1,154 @@
+"""Pydantic models of everything the HTTP API takes and gives (they are also the OpenAPI schema).
+
+`GenerateSettings` is the JSON a client sends beside the photos; the same object travels to the
+GPU worker (in process, or as JSON through Redis), so it must stay plain data.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from facefact.serving.presets import STYLE_PRESETS
+
+# Kept here as plain names so the API process validates a request without importing torch;
+# tests check these are exactly the pipeline's schedulers.
+SCHEDULER_NAMES = ("pndm", "ddim", "dpm++", "dpm++karras", "unipc", "euler", "euler_a")
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class GenerateSettings(BaseModel):
+    """What to generate. Unknown keys are refused (a typo must not be silently ignored)."""
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=2000, examples=["a portrait in a garden"])
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    style: str | None = Field(default=None, description="a style preset: the prompt is put into its template")
+    fact_scale: float = Field(default=0.5, ge=0.0, le=2.0, description="0 = base model, 1 = full face")
+    num_images: int = Field(default=1, ge=1, le=8)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="first seed; random if not given")
+    steps: int = Field(default=30, ge=1, le=150)
+    guidance: float = Field(default=5.0, ge=0.0, le=30.0)
+    scheduler: str = "pndm"
+    width: int | None = Field(default=None, ge=64, le=1536, description="a multiple of 8; the model's if not given")
+    height: int | None = Field(default=None, ge=64, le=1536)
+    cfg_face: bool = True
+    face_combine: Literal["concat", "mean", "weighted"] = Field(
+        default="concat", description="several photos: all their tokens, their mean, or a quality-weighted mean")
+    fact_window: tuple[float, float] | None = Field(
+        default=None, description="(start, end) fractions of the schedule where FACT acts; e.g. [0.3, 1.0]")
+    loras: dict[str, float] | None = Field(
+        default=None, max_length=8, description="LoRAs by name (GET /v1/models) and weight for this request; "
+                                                "LoRAs not named are off. Default: the server's --lora weights")
+
+    @field_validator("fact_window")
+    @classmethod
+    def _window_in_schedule(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None:
+            start, end = value
+            if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0) or (start >= end and start != 1.0):
+                raise ValueError(f"{list(value)}: start and end are fractions in [0, 1], start before end")
+        return value
+
+    @field_validator("loras")
+    @classmethod
+    def _weights_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, weight in (value or {}).items():
+            if not -2.0 <= weight <= 2.0:
+                raise ValueError(f"LoRA '{name}': weight {weight} is outside -2..2")
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        if value not in SCHEDULER_NAMES:
+            raise ValueError(f"unknown scheduler '{value}'; choose one of: {', '.join(SCHEDULER_NAMES)}")
+        return value
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, value: str | None) -> str | None:
+        if value is not None and value not in STYLE_PRESETS:
+            raise ValueError(f"unknown style '{value}'; choose one of: {', '.join(STYLE_PRESETS)}")
+        return value
+
+    @field_validator("width", "height")
+    @classmethod
+    def _sizes_fit_the_latents(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"{value} is not a multiple of 8 (try {value // 8 * 8})")
+        return value
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable kind, e.g. no_face, queue_full, too_large")
+    message: str
+    hint: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total: int = 0
+
+
+class ImageResult(BaseModel):
+    index: int
+    seed: int
+    url: str
+    metadata: dict
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: JobState
+    progress: Progress
+    queue_position: int | None = Field(default=None, description="jobs ahead of this one, while queued")
+    images: list[ImageResult] = []
+    notes: list[str] = []
+    error: ErrorDetail | None = None
+    worker: str | None = Field(default=None, description="the worker that ran it (scale-out only)")
+    expires_in_s: float | None = Field(default=None, description="seconds until the results are deleted")
+
+
+class JobCreated(BaseModel):
+    id: str
+    status_url: str
+
+
+class GeneratedImage(BaseModel):
+    index: int
+    seed: int
+    png_base64: str
+    metadata: dict
+
+
+class GenerateResponse(BaseModel):
+    id: str
+    images: list[GeneratedImage]
+    notes: list[str] = []
+
+
+class FaceReport(BaseModel):
+    photo: int
+    bbox: list[float]
+    faces_found: int
+    notes: list[str] = []
+
+
+class ModelsInfo(BaseModel):
+    loras: dict[str, float] = Field(description="LoRAs loaded on the server, with their default weights")
+    styles: list[str]
+    schedulers: list[str]
+    default_size: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    queue_depth: int
+    queue_size: int
+    workers: int
+    backend: Literal["local", "redis"]

@@ -1,0 +1,51 @@
+"""The release's optional "pose stage": a text-to-image FACT portrait of the new person, made only for
+its face - landmarks and region shaped by the identity as the model draws it - which are then
+warped onto the template face (by the same 5-point similarity as a photo's).
+
+It runs on a text-to-image sibling of the inpainting pipeline (the same modules: UNet with FACT,
+VAE, text encoder; no ControlNet, since no body-pose map of the template is made here). A 9-channel
+inpainting UNet cannot draw from noise alone, so there the stage is skipped with a note, as it is
+when the portrait shows no face; the face photo's own geometry is used then.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from facefact.template.prepare import Identity
+
+
+def text_to_image_sibling(pipe):
+    """A FACTStableDiffusionPipeline on ``pipe``'s modules, with ``pipe``'s FACT adapter (already
+    attached to the shared UNet, so it is used as it is and never detached by the sibling)."""
+    from facefact.pipelines import FACTStableDiffusionPipeline
+
+    parts = {k: v for k, v in pipe.components.items() if k != "controlnet"}
+    sibling = FACTStableDiffusionPipeline(**{**parts, "requires_safety_checker": False})
+    sibling.set_progress_bar_config(disable=True)
+    sibling.load_fact_adapter(pipe.fact_adapter, encoder=pipe.face_encoder,
+                              face_analysis=getattr(pipe, "face_analysis", None))
+    return sibling
+
+
+def pose_stage_shape(sibling, info, face_tokens, settings, seed: int, size: int, analysis,
+                     number: int) -> tuple[Identity | None, str | None]:
+    """(the portrait as an Identity for geometry, None) or (None, why it was not used)."""
+    import torch
+
+    from facefact.pipelines.loading import make_scheduler
+
+    if info.unet_in_channels != 4:
+        return None, (f"pose stage, face {number}: skipped, a {info.unet_in_channels}-channel inpainting UNet "
+                      "cannot draw a portrait from noise; the face photo's landmarks are used")
+    sibling.scheduler = make_scheduler(settings.scheduler, sibling.scheduler.config)
+    image = sibling(settings.prompt, negative_prompt=settings.negative_prompt or None, face_tokens=face_tokens,
+                    fact_scale=float(settings.pose_fact_scale), cfg_face=settings.cfg_face, height=size, width=size,
+                    num_inference_steps=int(settings.pose_steps or settings.steps),
+                    guidance_scale=float(settings.guidance_scale),
+                    generator=torch.Generator("cpu").manual_seed(int(seed))).images[0]
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    faces = analysis.get(rgb)
+    if not faces:
+        return None, (f"pose stage, face {number}: no face in the generated portrait; "
+                      "the face photo's landmarks are used")
+    return Identity(photos=[rgb], faces=[faces[0]]), None

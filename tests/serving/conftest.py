@@ -1,0 +1,123 @@
+"""Fixtures for the server tests: one tiny engine, a real uvicorn server on 127.0.0.1, photos."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = {"prompt": "a portrait", "steps": 2, "width": 64, "height": 64, "guidance": 5.0}
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core box two threads spin-wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def astronaut_bytes() -> bytes:
+    return (REPO / "examples" / "astronaut.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def astronaut_path() -> str:
+    return str(REPO / "examples" / "astronaut.jpg")
+
+
+@pytest.fixture(scope="session")
+def grace_hopper_path(tmp_path_factory) -> str:
+    from matplotlib import cbook
+
+    dst = tmp_path_factory.mktemp("photos") / "grace_hopper.jpg"
+    shutil.copy(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), dst)
+    return str(dst)
+
+
+@pytest.fixture(scope="session")
+def faceless_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((128, 128, 3), (120, 180, 90), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from facefact.pipelines import FACTStableDiffusionPipeline
+    from facefact.serving.engine import Engine
+
+    return Engine(FACTStableDiffusionPipeline.tiny(seed=0))
+
+
+@pytest.fixture(scope="session")
+def checker():
+    from facefact.serving.photos import FaceChecker
+
+    return FaceChecker()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(app):
+    """`app` served by uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def serve(engine, checker):
+    """serve(**config) -> (base URL, jobs): a fresh queue and app over the shared tiny engine."""
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.jobs import LocalJobs
+
+    stack = contextlib.ExitStack()
+
+    def start(ui: bool = False, **options):
+        config = ServerConfig(ui=ui, **options)
+        jobs = LocalJobs([engine], queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
+                         result_ttl_s=config.result_ttl_s)
+        stack.callback(jobs.close)
+        url = stack.enter_context(running_server(create_app(jobs, checker, config)))
+        return url, jobs
+
+    with stack:
+        yield start

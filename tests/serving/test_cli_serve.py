@@ -1,0 +1,86 @@
+"""`facefact serve --model tiny` as a user starts it: a real process, offline, no outside network use."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import httpx
+import pytest
+from conftest import REPO, SMALL, free_port
+
+pytest.importorskip("gradio")
+
+# Logs every name lookup and connection that is not to this machine, in every Python process it is loaded in.
+AUDIT = textwrap.dedent("""
+    import os, sys
+    LOG = os.environ["FACEFACT_TEST_NET_LOG"]
+    LOCAL = ("127.0.0.1", "localhost", "::1", "0.0.0.0", None)
+    def hook(event, args):
+        if event == "socket.getaddrinfo" and args[0] not in LOCAL:
+            open(LOG, "a").write(f"lookup {args[0]}\\n")
+        elif event == "socket.connect":
+            address = args[1]
+            if isinstance(address, tuple) and address[0] not in LOCAL:
+                open(LOG, "a").write(f"connect {address}\\n")
+    sys.addaudithook(hook)
+""")
+
+
+@pytest.mark.slow
+def test_serve_tiny_offline_round_trip(tmp_path, astronaut_bytes):
+    (tmp_path / "sitecustomize.py").write_text(AUDIT)
+    log = tmp_path / "network.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_OFFLINE",
+                                                            "HF_HUB_DISABLE_TELEMETRY")}
+    env.update(PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO / 'src'}", OMP_NUM_THREADS="1",
+               FACEFACT_TEST_NET_LOG=str(log), GRADIO_TEMP_DIR=str(tmp_path / "gradio"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "facefact.cli.main", "serve", "--model", "tiny", "--port",
+                               str(port), "--queue-size", "2"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "facefact serve did not come up"
+            time.sleep(0.3)
+        assert httpx.get(url + "/health").json()["queue_size"] == 2
+        page = httpx.get(url + "/", follow_redirects=True)
+        assert page.status_code == 200 and "facefact" in page.text
+        answer = httpx.post(url + "/v1/generate", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
+                            data={"settings": json.dumps({**SMALL, "seed": 5})}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["images"][0]["metadata"]["seed"] == 5
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert f"http://127.0.0.1:{port}/ui/" in output
+    assert "Traceback" not in output
+    assert not log.exists(), log.read_text()  # no lookup or connection beyond this machine
+
+
+def test_worker_refuses_several_devices(capsys):
+    from facefact.cli.main import main
+
+    assert main(["worker", "--redis", "redis://127.0.0.1:1/0", "--model", "tiny", "--device", "cpu,cpu"]) == 2
+    assert "one device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, words", [(["--queue-size", "0"], "--queue-size"),
+                                          (["--result-ttl", "-1"], "--result-ttl"),
+                                          (["--port", "70000"], "not a TCP port")])
+def test_serve_refuses_bad_limits_before_loading(capsys, flags, words):
+    from facefact.cli.main import main
+
+    assert main(["serve", "--model", "tiny", *flags]) == 2
+    assert words in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""The web UI in a real browser: Playwright driving Debian's chromium (no download), offline."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import httpx
+import pytest
+from conftest import SMALL
+from PIL import Image
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (apt-get install --no-install-recommends chromium)",
+                allow_module_level=True)
+# No lookups outside this machine: every name resolves to nothing except the local server.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+@pytest.mark.slow
+def test_portraits_tab_end_to_end(serve, astronaut_path, faceless_png, astronaut_bytes, tmp_path):
+    expect = sync_api.expect
+    url, jobs = serve(ui=True, queue_size=1)
+    faceless = tmp_path / "wall.png"
+    faceless.write_bytes(faceless_png)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(accept_downloads=True)
+        page.goto(url + "/")  # redirects to /ui/
+        page.locator("#photos input[type=file]").set_input_files(astronaut_path)
+        expect(page.locator("#face_notes")).to_contain_text("photo 1: face found", timeout=30000)
+        expect(page.locator("#face_check img")).to_have_count(1)
+        set_number(page, "n_images", 3)
+        page.get_by_text("Advanced").click()
+        for elem_id, value in (("steps", SMALL["steps"]), ("width", 64), ("height", 64)):
+            set_number(page, elem_id, value)
+        page.locator("#generate").click()
+        expect(page.locator("#gallery img")).to_have_count(3, timeout=60000)
+        seeds = [int(s) for s in page.locator("#used_seed textarea, #used_seed input").first.input_value().split(",")]
+        assert len(seeds) == 3 and seeds[1] == seeds[0] + 1
+        with page.expect_download() as download:
+            page.locator("#downloads a").first.click()
+        with Image.open(download.value.path()) as image:
+            assert image.size == (64, 64)
+            meta = json.loads(image.info["facefact"])
+        assert meta["seed"] == seeds[0] and meta["ai_generated"] is True and "trainedAlgorithmicMedia" in \
+            image.info["XML:com.adobe.xmp"]
+
+        # the queue is shared with the API: full -> "busy, try again" in the page
+        jobs.pause()
+        assert httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
+                          data={"settings": json.dumps(SMALL)}).status_code == 202
+        page.locator("#generate").click()
+        expect(page.get_by_text("Busy, try again")).to_be_visible(timeout=20000)
+        jobs.resume()
+
+        # a second photo without a face: the face check says so, and generating shows the library's words
+        page.locator("#photos input[type=file]").set_input_files(str(faceless))
+        expect(page.locator("#face_notes")).to_contain_text("photo 2: not usable - no face found", timeout=30000)
+        page.locator("#generate").click()
+        expect(page.get_by_text("photo 2: no face found").last).to_be_visible(timeout=20000)
+        assert "Traceback" not in page.content()
+        browser.close()

@@ -1,0 +1,51 @@
+"""The optional pose stage: a text-to-image portrait of the person whose face shapes the new face."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from facefact.template import pose_stage
+from facefact.template.faces import find_faces
+from facefact.template.portrait import TemplatePortrait
+from facefact.template.prepare import Identity, plan_target
+
+
+def test_on_tiny_models_it_runs_and_falls_back(inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper):
+    pipe = inpaint_pipes("controlnet2")
+    maker = TemplatePortrait(pipe, analysis=analysis, settings=fast_settings(pose_stage=True, refine=False))
+    out = maker(astronaut, grace_hopper, seed=4)
+    assert any("no face in the generated portrait" in n for n in out.notes)  # tiny weights draw noise
+    assert out.metadata[0]["redrawn_faces"][0]["shape_from"] == "face photo"
+    assert out.metadata[0]["template_settings"]["pose_stage"] is True
+    assert maker._sibling.unet is pipe.unet and pipe.fact_adapter.is_attached_to(pipe.unet)
+    again = maker(astronaut, grace_hopper, seed=4, settings=fast_settings(refine=False))  # FACT still attached
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(out.images[0]))  # same geometry, same seed
+    nine = TemplatePortrait(inpaint_pipes("unet9"), analysis=analysis, settings=fast_settings(pose_stage=True))
+    assert any("cannot draw a portrait from noise" in n for n in nine(astronaut, grace_hopper, seed=0).notes)
+
+
+def test_a_drawn_face_shapes_the_mask(inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper, monkeypatch):
+    drawn = cv2.resize(grace_hopper[60:420, 100:440], (64, 64), interpolation=cv2.INTER_AREA)
+    calls = []
+
+    class Drawing:  # stands in for the text-to-image sibling: "draws" Grace Hopper's face
+        scheduler = inpaint_pipes("controlnet2").scheduler
+
+        def __call__(self, prompt, **kwargs):
+            calls.append(kwargs)
+            return SimpleNamespace(images=[Image.fromarray(drawn)])
+
+    monkeypatch.setattr(pose_stage, "text_to_image_sibling", lambda pipe: Drawing())
+    settings = fast_settings(pose_stage=True, refine=False, crop_size=256)
+    maker = TemplatePortrait(inpaint_pipes("controlnet2"), analysis=analysis, settings=settings)
+    out = maker(astronaut, grace_hopper, seed=1)
+    assert out.metadata[0]["redrawn_faces"][0]["shape_from"] == "pose stage portrait"
+    assert calls[0]["fact_scale"] == 0.5 and calls[0]["height"] == 256 and calls[0]["face_tokens"] is not None
+    faces = find_faces(analysis, astronaut)
+    shaped = plan_target(astronaut, faces, faces[0], out.plans[0].identity, settings,
+                         shape_from=Identity([drawn], [analysis.get(drawn)[0]]))
+    assert shaped.shape_from == "pose stage portrait"
+    assert not np.array_equal(shaped.new_face_mask, out.plans[0].new_face_mask)  # plans[0]: the photo's shape
