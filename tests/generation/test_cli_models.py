@@ -1,9 +1,7 @@
-"""`facefact models`: locations and their origins, validation + checksum manifest, resumable downloads."""
+"""`facefact models`: locations and their origins, validation + checksum manifest, downloads through ModelScope's client."""
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -34,34 +32,42 @@ def online(monkeypatch) -> None:
     monkeypatch.setenv("FACEFACT_OFFLINE", "0")
 
 
+STUB = """
+import os, shutil
+from pathlib import Path
+CALLS = []
+
+def model_file_download(model_id, file_path, revision=None, *, local_dir=None, **kwargs):
+    CALLS.append((model_id, file_path, revision))
+    source = Path(os.environ["STUB_MODELSCOPE_FILES"]) / file_path
+    if not source.is_file():
+        raise FileNotFoundError(f"{model_id}: no file {file_path}")
+    target = Path(local_dir) / file_path
+    shutil.copyfile(source, target)
+    return str(target)
+"""
+
+
 @pytest.fixture
-def server(released_files, monkeypatch):
-    """A local stand-in for ModelScope that honours Range requests; records the ranges asked for."""
-    ranges = []
+def modelscope(released_files, tmp_path, monkeypatch):
+    """A stand-in for ModelScope's client package (its `model_file_download` contract), serving the
+    tiny released-layout files; yields the list of calls it got."""
+    import importlib
+    import sys
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            path = released_files / Path(self.path).name
-            if not path.is_file():
-                self.send_error(404)
-                return
-            data = path.read_bytes()
-            start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-            ranges.append(start)
-            self.send_response(206 if start else 200)
-            self.send_header("Content-Length", str(len(data) - start))
-            self.end_headers()
-            self.wfile.write(data[start:])
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    monkeypatch.setenv("FACEFACT_MODELSCOPE_URL", f"http://127.0.0.1:{httpd.server_port}/{{filename}}")
+    package = tmp_path / "stub" / "modelscope"
+    (package / "hub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "hub" / "__init__.py").write_text("")
+    (package / "hub" / "file_download.py").write_text(STUB)
+    monkeypatch.syspath_prepend(str(tmp_path / "stub"))
+    for name in [m for m in sys.modules if m == "modelscope" or m.startswith("modelscope.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("STUB_MODELSCOPE_FILES", str(released_files))
     online(monkeypatch)
-    yield ranges
-    httpd.shutdown()
+    yield importlib.import_module("modelscope.hub.file_download").CALLS
+    for name in [m for m in sys.modules if m == "modelscope" or m.startswith("modelscope.")]:
+        sys.modules.pop(name)
 
 
 def test_list_shows_locations_and_where_they_come_from(cli, tmp_path, monkeypatch):
@@ -84,24 +90,25 @@ def test_check_names_each_missing_file_and_how_to_point_to_it(cli, tmp_path):
     assert f"missing: {tmp_path / 'home' / ADAPTER}" in out and "FACEFACT_ADAPTER" in out and "--encoder" in out
 
 
-def test_download_resumes_validates_and_records_then_check_verifies(cli, server, tmp_path, released_files):
+def test_download_goes_through_modelscope_validates_records_then_check_verifies(cli, modelscope, tmp_path,
+                                                                                 released_files):
+    from facefact.pipelines.registry import MODELSCOPE_REPO, MODELSCOPE_REVISION
+
     home = tmp_path / "home"
-    home.mkdir()
-    (home / f"{ADAPTER}.part").write_bytes((released_files / ADAPTER).read_bytes()[:1000])  # interrupted before
     code, out, err = cli("models", "download", "maj", "transface-s")
     assert code == 0, err
-    assert 1000 in server and 0 in server  # the adapter was resumed at byte 1000, the encoder fetched whole
+    assert modelscope == [(MODELSCOPE_REPO, ADAPTER, MODELSCOPE_REVISION), (MODELSCOPE_REPO, ENCODER, MODELSCOPE_REVISION)]
     assert (home / ADAPTER).read_bytes() == (released_files / ADAPTER).read_bytes()
-    assert not list(home.glob("*.part"))
+    assert sorted(p.name for p in home.iterdir()) == sorted([ADAPTER, ENCODER, "manifest.json"])  # no leftovers
     manifest = read_manifest(home)
     assert set(manifest) == {ADAPTER, ENCODER} and len(manifest[ADAPTER]["sha256"]) == 64
 
     code, out, err = cli("models", "check", "maj", "transface-s")
     assert code == 0, out
     assert out.count("sha256 verified") == 2
-    assert cli("models", "download", "maj")[0] == 0 and len(server) == 2  # verified copy: not fetched again
+    assert cli("models", "download", "maj")[0] == 0 and len(modelscope) == 2  # verified copy: not fetched again
     code, out, err = cli("models", "download", "--base-model", tmp_path, "--json")  # local base: left alone
-    assert code == 0 and "not downloaded" in out and len(server) == 2, err
+    assert code == 0 and "not downloaded" in out and len(modelscope) == 2, err
 
     # A file that changes after it was recorded (here: another valid adapter) is reported.
     from facefact.model.tiny import tiny_face_adapter
@@ -109,6 +116,17 @@ def test_download_resumes_validates_and_records_then_check_verifies(cli, server,
     torch.save(tiny_face_adapter(tiny_sd_pipeline().unet, seed=5).released_state_dict(), home / ADAPTER)
     code, out, _ = cli("models", "check", "maj")
     assert code == 3 and "differs from the one recorded" in out
+
+
+def test_a_download_that_does_not_load_leaves_nothing(cli, modelscope, tmp_path, released_files):
+    (released_files / ENCODER).rename(released_files / "keep.pt")
+    (released_files / ENCODER).write_bytes(b"not a checkpoint")
+    try:
+        code, _, err = cli("models", "download", "transface-s")
+    finally:
+        (released_files / "keep.pt").replace(released_files / ENCODER)
+    assert code == 2 and "does not load" in err and "Traceback" not in err
+    assert not (tmp_path / "home").exists() or not [p for p in (tmp_path / "home").iterdir() if p.name != "manifest.json"]
 
 
 def test_check_reports_files_that_do_not_load(cli, tmp_path):
@@ -126,14 +144,18 @@ def test_check_accepts_a_local_base_folder(cli, tiny_model_files):
     assert "sha256 recorded" in out
 
 
-def test_download_offline_says_what_is_missing_and_how_to_point(cli, monkeypatch, tmp_path):
-    monkeypatch.setenv("FACEFACT_MODELSCOPE_URL", "http://127.0.0.1:9/{filename}")  # nothing listens there
+def test_download_errors_say_what_is_missing_and_how_to_point(cli, monkeypatch, tmp_path):
+    import sys
+
     online(monkeypatch)
+    monkeypatch.setitem(sys.modules, "modelscope", None)  # the client is not installed
     code, out, err = cli("models", "download", "maj")
     assert code == 2 and "Traceback" not in err
-    assert f"could not download {ADAPTER}" in err and str(tmp_path / "home" / ADAPTER) in err
-    assert "FACEFACT_ADAPTER" in err
+    assert f"could not download {ADAPTER}" in err and "facefact[modelscope]" in err
+    assert str(tmp_path / "home" / ADAPTER) in err and "FACEFACT_ADAPTER" in err
     monkeypatch.setenv("FACEFACT_OFFLINE", "1")
+    code, _, err = cli("models", "download", "maj")
+    assert code == 2 and "offline" in err and str(tmp_path / "home" / ADAPTER) in err
     code, _, err = cli("models", "download", "sd15")
     assert code == 2 and "offline" in err and "--base-model" in err
 

@@ -5,10 +5,6 @@ import contextlib
 import io
 import os
 import shutil
-import socket
-import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +13,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-REPO = Path(__file__).resolve().parents[2]
-SMALL = {"prompt": "a portrait", "steps": 2, "width": 64, "height": 64, "guidance": 5.0}
+from serve_helpers import REPO, running_server  # noqa: E402 (a uniquely named module: conftest names clash across folders)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -74,33 +69,6 @@ def checker():
     from facefact.serving.photos import FaceChecker
 
     return FaceChecker()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(app):
-    """`app` served by uvicorn on 127.0.0.1 in a thread; yields the base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import SMALL
+from serve_helpers import SMALL
 from PIL import Image
 
 
@@ -245,7 +245,7 @@ def test_loras_by_name_and_weight(engine, checker, astronaut_bytes, tmp_path):
     """A server started with a LoRA: weight 0 is the base model's pixels, weight 1 changes them."""
     pytest.importorskip("peft")
 
-    from conftest import running_server
+    from serve_helpers import running_server
 
     from facefact.cli.serve import load_loras
     from facefact.pipelines import FACTStableDiffusionPipeline
@@ -372,3 +372,19 @@ def test_identity_controls_reach_the_pipeline(serve, astronaut_bytes, grace_hopp
     assert meta["fact_window"] == [0.5, 1.0] and "mean" in json.dumps(meta)
     bad = post_job(url, astronaut_bytes, {**SMALL, "fact_window": [0.8, 0.2]})
     assert bad.status_code == 422 and "fact_window" in bad.json()["error"]["message"]
+
+
+def test_two_people_and_per_level_scales_reach_the_pipeline(serve, astronaut_bytes, grace_hopper_path):
+    url, _ = serve()
+    with open(grace_hopper_path, "rb") as f:
+        second = f.read()
+    photos = [("photos", ("a.jpg", astronaut_bytes, "image/jpeg")), ("photos", ("b.jpg", second, "image/jpeg"))]
+    settings = {**SMALL, "seed": 9, "face_regions": [[0, 0, 0.5, 1], [0.5, 0, 1, 1]],
+                "fact_scale_levels": {"down": 0.3, "up": 0.6}}
+    answer = httpx.post(url + "/v1/generate", data={"settings": json.dumps(settings)}, files=photos, timeout=60)
+    assert answer.status_code == 200, answer.text
+    meta = answer.json()["images"][0]["metadata"]
+    assert meta["face_regions"] == [[0, 0, 0.5, 1], [0.5, 0, 1, 1]] and meta["fact_scale"] == {"down": 0.3, "up": 0.6}
+    overlapping = {**SMALL, "face_regions": [[0, 0, 0.6, 1], [0.5, 0, 1, 1]]}
+    bad = httpx.post(url + "/v1/generate", data={"settings": json.dumps(overlapping)}, files=photos, timeout=60)
+    assert bad.status_code == 422 and "overlap" in bad.json()["error"]["message"], bad.text

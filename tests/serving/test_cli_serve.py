@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import REPO, SMALL, free_port
+from serve_helpers import REPO, SMALL, free_port
 
 pytest.importorskip("gradio")
 

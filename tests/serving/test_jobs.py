@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import SMALL
+from serve_helpers import SMALL
 
 
 def test_only_the_newest_finished_jobs_are_kept(engine, astronaut_bytes):

@@ -12,7 +12,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import REPO, SMALL, free_port, running_server
+from serve_helpers import REPO, SMALL, free_port, running_server
 from PIL import Image
 
 pytest.importorskip("rq")

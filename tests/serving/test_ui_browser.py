@@ -6,7 +6,7 @@ import shutil
 
 import httpx
 import pytest
-from conftest import SMALL
+from serve_helpers import SMALL
 from PIL import Image
 
 pytest.importorskip("gradio")

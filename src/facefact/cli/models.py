@@ -4,13 +4,12 @@ list      the three models `generate` would use (base, adapter, encoder), where 
           (flag / env / config / default), and whether it is there; plus the known released files.
 check     loads each present file as what it should be, records its sha256 in the manifest the
           first time and compares it afterwards. Exit 1 if anything is missing or wrong.
-download  released files over HTTPS from ModelScope (resumable `.part`, validated, then renamed
-          into place, checksum recorded); hub bases with huggingface_hub.snapshot_download.
+download  released files through ModelScope's own client (the `modelscope` extra), validated, then
+          moved into place, checksum recorded; hub bases with huggingface_hub.snapshot_download.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -223,8 +222,13 @@ def download_hub(repo_id: str) -> str:
 
 
 def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Path:
-    """HTTPS download to `<dest>.part` (resumed if present), validated and renamed into place."""
+    """The released file through ModelScope's client into a private folder beside `dest`, validated,
+    then renamed into place (never a half-written or unloadable file under the real name)."""
+    import shutil
+    import tempfile
+
     from facefact.pipelines.hashing import file_sha256
+    from facefact.pipelines.hub import fetch_modelscope_file
 
     if dest.is_file():
         record = registry.recorded_checksum(directory, dest)
@@ -234,53 +238,22 @@ def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Pa
     if registry.offline():
         raise ModelNotFoundError(f"offline: cannot download {model.filename}", path=dest,
                                  hint=f"copy it to {dest}, or {registry.how_to_point(model.setting)}")
-    part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _fetch(model.url, part)
-    except OSError as err:  # URLError, timeouts, refused connections are all OSErrors
-        reason = getattr(err, "reason", None) or err
-        resume = f"; the partial download {part.name} is resumed next time" if part.exists() else ""
-        raise ModelNotFoundError(
-            f"could not download {model.filename} from {model.url}: {reason}", path=dest,
-            hint=f"with no connection here, fetch it elsewhere and copy it to {dest}, or "
-                 f"{registry.how_to_point(model.setting)}{resume}") from err
-    try:
-        validate(model.kind, part)
-    except FacefactError as err:
-        part.unlink(missing_ok=True)
-        raise CheckpointError(f"the downloaded {model.filename} does not load: {err.message}", path=dest,
-                              hint="the server sent something else; try again later") from err
-    digest = file_sha256(part)
-    os.replace(part, dest)
-    registry.record_checksum(directory, dest, digest, model.url)
+    source = f"modelscope:{registry.MODELSCOPE_REPO}@{registry.MODELSCOPE_REVISION}/{model.filename}"
+    with tempfile.TemporaryDirectory(prefix=".facefact-download-", dir=dest.parent) as scratch:
+        try:
+            fetched = fetch_modelscope_file(model.filename, Path(scratch))
+        except ModelNotFoundError as err:
+            raise ModelNotFoundError(
+                f"could not download {model.filename}: {err.message}", path=dest,
+                hint=f"{err.hint}; with no connection here, fetch it elsewhere and copy it to {dest}, or "
+                     f"{registry.how_to_point(model.setting)}") from err
+        try:
+            validate(model.kind, fetched)
+        except FacefactError as err:
+            raise CheckpointError(f"the downloaded {model.filename} does not load: {err.message}", path=dest,
+                                  hint="the server sent something else; try again later") from err
+        digest = file_sha256(fetched)
+        shutil.move(str(fetched), dest)
+    registry.record_checksum(directory, dest, digest, source)
     return dest
-
-
-def _fetch(url: str, part: Path, chunk: int = 1 << 20) -> None:
-    import urllib.error
-    import urllib.request
-
-    from tqdm.auto import tqdm
-
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "facefact", **({"Range": f"bytes={have}-"}
-                                                                                if have else {})})
-    try:
-        response = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # nothing left to fetch: the part is complete
-            return
-        raise
-    with response:
-        if have and response.status != 206:  # the server ignored the range: start over
-            have = 0
-        total = response.headers.get("Content-Length")
-        total = int(total) + have if total else None
-        with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                                            desc=part.name[:-5], file=sys.stderr) as bar:
-            while block := response.read(chunk):
-                f.write(block)
-                bar.update(len(block))
-    if total is not None and part.stat().st_size != total:
-        raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes")

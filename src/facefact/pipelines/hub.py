@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facefact.errors import ConfigError, ModelNotFoundError
-from facefact.pipelines.registry import MODELSCOPE_REVISION, looks_like_hub_id, offline
+from facefact.pipelines.registry import MODELSCOPE_REPO, MODELSCOPE_REVISION, looks_like_hub_id, offline
 
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 MODELSCOPE_PREFIX = "modelscope:"
@@ -74,7 +74,8 @@ def _hub_file(repo_id: str, what: str, weight_name: str | None, subfolder: str |
                                  path=f"{repo_id}/{weight_name}", hint="check the id and file name") from err
 
 
-def _modelscope_file(model_id: str, what: str, weight_name: str | None, revision: str | None) -> Path:
+def _modelscope_file(model_id: str, what: str, weight_name: str | None, revision: str | None,
+                     local_dir: Path | None = None) -> Path:
     if not weight_name:
         raise ConfigError(f"{what} from ModelScope {model_id}: which file?", path=model_id,
                           hint="pass weight_name= (e.g. adapter_maj_mask_large_new_reg001_faceshuffle_00290001.ckpt)")
@@ -85,11 +86,19 @@ def _modelscope_file(model_id: str, what: str, weight_name: str | None, revision
                                                   "models download`) and pass the local file")
     try:
         from modelscope.hub.file_download import model_file_download
-    except ImportError:
+    except ImportError:  # also a stand-in package without that module
         raise ModelNotFoundError(f"{what} {where} needs ModelScope's client, which is not installed", path=where,
                                  hint="pip install 'facefact[modelscope]', or download the file and pass it") from None
     try:
-        return Path(model_file_download(model_id, weight_name, revision=revision or MODELSCOPE_REVISION))
+        extra = {"local_dir": str(local_dir)} if local_dir is not None else {}
+        return Path(model_file_download(model_id, weight_name, revision=revision or MODELSCOPE_REVISION, **extra))
     except Exception as err:  # the client raises its own kinds (HTTP, integrity, not found)
         raise ModelNotFoundError(f"could not fetch {what} {where}: {str(err).splitlines()[0][:200]}", path=where,
                                  hint="check the connection and the file name, or download it by hand") from err
+
+
+def fetch_modelscope_file(filename: str, folder: Path, model_id: str = MODELSCOPE_REPO,
+                          revision: str = MODELSCOPE_REVISION) -> Path:
+    """One file of a ModelScope repository into `folder`, through ModelScope's own client (which
+    checks what it fetched against the hub's checksums)."""
+    return _modelscope_file(model_id, "file", filename, revision, local_dir=folder)

@@ -21,7 +21,7 @@ from facefact.errors import ConfigError
 
 MODELSCOPE_REPO = "yucheng1996/FaceChain-FACT"
 MODELSCOPE_REVISION = "v1.0.0"
-# Overridable so a mirror (or a test server) can stand in for modelscope.cn.
+# Where the file lives, shown by `facefact models list`; downloads go through ModelScope's own client.
 MODELSCOPE_URL = "https://modelscope.cn/models/{repo}/resolve/{revision}/{filename}"
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 MANIFEST_NAME = "manifest.json"
@@ -40,8 +40,7 @@ class KnownModel:
     def url(self) -> str | None:
         if self.source != "modelscope":
             return None
-        template = os.environ.get("FACEFACT_MODELSCOPE_URL", MODELSCOPE_URL)
-        return template.format(repo=MODELSCOPE_REPO, revision=MODELSCOPE_REVISION, filename=self.filename)
+        return MODELSCOPE_URL.format(repo=MODELSCOPE_REPO, revision=MODELSCOPE_REVISION, filename=self.filename)
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {m.name: m for m in [

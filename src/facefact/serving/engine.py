@@ -79,8 +79,11 @@ class Engine:
             self._set_loras(settings.loras)
             pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
             size = settings.width or self.default_size, settings.height or self.default_size
-            out = pipe(prompt, face_images=list(photos), face_combine=settings.face_combine, negative_prompt=negative,
-                       fact_scale=settings.fact_scale, cfg_face=settings.cfg_face, num_images_per_prompt=settings.num_images,
+            faces = ({"face_images": [[photo] for photo in photos], "face_regions": settings.face_regions}
+                     if settings.face_regions else {"face_images": list(photos)})  # photo k is person k
+            out = pipe(prompt, **faces, face_combine=settings.face_combine, negative_prompt=negative,
+                       fact_scale=settings.fact_scale_levels or settings.fact_scale, cfg_face=settings.cfg_face,
+                       num_images_per_prompt=settings.num_images,
                        generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(settings.num_images)],
                        num_inference_steps=settings.steps, guidance_scale=settings.guidance,
                        width=size[0], height=size[1], callback_on_step_end=callback,

@@ -37,6 +37,11 @@ class GenerateSettings(BaseModel):
         default="concat", description="several photos: all their tokens, their mean, or a quality-weighted mean")
     fact_window: tuple[float, float] | None = Field(
         default=None, description="(start, end) fractions of the schedule where FACT acts; e.g. [0.3, 1.0]")
+    fact_scale_levels: dict[Literal["down", "mid", "up"], float] | None = Field(
+        default=None, description="FACT scale per UNet level instead of fact_scale; levels not named get 0")
+    face_regions: list[tuple[float, float, float, float]] | None = Field(
+        default=None, max_length=4, description="several people in one image: photo k is person k, acting only "
+                                               "inside box k (x0, y0, x1, y1 as fractions of the image)")
     loras: dict[str, float] | None = Field(
         default=None, max_length=8, description="LoRAs by name (GET /v1/models) and weight for this request; "
                                                 "LoRAs not named are off. Default: the server's --lora weights")
@@ -48,6 +53,14 @@ class GenerateSettings(BaseModel):
             start, end = value
             if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0) or (start >= end and start != 1.0):
                 raise ValueError(f"{list(value)}: start and end are fractions in [0, 1], start before end")
+        return value
+
+    @field_validator("fact_scale_levels")
+    @classmethod
+    def _levels_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for level, scale in (value or {}).items():
+            if not 0.0 <= scale <= 2.0:
+                raise ValueError(f"fact_scale_levels['{level}'] = {scale} is outside 0..2")
         return value
 
     @field_validator("loras")
