@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -50,3 +52,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
+
+
+# temporary_sibling's names: "." + target name + "." + mkstemp's 8 random characters + suffix.
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp$")
+STALE_AFTER_S = 120  # a live writer touches its temporary continuously; two idle minutes = left behind
+
+
+def sweep_stale_temporaries(folder: str | Path, older_than_s: float = STALE_AFTER_S, *,
+                            recursive: bool = False) -> list[Path]:
+    """Remove temporaries of our own naming that a killed run (SIGKILL, power loss) left in `folder`
+    (and its sub-folders when `recursive`); only regular files whose last change is `older_than_s`
+    ago, never anything else."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if recursive and entry.is_dir(follow_symlinks=False):
+            removed += sweep_stale_temporaries(entry.path, older_than_s, recursive=True)
+            continue
+        if not _TEMPORARY_NAME.match(entry.name):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if entry.is_file(follow_symlinks=False) and now - info.st_mtime > older_than_s:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed

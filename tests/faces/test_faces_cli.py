@@ -44,7 +44,7 @@ def test_inspect_reports_bad_photos_without_traceback(photos, tmp_path, capsys):
     empty.write_bytes(b"")
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.zeros((64, 64, 3), np.uint8))
-    assert main(["faces", "inspect", photos[0], str(empty), str(blank)]) == 1
+    assert main(["faces", "inspect", photos[0], str(empty), str(blank)]) == 3  # ExitCode.PROBLEM_FOUND
     out = capsys.readouterr().out
     assert "empty.jpg: the file is empty" in out and "blank.png: no face found" in out
     assert "hint:" in out and "Traceback" not in out
@@ -55,5 +55,5 @@ def test_inspect_strict_refuses_two_faces(astronaut, tmp_path, capsys):
     cv2.imwrite(str(pair), cv2.cvtColor(np.concatenate([astronaut, astronaut], axis=1), cv2.COLOR_RGB2BGR))
     assert main(["faces", "inspect", str(pair), "--json"]) == 0
     assert "2 faces found" in json.loads(capsys.readouterr().out)["photos"][0]["notes"][0]
-    assert main(["faces", "inspect", str(pair), "--strict", "--json"]) == 1
+    assert main(["faces", "inspect", str(pair), "--strict", "--json"]) == 3  # ExitCode.PROBLEM_FOUND
     assert "exactly one" in json.loads(capsys.readouterr().out)["photos"][0]["problems"][0]["error"]

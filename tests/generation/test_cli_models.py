@@ -86,7 +86,7 @@ def test_list_shows_locations_and_where_they_come_from(cli, tmp_path, monkeypatc
 
 def test_check_names_each_missing_file_and_how_to_point_to_it(cli, tmp_path):
     code, out, err = cli("models", "check", "maj", "transface-s")
-    assert code == 1
+    assert code == 3  # ExitCode.PROBLEM_FOUND
     assert f"missing: {tmp_path / 'home' / ADAPTER}" in out and "FACEFACT_ADAPTER" in out and "--encoder" in out
 
 
@@ -115,7 +115,7 @@ def test_download_goes_through_modelscope_validates_records_then_check_verifies(
     from facefact.pipelines.tiny import tiny_sd_pipeline
     torch.save(tiny_face_adapter(tiny_sd_pipeline().unet, seed=5).released_state_dict(), home / ADAPTER)
     code, out, _ = cli("models", "check", "maj")
-    assert code == 1 and "differs from the one recorded" in out
+    assert code == 3 and "differs from the one recorded" in out
 
 
 def test_a_download_that_does_not_load_leaves_nothing(cli, modelscope, tmp_path, released_files):
@@ -133,7 +133,7 @@ def test_check_reports_files_that_do_not_load(cli, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"\x00" * 100)
     code, out, err = cli("models", "check", "--adapter", bad, "--encoder", bad)
-    assert code == 1 and "Traceback" not in err
+    assert code == 3 and "Traceback" not in err
     assert out.count("does not load") == 2
 
 
@@ -222,7 +222,7 @@ def test_an_unknown_hub_id_is_a_hub_id_not_a_missing_path(cli, monkeypatch, tmp_
     code, out, err = cli("models", "check", "--base-model", hub_id, "--adapter", tmp_path / "a", "--encoder",
                          tmp_path / "e", "--json")
     rows = {row["setting"]: row for row in json.loads(out)["models"]}
-    assert code == 1 and "not in the hub cache" in rows["base_model"]["detail"]
+    assert code == 3 and "not in the hub cache" in rows["base_model"]["detail"]
     monkeypatch.setenv("FACEFACT_OFFLINE", "1")
     code, _, err = cli("models", "download", "--base-model", hub_id)
     assert code == 2 and f"offline: cannot download the base model {hub_id}" in err

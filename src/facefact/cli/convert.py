@@ -9,10 +9,13 @@ command reports success: it is read back and must hold exactly the same tensors 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+from facefact.cli.outputs import prepare_output_file
 from facefact.errors import CheckpointError, ConfigError
+from facefact.validation import arg_int
 
 
 def register(subparsers) -> None:
@@ -24,9 +27,11 @@ def register(subparsers) -> None:
     what.add_argument("--adapter", metavar="IN", help="FACT adapter checkpoint (.ckpt/.pt/.safetensors)")
     what.add_argument("--encoder", metavar="IN", help="TransFace encoder checkpoint (.pt/.safetensors)")
     p.add_argument("--out", required=True, metavar="OUT.safetensors")
-    p.add_argument("--heads", type=int, help="attention heads (resampler: official 12; encoder: official 8); "
-                                             "the tensors do not say how their width is split")
-    p.add_argument("--dim-head", type=int, dest="dim_head", help="resampler head width (official 64)")
+    p.add_argument("--heads", type=arg_int("--heads", low=1, high=1024),
+                   help="attention heads (resampler: official 12; encoder: official 8); "
+                        "the tensors do not say how their width is split")
+    p.add_argument("--dim-head", type=arg_int("--dim-head", low=1, high=4096), dest="dim_head",
+                   help="resampler head width (official 64)")
     p.add_argument("--check-base", metavar="BASE", dest="check_base",
                    help="also check the adapter fits this base model (diffusers folder, UNet folder, "
                         "single .safetensors or hub id)")
@@ -85,7 +90,7 @@ def _same_tensors(a: dict, b: dict) -> bool:
 
 def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> dict:
     from facefact.model import FaceAdapter
-    from facefact.model.checkpoints import read_adapter_file, save_adapter, sniff_kind
+    from facefact.model.checkpoints import adapter_base_family, read_adapter_file, save_adapter, sniff_kind
     from facefact.pipelines.hashing import file_sha256
 
     state, config = read_adapter_file(src)  # config: the sizes a facefact safetensors file records
@@ -95,8 +100,14 @@ def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> 
     chosen = _resampler_config(state, heads, dim_head, src)
     split = "given" if chosen is not None else "from the file" if config is not None else "guessed"
     adapter = FaceAdapter.from_state_dict(state, chosen or config, src)
+    width = adapter.resampler.config.output_dim
+    for path, proc in adapter.released_state_dict().items():
+        if path.endswith(".attn2.processor.linear.weight") and proc.shape[1] != width:
+            raise CheckpointError(f"block adapter {path} takes {proc.shape[1]}-wide face tokens, the resampler "
+                                  f"makes {width}", path=src, hint="the file mixes parts of different adapters")
+    family = adapter_base_family(adapter.block_paths, width, src)
     base_note = check_base(adapter, base) if base else None
-    save_adapter(adapter, out, extra_metadata={"source_file": src.name, "source_sha256": file_sha256(src)})
+    save_adapter(adapter, out, base_family=family, extra_metadata={"source_file": src.name, "source_sha256": file_sha256(src)})
     again = FaceAdapter.from_checkpoint(out)
     if again.resampler.config != adapter.resampler.config or not _same_tensors(
             adapter.released_state_dict(), again.released_state_dict()):
@@ -158,12 +169,15 @@ def run(args) -> int:
     quiet_libraries()
     src = Path(args.adapter or args.encoder).expanduser()
     out = Path(args.out).expanduser()
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the name of the .safetensors file to write", path=out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, not '{out.suffix or out.name}'")
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; not replacing it", path=out, hint="pass --overwrite or another --out")
-    if out.resolve() == src.resolve():
+    if os.path.realpath(out) == os.path.realpath(src):  # realpath: a symlink loop is not an exception here
         raise ConfigError("--out is the input file")
+    prepare_output_file(out, "--out")
     if args.encoder and (args.dim_head or args.check_base):
         raise ConfigError("--dim-head and --check-base apply to --adapter only")
     if args.adapter:

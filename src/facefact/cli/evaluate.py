@@ -9,9 +9,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.cli.formatting import DefaultsHelpFormatter
+from facefact.cli.outputs import prepare_output_file, prepare_output_folder
+from facefact.cli.terminal import safe_text
+from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
+from facefact.validation import arg_float, arg_int, arg_seed  # counts: runner.check_run_settings
 
 
 def register(subparsers) -> None:
@@ -30,8 +33,9 @@ def register(subparsers) -> None:
                         help="a .txt (one prompt a line) or .yaml prompt file; 'default' (when not given): the "
                              "shipped set")
     parser.add_argument("--max-prompts", type=int, default=None, metavar="N", help="use only the first N prompts")
-    parser.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds per prompt (seed, seed+1, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument("--seeds", type=int, default=2, metavar="N",
+                        help="seeds per prompt (seed, seed+1, ...)")
+    parser.add_argument("--seed", type=arg_seed("--seed"), default=0, help="first seed")
     parser.add_argument("--method", action="append", dest="methods", metavar="SPEC",
                         help="fact:SCALE | base | ipadapter-faceid:PATH[@SCALE]; repeat to compare "
                              "(default: fact:0.5 and base)")
@@ -45,7 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--encoder", help="TransFace encoder checkpoint (real models)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps")
     parser.add_argument("--size", type=int, default=None, help="image side in px (default: the model's, 512; 128 tiny)")
-    parser.add_argument("--guidance", "--guidance-scale", dest="guidance_scale", type=float, default=5.0,
+    parser.add_argument("--guidance", "--guidance-scale", dest="guidance_scale", default=5.0,
+                        type=arg_float("--guidance", low=0, high=100),
                         help="classifier-free guidance scale (the same flag as generate's --guidance)")
     parser.add_argument("--scheduler", default="pndm", choices=list(SCHEDULER_NAMES), help="sampler")
     parser.add_argument("--negative-prompt", default=None, help="default: the prompt set's")
@@ -75,7 +80,8 @@ def register(subparsers) -> None:
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("--out", dest="report_out", type=Path, default=Path("facefact-report.html"),
                         metavar="FILE")
-    report.add_argument("--max-seeds", type=int, default=2, help="seed thumbnails per grid cell")
+    report.add_argument("--max-seeds", type=arg_int("--max-seeds", low=1, high=100), default=2,
+                        help="seed thumbnails per grid cell")
     report.add_argument("--show-references", action="store_true",
                         help="embed thumbnails of the reference photos (read again from the run's identities folder)")
     report.set_defaults(func=run_report)
@@ -84,6 +90,7 @@ def register(subparsers) -> None:
 def run_report(args) -> int:
     from facefact.evaluation.report import report_runs
 
+    prepare_output_file(args.report_out, "--out")
     path = report_runs(args.runs, args.report_out, max_seeds_in_grid=args.max_seeds,
                        show_references=args.show_references)
     print(f"report: {path}")
@@ -106,6 +113,8 @@ def run_evaluate(args) -> int:
 
     if args.identities is None:
         raise ConfigError("--identities is required", hint="facefact evaluate --identities DIR --out RUN_DIR")
+    prepare_output_folder(args.out, "--out")
+    earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
     with warnings.catch_warnings(record=True) as caught, threads:
         warnings.simplefilter("always")
@@ -119,13 +128,13 @@ def run_evaluate(args) -> int:
             show_references=args.show_references, progress=not args.no_progress)
     for w in caught:
         if issubclass(w.category, UserWarning):
-            print(f"note: {w.message}")
+            print(f"note: {safe_text(w.message)}")
     for note in results.notes:
-        print(f"note: {note}")
+        print(f"note: {safe_text(note)}")
     _print_summary(results)
     report = args.out / "report.html"
     if args.compare:
-        write_report([results] + [EvalResults.load(d) for d in args.compare], report,
+        write_report([results] + earlier, report,
                      show_references=args.show_references)
     print(f"results: {args.out / 'results.json'}, {args.out / 'results.csv'}; report: {report}")
     return 0

@@ -5,7 +5,10 @@ import json
 import warnings
 from pathlib import Path
 
+from facefact.cli.exit_codes import ExitCode
+from facefact.cli.terminal import safe_text
 from facefact.errors import FaceError, FaceQualityError, ImageError
+from facefact.validation import arg_float
 
 
 def register(subparsers) -> None:
@@ -15,7 +18,7 @@ def register(subparsers) -> None:
     inspect = sub.add_parser("inspect", help="list faces, quality and the identity-similarity matrix",
                              description="Detect faces in each photo, report score and quality, and compare "
                                          "the main face of every photo with every other. Exit code 0 when every "
-                                         "photo has a usable face, 1 otherwise.")
+                                         "photo has a usable face, 3 (problem found) otherwise.")
     inspect.add_argument("photos", nargs="+", metavar="PHOTO")
     inspect.add_argument("--embedder", choices=["sface", "dlib", "insightface"], default="sface",
                          help="identity model (default: sface)")
@@ -23,10 +26,11 @@ def register(subparsers) -> None:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
     inspect.add_argument("--debug-dir", type=Path, metavar="DIR",
                          help="write overlays (boxes, landmarks, masks) and aligned crops here")
-    inspect.add_argument("--min-size", type=float, default=None, metavar="PX", help="smallest usable face (px)")
+    inspect.add_argument("--min-size", type=arg_float("--min-size", low=0), default=None, metavar="PX",
+                         help="smallest usable face (px)")
     inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut")
     inspect.set_defaults(func=run_inspect)
-    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USER_ERROR)[1])
 
 
 def _inspect_one(fa, path: str, args) -> dict:
@@ -87,7 +91,14 @@ def run_inspect(args) -> int:
         print(json.dumps(report, indent=2))
     else:
         _print_tables(report)
-    return 1 if any(r["problems"] for r in results) else 0
+    return ExitCode.PROBLEM_FOUND if any(r["problems"] for r in results) else ExitCode.OK
+
+
+def _user(text) -> str:
+    """User text (file names, messages) for rich: no escape sequences, no rich markup."""
+    from rich.markup import escape
+
+    return escape(safe_text(text))
 
 
 def faces_table(photos: list[dict]):
@@ -105,12 +116,13 @@ def faces_table(photos: list[dict]):
     for photo in photos:
         for i, face in enumerate(photo["faces"]):
             q = face["quality"]
-            table.add_row(Path(photo["photo"]).name if i == 0 else "", f"#{i}{'*' if i == photo['main_face'] else ''}",
+            used = "*" if i == photo["main_face"] else ""
+            table.add_row(_user(Path(photo["photo"]).name) if i == 0 else "", f"#{i}{used}",
                           f"{face['score']:.2f}", ",".join(f"{v:.0f}" for v in face["bbox"][:2]),
                           f"{q['size_px']:.0f}", f"{q['sharpness']:.3f}", f"{q['yaw']:+.0f}", f"{q['roll']:+.0f}",
                           f"{q['cut_off']:.0%}")
         if not photo["faces"]:
-            table.add_row(Path(photo["photo"]).name, "-", "", "", "", "", "", "", "")
+            table.add_row(_user(Path(photo["photo"]).name), "-", "", "", "", "", "", "", "")
     return table
 
 
@@ -119,6 +131,7 @@ def _print_tables(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    user = _user
     console = Console(soft_wrap=True)  # long paths and hints stay on one line (greppable)
     info = report["analysis"]
     console.print(f"detector [bold]{info['detector']}[/], embedder [bold]{info['embedder']}[/] "
@@ -127,11 +140,12 @@ def _print_tables(report: dict) -> None:
     console.print(table)
     for photo in report["photos"]:
         for note in photo["notes"]:
-            console.print(f"[yellow]note[/] {photo['photo']}: {note}")
+            console.print(f"[yellow]note[/] {user(photo['photo'])}: {user(note)}")
         for problem in photo["problems"]:
-            console.print(f"[red]problem[/] {photo['photo']}: {problem['error']}\n  hint: {problem['hint']}")
+            console.print(f"[red]problem[/] {user(photo['photo'])}: {user(problem['error'])}\n"
+                          f"  hint: {user(problem['hint'])}")
         for path in photo.get("debug_images", []):
-            console.print(f"wrote {path}")
+            console.print(f"wrote {user(path)}")
     sim = report["similarity"]
     if len(sim["photos"]) > 1:
         matrix = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), title="identity cosine similarity",
@@ -142,5 +156,5 @@ def _print_tables(report: dict) -> None:
             matrix.add_column(str(i), justify="right", no_wrap=True)
         for i, (name, row) in enumerate(zip(sim["photos"], sim["cosine"])):
             cells = [f"[green]{v:.3f}[/]" if v >= sim["threshold"] else f"{v:.3f}" for v in row]
-            matrix.add_row(str(i), Path(name).name, *cells)
+            matrix.add_row(str(i), user(Path(name).name), *cells)
         console.print(matrix)

@@ -21,10 +21,17 @@ from pathlib import Path
 from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
                                         photo_names)
 from facefact.cli.model_flags import load_pipeline
+from facefact.cli.outputs import check_file_name, prepare_output_folder
+from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
 from facefact.logfilters import clip_truncation_notice, dropped_log_messages
+from facefact.validation import (MAX_SEED, arg_float, arg_int, arg_seed, check_image_size, finite_float,
+                                 strict_bool, whole_number)
 
+MAX_IMAGES = 1000    # per command: seeds seed..seed+n-1
+MAX_STEPS = 500      # of 1000 training timesteps; PNDM at 1000 steps indexes past the schedule's end
+MAX_GUIDANCE = 100.0
 BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
                     "size": None, "width": None, "height": None, "scheduler": "pndm", "n": 1, "out": "outputs"}
 
@@ -48,15 +55,18 @@ def register(subparsers) -> None:
                    help="a saved identity (`facefact identity save`) instead of photos")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", dest="negative_prompt")
-    p.add_argument("-n", "--num-images", dest="n", type=int, help="images to generate (seeds seed..seed+n-1)")
-    p.add_argument("--seed", type=int, help="first seed (random if not given; always written to the metadata)")
+    p.add_argument("-n", "--num-images", dest="n", type=arg_int("-n", low=1, high=MAX_IMAGES),
+                   help="images to generate (seeds seed..seed+n-1)")
+    p.add_argument("--seed", type=arg_seed("--seed"),
+                   help="first seed (random if not given; always written to the metadata)")
     p.add_argument("--out", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words; never the photo's name)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=int, help="denoising steps (default 50)")
-    g.add_argument("--guidance", "--guidance-scale", dest="guidance", type=float,
+    g.add_argument("--steps", type=arg_int("--steps", low=1, high=MAX_STEPS), help="denoising steps (default 50)")
+    g.add_argument("--guidance", "--guidance-scale", dest="guidance",
+                   type=arg_float("--guidance", low=0, high=MAX_GUIDANCE),
                    help="classifier-free guidance scale (default 5)")
     g.add_argument("--scale", help="adapter scale: 0 = base model, 1 = full face (default 0.5); or per UNet "
                                   "level: down=0.3,mid=0.5,up=0.6 (levels not named: 0)")
@@ -68,9 +78,9 @@ def register(subparsers) -> None:
                         "start keeps the base model's composition); 1,1 = the base model")
     g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
                    help="unconditional branch uses the face tokens too, not the null face tokens")
-    g.add_argument("--size", type=int, help="square image size, a multiple of 8 (default: the model's)")
-    g.add_argument("--width", type=int)
-    g.add_argument("--height", type=int)
+    g.add_argument("--size", type=arg_int("--size"), help="square image size, a multiple of 8 (default: the model's)")
+    g.add_argument("--width", type=arg_int("--width"))
+    g.add_argument("--height", type=arg_int("--height"))
     g.add_argument("--scheduler", choices=list(SCHEDULER_NAMES))
     m = p.add_argument_group("models")
     m.add_argument("--model", choices=["fact", "tiny"], default="fact",
@@ -90,28 +100,37 @@ def register(subparsers) -> None:
                    help="a ControlNet beside the face adapter (folder, file or hub id; 'tiny' with --model tiny)")
     e.add_argument("--control-image", dest="control_image", metavar="IMAGE",
                    help="the ControlNet's input, used as given (make the edge, pose or depth map yourself)")
-    e.add_argument("--control-scale", dest="control_scale", type=float, help="ControlNet strength (default 1.0)")
+    e.add_argument("--control-scale", dest="control_scale", type=arg_float("--control-scale", low=0, high=10),
+                   help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def resolve_options(args, config: dict) -> dict:
-    """Flag > config `generate:` section > built-in default, then sanity checks (before any loading)."""
+    """Flag > config `generate:` section > built-in default, then every value checked with its
+    range (a config file's values have not been through argparse) - before any loading."""
     section = config.get("generate") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("the config file's `generate:` section must be a mapping of setting: value")
     opts = {k: getattr(args, k) if getattr(args, k, None) is not None else section.get(k, default)
             for k, default in BUILTIN_DEFAULTS.items()}
-    width = opts["width"] or opts["size"]
-    height = opts["height"] or opts["size"]
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and (int(value) <= 0 or int(value) % 8):
-            raise ConfigError(f"image {name} {value} is not a positive multiple of 8",
-                              hint=f"Stable Diffusion works on 8x smaller latents; try {max(8, int(value) // 8 * 8)}")
-    opts["width"], opts["height"] = width, height
-    if int(opts["n"]) < 1 or int(opts["steps"]) < 1:
-        raise ConfigError("-n and --steps must be at least 1")
+    opts["width"], opts["height"] = check_image_size(opts["width"] or opts["size"], opts["height"] or opts["size"])
+    opts["n"] = whole_number("-n (images)", opts["n"], low=1, high=MAX_IMAGES)
+    opts["steps"] = whole_number("--steps", opts["steps"], low=1, high=MAX_STEPS)
+    opts["guidance"] = finite_float("--guidance", opts["guidance"], low=0, high=MAX_GUIDANCE)
+    if isinstance(opts["scale"], (int, float)):  # a config file's number: parse_scale checks only text
+        scale = finite_float("--scale", opts["scale"])
+        if not 0.0 <= scale <= 2.0:
+            raise ConfigError(f"adapter scale {opts['scale']} is outside 0..2", hint="0.5 is the released setting")
     opts["scale"] = parse_scale(opts["scale"])
     opts["window"] = parse_window(args.window)
+    opts["cfg_face"] = strict_bool("cfg_face", opts["cfg_face"])
+    for key in ("negative_prompt", "out", "scheduler"):
+        if opts[key] is not None and not isinstance(opts[key], str):
+            raise ConfigError(f"{key} must be text, not {opts[key]!r}")
+    if args.seed is not None and args.seed + opts["n"] - 1 > MAX_SEED:
+        raise ConfigError(f"--seed {args.seed} with -n {opts['n']} goes past the largest seed {MAX_SEED}")
     return opts
 
 
@@ -159,6 +178,9 @@ def run(args) -> int:
 
     config, config_path = registry.load_config(args.config)
     opts = resolve_options(args, config)
+    stem = output_stem(args, args.prompt)
+    out_dir = prepare_output_folder(opts["out"], "--out")
+    check_file_name(out_dir, f".{stem}_{MAX_SEED}-{MAX_IMAGES}_sheet.png.XXXXXXXX.png.tmp", "--name")
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
                                             tiny=args.model == "tiny")
     notes: list[str] = []
@@ -168,7 +190,6 @@ def run(args) -> int:
         analysed = analyse_people(people(args.face, args.identity), analysis, notes,
                                   check_quality=not args.allow_low_quality)
         generate_extras.load_control_image(extras)
-        stem = output_stem(args, args.prompt)
         return generate_and_write(args, opts, config, config_path, analysis, notes, stem, analysed, extras)
 
 
@@ -221,9 +242,9 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
                           "notes": notes, "metadata": metadata}, indent=1, ensure_ascii=False))
         return 0
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {safe_text(note)}", file=sys.stderr)
     for path in written:
-        print(path)
+        print(safe_text(path))
     if sheet:
-        print(f"{sheet}  (contact sheet)")
+        print(f"{safe_text(sheet)}  (contact sheet)")
     return 0

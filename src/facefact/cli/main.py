@@ -6,10 +6,13 @@ and sets ``func`` (called with the parsed args, returns an exit code).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import sys
+import threading
 
 # transformers warns at import that torchvision is absent (facefact never needs it); CLI users
 # should see facefact's messages, not that. An explicit TRANSFORMERS_VERBOSITY still wins.
@@ -21,6 +24,9 @@ if os.environ.get("FACEFACT_OFFLINE", "0").strip().lower() not in ("", "0", "fal
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from facefact import __version__
+from facefact.cli.exit_codes import ExitCode
+from facefact.cli.outputs import os_error_words
+from facefact.cli.terminal import safe_text
 from facefact.errors import FacefactError
 
 # Order is the order in `facefact --help`.
@@ -44,30 +50,62 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code is one of `ExitCode` (see facefact.cli.exit_codes)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # argparse itself exits USER_ERROR (2) on a bad flag
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return ExitCode.USER_ERROR
+    with sigterm_as_interrupt():
+        return run_command(args)
+
+
+def run_command(args) -> int:
+    name = f"facefact {args.command}"
     try:
         return int(args.func(args) or 0)
     except FacefactError as err:
-        print(f"facefact {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        print(f"{name}: error: {safe_text(err)}", file=sys.stderr)
+        return ExitCode.USER_ERROR
     except KeyboardInterrupt:
-        print(f"facefact {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{name}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
     except MemoryError:
-        print(f"facefact {args.command}: error: out of memory; lower the image size, batch size "
+        print(f"{name}: error: out of memory; lower the image size, batch size "
               "or number of images, or use a smaller dtype", file=sys.stderr)
-        return 3
+        return ExitCode.OUT_OF_MEMORY
     except RuntimeError as err:  # torch reports CUDA OOM as a RuntimeError subclass
         if "out of memory" in str(err).lower():
-            print(f"facefact {args.command}: error: the accelerator ran out of memory ({err}).\n"
+            print(f"{name}: error: the accelerator ran out of memory ({err}).\n"
                   "  hint: lower --size/--batch-size/-n, use --dtype float16, or enable CPU offload",
                   file=sys.stderr)
-            return 3
+            return ExitCode.OUT_OF_MEMORY
         raise
+    except OSError as err:
+        words = os_error_words(err)
+        if words is None:
+            raise
+        print(f"{name}: error: {safe_text(words)}", file=sys.stderr)
+        return ExitCode.USER_ERROR
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a container stop, `kill`) is handled as Ctrl-C: KeyboardInterrupt unwinds the
+    command, temporary files are removed and the exit code is INTERRUPTED. The previous handler
+    is restored afterwards (main() may be called in-process, e.g. by tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

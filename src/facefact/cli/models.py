@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from facefact.cli.exit_codes import ExitCode
 from facefact.errors import CheckpointError, FacefactError, ModelNotFoundError
 from facefact.pipelines import registry
 
@@ -178,7 +179,7 @@ def check_models(targets: list, directory: Path, as_json: bool) -> int:
         for row in rows:
             print(f"{'ok     ' if row['ok'] else 'PROBLEM'} {row['setting']:<10} {row['location']}\n"
                   f"        {row['detail']}")
-    return 0 if all(r["ok"] for r in rows) else 1
+    return ExitCode.OK if all(r["ok"] for r in rows) else ExitCode.PROBLEM_FOUND
 
 
 # ---- download -------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
+from facefact.cli.exit_codes import ExitCode
 from facefact.cli.formatting import DefaultsHelpFormatter
+from facefact.cli.outputs import prepare_output_folder
+from facefact.validation import MAX_IMAGE_SIDE, arg_float, arg_int
 
 
 def register(subparsers) -> None:
@@ -20,22 +23,28 @@ def register(subparsers) -> None:
         formatter_class=DefaultsHelpFormatter)
     parser.add_argument("photos", help="folder of per-person folders, or a .csv/.jsonl manifest")
     parser.add_argument("--out", required=True, help="output folder (the training set)")
-    parser.add_argument("--workers", type=int, default=1, help="processes analysing photos in parallel")
-    parser.add_argument("--size", type=int, default=defaults["size"], help="side of the training crop (px)")
-    parser.add_argument("--crop-scale", type=float, default=defaults["crop_scale"],
+    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
+                        help="processes analysing photos in parallel")
+    parser.add_argument("--size", type=arg_int("--size", low=64, high=MAX_IMAGE_SIDE), default=defaults["size"],
+                        help="side of the training crop (px)")
+    parser.add_argument("--crop-scale", type=arg_float("--crop-scale", low=0.5, high=10), default=defaults["crop_scale"],
                         help="crop side / longer side of the face box")
     parser.add_argument("--mask", choices=["face", "head"], default=defaults["mask"],
                         help="the region FAIR lets the adapter change")
     parser.add_argument("--image-format", choices=["jpg", "png"], default=defaults["image_format"])
-    parser.add_argument("--min-face-size", type=float, default=defaults["min_face_size"], help="px, shorter box side")
-    parser.add_argument("--min-sharpness", type=float, default=defaults["min_sharpness"])
-    parser.add_argument("--max-yaw", type=float, default=defaults["max_yaw"], help="degrees")
-    parser.add_argument("--min-score", type=float, default=defaults["min_score"], help="detector confidence")
+    parser.add_argument("--min-face-size", type=arg_float("--min-face-size", low=0), default=defaults["min_face_size"],
+                        help="px, shorter box side")
+    parser.add_argument("--min-sharpness", type=arg_float("--min-sharpness", low=0), default=defaults["min_sharpness"])
+    parser.add_argument("--max-yaw", type=arg_float("--max-yaw", low=0, high=180), default=defaults["max_yaw"],
+                        help="degrees")
+    parser.add_argument("--min-score", type=arg_float("--min-score", low=0, high=1), default=defaults["min_score"],
+                        help="detector confidence")
     parser.add_argument("--default-caption", default=defaults["default_caption"],
                         help="caption of photos without manifest caption, sidecar .txt or captioning model")
     parser.add_argument("--caption-model", default=None,
                         help="local transformers image-to-text model folder (never downloaded)")
-    parser.add_argument("--max-caption-words", type=int, default=defaults["max_caption_words"])
+    parser.add_argument("--max-caption-words", type=arg_int("--max-caption-words", low=1, high=10_000),
+                        default=defaults["max_caption_words"])
     cache = parser.add_argument_group(
         "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
                            "those forward passes; tied to the model that made them (training checks)")
@@ -60,6 +69,7 @@ def run(args) -> int:
     if args.cache_encoder_tokens and not args.encoder:
         raise ConfigError("--cache-encoder-tokens needs --encoder (the TransFace checkpoint you will train with)",
                           hint="add --encoder PATH, or --encoder tiny")
+    prepare_output_folder(args.out, "--out", recursive=True)  # samples/ab/ hold the per-sample temporaries
     settings = PrepareSettings(size=args.size, crop_scale=args.crop_scale, mask=args.mask,
                                image_format=args.image_format, min_face_size=args.min_face_size,
                                min_sharpness=args.min_sharpness, max_yaw=args.max_yaw, min_score=args.min_score,
@@ -72,4 +82,4 @@ def run(args) -> int:
     if summary["identities_with_one_photo"]:
         print(f"note: {len(summary['identities_with_one_photo'])} identities have a single usable photo; "
               "face shuffle needs at least two per person")
-    return 0 if summary["accepted"] else 1
+    return ExitCode.OK if summary["accepted"] else ExitCode.PROBLEM_FOUND

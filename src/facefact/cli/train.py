@@ -18,6 +18,7 @@ import sys
 import threading
 from dataclasses import fields
 
+from facefact.cli.exit_codes import ExitCode
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
 from facefact.training.config import FIELD_HELP, TrainConfig
@@ -115,9 +116,11 @@ def training_notes():
 
 
 def run(args) -> int:
+    from facefact.cli.outputs import prepare_output_folder
     from facefact.training.trainer import TrainingInterrupted, train
 
-    config = config_from_args(args)
+    config = config_from_args(args).check()
+    prepare_output_folder(config.output_dir, "--output-dir")
     main_process = os.environ.get("RANK", "0") == "0"  # one message per run, not one per process
     tiny = config.base_model == "tiny" and config.encoder == "tiny"
     try:
@@ -131,7 +134,7 @@ def run(args) -> int:
             print(f"interrupted at step {stop.step} of {config.max_steps}; " + (
                 f"checkpoint {saved}: {stop.checkpoint}\n  resume: {again} (or --resume {stop.checkpoint})"
                 if stop.checkpoint else "no step had finished, nothing to resume"), file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     if not main_process:
         return 0
     if result.adapter_path is not None:

@@ -13,12 +13,14 @@ when the identity folder has a ``subject.txt``, else with ``DEFAULT_SUBJECT``.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from facefact.errors import DatasetError
 from facefact.faces.image_io import IMAGE_SUFFIXES
+from facefact.safe_open import read_text_file
 
 DEFAULT_SUBJECT = "a person"
 
@@ -72,7 +74,8 @@ def load_identities(directory: str | Path) -> list[Identity]:
         photos = _images_in(sub)
         if photos:
             subject_file = sub / "subject.txt"
-            subject = subject_file.read_text().strip() if subject_file.is_file() else DEFAULT_SUBJECT
+            subject = read_text_file(subject_file, DatasetError, what="subject file", max_bytes=4096).strip() \
+                if subject_file.exists() else DEFAULT_SUBJECT
             identities.append(Identity(sub.name, photos, subject or DEFAULT_SUBJECT))
     # Loose photos at the top level are identities of their own (the flat layout, or a mix).
     taken = {i.name for i in identities}
@@ -90,25 +93,37 @@ def _prompt_id(index: int, category: str) -> str:
     return f"p{index:02d}-{category}"[:24]
 
 
+_PROMPT_HINT = "one prompt per line (.txt), a 'prompts:' list (.yaml), or a JSON list of prompts (.json)"
+
+
 def _from_records(records, name: str, path) -> PromptSet:
     if isinstance(records, dict):
         negative = records.get("negative_prompt")
         items = records.get("prompts", [])
-    else:
+        if negative is not None and not isinstance(negative, str):
+            raise DatasetError(f"negative_prompt must be a text, not {negative!r}", path=path, hint=_PROMPT_HINT)
+    elif isinstance(records, list):
         negative, items = None, records
+    elif records is None:
+        negative, items = None, []
+    else:  # a bare YAML/JSON string or number would otherwise be split into one-character prompts
+        raise DatasetError(f"the prompt file holds a single {type(records).__name__}, not a list of prompts",
+                           path=path, hint=_PROMPT_HINT)
+    if not isinstance(items, list):
+        raise DatasetError(f"'prompts' must be a list, not a {type(items).__name__}", path=path, hint=_PROMPT_HINT)
     prompts = []
-    for item in items or []:
+    for item in items:
         if isinstance(item, str):
             text, category = item, "custom"
-        elif isinstance(item, dict) and "prompt" in item:
-            text, category = str(item["prompt"]), str(item.get("category", "custom"))
+        elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+            text, category = item["prompt"], str(item.get("category", "custom"))
         else:
-            raise DatasetError(f"cannot read prompt entry {item!r}", path=path,
+            raise DatasetError(f"cannot read prompt entry {item!r}"[:200], path=path,
                                hint="each entry is a string or a mapping with 'prompt' (and 'category')")
-        prompts.append(Prompt(text.strip(), category, _prompt_id(len(prompts), category)))
+        if text.strip():
+            prompts.append(Prompt(text.strip(), category, _prompt_id(len(prompts), category)))
     if not prompts:
-        raise DatasetError("the prompt file has no prompts", path=path,
-                           hint="one prompt per line (.txt), or a 'prompts:' list (.yaml)")
+        raise DatasetError("the prompt file has no prompts", path=path, hint=_PROMPT_HINT)
     return PromptSet(name, prompts, negative)
 
 
@@ -117,7 +132,7 @@ def default_prompts_path() -> Path:
 
 
 def load_prompts(source: str | Path = "default", *, limit: int | None = None) -> PromptSet:
-    """The prompt set named by ``source`` ("default" or a .txt/.yaml file); ``limit`` keeps the first N."""
+    """The prompt set named by ``source`` ("default" or a .txt/.yaml/.json file); ``limit`` keeps the first N."""
     import yaml
 
     if str(source) == "default":
@@ -125,15 +140,21 @@ def load_prompts(source: str | Path = "default", *, limit: int | None = None) ->
     else:
         path = Path(source)
         name = path.stem
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DatasetError("prompt file not found", path=path,
                            hint="use --prompts default, or a .txt file with one prompt per line")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in {".yaml", ".yml"}:
+    text = read_text_file(path, DatasetError, what="prompt file", max_bytes=16 * 1024 * 1024, hint=_PROMPT_HINT)
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
         try:
             records = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise DatasetError(f"invalid YAML ({err})", path=path, hint="check indentation and quoting") from err
+    elif suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"invalid JSON ({err.msg}, line {err.lineno})", path=path, hint=_PROMPT_HINT) from err
     else:
         records = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     prompt_set = _from_records(records, name, path)

@@ -65,6 +65,14 @@ class ImageAnalyzer:
         self._landmarks68 = None
         self.notes: list[str] = []
 
+    def check_models(self) -> None:
+        """Load every embedder's weights now, so a missing or broken model fails before any image
+        is generated (the backends otherwise load on first use)."""
+        for backend in self.embedders.values():
+            for loader in ("_model", "_models"):
+                if callable(getattr(backend, loader, None)):
+                    getattr(backend, loader)()
+
     @property
     def primary(self) -> str:
         return next(iter(self.embedders))

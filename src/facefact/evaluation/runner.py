@@ -28,6 +28,7 @@ from facefact.evaluation.methods import (GenerationSettings, Method, MethodConte
                                          method_slug, parse_method)
 from facefact.evaluation.observe import ImageAnalyzer, Observation
 from facefact.evaluation.results import METRIC_INFO, EvalResults, aggregate, identity_metrics
+from facefact.validation import check_image_size
 
 DEFAULT_METHODS = ("fact:0.5", "base")
 
@@ -152,13 +153,17 @@ def check_run_settings(*, seeds: int, steps: int, size: int | None, max_prompts:
     """Refuse settings that cannot make an image, before any model is loaded or image generated."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1 (got {seeds})", hint="use --seeds 4 for diversity metrics")
-    if steps < 1:
-        raise ConfigError(f"--steps must be at least 1 (got {steps})",
+    if seeds > 10_000:
+        raise ConfigError(f"--seeds {seeds} is more than 10000 images per prompt", hint="use --seeds 4 for diversity")
+    if steps < 1 or steps > 500:  # PNDM indexes past its 1000-step schedule at 1000 steps
+        raise ConfigError(f"--steps must be at least 1 and at most 500 (got {steps})" if steps > 500 else
+                          f"--steps must be at least 1 (got {steps})",
                           hint="the number of denoising steps per image: 30 is typical, 2-4 for a quick check")
     if size is not None and (size <= 0 or size % 8):
         raise ConfigError(f"--size must be a positive multiple of 8 (got {size})",
                           hint="the VAE downsamples 8x: e.g. 512 for SD1.5 models, 64 or 128 for 'tiny'; "
                                "leave it out for the model's own size")
+    check_image_size(size, size)
     if max_prompts is not None and max_prompts < 1:
         raise ConfigError(f"--max-prompts must be at least 1 (got {max_prompts})",
                           hint="leave it out to use every prompt")
@@ -198,11 +203,12 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
         warnings.warn(s["reason"], stacklevel=2)
     seed_list = list(range(first_seed, first_seed + seeds))
     jobs = _plan(people, prompt_set.prompts, seed_list, method_list, out, size)
+    analyzer = ImageAnalyzer(list(embedders))  # before generating: a bad embedder fails now, not after
+    analyzer.check_models()
     gen_info, gen_notes = _generate_all(jobs, size, generation_uses_cuda(device), progress)
     notes.extend(gen_notes)
     notes.extend(context.notes)
 
-    analyzer = ImageAnalyzer(list(embedders))
     scorer, clip_note = _clip_scorer(clip, device)
     if clip_note:
         notes.append(clip_note)

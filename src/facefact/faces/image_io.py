@@ -7,6 +7,7 @@ are decoded at reduced scale (libjpeg's DCT scaling) and anything still too big 
 """
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Union
@@ -15,11 +16,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facefact.errors import ImageError
+from facefact.safe_open import open_regular, special_file_kind
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
 # A 48 MP phone photo decodes to ~150 MB of RGB; more than this we decode downscaled or refuse.
 DEFAULT_MAX_PIXELS = 50_000_000
+# No photo is 20 times wider than tall (a panorama is ~4:1); beyond it face detection's image
+# pyramid degenerates (a 10000x10 strip overflowed the detector), so such files are refused.
+MAX_ASPECT_RATIO = 20
 # Formats Pillow decodes natively and safely (EPS/PDF would run external programs, so they are out).
 SUPPORTED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "TGA"}
 _KNOWN_UNSUPPORTED = {  # magic bytes -> name, so the message can say "convert from HEIC"
@@ -59,26 +64,36 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def _load_path(path: Path, *, max_pixels: int, background: tuple[int, int, int] = WHITE) -> np.ndarray:
-    if not path.exists():
+    kind = special_file_kind(path)  # before any open: a FIFO would block, /dev/zero never ends
+    if kind == "missing":
         raise ImageError("file not found", path=path, hint="check the path and spelling")
-    if path.is_dir():
+    if kind == "a directory":
         raise ImageError("is a folder, not a photo", path=path,
                          hint="pass the image files inside it (e.g. DIR/*.jpg)")
+    if kind is not None:
+        raise ImageError(f"is {kind}, not a photo file" if kind.startswith(("a ", "not a")) else f"the path is {kind}",
+                         path=path, hint="pass an ordinary image file (JPEG or PNG)")
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(32)
+        handle = open_regular(path, ImageError)
+        size = os.fstat(handle.fileno()).st_size
+        head = handle.read(32)
+        handle.seek(0)
     except OSError as err:
         raise ImageError(f"cannot read the file ({err.strerror})", path=path,
                          hint="check the file permissions") from err
-    if size == 0:
-        raise ImageError("the file is empty (0 bytes)", path=path,
-                         hint="the copy or download probably failed; copy the photo again")
+    with handle:
+        if size == 0:
+            raise ImageError("the file is empty (0 bytes)", path=path,
+                             hint="the copy or download probably failed; copy the photo again")
+        return _decode_file(path, handle, head, max_pixels=max_pixels, background=background)
+
+
+def _decode_file(path: Path, handle, head: bytes, *, max_pixels: int, background: tuple[int, int, int]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's global one only adds noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:  # reads the header only
+            with Image.open(handle) as img:  # reads the header only
                 return _pil_to_rgb(img, name=str(path), max_pixels=max_pixels, background=background)
     except Image.DecompressionBombError:
         raise ImageError("the image dimensions are absurdly large (possible decompression bomb)",
@@ -114,13 +129,17 @@ def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int,
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageError(f"the image has no pixels ({width}x{height})", path=name, hint=_CONVERT_HINT)
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(f"the image is {width}x{height} pixels, a strip more than {MAX_ASPECT_RATIO} times longer "
+                         f"than wide; that is not a photo facefact can use", path=name,
+                         hint="crop the photo to the face and its surroundings")
     if width * height > max_pixels and img.format:  # in-memory images are already decoded
         img = _decode_downscaled(img, name=name, max_pixels=max_pixels)
     if getattr(img, "is_animated", False):
         img.seek(0)  # animated GIF/WebP: the first frame is the photo
     img.load()
     img = ImageOps.exif_transpose(img)  # phones store portrait photos sideways + an EXIF flag
-    return _mode_to_rgb(img, background)
+    return _mode_to_rgb(img, background, name)
 
 
 def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int) -> Image.Image:
@@ -138,7 +157,7 @@ def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int) -> Image
                      path=name, hint="resize the photo (2000 px on the long side is plenty)")
 
 
-def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> np.ndarray:
+def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE, name: str | None = None) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grayscale: scale to 8 bits instead of clipping (which would turn it white).
@@ -148,6 +167,11 @@ def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> 
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if mode == "F":
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():  # one NaN would turn the whole image black after scaling
+            bad = int((~np.isfinite(arr)).sum())
+            raise ImageError(f"the floating-point image has {bad} pixel(s) that are NaN or infinite",
+                             path=name,
+                             hint="re-export the image as 8-bit JPEG or PNG")
         top = 1.0 if arr.max() <= 1.0 else 255.0
         gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))

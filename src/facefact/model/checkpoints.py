@@ -25,15 +25,82 @@ RESAMPLER_PREFIX = "local_fac_prj."
 PROCESSOR_MARK = ".attn2.processor."
 
 
+# torch.save's legacy (non-zip) format starts with this pickled magic number; any other pickle
+# stream is a raw pickle, which only a full unpickler could read - and that would run its code.
+_LEGACY_TORCH_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+# Weights are floating point; BatchNorm's step counter is the one integer tensor a checkpoint holds.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INTEGER_COUNTERS = ("num_batches_tracked",)
+# torch.save stores its zip entries uncompressed, so the declared contents are about the file's
+# size; a file declaring much more is compressed on purpose (a zip bomb) and is not inflated.
+_MAX_ZIP_EXPANSION = 4
+_ZIP_SLACK_BYTES = 16 * 1024 * 1024
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
+    from facefact.safe_open import require_regular_file
+
+    if not path.exists() and not path.is_symlink():
         raise ModelNotFoundError(f"file not found: {path}", path=path,
                                  hint="check the path, or run `facefact models` to see what is needed and where")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, expected a weights file", path=path)
-    if path.stat().st_size == 0:
+    info = require_regular_file(path, CheckpointError, missing_cls=ModelNotFoundError,
+                                hint="pass the weights file itself (.safetensors, .ckpt, .pt)")
+    if info.st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or copy was interrupted", path=path,
                               hint="download the file again")
+
+
+def check_tensors(state: dict, path) -> None:
+    """Refuse what would be silently cast (bool, integer, complex tensors) or poison every image
+    (NaN / infinite weights)."""
+    for key, tensor in state.items():
+        if tensor.dtype in FLOAT_DTYPES:
+            continue
+        if key.endswith(_INTEGER_COUNTERS) and not tensor.is_floating_point() and not tensor.is_complex():
+            continue
+        raise CheckpointError(f"tensor {key} is {str(tensor.dtype).replace('torch.', '')}; weights must be "
+                              f"float16, bfloat16, float32 or float64 (refused rather than cast)", path=path,
+                              hint="this is not a FACT / TransFace weights file, or it was damaged")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"tensor {key} has {bad} NaN or infinite value(s); the weights are broken",
+                                  path=path, hint="a training run diverged or the file is damaged; use an "
+                                                  "earlier checkpoint or download the file again")
+
+
+def _check_zip_sizes(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load reports the damage in its own words below
+    size = path.stat().st_size
+    if declared > _MAX_ZIP_EXPANSION * size + _ZIP_SLACK_BYTES:
+        raise CheckpointError(f"refused to load {path}: the archive declares {declared:,} bytes of contents in a "
+                              f"{size:,}-byte file (PyTorch stores checkpoints uncompressed; this looks like a zip "
+                              f"bomb)", path=path, hint="use the original, unmodified weights file")
+
+
+def _refuse_raw_pickle(path: Path, not_weights: CheckpointError) -> None:
+    """A pickle stream that is not torch's legacy format: a well-formed one is refused as a raw
+    pickle (never unpickled: that would run its code), a damaged one is reported as such."""
+    import pickletools
+
+    with open(path, "rb") as handle:
+        if handle.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC:
+            return
+        handle.seek(0)
+        try:
+            for _ in pickletools.genops(handle):  # parses opcodes only; executes nothing
+                pass
+        except Exception:  # noqa: BLE001 - any parse failure means a damaged stream
+            raise not_weights from None
+    raise CheckpointError(f"refused to load {path}: this is a raw pickle file; facefact refuses to unpickle it "
+                          "(unpickling can run arbitrary code)", path=path,
+                          hint="use the official weights file (a PyTorch .ckpt/.pt archive) or a .safetensors copy")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -48,8 +115,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         head = f.read(4)
     if not head.startswith((b"PK", b"\x80")):  # neither torch's zip format nor a (legacy) pickle: e.g. text, HTML
         raise not_weights
+    if head.startswith(b"PK"):
+        _check_zip_sizes(path)
+    else:
+        _refuse_raw_pickle(path, not_weights)
+    state = _torch_load(path, not_weights)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # Lightning-style wrapper
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a flat dict of tensors", path=path,
+                              hint="expected a state dict such as the released FACT .ckpt or TransFace .pt")
+    check_tensors(state, path)
+    return state
+
+
+def _torch_load(path: Path, not_weights: CheckpointError):
+    import warnings
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: our message says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found:
@@ -62,15 +148,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                               path=path, hint="only weights files are accepted; convert it to safetensors "
                                               "where it was made, or re-download the official file") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError, TypeError,
-            AttributeError, UnicodeDecodeError) as err:  # the weights-only unpickler's errors on garbage vary
+            AttributeError, UnicodeDecodeError, OverflowError, MemoryError) as err:  # garbage errors vary
         raise CheckpointError(f"{not_weights.message} ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})",
-                              path=path, hint=not_weights.hint) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]  # Lightning-style wrapper
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} does not hold a flat dict of tensors", path=path,
-                              hint="expected a state dict such as the released FACT .ckpt or TransFace .pt")
-    return state
+                              path=path, hint=not_weights.hint) from err
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -81,10 +161,35 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, metadata
-    except (SafetensorError, OSError, ValueError) as err:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise CheckpointError(f"cannot read {path}: not a valid safetensors file ({err})", path=path,
                               hint="the file may be truncated; download or convert it again") from err
+    check_tensors(state, path)
+    return state, metadata
+
+
+def config_from_metadata(metadata: dict, key: str, config_cls, path):
+    """A sizes dataclass from a safetensors metadata entry (JSON object of positive integers), or
+    a CheckpointError naming the entry - never a JSONDecodeError / TypeError / ZeroDivisionError."""
+    import dataclasses
+
+    bad = f"the file's metadata entry '{key}'"
+    hint = "the file was edited or damaged; convert it again with `facefact convert`"
+    try:
+        values = json.loads(metadata[key])
+    except (json.JSONDecodeError, TypeError):
+        raise CheckpointError(f"{bad} is not valid JSON", path=path, hint=hint) from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{bad} must be a JSON object, not {type(values).__name__}", path=path, hint=hint)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CheckpointError(f"{bad} has unknown keys {unknown}", path=path, hint=hint)
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+            raise CheckpointError(f"{bad}: {name} = {value!r} is not a positive whole number", path=path, hint=hint)
+    return config_cls(**values)
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
@@ -152,9 +257,34 @@ def read_adapter_file(path: str | Path, config: ResamplerConfig | None = None):
         if metadata.get("format") not in (None, ADAPTER_FORMAT):
             raise CheckpointError(f"{path} is a '{metadata.get('format')}' file, not a FACT adapter", path=path)
         if config is None and "resampler" in metadata:
-            config = ResamplerConfig(**json.loads(metadata["resampler"]))
+            config = config_from_metadata(metadata, "resampler", ResamplerConfig, path)
         return state, config
     return read_state_dict(path), config
+
+
+# The 16 cross-attention transformer blocks of the SD1.5 UNet (SD2 has the same paths, 1024 wide;
+# SDXL has up to 10 transformer blocks per attention and no attention in down_blocks.0).
+SD15_BLOCK_PATHS = frozenset(
+    [f"down_blocks.{b}.attentions.{a}.transformer_blocks.0" for b in range(3) for a in range(2)]
+    + ["mid_block.attentions.0.transformer_blocks.0"]
+    + [f"up_blocks.{b}.attentions.{a}.transformer_blocks.0" for b in range(1, 4) for a in range(3)])
+_OTHER_FAMILY_WIDTHS = {1024: "Stable Diffusion 2.x", 1280: "SDXL", 2048: "SDXL"}
+
+
+def adapter_base_family(block_paths, cross_width: int, source=None) -> str:
+    """'sd15' for an adapter made for the SD1.5 UNet (768-wide cross-attention), 'sd15-layout-N'
+    for the same layout at a test width N; an SDXL / SD2 adapter is refused, not labelled sd15."""
+    paths = set(block_paths)
+    if paths != SD15_BLOCK_PATHS:
+        extra = sorted(paths - SD15_BLOCK_PATHS)[:3]
+        raise CheckpointError(f"the adapter's {len(paths)} blocks are not the Stable Diffusion 1.5 UNet layout "
+                              f"({len(SD15_BLOCK_PATHS)} blocks)" + (f"; e.g. {extra}" if extra else ""), path=source,
+                              hint="FACT adapters are for SD1.5-family models; SDXL/SD2 layouts are not supported")
+    if cross_width in _OTHER_FAMILY_WIDTHS:
+        raise CheckpointError(f"the adapter's face tokens are {cross_width} wide, the width of "
+                              f"{_OTHER_FAMILY_WIDTHS[cross_width]}; FACT adapters for SD1.5 are 768 wide",
+                              path=source, hint="use an adapter made for a Stable Diffusion 1.5-family model")
+    return "sd15" if cross_width == 768 else f"sd15-layout-{cross_width}"
 
 
 def adapter_metadata(adapter, base_family: str = "sd15", extra: dict | None = None) -> dict[str, str]:

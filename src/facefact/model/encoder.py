@@ -128,14 +128,12 @@ class TransFaceEncoder(nn.Module):
         Sizes that the tensors determine (width, depth, classes) are read from them; the head count
         cannot be, so it comes from `config` (official: 8).
         """
-        import json
-
-        from facefact.model.checkpoints import read_safetensors, read_state_dict
+        from facefact.model.checkpoints import config_from_metadata, read_safetensors, read_state_dict
 
         if str(path).endswith(".safetensors"):
             state, metadata = read_safetensors(path)
             if config is None and "encoder" in metadata:  # files written by save_encoder say their sizes
-                config = EncoderConfig(**json.loads(metadata["encoder"]))
+                config = config_from_metadata(metadata, "encoder", EncoderConfig, path)
         else:
             state = read_state_dict(path)
         config = infer_encoder_config(state, config, path)

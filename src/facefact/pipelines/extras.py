@@ -108,11 +108,16 @@ def control_kwargs(extras: Extras, width: int, height: int, notes: list[str]) ->
 def check_files(extras: Extras) -> None:
     """The files exist and can be loaded (peft for LoRA) - before any weights are loaded."""
     from facefact.pipelines.lora import require_peft
+    from facefact.safe_open import special_file_kind
 
     for path, _ in extras.loras:
         if path.is_dir():
             raise ConfigError(f"--lora {path} is a folder", path=path,
                               hint="pass the LoRA file inside it (e.g. pytorch_lora_weights.safetensors)")
+        kind = special_file_kind(path)
+        if kind not in (None, "missing"):
+            raise ConfigError(f"--lora {path}: the path is {kind}, not a LoRA file", path=path,
+                              hint="pass the LoRA .safetensors file itself")
         if not path.is_file():
             raise ModelNotFoundError(f"LoRA file not found: {path}", path=path,
                                      hint="check the path; --lora takes a LoRA .safetensors file, optionally "

@@ -77,10 +77,19 @@ def xmp_packet(meta: dict) -> str:
         '<?xpacket end="r"?>')
 
 
+def metadata_json(meta: dict) -> str:
+    """The provenance as strict JSON: a NaN or infinity (invalid JSON, unreadable by other tools)
+    is refused with the name of the setting that holds it, never written."""
+    from facefact.validation import check_finite_tree
+
+    check_finite_tree(meta, "metadata")
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True, allow_nan=False)
+
+
 def png_info(meta: dict) -> PngInfo:
     info = PngInfo()
     # iTXt (UTF-8) for anything that may hold a prompt; tEXt is Latin-1 only.
-    info.add_itxt("facefact", json.dumps(meta, ensure_ascii=False, sort_keys=True))
+    info.add_itxt("facefact", metadata_json(meta))
     info.add_itxt("parameters", a1111_parameters(meta))
     info.add_text("Software", str(meta.get("generator", "facefact")))
     info.add_text("Description", AI_STATEMENT)

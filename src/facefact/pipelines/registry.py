@@ -96,13 +96,17 @@ def load_config(path: str | Path | None = None) -> tuple[dict, Path | None]:
 
     explicit = path or os.environ.get("FACEFACT_CONFIG")
     path = Path(explicit).expanduser() if explicit else default_config_path()
-    if not path.is_file():
+    if not path.exists():
         if explicit:
             raise ConfigError(f"config file not found: {path}", path=path,
                               hint="check --config / FACEFACT_CONFIG; see examples/facefact.yaml")
         return {}, None
+    from facefact.safe_open import read_text_file
+
+    text = read_text_file(path, ConfigError, what="config file", max_bytes=1024 * 1024,
+                          hint="check --config / FACEFACT_CONFIG; see examples/facefact.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot parse the config file: {str(err).splitlines()[0]}", path=path) from err
     if not isinstance(data, dict):

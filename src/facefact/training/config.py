@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from facefact.errors import ConfigError
+from facefact.validation import MAX_IMAGE_SIDE, MAX_SEED, finite_float, strict_bool, whole_number
 
 
 @dataclass
@@ -62,6 +63,8 @@ class TrainConfig:
     progress: bool = True
 
     def check(self) -> "TrainConfig":
+        """Every field's type and range (also for a TrainConfig built in Python, which never went
+        through `_coerce`): a NaN learning rate or a batch size of 1.7 is refused, not trained with."""
         def need(ok: bool, message: str, hint: str | None = None):
             if not ok:
                 raise ConfigError(message, hint=hint)
@@ -70,8 +73,12 @@ class TrainConfig:
         need(bool(self.base_model) and bool(self.encoder), "no base model or face encoder given",
              "pass --base-model DIR (an SD1.5-family diffusers folder) and --encoder FILE (the TransFace "
              "checkpoint); or --model tiny to try the loop with random-weight models")
-        need(self.max_steps > 0 and self.batch_size > 0 and self.gradient_accumulation_steps > 0,
+        counts = [getattr(self, n) for n in ("max_steps", "batch_size", "gradient_accumulation_steps")]
+        need(not any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in counts),
              "max_steps, batch_size and gradient_accumulation_steps must be positive")
+        self._check_numbers(ranges=False)  # types first: the comparisons below need numbers
+        for name in ("gradient_checkpointing", "use_cache", "tensorboard", "progress"):
+            strict_bool(name, getattr(self, name))
         need(self.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, "
              f"not {self.mixed_precision!r}")
         need(self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, not {self.optimizer!r}")
@@ -83,6 +90,7 @@ class TrainConfig:
         need(self.resolution is None or (self.resolution >= 64 and self.resolution % 8 == 0),
              f"resolution {self.resolution} must be a multiple of 8 and at least 64")
         need(self.lr_warmup_steps >= 0, f"lr_warmup_steps must be >= 0, not {self.lr_warmup_steps}")
+        need(isinstance(self.lr_schedule, str), f"lr_schedule must be a name, not {self.lr_schedule!r}")
         schedules = lr_schedule_names()
         need(self.lr_schedule in schedules, f"unknown lr_schedule {self.lr_schedule!r}",
              f"use one of: {', '.join(schedules)}")
@@ -97,7 +105,19 @@ class TrainConfig:
              "a checkpoint is also written at the end; to save only then, set checkpoint_every to max_steps")
         need(self.stop_after_steps is None or self.stop_after_steps >= 1,
              f"stop_after_steps must be >= 1, not {self.stop_after_steps}")
+        need(all(isinstance(p, str) and p.strip() for p in self.validation_prompts),
+             "validation_prompts must be a list of non-empty prompts")
+        self._check_numbers(ranges=True)
         return self
+
+    def _check_numbers(self, ranges: bool) -> None:
+        for name, low, high in _WHOLE_RANGES:
+            value = getattr(self, name)
+            if value is not None or name not in _OPTIONAL:
+                whole_number(name, value, low=low if ranges else None, high=high if ranges else None)
+        for name, low, high, low_open in _FLOAT_RANGES:
+            finite_float(name, getattr(self, name), low=low if ranges else None, high=high if ranges else None,
+                         low_open=low_open and ranges)
 
     @property
     def ramp_steps(self) -> int:
@@ -176,24 +196,41 @@ def lr_schedule_names() -> tuple[str, ...]:
     return tuple(s.value for s in SchedulerType if s.value != "piecewise_constant")
 
 
+# (name, low, high): whole-number settings and their ranges (seed: what torch generators accept).
+_WHOLE_RANGES = [("max_steps", 1, None), ("batch_size", 1, 4096), ("gradient_accumulation_steps", 1, None),
+                 ("lr_warmup_steps", 0, None), ("seed", 0, MAX_SEED), ("num_workers", 0, 256),
+                 ("shuffle_ramp_steps", 0, None), ("log_every", 0, None), ("validate_every", 0, None),
+                 ("validation_samples", 1, 1024), ("validation_steps", 1, 1000), ("checkpoint_every", 1, None),
+                 ("keep_checkpoints", 1, None), ("resolution", 64, MAX_IMAGE_SIDE), ("stop_after_steps", 1, None)]
+_OPTIONAL = {"resolution", "stop_after_steps", "shuffle_ramp_steps"}
+# (name, low, high, low excluded): float settings.
+_FLOAT_RANGES = [("learning_rate", 0.0, 1.0, True), ("adam_beta1", 0.0, 1.0, False), ("adam_beta2", 0.0, 1.0, False),
+                 ("weight_decay", 0.0, None, False), ("max_grad_norm", 0.0, None, False),
+                 ("fair_weight", 0.0, None, False), ("face_drop_prob", 0.0, 1.0, False),
+                 ("text_drop_prob", 0.0, 1.0, False), ("shuffle_prob_start", 0.0, 1.0, False),
+                 ("shuffle_prob_end", 0.0, 1.0, False), ("validation_guidance", 0.0, 100.0, False)]
+
+
 def _coerce(name: str, value):
+    """A config-file or flag value to the field's type, with facefact.validation's rules: numeric
+    strings are numbers (YAML reads 1e-4 as a string), 1.7 is not a whole number, "no" is not a bool."""
     kind = str(FIELD_TYPES[name])
     if value is None:
         return None
-    try:
-        if kind.startswith("tuple"):
-            return tuple([value] if isinstance(value, str) else value)
-        if kind.startswith("bool"):
-            if isinstance(value, str):
-                return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}[value.lower()]
-            return bool(value)
-        if kind.startswith("int"):
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        return str(value)
-    except (KeyError, ValueError, TypeError):
-        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}") from None
+    if kind.startswith("tuple"):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"setting {name}: {value!r} is not a list of texts")
+        return tuple(items)
+    if kind.startswith("bool"):
+        return strict_bool(name, value)
+    if kind.startswith("int"):
+        return whole_number(name, value)
+    if kind.startswith("float"):
+        return finite_float(name, value)
+    if isinstance(value, (dict, list, tuple)):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {kind}")
+    return str(value)
 
 
 def config_from_dict(values: dict, base: TrainConfig | None = None) -> TrainConfig:
@@ -208,10 +245,12 @@ def config_from_dict(values: dict, base: TrainConfig | None = None) -> TrainConf
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     """Settings from a .yaml/.yml/.json file, then `overrides` (e.g. the CLI flags given)."""
+    from facefact.safe_open import read_text_file
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file not found: {path}", path=path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, ConfigError, what="config file")
     try:
         if path.suffix.lower() == ".json":
             values = json.loads(text)

@@ -2,17 +2,43 @@
 (face shuffle, face drop, text drop) made reproducibly from (seed, micro-step, slot in the global batch)."""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections import defaultdict
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from facefact.errors import ConfigError, DatasetError
+from facefact.faces.image_io import DEFAULT_MAX_PIXELS
+from facefact.safe_open import open_regular
 from facefact.training.cache import LATENTS, TOKENS, cache_path, load_cached
 from facefact.training.dataset_format import load_index
 from facefact.training.schedule import choose_condition, generator_for, micro_batch_indices, shuffle_probability
+
+
+_REPAIR = "the prepared set is damaged; run the same `facefact prepare` command again to repair it"
+
+
+@contextlib.contextmanager
+def open_prepared_image(path: str):
+    """A prepared image or mask, opened only if it is a regular file within facefact's pixel limit
+    (the size is in the header: a huge mask is refused before it is decoded)."""
+    with open_regular(path, DatasetError, hint=_REPAIR, missing_cls=DatasetError) as handle, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(handle)
+        except UnidentifiedImageError:  # Pillow's words name the file descriptor, not the file
+            raise DatasetError("a training file is not an image (damaged or overwritten)", path=path,
+                               hint=_REPAIR) from None
+        with opened as img:
+            if img.size[0] * img.size[1] > DEFAULT_MAX_PIXELS:
+                raise DatasetError(f"training file is {img.size[0]}x{img.size[1]} pixels, over facefact's limit "
+                                   f"of {DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels", path=path, hint=_REPAIR)
+            yield img
 
 
 class SampleKey(NamedTuple):
@@ -105,21 +131,28 @@ class FaceTrainingSet(torch.utils.data.Dataset):
 
     def _read(self, path: str, mode: str, resize: bool = True) -> np.ndarray:
         try:
-            with Image.open(path) as img:
+            with open_prepared_image(path) as img:
                 img = img.convert(mode)
                 if resize and self.resolution and img.size != (self.resolution, self.resolution):
                     img = img.resize((self.resolution, self.resolution), Image.BICUBIC if mode == "RGB" else Image.BOX)
                 return np.asarray(img)
-        except OSError as err:
-            raise DatasetError(f"cannot read a training file: {err}", path=path,
-                               hint="the prepared set is damaged; run `facefact prepare` again") from err
+        except DatasetError:  # ours (also a ValueError): already names the file
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+            raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from err
 
     @property
     def image_size(self) -> int:
         if self.resolution:
             return self.resolution
-        with Image.open(self.samples[0]["image"]) as img:
-            return img.size[0]
+        path = self.samples[0]["image"]
+        try:
+            with open_prepared_image(path) as img:
+                return img.size[0]
+        except DatasetError:  # ours (also a ValueError): already names the file
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+            raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from err
 
 
 def _to_unit_range(rgb: np.ndarray) -> torch.Tensor:

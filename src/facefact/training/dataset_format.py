@@ -49,17 +49,22 @@ def atomic_write_jsonl(path: str | Path, rows) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list:
+    """The JSON values of a JSON-lines file (blank lines skipped); a line that is not JSON is a
+    DatasetError naming the line."""
+    from facefact.safe_open import read_text_file
+
+    text = read_text_file(path, DatasetError, what="JSON-lines file", max_bytes=1 << 30,
+                          hint="run `facefact prepare` again to rebuild it")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"line {number} is not valid JSON ({err.msg})", path=path,
-                                   hint="the index is damaged; run `facefact prepare` again to rebuild it") from err
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"line {number} is not valid JSON ({err.msg})", path=path,
+                               hint="the index is damaged; run `facefact prepare` again to rebuild it") from err
     return rows
 
 
@@ -78,7 +83,40 @@ def load_index(root: str | Path) -> list[dict]:
     if not samples:
         raise DatasetError(f"the training set {root} is empty: no photo passed preparation", path=root,
                            hint=f"see {root / REJECTED_NAME} for why each photo was rejected")
-    for sample in samples:
+    for number, sample in enumerate(samples, 1):
+        _check_entry(root, index, number, sample)
         for key in ("image", "condition", "mask"):
             sample[key] = str(root / sample[key])
     return samples
+
+
+ENTRY_FILES = ("image", "condition", "mask")
+_REPAIR = "the prepared set is damaged or was edited; run the same `facefact prepare` command again to repair it"
+
+
+def _check_entry(root: Path, index: Path, number: int, sample) -> None:
+    """An index line is an object with an identity, a caption and the sample's files as relative
+    paths inside the set: an absolute path or '..' would make training read any file on the machine."""
+    where = f"{INDEX_NAME} line {number}"
+    if not isinstance(sample, dict):
+        raise DatasetError(f"{where} is not a JSON object", path=index, hint=_REPAIR)
+    missing = [k for k in ("id", "identity", *ENTRY_FILES) if k not in sample]
+    if missing:
+        raise DatasetError(f"{where} lacks {missing}", path=index, hint=_REPAIR)
+    if not isinstance(sample.get("caption", ""), str) or not isinstance(sample["identity"], (str, int)):
+        raise DatasetError(f"{where} has a caption or identity that is not text", path=index, hint=_REPAIR)
+    resolved_root = root.resolve()
+    for key in ENTRY_FILES:
+        value = sample[key]
+        if not isinstance(value, str) or not value or Path(value).is_absolute() or ".." in Path(value).parts:
+            raise DatasetError(f"{where}: {key} {value!r} is not a path inside the training set", path=index,
+                               hint=_REPAIR)
+        try:
+            inside = (root / value).resolve().is_relative_to(resolved_root)
+        except (OSError, RuntimeError):  # a symlink loop
+            inside = False
+        if not inside:
+            raise DatasetError(f"{where}: {key} {value!r} points outside the training set", path=index,
+                               hint=_REPAIR)
+        if not (root / value).is_file():  # a stat per file: cheap, and before any model is loaded
+            raise DatasetError(f"{where}: the {key} file {value} is missing", path=index, hint=_REPAIR)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError, FacefactError
 from facefact.faces.image_io import IMAGE_SUFFIXES
+from facefact.safe_open import read_text_file
 from facefact.training.cache import remove_cache_files
 from facefact.training.prepare_settings import PrepareSettings
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
@@ -30,7 +31,16 @@ from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME
                                               read_jsonl, sample_id, sample_stem)
 
 REJECT_REASONS = {"NoFaceError": "no_face", "MultipleFacesError": "multiple_faces",
-                  "FaceQualityError": "low_quality", "ImageError": "unreadable"}
+                  "FaceQualityError": "low_quality", "ImageError": "unreadable", "CaptionError": "bad_caption_file"}
+# Image files a folder scan finds but does not read (generate reads GIF; a training set wants photos):
+# each is listed in rejected.jsonl with this reason, never skipped silently.
+NOT_SCANNED_SUFFIXES = {".gif": "GIF", ".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".svg": "SVG",
+                        ".jxl": "JPEG XL", ".psd": "PSD", ".raw": "RAW", ".cr2": "RAW", ".cr3": "RAW",
+                        ".nef": "RAW", ".arw": "RAW", ".dng": "DNG", ".pdf": "PDF", ".eps": "EPS"}
+
+
+class CaptionError(DatasetError):
+    """A sidecar caption file that cannot be read as text."""
 
 
 @dataclass(frozen=True)
@@ -46,37 +56,98 @@ class PhotoJob:
 
 # ---- listing the photos -------------------------------------------------------------------------
 def list_photos(source: str | Path) -> list[PhotoJob]:
-    """A folder with one sub-folder per identity, or a CSV / JSONL manifest (path, identity[, caption];
-    relative paths are relative to the manifest)."""
+    return list_photos_and_skips(source)[0]
+
+
+def list_photos_and_skips(source: str | Path) -> tuple[list[PhotoJob], list[dict]]:
+    """(jobs, skipped): the photos of a folder with one sub-folder per identity, or of a CSV / JSONL
+    manifest (path, identity[, caption]; relative paths are relative to the manifest), and the
+    rejected.jsonl records of what is left out at listing time (formats not read, bad manifest lines)."""
     source = Path(source)
+    skipped: list[dict] = []
     if source.is_dir():
-        jobs = [PhotoJob(person.name, str(photo.resolve()))
-                for person in sorted(p for p in source.iterdir() if p.is_dir())
-                for photo in sorted(person.iterdir()) if photo.suffix.lower() in IMAGE_SUFFIXES]
+        jobs = []
+        for person in sorted(p for p in source.iterdir() if p.is_dir()):
+            for photo in sorted(person.iterdir()):
+                suffix = photo.suffix.lower()
+                if suffix in IMAGE_SUFFIXES:
+                    jobs.append(PhotoJob(person.name, _absolute(photo)))
+                elif suffix in NOT_SCANNED_SUFFIXES:
+                    skipped.append(_skip_record(person.name, _absolute(photo), "unsupported_format",
+                                                f"{NOT_SCANNED_SUFFIXES[suffix]} files are not read by prepare; "
+                                                "convert the photo to JPEG or PNG"))
         hint = "expected one folder per person, each with that person's photos (PHOTOS/alice/1.jpg ...)"
     elif source.is_file() and source.suffix.lower() in (".csv", ".jsonl"):
-        rows = _manifest_rows(source)
         jobs = []
-        for number, row in enumerate(rows, 1):
-            if not row.get("path") or not row.get("identity"):
-                raise DatasetError(f"manifest row {number} lacks 'path' or 'identity': {row}", path=source)
-            path = Path(row["path"]) if Path(row["path"]).is_absolute() else source.parent / row["path"]
-            jobs.append(PhotoJob(str(row["identity"]), str(path.resolve()), row.get("caption") or None))
+        for number, row in _manifest_rows(source):
+            problem = _manifest_row_problem(row)
+            if problem:
+                skipped.append(_skip_record(None, f"{source}:{number}", "bad_manifest_row",
+                                            f"manifest row {number} {problem}"))
+                continue
+            path = Path(str(row["path"]))
+            path = path if path.is_absolute() else source.parent / path
+            caption = row.get("caption")
+            jobs.append(PhotoJob(str(row["identity"]), _absolute(path), caption if isinstance(caption, str) and caption
+                                 else None))
         hint = "a manifest needs columns 'path' and 'identity' (and optionally 'caption')"
     elif source.exists():
         raise DatasetError(f"{source} is neither a folder nor a .csv/.jsonl manifest", path=source)
     else:
         raise DatasetError(f"photos not found: {source}", path=source)
     if not jobs:
-        raise DatasetError(f"no photos found in {source}", path=source, hint=hint)
-    return [job.with_id() for job in jobs]
+        raise DatasetError(f"no photos found in {source}", path=source,
+                           hint=hint + (f"; {len(skipped)} entries were left out, e.g. {skipped[0]['message']}"
+                                        if skipped else ""))
+    return [job.with_id() for job in jobs], skipped
 
 
-def _manifest_rows(path: Path) -> list[dict]:
+def _absolute(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: load_image names it
+        return os.path.abspath(path)
+
+
+def _skip_record(identity, source: str, reason: str, message: str) -> dict:
+    return {"id": sample_id(str(identity), source), "identity": identity, "source": source, "status": "rejected",
+            "reason": reason, "message": message}
+
+
+_NOT_JSON = object()  # a manifest line that is not JSON
+
+
+def _manifest_row_problem(row) -> str | None:
+    if row is _NOT_JSON:
+        return "is not valid JSON"
+    if not isinstance(row, dict):
+        return f"is not an object with 'path' and 'identity' (it is {type(row).__name__})"
+    for key in ("path", "identity"):
+        if not isinstance(row.get(key), (str, int)) or isinstance(row.get(key), bool) or not str(row.get(key)):
+            return f"lacks a text '{key}'"
+    if row.get("caption") is not None and not isinstance(row["caption"], str):
+        return "has a caption that is not text"
+    return None
+
+
+def _manifest_rows(path: Path) -> list[tuple[int, object]]:
+    """(line number, row) of a manifest; a JSONL line that is not JSON becomes a row the caller rejects."""
+    hint = "save the manifest as UTF-8 text (CSV with a header row path,identity[,caption], or JSON lines)"
+    text = read_text_file(path, DatasetError, what="manifest", max_bytes=256 * 1024 * 1024, hint=hint)
     if path.suffix.lower() == ".jsonl":
-        return read_jsonl(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError:
+                    rows.append((number, _NOT_JSON))
+        return rows
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return [(number, row) for number, row in enumerate(reader, 2)]
+    except csv.Error as err:
+        raise DatasetError(f"the manifest is not valid CSV ({err})", path=path, hint=hint) from None
 
 
 # ---- one photo (runs in a worker process) -------------------------------------------------------
@@ -125,8 +196,9 @@ def caption_for(job: PhotoJob, settings: PrepareSettings, rgb: np.ndarray, tools
     """Manifest caption, else sidecar `photo.txt`, else the captioning model, else the default."""
     text = job.caption
     sidecar = Path(job.source).with_suffix(".txt")
-    if not text and sidecar.is_file():
-        text = sidecar.read_text(encoding="utf-8").strip()
+    if not text and sidecar.exists():
+        text = read_text_file(sidecar, CaptionError, what="caption file", max_bytes=64 * 1024,
+                              hint="save the caption as UTF-8 text, or delete the file").strip()
     if not text and settings.caption_model:
         text = (tools or PhotoTools(settings)).caption_with_model(rgb)
     text = " ".join((text or settings.default_caption).split()[: settings.max_caption_words])
@@ -179,6 +251,13 @@ def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str, tools: Pho
         record = {**base, "status": "rejected", "reason": "unreadable", "message": str(err)}
         atomic_write_json(f"{stem}.rejected.json", record)
         return record
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one odd photo must not abort a run of thousands
+        record = {**base, "status": "rejected", "reason": "unusable",
+                  "message": f"the photo could not be processed ({type(err).__name__}: {err})"}
+        atomic_write_json(f"{stem}.rejected.json", record)
+        return record
 
     mask = crop_masks.face if settings.mask == "face" else crop_masks.head
     names = {"image": f"{job.sid}.image.{settings.image_format}", "condition": f"{job.sid}.cond.png",
@@ -205,8 +284,8 @@ def _finished_record(job: PhotoJob, out: Path) -> dict | None:
                     return record if record.get("reason") == "unreadable" else None
                 if {k: record.get(k) for k in ("source_size", "source_mtime_ns")} == _source_stamp(job.source):
                     return record
-            except (json.JSONDecodeError, OSError):
-                return None  # damaged: redo it
+            except (ValueError, OSError, AttributeError):  # damaged (not JSON, not UTF-8, not an object): redo it
+                return None
     return None
 
 
@@ -222,10 +301,10 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
     settings = settings or PrepareSettings()
     settings.check()
     out = Path(out)
-    jobs = list_photos(photos)
+    jobs, listing_skips = list_photos_and_skips(photos)
     _check_or_write_settings(out, settings)
     info_path = out / INFO_NAME
-    existing_caches = json.loads(info_path.read_text()).get("caches") or {}
+    existing_caches = _read_info(out).get("caches") or {}
 
     records: dict[str, dict] = {}
     todo = []
@@ -254,7 +333,8 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
     bar.close()
     # The index first (usable as soon as the photos are done), then the caches, listed in
     # dataset.json only once every file of theirs is written.
-    summary = _write_index(out, jobs, records, settings, processed=len(todo), skipped=skipped)
+    summary = _write_index(out, jobs, records, settings, processed=len(todo), skipped=skipped,
+                           listing_skips=listing_skips)
     if cache_latents or cache_encoder_tokens or existing_caches:
         from facefact.training.cache import build_caches
 
@@ -263,15 +343,27 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
                               encoder=cache_encoder_tokens, progress=progress)
         summary["caches"] = {kind: {k: v for k, v in entry.items() if k in ("model", "fingerprint", "computed_now")}
                              for kind, entry in caches.items()}
-        info = json.loads(info_path.read_text())
+        info = _read_info(out)
         atomic_write_json(info_path, {**info, "caches": caches, "summary": summary})
     return summary
 
 
+def _read_info(out: Path) -> dict:
+    path = out / INFO_NAME
+    hint = "the folder holds a damaged or foreign dataset.json; use a new --out folder"
+    try:
+        info = json.loads(read_text_file(path, DatasetError, what="dataset.json", hint=hint))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{INFO_NAME} is not valid JSON ({err.msg})", path=path, hint=hint) from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise DatasetError(f"{INFO_NAME} is not a facefact training set description", path=path, hint=hint)
+    return info
+
+
 def _check_or_write_settings(out: Path, settings: PrepareSettings) -> None:
     info_path = out / INFO_NAME
-    if info_path.is_file():
-        earlier = json.loads(info_path.read_text()).get("settings", {})
+    if info_path.exists():
+        earlier = _read_info(out).get("settings", {})
         changed = {k: (earlier.get(k), v) for k, v in asdict(settings).items() if earlier.get(k) != v}
         if changed:
             raise ConfigError(f"{out} was prepared with other settings {changed} (earlier, now)", path=out,
@@ -283,13 +375,13 @@ def _check_or_write_settings(out: Path, settings: PrepareSettings) -> None:
 
 
 def _write_index(out: Path, jobs: list[PhotoJob], records: dict, settings: PrepareSettings, *,
-                 processed: int, skipped: int) -> dict:
+                 processed: int, skipped: int, listing_skips: list[dict] = ()) -> dict:
     accepted = [records[j.sid] for j in jobs if records[j.sid]["status"] == "accepted"]
-    rejected = [records[j.sid] for j in jobs if records[j.sid]["status"] == "rejected"]
+    rejected = [records[j.sid] for j in jobs if records[j.sid]["status"] == "rejected"] + list(listing_skips)
     photos_per_identity = Counter(r["identity"] for r in accepted)
     identities = sorted({j.identity for j in jobs})
     summary = {
-        "photos": len(jobs), "accepted": len(accepted), "rejected": len(rejected),
+        "photos": len(jobs) + len(listing_skips), "accepted": len(accepted), "rejected": len(rejected),
         "processed_now": processed, "skipped_already_done": skipped,
         "rejected_by_reason": dict(Counter(r["reason"] for r in rejected)),
         "identities": len(photos_per_identity),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facefact.errors import ConfigError
+from facefact.validation import MAX_IMAGE_SIDE, finite_float, whole_number
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,15 @@ class PrepareSettings:
     max_caption_words: int = 20
 
     def check(self) -> None:
+        whole_number("--size", self.size, high=MAX_IMAGE_SIDE)
+        finite_float("--crop-scale", self.crop_scale, low=0.5, high=10.0)
+        finite_float("--min-face-size", self.min_face_size, low=0.0)
+        finite_float("--min-sharpness", self.min_sharpness, low=0.0)
+        finite_float("--max-yaw", self.max_yaw, low=0.0, high=180.0)
+        finite_float("--min-score", self.min_score, low=0.0, high=1.0)
+        whole_number("--max-caption-words", self.max_caption_words, low=1, high=10_000)
+        if not isinstance(self.default_caption, str) or not self.default_caption.strip():
+            raise ConfigError("--default-caption must be a non-empty text")
         if self.mask not in ("face", "head"):
             raise ConfigError(f"--mask must be 'face' or 'head', not {self.mask!r}")
         if self.image_format not in ("jpg", "png"):

@@ -108,6 +108,22 @@ def out_of_memory_error(config: TrainConfig, step: int) -> ConfigError:
              "gradient_checkpointing, use mixed_precision bf16/fp16, optimizer adamw8bit, or a lower resolution")
 
 
+def diverged_error(config: TrainConfig, step: int, what: str) -> ConfigError:
+    """Training stopped before the broken step was saved: the checkpoints on disk are the good ones."""
+    kept = checkpointing.list_checkpoints(Path(config.output_dir))
+    where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
+    return ConfigError(f"training diverged at step {step + 1}: {what}; stopped without saving it ({where})",
+                       hint="lower learning_rate, keep max_grad_norm > 0, or use bf16 instead of fp16; resume from "
+                            "the last good checkpoint with --resume latest")
+
+
+def check_batch_size(config: TrainConfig, num_samples: int) -> None:
+    if config.batch_size > num_samples:
+        raise ConfigError(f"batch_size {config.batch_size} is larger than the training set ({num_samples} samples)",
+                          hint=f"use batch_size <= {num_samples}; raise gradient_accumulation_steps for a larger "
+                               "effective batch, or add photos")
+
+
 def train(config: TrainConfig) -> TrainResult:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
@@ -116,6 +132,13 @@ def train(config: TrainConfig) -> TrainResult:
     if config.uses_random_models:
         logger.warning("training with random-weight 'tiny' models (base_model=%s, encoder=%s): this tries the "
                        "loop, the adapter learns nothing useful", config.base_model, config.encoder)
+    # The data set first: a damaged set is refused before accelerate or any model is set up.
+    dataset = FaceTrainingSet(config.data, resolution=config.resolution, seed=config.seed,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps,
+                              face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
+                              shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
+                              shuffle_ramp_steps=config.ramp_steps)
+    check_batch_size(config, len(dataset))
     # Several processes and no GPU (torchrun on CPUs): accelerate only picks gloo DDP when told cpu=True.
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=launched and not torch.cuda.is_available(),
@@ -125,11 +148,6 @@ def train(config: TrainConfig) -> TrainResult:
     torch.manual_seed(config.seed)  # model construction only; training draws come from schedule.generator_for
     output_dir = Path(config.output_dir)
 
-    dataset = FaceTrainingSet(config.data, resolution=config.resolution, seed=config.seed,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps,
-                              face_drop_prob=config.face_drop_prob, text_drop_prob=config.text_drop_prob,
-                              shuffle_prob_start=config.shuffle_prob_start, shuffle_prob_end=config.shuffle_prob_end,
-                              shuffle_ramp_steps=config.ramp_steps)
     base = load_base_model(config.base_model)
     encoder = load_encoder(config.encoder).to(device)  # float32, as the reference runs it
     # Caches written by `facefact prepare` replace the frozen VAE / encoder forward; refused when
@@ -218,8 +236,11 @@ def train(config: TrainConfig) -> TrainResult:
         with fair_context:
             prediction, fair = module(noisy.to(weight_dtype), timesteps, text, tokens, measure_fair=measure_fair)
             mse = F.mse_loss(prediction.float(), target.float())
+            mse_value, fair_value = mse.item(), fair.item()
+            if not (math.isfinite(mse_value) and math.isfinite(fair_value)):  # before it reaches the weights
+                raise diverged_error(config, step, f"the loss is {mse_value} (FAIR {fair_value})")
             accelerator.backward(mse + config.fair_weight * fair)
-        return mse.item(), fair.item()
+        return mse_value, fair_value
 
     step, started = start_step, time.time()
     bar = tqdm(total=config.max_steps, initial=start_step, desc="train", unit="step",
@@ -269,6 +290,8 @@ def train(config: TrainConfig) -> TrainResult:
                                      size=dataset.image_size, steps=config.validation_steps,
                                      guidance=config.validation_guidance, seed=config.seed, autocast_dtype=weight_dtype,
                                      step=step)
+            if not all(bool(torch.isfinite(p).all()) for p in params):  # an overflow in backward or the optimizer
+                raise diverged_error(config, step, "the adapter weights became NaN or infinite")
             if step % config.checkpoint_every == 0 or step == stop_step:
                 _save(accelerator, config, step, adapter, optimizer, lr_scheduler)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the CLI
