@@ -198,6 +198,7 @@ class FACTMixin(LoraProvenanceMixin):
             return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
         request.check()
+        check_call_numbers(given)
         fact_scale, cfg_face = request.fact_scale, request.cfg_face
         faces, regions = self._request_faces(request, given)
         notes = list(faces.notes) if faces is not None else []
@@ -274,6 +275,16 @@ class FACTMixin(LoraProvenanceMixin):
         if str(base) and base.exists():
             files["base_model"] = base
         return files
+
+
+def check_call_numbers(given) -> None:
+    """The sizes and numbers diffusers takes on trust, refused up front with the limit (a 100000 px
+    request would allocate gigabytes before failing; a NaN guidance makes black images)."""
+    from facefact.validation import check_image_size, finite_float
+
+    check_image_size(given("width"), given("height"))
+    if given("guidance_scale") is not None:
+        finite_float("guidance_scale", given("guidance_scale"), low=0.0)
 
 
 def _load_adapter(source, unet, weight_name, subfolder, revision, resampler_config):

@@ -28,7 +28,7 @@ from facefact.training.cache import remove_cache_files
 from facefact.training.prepare_settings import PrepareSettings
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
-                                              read_jsonl, sample_id, sample_stem)
+                                              sample_id, sample_stem)
 
 REJECT_REASONS = {"NoFaceError": "no_face", "MultipleFacesError": "multiple_faces",
                   "FaceQualityError": "low_quality", "ImageError": "unreadable", "CaptionError": "bad_caption_file"}
