@@ -86,14 +86,17 @@ def test_data_order_is_a_function_of_step_and_covers_each_epoch():
 
 def test_identities_with_one_photo_are_refused_when_shuffle_is_on(tmp_path, prepared):
     import json
+    import shutil
 
     rows = [json.loads(line) for line in (prepared / "index.jsonl").read_text().splitlines()]
     lonely = tmp_path / "set"
     lonely.mkdir()
     keep = [r for r in rows if r["identity"] == "astronaut"] + [next(r for r in rows if r["identity"] == "hopper")]
-    for r in keep:
+    for r in keep:  # a set of its own: entries must stay inside it
         for key in ("image", "condition", "mask"):
-            r[key] = str(prepared / r[key])
+            target = lonely / r[key]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(prepared / r[key], target)
     (lonely / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
     with pytest.raises(DatasetError, match="only one photo"):
         FaceTrainingSet(lonely, shuffle_prob_end=1.0)
