@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
                                         photo_names)
-from facefact.cli.model_flags import load_pipeline
+from facefact.cli.model_flags import add_model_flags, load_pipeline
 from facefact.cli.outputs import check_file_name, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
@@ -82,16 +82,7 @@ def register(subparsers) -> None:
     g.add_argument("--width", type=arg_int("--width"))
     g.add_argument("--height", type=arg_int("--height"))
     g.add_argument("--scheduler", choices=list(SCHEDULER_NAMES))
-    m = p.add_argument_group("models")
-    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
-                   help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
-    m.add_argument("--base-model", dest="base_model", help="diffusers folder, hub id or single .safetensors file")
-    m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film")
-    m.add_argument("--encoder", help="TransFace encoder file")
-    m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
-    m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
-    m.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best available)")
-    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    m = add_model_flags(p)
     add_threads_flag(m)
     e = p.add_argument_group("LoRA and ControlNet")
     e.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",

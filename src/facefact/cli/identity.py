@@ -27,16 +27,9 @@ def register(subparsers) -> None:
     save.add_argument("--combine", choices=["concat", "mean", "weighted"], default="concat",
                       help="how several photos combine (default concat: 16 tokens per photo, as FACT)")
     save.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    models = save.add_argument_group("models (as for generate: the identity only works with these)")
-    models.add_argument("--model", choices=["fact", "tiny"], default="fact",
-                        help="'tiny': built-in random-weight models")
-    models.add_argument("--base-model", dest="base_model", help="diffusers folder, hub id or single file")
-    models.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film")
-    models.add_argument("--encoder", help="TransFace encoder file")
-    models.add_argument("--models-dir", dest="models_dir", help="where known models live")
-    models.add_argument("--config", help="YAML config file")
-    models.add_argument("--device", help="cuda, cuda:1, mps or cpu")
-    models.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    from facefact.cli.model_flags import add_model_flags
+
+    add_model_flags(save, "models (as for generate: the identity only works with these)")
     save.set_defaults(func=run_save)
     show = sub.add_parser("show", help="what a .fid file holds (no model needed)")
     show.add_argument("file")

@@ -7,6 +7,25 @@ from pathlib import Path
 
 from facefact.errors import ConfigError, ModelNotFoundError
 
+DEVICE_HELP = "cuda, cuda:1, mps or cpu (default: the best available)"
+
+
+def add_model_flags(parser, title: str = "models", device_help: str = DEVICE_HELP, base_help: str | None = None):
+    """The model flags every generating command shares (same names, same meaning); returns the group."""
+    m = parser.add_argument_group(title)
+    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
+                   help="'tiny': built-in random-weight models (offline, seconds; images are noise); --adapter / "
+                        "--encoder may still be files")
+    m.add_argument("--base-model", dest="base_model",
+                   help=base_help or "diffusers folder, hub id or single .safetensors file ('tiny': the built-in one)")
+    m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film ('tiny': the built-in one)")
+    m.add_argument("--encoder", help="TransFace encoder file ('tiny': the built-in one)")
+    m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
+    m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
+    m.add_argument("--device", help=device_help)
+    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    return m
+
 
 def check_device(device: str | None) -> None:
     """torch's own message for a missing accelerator is an AssertionError deep in .to(); say it plainly."""

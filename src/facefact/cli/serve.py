@@ -20,17 +20,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def add_model_arguments(parser) -> None:
     """The model flags of `facefact generate` (same names, same meaning)."""
-    m = parser.add_argument_group("models (as in `facefact generate`)")
-    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
-                   help="'tiny': built-in random-weight models (offline, seconds; images are noise)")
-    m.add_argument("--base-model", dest="base_model", help="diffusers folder, hub id or single .safetensors file")
-    m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film")
-    m.add_argument("--encoder", help="TransFace encoder file")
-    m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
-    m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
-    m.add_argument("--device", help="cuda, cuda:1, mps or cpu; several, comma-separated (cuda:0,cuda:1), "
-                                    "give one GPU worker each")
-    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    from facefact.cli.model_flags import add_model_flags
+
+    m = add_model_flags(parser, "models (as in `facefact generate`)",
+                        device_help="cuda, cuda:1, mps or cpu; several, comma-separated (cuda:0,cuda:1), give one "
+                                    "GPU worker each")
     m.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                    help="a LoRA users may pick (by its file name) at WEIGHT (default 1.0, used when a request "
                         "names none); repeat for several")

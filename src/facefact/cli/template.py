@@ -61,21 +61,14 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _knob_flags(p)
-    m = p.add_argument_group("models")
-    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
-                   help="'tiny': built-in random-weight models (offline, seconds; faces come out as noise)")
+    from facefact.cli.model_flags import add_model_flags
+
+    m = add_model_flags(p, base_help="SD1.5 diffusers folder, hub id or .safetensors file (a 9-channel inpainting "
+                                     "checkpoint works too)")
     m.add_argument("--tiny-kind", choices=["controlnet2", "unet9", "plain"], default="controlnet2",
                    help="with --model tiny: two ControlNets (as released), a 9-channel inpainting UNet, or neither")
-    m.add_argument("--base-model", dest="base_model", help="SD1.5 diffusers folder, hub id or .safetensors file "
-                   "(a 9-channel inpainting checkpoint works too)")
-    m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film")
-    m.add_argument("--encoder", help="TransFace encoder file")
     m.add_argument("--controlnet", action="append", default=[], metavar="PATH_OR_HUB_ID",
                    help="a ControlNet, repeat in --controls order (released: an OpenPose one, then a Canny one)")
-    m.add_argument("--models-dir", dest="models_dir")
-    m.add_argument("--config")
-    m.add_argument("--device")
-    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     p.set_defaults(func=run)
 
 
