@@ -137,6 +137,14 @@ def test_cancel_and_full_queue_over_redis(redis_url, checker, astronaut_bytes):
         assert not jobs.redis.exists(f"facefact:photos:{job_id}")
         assert post().status_code == 202  # the slot is free again
         assert httpx.get(url + "/v1/jobs/unknown").status_code == 404
+        # template jobs run in the single-process server only: a clear 501, nothing queued
+        template = httpx.post(url + "/v1/template/jobs", data={"settings": "{}"},
+                              files=[("template", ("t.jpg", astronaut_bytes, "image/jpeg")),
+                                     ("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))])
+        assert template.status_code == 501 and template.json()["error"]["code"] == "not_supported"
+        assert "without --redis" in template.json()["error"]["hint"]
+        faces = httpx.post(url + "/v1/template/faces", files=[("template", ("t.jpg", astronaut_bytes, "image/jpeg"))])
+        assert faces.status_code == 200 and len(faces.json()["faces"]) == 1  # face finding needs no worker
 
 
 def test_cancel_a_running_job_over_redis(redis_url, workers, checker, astronaut_bytes):

@@ -38,8 +38,8 @@ from facefact.serving.schemas import (
     ModelsInfo,
 )
 
-STATUS_OF_CODE = {"no_face": 422, "several_faces": 422, "face_quality": 422, "bad_settings": 422, "bad_image": 415,
-                  "too_many_pixels": 413, "timeout": 504, "cancelled": 409, "out_of_memory": 507, "internal": 500}
+STATUS_OF_CODE = {"no_face": 422, "several_faces": 422, "face_quality": 422, "bad_settings": 422, "bad_target": 422,
+                  "bad_image": 415, "not_supported": 501, "too_many_pixels": 413, "timeout": 504, "cancelled": 409, "out_of_memory": 507, "internal": 500}
 
 
 @dataclass
@@ -77,13 +77,13 @@ def library_error(err: FacefactError) -> ApiError:
     return ApiError(status, detail.code, detail.message, detail.hint)
 
 
-def parse_settings(text: str) -> GenerateSettings:
+def parse_settings(text: str, model=GenerateSettings):
     try:
-        return GenerateSettings.model_validate_json(text)
+        return model.model_validate_json(text)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors())
         raise ApiError(422, "bad_settings", f"bad settings: {problems}",
-                       hint="settings is a JSON object; see GenerateSettings in /docs") from None
+                       hint=f"settings is a JSON object; see {model.__name__} in /docs") from None
 
 
 def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -> FastAPI:
@@ -97,6 +97,9 @@ def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -
     _add_job_routes(app, jobs, checker, config, require_key)
     _add_sync_routes(app, jobs, checker, config, require_key)
     _add_service_routes(app, jobs, config, require_key)
+    from facefact.serving.template_api import add_template_routes
+
+    add_template_routes(app, jobs, checker, config, require_key)
     if config.ui:
         import gradio as gr
 

@@ -4,6 +4,12 @@
 calling the library's pipeline object - the server never re-implements generation. Progress and
 stopping go through the pipeline's `callback_on_step_end`: `on_step(step, total)` is called after
 every denoising step and may raise (cancel, timeout) to stop the job between steps.
+
+`Engine.generate_template` runs FACT's template mode (`facefact.template.TemplatePortrait`) on an
+inpainting pipeline made on the first template job, once: by `template_pipeline()` when given;
+else, for the tiny models, the tiny two-ControlNet one `facefact template --model tiny` uses, and
+for real models one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
+**pipe.components)`, the adapter already attached to that UNet used as is: no second copy).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facefact.serving.presets import apply_style
-from facefact.serving.schemas import GenerateSettings
+from facefact.serving.schemas import GenerateSettings, TemplateJobSettings
 
 
 @dataclass
@@ -44,8 +50,11 @@ def encode_png(image, meta: dict) -> bytes:
 class Engine:
     """One loaded FACT pipeline (a `FACTStableDiffusionPipeline`) on one device. One worker thread owns it."""
 
-    def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None):
+    def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None,
+                 template_pipeline: Callable[[], object] | None = None):
         self.pipeline = pipeline
+        self._make_template_pipeline = template_pipeline or (lambda: default_template_pipeline(pipeline))
+        self._template = None  # the TemplatePortrait, made on the first template job
         self.name = name
         self.lora_weights = dict(lora_weights or {})  # LoRAs loaded into the pipeline, at their default weights
         self._busy = threading.Lock()  # two requests at once would interleave the scheduler and FACT scale
@@ -96,6 +105,45 @@ class Engine:
             images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
         return EngineResult(images=images, notes=list(out.notes or []))
 
+    def generate_template(self, template, photos: list[np.ndarray], targets: dict[int, list[int]] | None,
+                          settings: TemplateJobSettings, on_step: Callable[[int, int], None] | None = None) -> EngineResult:
+        """Template job: ``targets`` maps template face numbers to indices into ``photos`` (None: all
+        the photos are one person, for the largest face)."""
+        people = ({number: [photos[i] for i in indices] for number, indices in targets.items()} if targets
+                  else list(photos))
+        options = settings.template_settings()
+        seed = secrets.randbelow(2**31) if settings.seed is None else settings.seed
+        total = settings.num_images * max(1, len(targets or {0: 0})) * settings.steps_run()
+        done = 0
+
+        def callback(pipe, step, timestep, kwargs):
+            nonlocal done
+            done += 1
+            if on_step is not None:
+                on_step(min(done, total), total)
+            return kwargs
+        options.extra = {"callback_on_step_end": callback}
+        with self._busy:
+            maker = self._template_maker()
+            self._set_loras(None)  # a LoRA left on by the last portrait request would change the face
+            out = maker(template, people, seed=seed, num_images=settings.num_images, settings=options)
+        images = []
+        for image, meta in zip(out.images, out.metadata_with_hashes()):
+            meta["mode"] = "template"
+            meta["template_settings"].pop("extra", None)  # the progress callback, not a setting
+            images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
+        return EngineResult(images=images, notes=list(out.notes or []))
+
+    def _template_maker(self):
+        """The TemplatePortrait over the inpainting pipeline, made once (called holding the lock)."""
+        if self._template is None:
+            from facefact.template.portrait import TemplatePortrait
+
+            pipe = self._make_template_pipeline()
+            pipe.set_progress_bar_config(disable=True)
+            self._template = TemplatePortrait(pipe, analysis=getattr(pipe, "face_analysis", None))
+        return self._template
+
     def _set_loras(self, requested: dict[str, float] | None) -> None:
         """The request's LoRA weights (LoRAs it does not name are off), or the server's defaults."""
         from facefact.errors import ConfigError
@@ -111,3 +159,28 @@ class Engine:
             weights = self.lora_weights if requested is None else requested
             names = list(self.lora_weights)
             self.pipeline.set_adapters(names, [float(weights.get(name, 0.0)) for name in names])
+
+
+def default_template_pipeline(pipe):
+    """The template mode's pipeline for an engine on ``pipe`` (see the module's docstring)."""
+    tiny_seed = getattr(pipe, "_facefact_tiny", None)
+    if tiny_seed is not None:  # as `facefact template --model tiny` (--tiny-kind controlnet2, the release's layout)
+        from facefact.template.tiny import tiny_template_pipeline
+
+        return tiny_template_pipeline("controlnet2", seed=tiny_seed, analysis=getattr(pipe, "face_analysis", None))
+    return inpaint_sibling(pipe)
+
+
+def inpaint_sibling(pipe):
+    """A FACT inpainting pipeline on ``pipe``'s own modules (no second copy of the weights) with the
+    FACT adapter already attached to that UNet, and ``pipe``'s model provenance."""
+    from facefact.pipelines import FACTStableDiffusionInpaintPipeline
+
+    sibling = FACTStableDiffusionInpaintPipeline(**pipe.components)
+    sibling.load_fact_adapter(pipe.fact_adapter, encoder=pipe.face_encoder,
+                              face_analysis=getattr(pipe, "face_analysis", None))
+    sibling._fact_models = dict(getattr(pipe, "_fact_models", {}) or {})
+    sibling._fact_files = dict(getattr(pipe, "_fact_files", {}) or {})
+    if getattr(pipe.config, "_name_or_path", None):
+        sibling.register_to_config(_name_or_path=pipe.config._name_or_path)  # the base model in the provenance
+    return sibling

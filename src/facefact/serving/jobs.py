@@ -18,7 +18,7 @@ from facefact.errors import FacefactError
 from facefact.serving.engine import Engine, GeneratedPNG
 from facefact.serving.metrics import Metrics
 from facefact.serving.photos import decode_photo
-from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress
+from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress, TemplateJobSettings
 
 logger = logging.getLogger(__name__)
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -43,8 +43,10 @@ class JobStopped(Exception):
 @dataclass
 class JobInput:
     photos: list[bytes]              # the uploads as sent (already checked); dropped once the job ran
-    settings: GenerateSettings
+    settings: GenerateSettings | TemplateJobSettings
     max_pixels: int = 4_000_000
+    template: bytes | None = None    # a template job: the template photo, and which photos go to which face
+    targets: dict[int, list[int]] | None = None
 
 
 @dataclass
@@ -66,7 +68,8 @@ def error_detail(err: BaseException) -> ErrorDetail:
     """The library's message and hint; anything unexpected gets a generic message (no internals)."""
     if isinstance(err, FacefactError):
         code = {"NoFaceError": "no_face", "MultipleFacesError": "several_faces", "FaceQualityError": "face_quality",
-                "ConfigError": "bad_settings", "ImageError": "bad_image"}.get(type(err).__name__, "error")
+                "ConfigError": "bad_settings", "ImageError": "bad_image", "TargetError": "bad_target",
+                "NotSupported": "not_supported"}.get(type(err).__name__, "error")
         message = f"{err.path}: {err.message}" if err.path and err.path not in err.message else err.message
         return ErrorDetail(code=code, message=message, hint=err.hint)
     if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
@@ -233,8 +236,13 @@ class LocalJobs:
         try:
             settings = job_input.settings
             photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
-            job.input = None  # the uploads go now; the decoded photos when this call returns
-            result = engine.generate(photos, settings, on_step)
+            if job_input.template is not None:
+                template = decode_photo(job_input.template, 0, job_input.max_pixels, name="template")
+                job.input = None  # the uploads go now; the decoded photos when this call returns
+                result = engine.generate_template(template, photos, job_input.targets, settings, on_step)
+            else:
+                job.input = None
+                result = engine.generate(photos, settings, on_step)
         except JobStopped as stop:
             self._finish(job, stop.state, stop.detail)
         except Exception as err:

@@ -33,11 +33,11 @@ def photo_name(index: int) -> str:
     return f"photo {index + 1}"
 
 
-def decode_photo(data: bytes, index: int, max_pixels: int) -> np.ndarray:
+def decode_photo(data: bytes, index: int, max_pixels: int, name: str | None = None) -> np.ndarray:
     """RGB uint8 array of an uploaded photo; the size is checked from the header before decoding."""
     from facefact.faces import load_image
 
-    name = photo_name(index)
+    name = name or photo_name(index)
     if not data:
         raise ImageError("the upload is empty", path=name, hint="send the photo's bytes as a file field")
     try:
@@ -101,3 +101,10 @@ class FaceChecker:
         notes = list(face.notes) + soft_warnings(face.quality)
         return FaceCheck(photo=index + 1, bbox=[round(float(v), 1) for v in face.bbox], faces_found=len(faces),
                          notes=notes, crop=crop)
+
+    def template_faces(self, rgb: np.ndarray) -> list:
+        """The template's faces, numbered left to right as the template mode numbers them."""
+        from facefact.template.faces import find_faces
+
+        with self._lock:
+            return find_faces(self.analysis, rgb)

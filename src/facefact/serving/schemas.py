@@ -93,6 +93,69 @@ class GenerateSettings(BaseModel):
         return value
 
 
+class TemplateJobSettings(BaseModel):
+    """A template job: redraw faces of the template photo (FACT's template mode). The defaults are
+    the released ones; everything not here keeps its `facefact.template.TemplateSettings` default."""
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(default=None, min_length=1, max_length=2000,
+                               description="default: the release's fixed portrait prompt")
+    negative_prompt: str | None = Field(default=None, max_length=2000)
+    strength: float = Field(default=0.6, gt=0.0, le=1.0, description="how much of the face is redrawn")
+    fact_scale: float = Field(default=0.55, ge=0.0, le=2.0)
+    steps: int = Field(default=50, ge=1, le=150, description="nominal steps; strength x steps run")
+    guidance: float = Field(default=5.0, ge=0.0, le=30.0)
+    scheduler: str = "pndm"
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="first seed; random if not given")
+    num_images: int = Field(default=1, ge=1, le=8)
+    refine: bool = Field(default=True, description="the release's light second pass over the face")
+    crop_size: int = Field(default=512, ge=64, le=1024, description="the face crop the model works on")
+
+    _known_scheduler = field_validator("scheduler")(GenerateSettings._known_scheduler.__func__)
+
+    @field_validator("crop_size")
+    @classmethod
+    def _crop_fits_the_latents(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"{value} is not a multiple of 8 (try {value // 8 * 8})")
+        return value
+
+    def template_settings(self):
+        """The library's TemplateSettings (validated: raises ConfigError, e.g. for a pass of no step)."""
+        from facefact.template.settings import TemplateSettings
+
+        given = {"strength": self.strength, "fact_scale": self.fact_scale, "steps": self.steps,
+                 "guidance_scale": self.guidance, "scheduler": self.scheduler, "refine": self.refine,
+                 "crop_size": self.crop_size}
+        given.update({k: v for k, v in (("prompt", self.prompt), ("negative_prompt", self.negative_prompt))
+                      if v is not None})
+        return TemplateSettings(**given).validate()
+
+    def steps_run(self) -> int:
+        """Denoising steps per face and image (main pass + refine pass), as diffusers counts them."""
+        from facefact.template.settings import TemplateSettings
+
+        defaults = TemplateSettings()
+        refine = int(self.steps * defaults.refine_strength) if self.refine else 0
+        return int(self.steps * self.strength) + refine
+
+
+class TemplateFaceInfo(BaseModel):
+    number: int = Field(description="1-based, left to right: what `targets` counts")
+    bbox: list[float] = Field(description="x1, y1, x2, y2 in template pixels")
+    width: float
+    height: float
+    score: float
+    too_small: bool = Field(description="below the smallest face the template mode redraws")
+
+
+class TemplateFaces(BaseModel):
+    width: int
+    height: int
+    default_target: int = Field(description="the largest face: the target when `targets` is not given")
+    faces: list[TemplateFaceInfo]
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="machine-readable kind, e.g. no_face, queue_full, too_large")
     message: str
