@@ -71,3 +71,65 @@ def test_portraits_tab_end_to_end(serve, astronaut_path, faceless_png, astronaut
         expect(page.get_by_text("photo 2: no face found").last).to_be_visible(timeout=20000)
         assert "Traceback" not in page.content()
         browser.close()
+
+
+@pytest.mark.slow
+def test_template_tab_end_to_end(serve, grace_hopper_path, faceless_png, tmp_path):
+    """Template photo -> numbered faces -> a face photo for face 1 -> generate -> image, download, metadata.
+    FACEFACT_SCREENSHOTS=DIR writes the page as DIR/serve-template.png (the docs' screenshot)."""
+    import os
+
+    import numpy as np
+    from skimage import data
+
+    expect = sync_api.expect
+    url, jobs = serve(ui=True, queue_size=1)
+    template = tmp_path / "template.png"
+    Image.fromarray(np.ascontiguousarray(data.astronaut())).save(template)
+    faceless = tmp_path / "wall.png"
+    faceless.write_bytes(faceless_png)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1280, "height": 1100})
+        page.goto(url + "/ui/")
+        page.get_by_role("tab", name="Template").click()
+        # a template without a face: the library's words, no traceback
+        page.locator("#template input[type=file]").set_input_files(str(faceless))
+        expect(page.locator("#template_notes")).to_contain_text("no face found in the template", timeout=30000)
+        page.locator("#template button[aria-label='Clear']").first.click()
+        page.locator("#template input[type=file]").set_input_files(str(template))
+        expect(page.locator("#template_notes")).to_contain_text("1 face found", timeout=30000)
+        expect(page.locator("#template_notes")).to_contain_text("face 1:")
+        expect(page.locator("#template_faces img")).to_have_count(1)
+        page.locator("#person_1 input[type=file]").set_input_files(grace_hopper_path)
+        set_number(page, "t_strength", 1.0)
+        set_number(page, "t_n_images", 2)
+        page.locator("#t_randomize input[type=checkbox]").uncheck()
+        set_number(page, "t_seed", 9)
+        page.locator("#t_advanced").get_by_text("Advanced").click()
+        set_number(page, "t_steps", 2)
+        set_number(page, "t_crop", 64)
+        page.locator("#t_refine input[type=checkbox]").uncheck()
+        page.locator("#template_generate").click()
+        expect(page.locator("#template_gallery img")).to_have_count(2, timeout=90000)
+        assert page.locator("#template_seed textarea, #template_seed input").first.input_value() == "9, 10"
+        with page.expect_download() as download:
+            page.locator("#template_downloads a").first.click()
+        with Image.open(download.value.path()) as image:
+            assert image.size == (512, 512)  # the template's own size
+            meta = json.loads(image.info["facefact"])
+        assert meta["mode"] == "template" and meta["seed"] == 9 and meta["ai_generated"] is True
+        assert [face["number"] for face in meta["redrawn_faces"]] == [1]
+        if os.environ.get("FACEFACT_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["FACEFACT_SCREENSHOTS"], "serve-template.png"), full_page=True)
+
+        # the queue is shared with the API's portrait jobs: full -> "busy, try again"
+        jobs.pause()
+        assert httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", open(grace_hopper_path, "rb").read(),
+                                                               "image/jpeg"))],
+                          data={"settings": json.dumps(SMALL)}).status_code == 202
+        page.locator("#template_generate").click()
+        expect(page.get_by_text("Busy, try again")).to_be_visible(timeout=20000)
+        jobs.resume()
+        assert "Traceback" not in page.content()
+        browser.close()

@@ -105,6 +105,10 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
                                    interactive=False, elem_id="downloads"),
                            gr.Textbox(label="Seed used", interactive=False, elem_id="used_seed"),
                            gr.Markdown(elem_id="status")]
+        with gr.Tab("Template"):
+            from facefact.serving.ui_template import build_template_tab
+
+            build_template_tab(jobs, checker, config, files)
         photos.change(lambda f: face_check_view(checker, f, config.max_photo_pixels), photos, [face_crops, face_notes],
                       api_name=False, concurrency_limit=2)
         # The handlers mostly wait on the shared queue, which does the bounding ("busy" when full).
