@@ -74,9 +74,9 @@ def test_portraits_tab_end_to_end(serve, astronaut_path, faceless_png, astronaut
 
 
 @pytest.mark.slow
-def test_template_tab_end_to_end(serve, grace_hopper_path, faceless_png, tmp_path):
-    """Template photo -> numbered faces -> a face photo for face 1 -> generate -> image, download, metadata.
-    FACEFACT_SCREENSHOTS=DIR writes the page as DIR/serve-template.png (the docs' screenshot)."""
+def test_template_tab_end_to_end(serve, grace_hopper_path, astronaut_path, faceless_png, tmp_path):
+    """Group photo -> its two faces numbered -> a new person for each -> generate -> images, download,
+    metadata. FACEFACT_SCREENSHOTS=DIR writes the page as DIR/serve-template.png (the docs' screenshot)."""
     import os
 
     import numpy as np
@@ -84,8 +84,11 @@ def test_template_tab_end_to_end(serve, grace_hopper_path, faceless_png, tmp_pat
 
     expect = sync_api.expect
     url, jobs = serve(ui=True, queue_size=1)
-    template = tmp_path / "template.png"
-    Image.fromarray(np.ascontiguousarray(data.astronaut())).save(template)
+    left = np.ascontiguousarray(data.astronaut())  # the astronaut (left) and Grace Hopper (right)
+    with Image.open(grace_hopper_path) as right:
+        right = np.asarray(right.convert("RGB").resize((round(right.width * 512 / right.height), 512)))
+    template = tmp_path / "group.png"
+    Image.fromarray(np.concatenate([left, right], axis=1)).save(template)
     faceless = tmp_path / "wall.png"
     faceless.write_bytes(faceless_png)
     with sync_api.sync_playwright() as playwright:
@@ -98,10 +101,17 @@ def test_template_tab_end_to_end(serve, grace_hopper_path, faceless_png, tmp_pat
         expect(page.locator("#template_notes")).to_contain_text("no face found in the template", timeout=30000)
         page.locator("#template button[aria-label='Clear']").first.click()
         page.locator("#template input[type=file]").set_input_files(str(template))
-        expect(page.locator("#template_notes")).to_contain_text("1 face found", timeout=30000)
-        expect(page.locator("#template_notes")).to_contain_text("face 1:")
+        notes = page.locator("#template_notes")
+        expect(notes).to_contain_text("2 faces found", timeout=30000)
+        expect(notes).to_contain_text("face 2:")
         expect(page.locator("#template_faces img")).to_have_count(1)
-        page.locator("#person_1 input[type=file]").set_input_files(grace_hopper_path)
+        # person 1 -> the default target (face 2, the largest: Grace Hopper); person 2 -> face 1
+        expect(page.locator("#target_1 input")).to_have_value("2")
+        page.locator("#person_1 input[type=file]").set_input_files(astronaut_path)
+        page.get_by_text("Second person (optional)").click()
+        page.locator("#target_2 input").click()
+        page.get_by_role("option", name="1", exact=True).click()
+        page.locator("#person_2 input[type=file]").set_input_files(grace_hopper_path)
         set_number(page, "t_strength", 1.0)
         set_number(page, "t_n_images", 2)
         page.locator("#t_randomize input[type=checkbox]").uncheck()
@@ -116,16 +126,17 @@ def test_template_tab_end_to_end(serve, grace_hopper_path, faceless_png, tmp_pat
         with page.expect_download() as download:
             page.locator("#template_downloads a").first.click()
         with Image.open(download.value.path()) as image:
-            assert image.size == (512, 512)  # the template's own size
+            assert image.size == (left.shape[1] + right.shape[1], 512)  # the template's own size
             meta = json.loads(image.info["facefact"])
         assert meta["mode"] == "template" and meta["seed"] == 9 and meta["ai_generated"] is True
-        assert [face["number"] for face in meta["redrawn_faces"]] == [1]
+        assert [face["number"] for face in meta["redrawn_faces"]] == [2, 1]
+        assert [face["reference_photos"] for face in meta["redrawn_faces"]] == [1, 1]
         if os.environ.get("FACEFACT_SCREENSHOTS"):
             page.screenshot(path=os.path.join(os.environ["FACEFACT_SCREENSHOTS"], "serve-template.png"), full_page=True)
 
         # the queue is shared with the API's portrait jobs: full -> "busy, try again"
         jobs.pause()
-        assert httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", open(grace_hopper_path, "rb").read(),
+        assert httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", open(astronaut_path, "rb").read(),
                                                                "image/jpeg"))],
                           data={"settings": json.dumps(SMALL)}).status_code == 202
         page.locator("#template_generate").click()

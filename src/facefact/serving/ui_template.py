@@ -70,8 +70,8 @@ def build_template_tab(jobs, checker, config, files) -> None:
         with gr.Column():
             template = gr.File(label="Template photo (its other pixels are kept)", file_types=["image"],
                                elem_id="template")
-            faces = gr.Image(label="Faces found (numbered left to right)", interactive=False, height=260,
-                             elem_id="template_faces")
+            faces = gr.Image(label="Faces found (numbered left to right)", show_label=False, interactive=False,
+                             height=260, elem_id="template_faces")  # no label box over the first face's number
             faces_notes = gr.Markdown(elem_id="template_notes")
             with gr.Row():
                 target_1 = gr.Dropdown([], label="Redraw face", elem_id="target_1")
