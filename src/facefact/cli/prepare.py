@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import fields
 
 from facefact.cli.exit_codes import ExitCode
@@ -23,6 +24,9 @@ def register(subparsers) -> None:
         formatter_class=DefaultsHelpFormatter)
     parser.add_argument("photos", help="folder of per-person folders, or a .csv/.jsonl manifest")
     parser.add_argument("--out", required=True, help="output folder (the training set)")
+    parser.add_argument("--no-identity-check", action="store_true",
+                        help="skip the end check that each person's photos look like one person (and have no "
+                             "near-duplicates); it embeds each crop once, in memory only")
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
                         help="processes analysing photos in parallel")
     parser.add_argument("--size", type=arg_int("--size", low=64, high=MAX_IMAGE_SIDE), default=defaults["size"],
@@ -77,8 +81,15 @@ def run(args) -> int:
                                max_caption_words=args.max_caption_words)
     summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
                               cache_latents=args.base_model if args.cache_latents else None,
-                              cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None)
+                              cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,
+                              check_people=not args.no_identity_check)
     print(json.dumps(summary, indent=1))
+    for finding in summary["identity_checks"]:
+        if finding["kind"] == "outlier":
+            print(f"note: {finding['message']}: {', '.join(finding['photos'])}", file=sys.stderr)
+        else:
+            print(f"note: '{finding['identity']}' has near-duplicate photos (similarity {finding['similarity']}): "
+                  f"{' and '.join(finding['photos'])}", file=sys.stderr)
     if summary["identities_with_one_photo"]:
         print(f"note: {len(summary['identities_with_one_photo'])} identities have a single usable photo; "
               "face shuffle needs at least two per person")

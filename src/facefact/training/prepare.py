@@ -292,12 +292,14 @@ def _finished_record(job: PhotoJob, out: Path) -> dict | None:
 # ---- the whole set ------------------------------------------------------------------------------
 def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettings | None = None, *,
                     workers: int = 1, progress: bool = True, cache_latents: str | None = None,
-                    cache_encoder_tokens: str | None = None) -> dict:
+                    cache_encoder_tokens: str | None = None, check_people: bool = True) -> dict:
     """Prepare (or finish preparing) a training set; returns the summary also written to dataset.json.
 
     cache_latents: a base model ('tiny' or a diffusers folder) whose VAE posterior of each target crop
     is stored; cache_encoder_tokens: a face encoder ('tiny' or a TransFace checkpoint) whose tokens of
-    each condition are stored (see facefact.training.cache). Both optional; training uses them."""
+    each condition are stored (see facefact.training.cache). Both optional; training uses them.
+    check_people: report identities whose photos do not look like one person, and near-duplicates
+    (facefact.training.identity_check; embeddings stay in memory)."""
     settings = settings or PrepareSettings()
     settings.check()
     out = Path(out)
@@ -333,8 +335,12 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
     bar.close()
     # The index first (usable as soon as the photos are done), then the caches, listed in
     # dataset.json only once every file of theirs is written.
+    from facefact.training.identity_check import check_identities
+
+    accepted = [records[j.sid] for j in jobs if records[j.sid]["status"] == "accepted"]
+    checks = check_identities(out, accepted) if check_people else []
     summary = _write_index(out, jobs, records, settings, processed=len(todo), skipped=skipped,
-                           listing_skips=listing_skips)
+                           listing_skips=listing_skips, identity_checks=checks)
     if cache_latents or cache_encoder_tokens or existing_caches:
         from facefact.training.cache import build_caches
 
@@ -375,7 +381,7 @@ def _check_or_write_settings(out: Path, settings: PrepareSettings) -> None:
 
 
 def _write_index(out: Path, jobs: list[PhotoJob], records: dict, settings: PrepareSettings, *,
-                 processed: int, skipped: int, listing_skips: list[dict] = ()) -> dict:
+                 processed: int, skipped: int, listing_skips: list[dict] = (), identity_checks=()) -> dict:
     accepted = [records[j.sid] for j in jobs if records[j.sid]["status"] == "accepted"]
     rejected = [records[j.sid] for j in jobs if records[j.sid]["status"] == "rejected"] + list(listing_skips)
     photos_per_identity = Counter(r["identity"] for r in accepted)
@@ -387,6 +393,7 @@ def _write_index(out: Path, jobs: list[PhotoJob], records: dict, settings: Prepa
         "identities": len(photos_per_identity),
         "identities_without_photos": [i for i in identities if i not in photos_per_identity],
         "identities_with_one_photo": sorted(i for i, n in photos_per_identity.items() if n == 1),
+        "identity_checks": list(identity_checks),
     }
     atomic_write_jsonl(out / INDEX_NAME, accepted)
     atomic_write_jsonl(out / REJECTED_NAME, rejected)
