@@ -78,7 +78,7 @@ def test_the_control_image_steers_the_output(cli, astronaut, control_images, tmp
 def test_a_transparent_control_map_is_read_on_black(cli, astronaut, control_images, tmp_path):
     """Control maps (pose, edges) are drawn on black: a PNG with a transparent background must stay
     white lines on black, not turn into black lines on white as a photo's alpha would."""
-    from facefact.pipelines.extras import check_settings, load_control_image
+    from facefact.cli.extras import check_settings, load_control_image
 
     with Image.open(control_images["edges"]) as image:
         lines = np.asarray(image.convert("L"))

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from facefact.errors import ConfigError
-from facefact.pipelines.extras import parse_lora
+from facefact.cli.extras import parse_lora
 from facefact.pipelines.hashing import file_sha256
 from gen_cli_checks import fails as check_fails
 

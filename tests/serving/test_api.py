@@ -249,7 +249,7 @@ def test_loras_by_name_and_weight(engine, checker, astronaut_bytes, tmp_path):
 
     from facefact.cli.serve import load_loras
     from facefact.pipelines import FACTStableDiffusionPipeline
-    from facefact.pipelines.extras import check_settings
+    from facefact.cli.extras import check_settings
     from facefact.serving.api import ServerConfig, create_app
     from facefact.serving.engine import Engine
     from facefact.serving.jobs import LocalJobs

@@ -159,7 +159,7 @@ def anonymise(note: str, photos: list[str]) -> str:
 
 
 def run(args) -> int:
-    from facefact.pipelines import extras as generate_extras
+    from facefact.cli import extras as generate_extras
     from facefact.pipelines.loading import quiet_libraries
 
     quiet_libraries()
@@ -190,7 +190,7 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
 
     import torch
 
-    from facefact.pipelines import extras as generate_extras
+    from facefact.cli import extras as generate_extras
     from facefact.pipelines.loading import make_scheduler
     from facefact.pipelines.metadata import contact_sheet, sheet_metadata, write_png
 

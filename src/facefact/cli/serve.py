@@ -93,7 +93,7 @@ def load_engines(args):
 
     from facefact.cli.model_flags import load_pipeline
     from facefact.faces import FaceAnalysis
-    from facefact.pipelines import extras as lora_extras
+    from facefact.cli import extras as lora_extras
     from facefact.pipelines import registry
     from facefact.pipelines.loading import quiet_libraries
     from facefact.serving.engine import Engine
@@ -115,7 +115,7 @@ def load_engines(args):
 
 def load_loras(pipe, extras) -> dict[str, float]:
     """Each --lora under its file name (made unique), all active at their weights: {name: weight}."""
-    from facefact.pipelines.extras import quiet_diffusers
+    from facefact.cli.extras import quiet_diffusers
 
     weights: dict[str, float] = {}
     with quiet_diffusers():

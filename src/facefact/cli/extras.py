@@ -1,4 +1,5 @@
-"""LoRA and ControlNet beside the face adapter, for `facefact generate` and library users alike.
+"""LoRA and ControlNet flags of the generating commands (generate, serve): CLI concerns, kept in cli/
+(the `FILE[:WEIGHT]` syntax, checks that name flags); the library takes plain arguments.
 
 `parse_lora("style.safetensors:0.8")` reads the `FILE[:WEIGHT]` syntax; `check_settings` checks
 the flags, `load_control_image` the control image, `check_files` the files - all before any
