@@ -26,6 +26,7 @@ class Extras:
     loras: list[tuple[Path, float]] = field(default_factory=list)  # (file, weight), in the order given
     controlnet: str | None = None         # folder, single file, hub id, or "tiny" with --model tiny
     control_image_path: str | None = None
+    pose_from: str | None = None          # a photo whose body pose is the control image (--pose-from)
     control_scale: float = 1.0
     tiny: bool = False
     control_image: object = None          # the PIL image, once read (load_control_image)
@@ -54,9 +55,18 @@ def parse_lora(spec: str) -> tuple[Path, float]:
 
 
 def check_settings(lora_specs=(), controlnet: str | None = None, control_image: str | None = None,
-                   control_scale: float | None = None, tiny: bool = False) -> Extras:
+                   control_scale: float | None = None, tiny: bool = False, pose_from: str | None = None) -> Extras:
     """The flags alone, before any photo or file is read."""
     loras = [parse_lora(spec) for spec in (lora_specs or [])]
+    if pose_from is not None:
+        if control_image is not None:
+            raise ConfigError("--pose-from and --control-image both give the ControlNet its image",
+                              hint="pass one: --pose-from PHOTO draws the pose map from a photo")
+        if controlnet is None:
+            raise ConfigError("--pose-from needs an OpenPose --controlnet",
+                              hint="e.g. --controlnet lllyasviel/control_v11p_sd15_openpose" +
+                                   ("; with --model tiny: --controlnet tiny" if tiny else ""))
+        control_image = pose_from  # checked as one below
     if controlnet is not None and control_image is None:
         raise ConfigError("--controlnet needs --control-image too",
                           hint="a ControlNet follows a control image you prepare yourself - an edge (canny), pose or "
@@ -74,8 +84,10 @@ def check_settings(lora_specs=(), controlnet: str | None = None, control_image: 
     if tiny and controlnet not in (None, "tiny"):
         raise ConfigError("--model tiny takes only --controlnet tiny (a built-in random ControlNet)",
                           hint=f"drop --model tiny to use {controlnet} with a real base model")
+    if pose_from is not None:
+        control_image = None
     return Extras(loras=loras, controlnet=controlnet, control_image_path=control_image, control_scale=scale,
-                  tiny=tiny)
+                  tiny=tiny, pose_from=pose_from)
 
 
 def load_control_image(extras: Extras) -> None:
@@ -89,6 +101,21 @@ def load_control_image(extras: Extras) -> None:
 
     if extras.control_image_path is not None:
         extras.control_image = Image.fromarray(load_image(extras.control_image_path, background=BLACK))
+    elif extras.pose_from is not None:
+        from facefact.faces.pose import body_pose, draw_openpose
+
+        extras.control_image = Image.fromarray(draw_openpose(body_pose(extras.pose_from, path=extras.pose_from)))
+
+
+def save_control_image(extras: Extras, folder: str) -> Path:
+    """The control map as used (before resizing to the output size), as DIR/control.png."""
+    from facefact.atomic import atomic_path
+
+    path = Path(folder).expanduser() / "control.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        extras.control_image.save(tmp, format="PNG")
+    return path
 
 
 def control_kwargs(extras: Extras, width: int, height: int, notes: list[str]) -> dict:

@@ -91,6 +91,11 @@ def register(subparsers) -> None:
                    help="a ControlNet beside the face adapter (folder, file or hub id; 'tiny' with --model tiny)")
     e.add_argument("--control-image", dest="control_image", metavar="IMAGE",
                    help="the ControlNet's input, used as given (make the edge, pose or depth map yourself)")
+    e.add_argument("--pose-from", dest="pose_from", metavar="PHOTO",
+                   help="instead of --control-image: the body pose of the person in PHOTO, drawn as an OpenPose "
+                        "map (MediaPipe, offline; the mediapipe extra), for an OpenPose --controlnet")
+    e.add_argument("--save-control", dest="save_control", metavar="DIR",
+                   help="also write the control map used (control.png) to DIR, to look at it")
     e.add_argument("--control-scale", dest="control_scale", type=arg_float("--control-scale", low=0, high=10),
                    help="ControlNet strength (default 1.0)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -173,7 +178,7 @@ def run(args) -> int:
     out_dir = prepare_output_folder(opts["out"], "--out")
     check_file_name(out_dir, f".{stem}_{MAX_SEED}-{MAX_IMAGES}_sheet.png.XXXXXXXX.png.tmp", "--name")
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
-                                            tiny=args.model == "tiny")
+                                            tiny=args.model == "tiny", pose_from=args.pose_from)
     notes: list[str] = []
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
@@ -181,6 +186,8 @@ def run(args) -> int:
         analysed = analyse_people(people(args.face, args.identity), analysis, notes,
                                   check_quality=not args.allow_low_quality)
         generate_extras.load_control_image(extras)
+        if args.save_control and extras.control_image is not None:
+            generate_extras.save_control_image(extras, args.save_control)
         return generate_and_write(args, opts, config, config_path, analysis, notes, stem, analysed, extras)
 
 
@@ -220,6 +227,8 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     for meta in metadata:  # the files keep no trace of the photos, not even their names
         meta["notes"] = [anonymise(note, photo_names(people(args.face, args.identity))) for note in notes]
         meta["scheduler"] = opts["scheduler"]
+        if extras.pose_from is not None:  # what the control image is (never which photo)
+            meta["control_image"] = "body pose of a reference photo (MediaPipe, drawn as OpenPose COCO-18)"
     out_dir = Path(opts["out"]).expanduser()
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
                for image, meta in zip(out.images, metadata)]

@@ -17,6 +17,8 @@ import threading
 # transformers warns at import that torchvision is absent (facefact never needs it); CLI users
 # should see facefact's messages, not that. An explicit TRANSFORMERS_VERBOSITY still wins.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# MediaPipe's C++ logging (--pose-from) writes INFO/WARNING lines about its own delegates to stderr
+os.environ.setdefault("GLOG_minloglevel", "2")
 # FACEFACT_OFFLINE means no network at all: huggingface_hub only honours its own switch (read once,
 # at its import) for some requests of its own, so the CLI process sets it too. An explicit value wins.
 # (The words are registry.offline()'s; importing it here would load torch before --help.)
