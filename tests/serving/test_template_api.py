@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 import httpx
 import numpy as np
@@ -168,3 +169,18 @@ def test_real_models_share_the_loaded_modules(engine, astronaut_png, grace_hoppe
     x1, y1, x2, y2 = (int(v) for v in meta["redrawn_faces"][0]["bbox"])
     assert np.any(out != template, axis=2)[y1:y2, x1:x2].mean() > 0.5
     assert pipe.fact_adapter.is_attached_to(pipe.unet)  # the portrait pipeline still has its adapter
+
+
+def test_a_running_template_job_can_be_cancelled(serve, astronaut_png, grace_hopper_path):
+    url, _ = serve()
+    face = open(grace_hopper_path, "rb").read()
+    created = post_template(url, astronaut_png, [face], {**FAST, "steps": 150, "num_images": 4})
+    job_id = created.json()["id"]
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/v1/jobs/{job_id}").json()["progress"]["step"] < 1:
+        assert time.monotonic() < deadline, "the template job never started"
+        time.sleep(0.02)
+    assert httpx.get(f"{url}/v1/jobs/{job_id}").json()["progress"]["total"] == 4 * 150
+    httpx.delete(f"{url}/v1/jobs/{job_id}")
+    status = wait_done(url, job_id)
+    assert status["state"] == "cancelled" and status["progress"]["step"] < 4 * 150 and not status["images"]
