@@ -2,9 +2,9 @@
 
 A package ``__init__`` that imported its heavy modules eagerly would load torch, diffusers or
 OpenCV for anyone importing one light sibling (the CLI's parsers, `faces inspect`); with this,
-``from facefact.pipelines import FaceFactPipeline`` still works and costs the same as before.
+``from facefact.pipelines import FACTStableDiffusionPipeline`` still works and costs the same as before.
 
-    __getattr__, __dir__ = lazy_exports(__name__, {"FaceFactPipeline": "facefact.pipelines.fact"})
+    __getattr__, __dir__ = lazy_exports(__name__, {"FACTStableDiffusionPipeline": "facefact.pipelines.classes"})
 """
 from __future__ import annotations
 

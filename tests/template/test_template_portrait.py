@@ -89,7 +89,7 @@ def test_provenance_names_no_photo(inpaint_pipes, fast_settings, analysis, grace
     assert meta["template"]["sha256"] == hashlib.sha256(template.read_bytes()).hexdigest()
     assert meta["redrawn_faces"][0]["number"] == 1 and meta["redrawn_faces"][0]["reference_photos"] == 1
     assert [c["map"] for c in meta["controls"]] == ["face_pose", "canny"]
-    assert meta["template_settings"]["strength"] == 0.6 and meta["adapter_scale"] == 0.55
+    assert meta["template_settings"]["strength"] == 0.6 and meta["fact_scale"] == 0.55
     text = json.dumps(meta)
     assert "jane_doe" not in text and "grace_hopper" not in text
 

@@ -280,7 +280,7 @@ class TemplatePortrait:
             "generator": f"facefact {__version__}", "method": "FaceChain-FACT template", "ai_generated": True,
             "seed": seed, "prompt": settings.prompt, "negative_prompt": settings.negative_prompt,
             "steps": settings.steps, "guidance_scale": settings.guidance_scale, "scheduler": settings.scheduler,
-            "adapter_scale": settings.fact_scale, "cfg_face": settings.cfg_face, "width": w, "height": h,
+            "fact_scale": settings.fact_scale, "cfg_face": settings.cfg_face, "width": w, "height": h,
             "num_reference_photos": sum(len(p.identity.photos) for p in plans),
             "template": {"sha256": loaded.sha256, "width": w, "height": h, "faces_found": len(faces)},
             "redrawn_faces": [{**p.target.as_dict(), "reference_photos": len(p.identity.photos),

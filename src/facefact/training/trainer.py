@@ -247,7 +247,7 @@ def train(config: TrainConfig) -> TrainResult:
                disable=not (config.progress and accelerator.is_main_process))
     window = []
     history = []
-    validation = None  # FaceFactPipeline over the training components, built at the first validation
+    validation = None  # the FACT pipeline over the training components, built at the first validation
     module.train()
     try:
         for micro_step, batch in enumerate(loader, start=start_step * accumulation):
