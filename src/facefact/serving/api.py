@@ -259,18 +259,7 @@ def _add_sync_routes(app: FastAPI, jobs, checker: FaceChecker, config: ServerCon
     async def generate(photos: list[UploadFile] = photos_field, settings: str = settings_field):
         """Submit and wait (up to the server's sync limit); the PNGs come back base64-encoded in the JSON."""
         job_id = submit(jobs, await read_job_input(photos, settings, checker, config))
-        status = await run_in_threadpool(jobs.wait, job_id, config.sync_timeout_s)
-        if status.state in ("queued", "running"):
-            jobs.cancel(job_id)
-            raise ApiError(504, "timeout", f"no result within {config.sync_timeout_s:g} s",
-                           hint="use POST /v1/jobs and poll for long jobs")
-        if status.state != "succeeded":
-            raise ApiError(STATUS_OF_CODE.get(status.error.code, 500), status.error.code, status.error.message,
-                           status.error.hint)
-        images = [GeneratedImage(index=i, seed=image.seed, metadata=image.metadata,
-                                 png_base64=base64.b64encode(image.png).decode()) for i, image in
-                  enumerate(jobs.images(job_id))]
-        return GenerateResponse(id=job_id, images=images, notes=status.notes)
+        return await wait_for_result(jobs, job_id, config.sync_timeout_s, "POST /v1/jobs")
 
     @app.post("/v1/faces", response_model=list[FaceReport], responses=errors, dependencies=[Depends(require_key)],
               tags=["faces"])
@@ -304,3 +293,20 @@ def _add_service_routes(app: FastAPI, jobs, config: ServerConfig, require_key) -
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(jobs.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def wait_for_result(jobs, job_id: str, timeout_s: float, poll_with: str) -> GenerateResponse:
+    """A synchronous call's answer: the job's PNGs (base64) once done; 504 after `timeout_s` (the job
+    is cancelled), the job's own error otherwise."""
+    status = await run_in_threadpool(jobs.wait, job_id, timeout_s)
+    if status.state in ("queued", "running"):
+        jobs.cancel(job_id)
+        raise ApiError(504, "timeout", f"no result within {timeout_s:g} s",
+                       hint=f"use {poll_with} and poll for long jobs")
+    if status.state != "succeeded":
+        raise ApiError(STATUS_OF_CODE.get(status.error.code, 500), status.error.code, status.error.message,
+                       status.error.hint)
+    images = [GeneratedImage(index=i, seed=image.seed, metadata=image.metadata,
+                             png_base64=base64.b64encode(image.png).decode())
+              for i, image in enumerate(jobs.images(job_id))]
+    return GenerateResponse(id=job_id, images=images, notes=status.notes)

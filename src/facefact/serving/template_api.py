@@ -9,15 +9,14 @@ Template jobs share the queue, the limits and the job routes (`GET /v1/jobs/{id}
 """
 from __future__ import annotations
 
-import base64
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from facefact.errors import FacefactError
-from facefact.serving.api import STATUS_OF_CODE, ApiError, library_error, parse_settings, submit
-from facefact.serving.schemas import (ErrorResponse, GeneratedImage, GenerateResponse, JobCreated, TemplateFaces,
+from facefact.serving.api import ApiError, library_error, parse_settings, submit, wait_for_result
+from facefact.serving.schemas import (ErrorResponse, GenerateResponse, JobCreated, TemplateFaces,
                                       TemplateJobSettings)
 from facefact.serving.template_jobs import faces_report, require_template_support, template_job_input
 
@@ -80,15 +79,4 @@ def add_template_routes(app: FastAPI, jobs, checker, config, require_key) -> Non
                             targets: str | None = targets_field, settings: str = settings_field):
         """Submit and wait (up to the server's sync limit); the PNGs come back base64-encoded in the JSON."""
         job_id = submit(jobs, await read(template, photos, targets, settings))
-        status = await run_in_threadpool(jobs.wait, job_id, config.sync_timeout_s)
-        if status.state in ("queued", "running"):
-            jobs.cancel(job_id)
-            raise ApiError(504, "timeout", f"no result within {config.sync_timeout_s:g} s",
-                           hint="use POST /v1/template/jobs and poll for long jobs")
-        if status.state != "succeeded":
-            raise ApiError(STATUS_OF_CODE.get(status.error.code, 500), status.error.code, status.error.message,
-                           status.error.hint)
-        images = [GeneratedImage(index=i, seed=image.seed, metadata=image.metadata,
-                                 png_base64=base64.b64encode(image.png).decode())
-                  for i, image in enumerate(jobs.images(job_id))]
-        return GenerateResponse(id=job_id, images=images, notes=status.notes)
+        return await wait_for_result(jobs, job_id, config.sync_timeout_s, "POST /v1/template/jobs")
