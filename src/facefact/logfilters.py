@@ -23,6 +23,22 @@ def clip_truncation_notice(record: logging.LogRecord) -> bool:
     return "was truncated because CLIP can only handle" in record.getMessage()
 
 
+def torchvision_fallback_notice(record: logging.LogRecord) -> bool:
+    """transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back to ...Pil":
+    facefact never installs torchvision (it uses the PIL processors on purpose), so this says nothing."""
+    return "requires torchvision (not installed)" in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_transformers_imports():
+    """Import diffusers' pipelines (which import transformers' image processors) without the
+    torchvision notice. transformers' own handler exists once it is imported, so it is imported first."""
+    import transformers  # noqa: F401  (configures the "transformers" logger and its handler)
+
+    with dropped_log_messages("transformers", torchvision_fallback_notice):
+        yield
+
+
 class _Drop(logging.Filter):
     def __init__(self, predicate: Callable[[logging.LogRecord], bool]):
         super().__init__()

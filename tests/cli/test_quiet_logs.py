@@ -80,3 +80,29 @@ def test_dataloader_workers_are_capped_at_the_cores(monkeypatch, caplog):
     assert "num_workers 8 is more than the 2 CPU cores" in caplog.text
     caplog.clear()
     assert worker_count(2) == 2 and worker_count(0) == 0 and not caplog.text
+
+
+def test_the_python_api_imports_without_the_torchvision_notice():
+    """The README's `from facefact.pipelines import FACTStableDiffusionPipeline` printed two lines about
+    torchvision (which facefact never installs); a plain `import diffusers` pipeline import still does
+    (so the filter is not hiding a notice that is gone), and no filter is left behind."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    env.pop("TRANSFORMERS_VERBOSITY", None)
+
+    def stderr_of(code: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    ours = stderr_of("import logging\nfrom facefact.pipelines import FACTStableDiffusionPipeline\n"
+                     "FACTStableDiffusionPipeline.__name__\n"
+                     "assert not logging.getLogger('transformers').filters\n"
+                     "assert not any(h.filters for h in logging.getLogger('transformers').handlers)")
+    assert "requires torchvision" not in ours, ours
+    if importlib.util.find_spec("torchvision") is None:
+        assert "requires torchvision" in stderr_of("from diffusers import StableDiffusionPipeline")

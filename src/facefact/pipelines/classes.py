@@ -21,9 +21,12 @@ or the parent's tuple with `return_dict=False`.
 """
 from __future__ import annotations
 
-from diffusers import (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetInpaintPipeline,
-                       StableDiffusionControlNetPipeline, StableDiffusionImg2ImgPipeline,
-                       StableDiffusionInpaintPipeline, StableDiffusionPipeline)
+from facefact.logfilters import quiet_transformers_imports
+
+with quiet_transformers_imports():  # facefact uses the PIL image processors; torchvision is never needed
+    from diffusers import (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetInpaintPipeline,
+                           StableDiffusionControlNetPipeline, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionInpaintPipeline, StableDiffusionPipeline)
 
 from facefact.pipelines.mixin import FACTMixin
 
