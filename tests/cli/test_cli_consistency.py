@@ -17,7 +17,7 @@ def _command(*names):
     return parser
 
 
-@pytest.mark.parametrize("command", [("evaluate",), ("prepare",), ("train",), ("generate",)])
+@pytest.mark.parametrize("command", [("evaluate",), ("prepare",), ("train",), ("generate",), ("template",)])
 def test_help_shows_each_default_once_and_only_when_it_says_something(command):
     text = _command(*command).format_help()
     assert "(default: None)" not in text and "(default: False)" not in text
@@ -26,13 +26,13 @@ def test_help_shows_each_default_once_and_only_when_it_says_something(command):
         assert entry.lower().count("(default") <= 1, entry
 
 
-@pytest.mark.parametrize("command, extra", [("generate", ["--face", "x.jpg", "--prompt", "p"]),
-                                            ("evaluate", ["--identities", "people"])])
-def test_guidance_has_one_name_everywhere(command, extra):
+@pytest.mark.parametrize("command, extra, dest", [("generate", ["--face", "x.jpg", "--prompt", "p"], "guidance"),
+                                                  ("evaluate", ["--identities", "people"], "guidance"),
+                                                  ("template", ["--template", "t.jpg"], "guidance_scale")])
+def test_guidance_has_one_name_everywhere(command, extra, dest):
     parser = _command(command)
     short = parser.parse_args([*extra, "--guidance", "3"])
     long = parser.parse_args([*extra, "--guidance-scale", "3"])
-    dest = "guidance" if command == "generate" else "guidance_scale"
     assert getattr(short, dest) == getattr(long, dest) == 3.0
 
 

@@ -37,7 +37,8 @@ def test_building_every_parser_imports_no_heavy_library():
 
 @pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["train", "--help"], ["evaluate", "--help"],
                                   ["faces", "inspect", "--help"], ["models", "list", "--help"],
-                                  ["convert", "--help"], ["prepare", "--help"], ["evaluate", "report", "--help"]])
+                                  ["convert", "--help"], ["prepare", "--help"], ["evaluate", "report", "--help"],
+                                  ["template", "--help"], ["serve", "--help"]])
 def test_help_of_every_command_imports_no_heavy_library(argv):
     loaded = _loaded_after(f"from facefact.cli.main import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass")
     assert not any(loaded[m] for m in HEAVY), loaded

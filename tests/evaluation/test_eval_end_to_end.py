@@ -88,9 +88,9 @@ def test_cli_end_to_end_with_tiny_facefact_pipeline(tmp_path, one_identity, tiny
 
 
 def test_reference_photos_are_analysed_once_per_run(one_identity, monkeypatch):
-    from facefact.evaluation.methods import FactMethod, GenerationSettings, MethodContext
+    from facefact.evaluation.methods import FactMethod, MethodContext, RunSettings
 
-    context = MethodContext(GenerationSettings(model="tiny", steps=1, size=64))
+    context = MethodContext(RunSettings(model="tiny", generation={"steps": 1, "size": 64}))
     context.fact_pipeline()
     import facefact.pipelines.face_tokens as face_tokens
 

@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from facefact.errors import ConfigError
-from facefact.evaluation.methods import GenerationSettings, MethodContext, parse_method
+from facefact.evaluation.methods import MethodContext, RunSettings, parse_method
 from facefact.evaluation.report import trade_off_points
 
 
 def test_method_names_carry_window_and_combine_mode():
-    context = MethodContext(GenerationSettings(model="tiny"))
+    context = MethodContext(RunSettings(model="tiny"))
     method = parse_method("fact:0.3@0.2-1~weighted", context)
     assert (method.scale, method.window, method.combine, method.name) == (0.3, (0.2, 1.0), "weighted",
                                                                           "fact:0.3@0.2-1~weighted")

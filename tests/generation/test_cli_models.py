@@ -161,7 +161,7 @@ def test_download_errors_say_what_is_missing_and_how_to_point(cli, monkeypatch, 
 
 
 def test_example_config_loads_and_relative_paths_follow_the_config_file(cli, tmp_path, monkeypatch):
-    from facefact.pipelines.registry import load_config, resolve_setting
+    from facefact.cli.config import load_config, resolve_setting
 
     config, path = load_config(Path(__file__).resolve().parents[2] / "examples" / "facefact.yaml")
     assert config["generate"]["scheduler"] == "pndm"
@@ -212,7 +212,8 @@ def test_one_offline_switch_for_every_hub_access(monkeypatch, env, expected):
 
 
 def test_an_unknown_hub_id_is_a_hub_id_not_a_missing_path(cli, monkeypatch, tmp_path):
-    from facefact.pipelines.registry import looks_like_hub_id, resolve_setting
+    from facefact.cli.config import resolve_setting
+    from facefact.pipelines.registry import looks_like_hub_id
 
     monkeypatch.chdir(tmp_path)
     hub_id = "some-org/some-model"

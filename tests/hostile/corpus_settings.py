@@ -31,25 +31,25 @@ GENERATE_FLAGS = [  # (id, flags, words the message must hold)
 
 GENERATE_CONFIGS = [  # (id, YAML text, words)
     ("cfg-face-no", "generate:\n  cfg_face: 'no'\n", ["cfg_face"]),
-    ("cfg-steps-text", "generate:\n  steps: ten\n", ["--steps"]),
-    ("cfg-guidance-nan", "generate:\n  guidance: .nan\n", ["--guidance"]),
-    ("cfg-scale-list", "generate:\n  scale: [1]\n", ["--scale"]),
-    ("cfg-n-float", "generate:\n  n: 1.5\n", ["-n"]),
+    ("cfg-steps-text", "generate:\n  steps: ten\n", ["steps", "facefact.yaml"]),  # the file's key, not a flag
+    ("cfg-guidance-nan", "generate:\n  guidance: .nan\n", ["guidance", "facefact.yaml"]),
+    ("cfg-scale-list", "generate:\n  scale: [1]\n", ["'scale'", "facefact.yaml"]),
+    ("cfg-n-float", "generate:\n  n: 1.5\n", ["'n'", "facefact.yaml"]),
     ("cfg-size-huge", "generate:\n  size: 16384\n", ["2048"]),
     ("cfg-not-mapping", "- a\n- b\n", ["mapping"]),
     ("cfg-unknown-key", "colour: blue\n", ["colour"]),
     ("cfg-binary", b"\x00\x01\x02binary\xff", ["binary"]),
 ]
 
-TRAIN_FLAGS = [
-    ("batch-float", ["--batch-size", "1.7"], ["batch_size"]), ("lr-nan", ["--learning-rate", "nan"], ["learning_rate"]),
-    ("lr-inf", ["--learning-rate", "inf"], ["learning_rate"]), ("lr-zero", ["--learning-rate", "0"], ["learning_rate"]),
-    ("fair-nan", ["--fair-weight", "nan"], ["fair_weight"]), ("fair-negative", ["--fair-weight", "-1"], ["fair_weight"]),
+TRAIN_FLAGS = [  # a value that is not a number of the setting's kind: argparse names the flag; a range: the setting
+    ("batch-float", ["--batch-size", "1.7"], ["--batch-size"]), ("lr-nan", ["--learning-rate", "nan"], ["--learning-rate"]),
+    ("lr-inf", ["--learning-rate", "inf"], ["--learning-rate"]), ("lr-zero", ["--learning-rate", "0"], ["learning_rate"]),
+    ("fair-nan", ["--fair-weight", "nan"], ["--fair-weight"]), ("fair-negative", ["--fair-weight", "-1"], ["fair_weight"]),
     ("seed-2p63", ["--seed", str(2**63)], ["seed"]), ("max-steps-zero", ["--max-steps", "0"], ["max_steps"]),
-    ("face-drop-2", ["--face-drop-prob", "2"], ["face_drop_prob"]), ("beta1-nan", ["--adam-beta1", "nan"], ["adam_beta1"]),
-    ("grad-norm-inf", ["--max-grad-norm", "inf"], ["max_grad_norm"]),
+    ("face-drop-2", ["--face-drop-prob", "2"], ["face_drop_prob"]), ("beta1-nan", ["--adam-beta1", "nan"], ["--adam-beta1"]),
+    ("grad-norm-inf", ["--max-grad-norm", "inf"], ["--max-grad-norm"]),
     ("resolution-huge", ["--resolution", "100000"], ["resolution"]), ("workers-negative", ["--num-workers", "-1"], ["num_workers"]),
-    ("steps-text", ["--max-steps", "ten"], ["max_steps"]),
+    ("steps-text", ["--max-steps", "ten"], ["--max-steps"]),
 ]
 
 TRAIN_CONFIGS = [

@@ -14,12 +14,16 @@ from facefact.cli.outputs import prepare_output_file, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
-from facefact.validation import arg_float, arg_int, arg_seed  # counts: runner.check_run_settings
+from facefact.cli.settings_flags import add_setting_flags, add_size_flag, settings_from_args
+from facefact.pipelines.settings import GenerationSettings
+from facefact.validation import arg_int, arg_seed
+
+# The generation settings evaluate takes as flags (FACT's own knobs are each --method's), and its default.
+EVAL_SETTINGS = ("negative_prompt", "steps", "guidance", "cfg_face", "scheduler")
+EVAL_STEPS = 30
 
 
 def register(subparsers) -> None:
-    from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
-
     parser = subparsers.add_parser(
         "evaluate", help="measure identity, prompt following, diversity and decoupling of methods",
         description="Generate every identity x prompt x seed x method, then measure face detection, identity "
@@ -32,8 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--prompts", default="default", metavar="FILE",
                         help="a .txt (one prompt a line) or .yaml prompt file; 'default' (when not given): the "
                              "shipped set")
-    parser.add_argument("--max-prompts", type=int, default=None, metavar="N", help="use only the first N prompts")
-    parser.add_argument("--seeds", type=int, default=2, metavar="N",
+    parser.add_argument("--max-prompts", type=arg_int("--max-prompts", low=1), default=None, metavar="N",
+                        help="use only the first N prompts")
+    parser.add_argument("--seeds", type=arg_int("--seeds", low=1, high=10_000), default=2, metavar="N",
                         help="seeds per prompt (seed, seed+1, ...)")
     parser.add_argument("--seed", type=arg_seed("--seed"), default=0, help="first seed")
     parser.add_argument("--method", action="append", dest="methods", metavar="SPEC",
@@ -47,13 +52,11 @@ def register(subparsers) -> None:
                              "generate and train")
     parser.add_argument("--adapter", help="FACT adapter checkpoint (real models)")
     parser.add_argument("--encoder", help="TransFace encoder checkpoint (real models)")
-    parser.add_argument("--steps", type=int, default=30, help="denoising steps")
-    parser.add_argument("--size", type=int, default=None, help="image side in px (default: the model's, 512; 128 tiny)")
-    parser.add_argument("--guidance", "--guidance-scale", dest="guidance_scale", default=5.0,
-                        type=arg_float("--guidance", low=0, high=100),
-                        help="classifier-free guidance scale (the same flag as generate's --guidance)")
-    parser.add_argument("--scheduler", default="pndm", choices=list(SCHEDULER_NAMES), help="sampler")
-    parser.add_argument("--negative-prompt", default=None, help="default: the prompt set's")
+    g = parser.add_argument_group("generation settings (as in `facefact generate`; FACT's scale, window and "
+                                  "combine mode are per --method)")
+    add_setting_flags(g, GenerationSettings, only=EVAL_SETTINGS, defaults={"steps": EVAL_STEPS},
+                      help_texts={"negative_prompt": "what the images should not show (default: the prompt set's)"})
+    add_size_flag(g, "the model's, 512; 128 tiny")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on GPUs, "
                                                       "float32 on CPUs)")
@@ -113,6 +116,7 @@ def run_evaluate(args) -> int:
 
     if args.identities is None:
         raise ConfigError("--identities is required", hint="facefact evaluate --identities DIR --out RUN_DIR")
+    generation = settings_from_args(args, GenerationSettings, defaults={"steps": EVAL_STEPS})
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
@@ -121,8 +125,7 @@ def run_evaluate(args) -> int:
         results = evaluate(
             args.identities, args.prompts, methods=args.methods or ["fact:0.5", "base"], seeds=args.seeds,
             first_seed=args.seed, out=args.out, model=args.model, adapter=args.adapter, encoder=args.encoder,
-            steps=args.steps, size=args.size, guidance_scale=args.guidance_scale, scheduler=args.scheduler,
-            negative_prompt=args.negative_prompt, device=args.device, dtype=args.dtype,
+            generation=generation, device=args.device, dtype=args.dtype,
             embedders=args.embedders or ["sface"], clip=args.clip, max_prompts=args.max_prompts,
             arcface_onnx=args.arcface, add_controls=not args.no_control, keep_embeddings=args.keep_embeddings,
             show_references=args.show_references, progress=not args.no_progress)

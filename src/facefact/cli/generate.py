@@ -24,21 +24,17 @@ from facefact.cli.model_flags import add_model_flags, load_pipeline
 from facefact.cli.outputs import check_file_name, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
+from facefact.cli.settings_flags import add_setting_flags, add_size_flag, settings_from_args
 from facefact.errors import ConfigError
 from facefact.logfilters import clip_truncation_notice, dropped_log_messages
-from facefact.validation import (MAX_SEED, arg_float, arg_int, arg_seed, check_image_size, finite_float,
-                                 strict_bool, whole_number)
+from facefact.pipelines.settings import MAX_IMAGES, MAX_SEED, GenerationSettings
+from facefact.validation import arg_float
 
-MAX_IMAGES = 1000    # per command: seeds seed..seed+n-1
-MAX_STEPS = 500      # of 1000 training timesteps; PNDM at 1000 steps indexes past the schedule's end
-MAX_GUIDANCE = 100.0
-BUILTIN_DEFAULTS = {"negative_prompt": None, "steps": 50, "guidance": 5.0, "scale": 0.5, "cfg_face": True,
-                    "size": None, "width": None, "height": None, "scheduler": "pndm", "n": 1, "out": "outputs"}
+# The CLI's own syntaxes of two settings: `--scale down=0.3,up=0.6`, `--window 0.3,1`.
+CLI_SYNTAX = {"fact_scale": parse_scale, "fact_window": parse_window}
 
 
 def register(subparsers) -> None:
-    from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
-
     p = subparsers.add_parser(
         "generate", help="portraits of the person in --face, from a text prompt",
         description="Generate portraits of the person in the reference photo(s) from a text prompt. "
@@ -54,34 +50,13 @@ def register(subparsers) -> None:
     p.add_argument("--identity", action="append", default=[], metavar="FILE.fid[@x0,y0,x1,y1]",
                    help="a saved identity (`facefact identity save`) instead of photos")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--negative-prompt", dest="negative_prompt")
-    p.add_argument("-n", "--num-images", dest="n", type=arg_int("-n", low=1, high=MAX_IMAGES),
-                   help="images to generate (seeds seed..seed+n-1)")
-    p.add_argument("--seed", type=arg_seed("--seed"),
-                   help="first seed (random if not given; always written to the metadata)")
     p.add_argument("--out", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words; never the photo's name)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
-    g = p.add_argument_group("sampling")
-    g.add_argument("--steps", type=arg_int("--steps", low=1, high=MAX_STEPS), help="denoising steps (default 50)")
-    g.add_argument("--guidance", "--guidance-scale", dest="guidance",
-                   type=arg_float("--guidance", low=0, high=MAX_GUIDANCE),
-                   help="classifier-free guidance scale (default 5)")
-    g.add_argument("--scale", help="adapter scale: 0 = base model, 1 = full face (default 0.5); or per UNet "
-                                  "level: down=0.3,mid=0.5,up=0.6 (levels not named: 0)")
-    g.add_argument("--combine", choices=["concat", "mean", "weighted"], default="concat",
-                   help="how several photos of one person combine: concat (FACT's own, 16 tokens each), mean, "
-                        "or weighted by face quality (default concat)")
-    g.add_argument("--window", metavar="START,END",
-                   help="FACT only from START to END of the denoising steps (fractions, e.g. 0.3,1: a late "
-                        "start keeps the base model's composition); 1,1 = the base model")
-    g.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None,
-                   help="unconditional branch uses the face tokens too, not the null face tokens")
-    g.add_argument("--size", type=arg_int("--size"), help="square image size, a multiple of 8 (default: the model's)")
-    g.add_argument("--width", type=arg_int("--width"))
-    g.add_argument("--height", type=arg_int("--height"))
-    g.add_argument("--scheduler", choices=list(SCHEDULER_NAMES))
+    g = p.add_argument_group("generation settings (also config keys of the `generate:` section)")
+    add_setting_flags(g, GenerationSettings, parsers=CLI_SYNTAX)
+    add_size_flag(g)
     m = add_model_flags(p)
     add_threads_flag(m)
     e = p.add_argument_group("LoRA and ControlNet")
@@ -103,31 +78,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_options(args, config: dict) -> dict:
-    """Flag > config `generate:` section > built-in default, then every value checked with its
-    range (a config file's values have not been through argparse) - before any loading."""
-    section = config.get("generate") or {}
-    if not isinstance(section, dict):
-        raise ConfigError("the config file's `generate:` section must be a mapping of setting: value")
-    opts = {k: getattr(args, k) if getattr(args, k, None) is not None else section.get(k, default)
-            for k, default in BUILTIN_DEFAULTS.items()}
-    opts["width"], opts["height"] = check_image_size(opts["width"] or opts["size"], opts["height"] or opts["size"])
-    opts["n"] = whole_number("-n (images)", opts["n"], low=1, high=MAX_IMAGES)
-    opts["steps"] = whole_number("--steps", opts["steps"], low=1, high=MAX_STEPS)
-    opts["guidance"] = finite_float("--guidance", opts["guidance"], low=0, high=MAX_GUIDANCE)
-    if isinstance(opts["scale"], (int, float)):  # a config file's number: parse_scale checks only text
-        scale = finite_float("--scale", opts["scale"])
-        if not 0.0 <= scale <= 2.0:
-            raise ConfigError(f"adapter scale {opts['scale']} is outside 0..2", hint="0.5 is the released setting")
-    opts["scale"] = parse_scale(opts["scale"])
-    opts["window"] = parse_window(args.window)
-    opts["cfg_face"] = strict_bool("cfg_face", opts["cfg_face"])
-    for key in ("negative_prompt", "out", "scheduler"):
-        if opts[key] is not None and not isinstance(opts[key], str):
-            raise ConfigError(f"{key} must be text, not {opts[key]!r}")
-    if args.seed is not None and args.seed + opts["n"] - 1 > MAX_SEED:
-        raise ConfigError(f"--seed {args.seed} with -n {opts['n']} goes past the largest seed {MAX_SEED}")
-    return opts
+def resolve_options(args, config: dict) -> tuple[GenerationSettings, str]:
+    """(settings, output folder): flag > config `generate:` section > built-in default, every value
+    checked with its range (a config file's values have not been through argparse) - before any loading."""
+    section = dict(config.get("generate") or {})
+    out = args.out if args.out is not None else section.pop("out", "outputs")
+    section.pop("out", None)
+    if not isinstance(out, str):
+        raise ConfigError(f"out must be a folder name, not {out!r}")
+    return settings_from_args(args, GenerationSettings, section=section), out
 
 
 def progress_callback(total: int, enabled: bool):
@@ -170,12 +129,12 @@ def run(args) -> int:
     quiet_libraries()
     from facefact.faces import FaceAnalysis
     from facefact.faces.types import FaceWarning
-    from facefact.pipelines import registry
+    from facefact.cli import config as cli_config
 
-    config, config_path = registry.load_config(args.config)
-    opts = resolve_options(args, config)
+    config, config_path = cli_config.load_config(args.config)
+    settings, out = resolve_options(args, config)
     stem = output_stem(args, args.prompt)
-    out_dir = prepare_output_folder(opts["out"], "--out")
+    out_dir = prepare_output_folder(out, "--out")
     check_file_name(out_dir, f".{stem}_{MAX_SEED}-{MAX_IMAGES}_sheet.png.XXXXXXXX.png.tmp", "--name")
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
                                             tiny=args.model == "tiny", pose_from=args.pose_from)
@@ -188,14 +147,14 @@ def run(args) -> int:
         generate_extras.load_control_image(extras)
         if args.save_control and extras.control_image is not None:
             generate_extras.save_control_image(extras, args.save_control)
-        return generate_and_write(args, opts, config, config_path, analysis, notes, stem, analysed, extras)
+        return generate_and_write(args, settings, out_dir, config, config_path, analysis, notes, stem, analysed,
+                                  extras)
 
 
-def generate_and_write(args, opts: dict, config: dict, config_path, analysis, notes: list[str], stem: str,
-                       analysed, extras) -> int:
+def generate_and_write(args, settings: GenerationSettings, out_dir: Path, config: dict, config_path, analysis,
+                       notes: list[str], stem: str, analysed, extras) -> int:
     import secrets
-
-    import torch
+    from dataclasses import replace
 
     from facefact.cli import extras as generate_extras
     from facefact.pipelines.loading import make_scheduler
@@ -206,30 +165,24 @@ def generate_and_write(args, opts: dict, config: dict, config_path, analysis, no
     generate_extras.check_files(extras)
     pipe = load_pipeline(args, config, config_path, analysis, extras.controlnet)
     generate_extras.apply(pipe, extras)
-    pipe.scheduler = make_scheduler(opts["scheduler"], pipe.scheduler.config)
-    callback, bar = progress_callback(int(opts["steps"]) + 1, not (args.quiet or args.json))
+    pipe.scheduler = make_scheduler(settings.scheduler, pipe.scheduler.config)
+    callback, bar = progress_callback(settings.steps + 1, not (args.quiet or args.json))
     default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    size = (int(opts["width"] or default_size), int(opts["height"] or default_size))
-    control = generate_extras.control_kwargs(extras, *size, notes)
-    seed = secrets.randbelow(2**31) if args.seed is None else int(args.seed)
-    n = int(opts["n"])
+    settings = replace(settings, width=settings.width or default_size, height=settings.height or default_size,
+                       seed=secrets.randbelow(2**31) if settings.seed is None else settings.seed)
+    control = generate_extras.control_kwargs(extras, settings.width, settings.height, notes)
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device))
     # the pipeline's own note names the cut words (once); diffusers' copy of it is dropped
     with contextlib.closing(bar), threads, dropped_log_messages("diffusers", clip_truncation_notice):
-        out = pipe(args.prompt, **face_arguments(pipe, analysed, args.combine), fact_window=opts["window"],
-                   negative_prompt=opts["negative_prompt"], fact_scale=opts["scale"], cfg_face=bool(opts["cfg_face"]),
-                   num_images_per_prompt=n,
-                   generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(n)],
-                   num_inference_steps=int(opts["steps"]), guidance_scale=float(opts["guidance"]),
-                   height=size[1], width=size[0], callback_on_step_end=callback, **control)
+        out = pipe(args.prompt, **face_arguments(pipe, analysed, settings.face_combine), **settings.pipeline_kwargs(),
+                   generator=settings.generators(), callback_on_step_end=callback, **control)
     notes = list(dict.fromkeys(notes + out.notes))  # photo notes (names kept for the user) + the pipeline's
     metadata = out.metadata_with_hashes()
     for meta in metadata:  # the files keep no trace of the photos, not even their names
         meta["notes"] = [anonymise(note, photo_names(people(args.face, args.identity))) for note in notes]
-        meta["scheduler"] = opts["scheduler"]
+        meta["scheduler"] = settings.scheduler
         if extras.pose_from is not None:  # what the control image is (never which photo)
             meta["control_image"] = "body pose of a reference photo (MediaPipe, drawn as OpenPose COCO-18)"
-    out_dir = Path(opts["out"]).expanduser()
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
                for image, meta in zip(out.images, metadata)]
     sheet = None

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 def run_save(args) -> int:
     from facefact.cli.model_flags import load_pipeline
     from facefact.faces import FaceAnalysis
-    from facefact.pipelines import registry
+    from facefact.cli import config as cli_config
     from facefact.pipelines.identity import save_identity
 
     out = Path(args.out).expanduser()
@@ -48,7 +48,7 @@ def run_save(args) -> int:
         raise ConfigError(f"-o {out}: a saved identity's name ends in .fid", path=out)
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists", path=out, hint="pass --overwrite to replace it, or choose another name")
-    config, config_path = registry.load_config(args.config)
+    config, config_path = cli_config.load_config(args.config)
     analysis = FaceAnalysis()
     from facefact.pipelines.face_tokens import analyse_photos
 

@@ -90,7 +90,7 @@ def check_boxes(boxes: list[tuple]) -> None:
 def parse_window(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
-    from facefact.pipelines.requests import check_window
+    from facefact.pipelines.settings import check_window
 
     try:
         start, end = (float(v) for v in text.split(","))

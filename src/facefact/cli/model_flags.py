@@ -48,19 +48,20 @@ def model_locations(args, config: dict, config_path) -> dict:
     """base_model / adapter / encoder: 'tiny' (built in) or a location - flag > env > config >
     default; `--model tiny` makes 'tiny' the default of each, so `--model tiny --adapter run/adapter.safetensors`
     is a trained adapter on the tiny base and encoder it was trained with."""
+    from facefact.cli import config as cli_config
     from facefact.pipelines import registry
 
     tiny = args.model == "tiny"
     if tiny and args.base_model not in (None, "tiny"):
         raise ConfigError("--model tiny is the built-in tiny base model; drop --base-model (or --model tiny)")
-    directory = registry.models_dir(args.models_dir, config)
+    directory = cli_config.models_dir(args.models_dir, config)
     where = {}
     for setting in ("base_model", "adapter", "encoder"):
         flag = getattr(args, setting)
         if flag == "tiny" or (tiny and flag is None):
             where[setting] = "tiny"
             continue
-        resolved = registry.resolve_setting(setting, flag, config, config_path, directory)
+        resolved = cli_config.resolve_setting(setting, flag, config, config_path, directory)
         value = resolved.value if setting == "base_model" else resolved.path
         local = Path(str(value)).expanduser()
         if not local.exists() and not registry.looks_like_hub_id(str(value)) and not str(value).startswith("modelscope:"):
@@ -68,7 +69,7 @@ def model_locations(args, config: dict, config_path) -> dict:
             raise ModelNotFoundError(f"{what} not found: {value} (from {resolved.origin})", path=value,
                                      hint=("run `facefact models download`, or " if setting != "base_model" else
                                            "give a diffusers folder, a .safetensors file or a hub id; ")
-                                     + registry.how_to_point(setting))
+                                     + cli_config.how_to_point(setting))
         where[setting] = value
     if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] != "tiny":
         raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
@@ -76,13 +77,15 @@ def model_locations(args, config: dict, config_path) -> dict:
     return where
 
 
-def load_pipeline(args, config: dict, config_path, analysis, controlnet: str | None = None, kind: str = "txt2img"):
-    from facefact.pipelines import registry
+def load_pipeline(args, config: dict, config_path, analysis, controlnet=None, kind: str = "txt2img", **options):
+    """The FACT pipeline of `kind` on the models the flags / environment / config file name; `options`
+    go to facefact.pipelines.build.load_fact_pipeline as they are (e.g. the tiny ControlNets)."""
+    from facefact.cli import config as cli_config
     from facefact.pipelines.build import load_fact_pipeline
 
-    device = registry.resolve_setting("device", args.device, config, config_path).value
-    dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
+    device = cli_config.resolve_setting("device", args.device, config, config_path).value
+    dtype = cli_config.resolve_setting("dtype", args.dtype, config, config_path).value
     check_device(device)
     where = model_locations(args, config, config_path)
     return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
-                              controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis)
+                              controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis, **options)

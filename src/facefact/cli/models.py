@@ -15,6 +15,7 @@ from pathlib import Path
 
 from facefact.cli.exit_codes import ExitCode
 from facefact.errors import CheckpointError, FacefactError, ModelNotFoundError
+from facefact.cli import config as cli_config
 from facefact.pipelines import registry
 
 # Only what StableDiffusionPipeline.from_pretrained reads: not the 4-7 GB original checkpoints.
@@ -50,9 +51,9 @@ def run(args) -> int:
     from facefact.pipelines.loading import quiet_libraries
 
     quiet_libraries()
-    config, config_path = registry.load_config(args.config)
-    directory = registry.models_dir(args.models_dir, config)
-    wanted = {s: registry.resolve_setting(s, getattr(args, s), config, config_path, directory)
+    config, config_path = cli_config.load_config(args.config)
+    directory = cli_config.models_dir(args.models_dir, config)
+    wanted = {s: cli_config.resolve_setting(s, getattr(args, s), config, config_path, directory)
               for s in ("base_model", "adapter", "encoder")}
     if args.models_command == "list":
         return list_models(wanted, directory, config_path, args.json)
@@ -62,7 +63,7 @@ def run(args) -> int:
     return download_models(targets, directory, args.json)
 
 
-def select(names: list[str], wanted: dict, directory: Path) -> list[registry.Resolved]:
+def select(names: list[str], wanted: dict, directory: Path) -> list[cli_config.Resolved]:
     if not names:
         return list(wanted.values())
     if names == ["all"]:
@@ -71,11 +72,11 @@ def select(names: list[str], wanted: dict, directory: Path) -> list[registry.Res
     if unknown:
         raise ModelNotFoundError(f"unknown model name(s): {', '.join(unknown)}",
                                  hint=f"known: {', '.join(registry.KNOWN_MODELS)}, or 'all'")
-    return [registry.resolve_setting(registry.KNOWN_MODELS[n].setting, n, {}, None, directory) for n in names]
+    return [cli_config.resolve_setting(registry.KNOWN_MODELS[n].setting, n, {}, None, directory) for n in names]
 
 
 # ---- list -----------------------------------------------------------------------------------------
-def presence(item: registry.Resolved) -> str:
+def presence(item: cli_config.Resolved) -> str:
     if item.path is not None:
         return "present" if item.path.exists() else "missing"
     return "cached" if hub_cached(item.value) else "not cached"
@@ -94,7 +95,7 @@ def list_models(wanted: dict, directory: Path, config_path, as_json: bool) -> in
     rows = [{"setting": s, "location": r.value, "from": r.origin, "status": presence(r)} for s, r in wanted.items()]
     manifest = registry.read_manifest(directory)
     catalogue = [{"name": m.name, "kind": m.kind, "file": m.filename, "description": m.description,
-                  "url": m.url, "status": presence(registry.resolve_setting(m.setting, m.name, {}, None, directory)),
+                  "url": m.url, "status": presence(cli_config.resolve_setting(m.setting, m.name, {}, None, directory)),
                   "sha256": (manifest.get(m.filename) or {}).get("sha256")} for m in registry.KNOWN_MODELS.values()]
     if as_json:
         print(json.dumps({"models_dir": str(directory), "config": str(config_path) if config_path else None,
@@ -136,7 +137,7 @@ def validate(kind: str, path: Path) -> str:
     return f"SD base, cross-attention {config.get('cross_attention_dim')}"
 
 
-def check_one(item: registry.Resolved, directory: Path) -> dict:
+def check_one(item: cli_config.Resolved, directory: Path) -> dict:
     from facefact.pipelines.hashing import file_sha256
 
     kind = item.known.kind if item.known else {"base_model": "base"}.get(item.setting, item.setting)
@@ -144,10 +145,10 @@ def check_one(item: registry.Resolved, directory: Path) -> dict:
     if item.path is None:  # a hub id
         row["ok"] = hub_cached(item.value)
         row["detail"] = "in the hub cache" if row["ok"] else (
-            f"not in the hub cache: run `facefact models download` or {registry.how_to_point('base_model')}")
+            f"not in the hub cache: run `facefact models download` or {cli_config.how_to_point('base_model')}")
         return row
     if not item.path.exists():
-        row["detail"] = f"missing: {item.path}; run `facefact models download` or {registry.how_to_point(item.setting)}"
+        row["detail"] = f"missing: {item.path}; run `facefact models download` or {cli_config.how_to_point(item.setting)}"
         return row
     try:
         row["detail"] = validate(kind, item.path)
@@ -211,14 +212,14 @@ def download_models(targets: list, directory: Path, as_json: bool) -> int:
 def download_hub(repo_id: str) -> str:
     if registry.offline():
         raise ModelNotFoundError(f"offline: cannot download the base model {repo_id}",
-                                 hint=f"download it elsewhere and {registry.how_to_point('base_model')}")
+                                 hint=f"download it elsewhere and {cli_config.how_to_point('base_model')}")
     from huggingface_hub import snapshot_download
 
     try:
         return snapshot_download(repo_id, allow_patterns=HUB_PATTERNS)
     except Exception as err:  # network, auth, missing repo: all mean "not available from here"
         raise ModelNotFoundError(f"could not download the base model {repo_id}: {str(err).splitlines()[0]}",
-                                 hint=f"download it elsewhere and {registry.how_to_point('base_model')}") from err
+                                 hint=f"download it elsewhere and {cli_config.how_to_point('base_model')}") from err
 
 
 def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Path:
@@ -237,7 +238,7 @@ def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Pa
             return dest
     if registry.offline():
         raise ModelNotFoundError(f"offline: cannot download {model.filename}", path=dest,
-                                 hint=f"copy it to {dest}, or {registry.how_to_point(model.setting)}")
+                                 hint=f"copy it to {dest}, or {cli_config.how_to_point(model.setting)}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     source = f"modelscope:{registry.MODELSCOPE_REPO}@{registry.MODELSCOPE_REVISION}/{model.filename}"
     with tempfile.TemporaryDirectory(prefix=".facefact-download-", dir=dest.parent) as scratch:
@@ -247,7 +248,7 @@ def download_file(model: registry.KnownModel, dest: Path, directory: Path) -> Pa
             raise ModelNotFoundError(
                 f"could not download {model.filename}: {err.message}", path=dest,
                 hint=f"{err.hint}; with no connection here, fetch it elsewhere and copy it to {dest}, or "
-                     f"{registry.how_to_point(model.setting)}") from err
+                     f"{cli_config.how_to_point(model.setting)}") from err
         try:
             validate(model.kind, fetched)
         except FacefactError as err:

@@ -94,14 +94,14 @@ def load_engines(args):
     from facefact.cli.model_flags import load_pipeline
     from facefact.faces import FaceAnalysis
     from facefact.cli import extras as lora_extras
-    from facefact.pipelines import registry
+    from facefact.cli import config as cli_config
     from facefact.pipelines.loading import quiet_libraries
     from facefact.serving.engine import Engine
 
     quiet_libraries()
     extras = lora_extras.check_settings(args.lora, tiny=args.model == "tiny")
     lora_extras.check_files(extras)
-    config, config_path = registry.load_config(args.config)
+    config, config_path = cli_config.load_config(args.config)
     devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
     if args.model == "tiny":  # 32-channel layers gain nothing from threads and lose a lot on a busy machine
         torch.set_num_threads(1)

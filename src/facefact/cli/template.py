@@ -18,15 +18,22 @@ from pathlib import Path
 
 from facefact.errors import ConfigError
 
-# flag dest -> TemplateSettings field (values given only; everything else keeps the released default)
-_KNOBS = ["prompt", "negative_prompt", "max_faces", "min_face_px", "face_fraction", "crop_size", "strength",
-          "guidance_scale", "steps", "scheduler", "fact_scale", "cfg_face", "canny_low", "canny_high",
-          "canny_face_grow", "face_points", "landmark_source", "mask_grow", "mask_grow_below_eyes", "refine",
-          "refine_strength", "refine_mask_grow", "refine_steps", "black_out_others", "pose_stage", "pose_fact_scale",
-          "pose_steps"]
+# `facefact template`'s flags, grouped; each is a TemplateSettings field (facefact.cli.settings_flags).
+KNOB_GROUPS = {
+    "faces and crop": ("max_faces", "min_face_px", "face_fraction", "crop_size", "black_out_others"),
+    "main pass": ("strength", "guidance_scale", "steps", "scheduler", "fact_scale", "cfg_face"),
+    "controls and mask": ("controls", "control_scales", "canny_low", "canny_high", "canny_face_grow", "face_points",
+                          "landmark_source", "mask_grow", "mask_grow_below_eyes"),
+    "pose stage (off by default)": ("pose_stage", "pose_fact_scale", "pose_steps"),
+    "refine pass": ("refine", "refine_strength", "refine_control_scales", "refine_mask_grow", "refine_steps"),
+}
 
 
 _RELEASE_SCALES = {"face_pose": 1.0, "canny": 0.2}
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -51,10 +58,12 @@ def register(subparsers) -> None:
     p.add_argument("--debug-dir", type=Path, metavar="DIR",
                    help="write the numbered-faces overlay (and, when generating, crops, masks and controls)")
     p.add_argument("--save-control", action="store_true", help="write the control maps beside the images")
-    p.add_argument("--prompt", help="text prompt (default: the release's fixed portrait prompt)")
-    p.add_argument("--negative-prompt", dest="negative_prompt")
-    p.add_argument("-n", "--num-images", dest="n", type=int, default=1, help="images (seeds seed..seed+n-1)")
-    p.add_argument("--seed", type=int, help="first seed (random if not given; always in the metadata)")
+    from facefact.cli.settings_flags import add_setting_flags
+    from facefact.pipelines.settings import GenerationSettings
+    from facefact.template.settings import TemplateSettings
+
+    add_setting_flags(p, TemplateSettings, only=("prompt", "negative_prompt"))
+    add_setting_flags(p, GenerationSettings, only=("num_images", "seed"))
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words)")
     p.add_argument("--overwrite", action="store_true")
@@ -73,60 +82,23 @@ def register(subparsers) -> None:
 
 
 def _knob_flags(p) -> None:
-    from facefact.template.settings import CONTROL_KINDS, LANDMARK_SOURCES
+    from facefact.cli.settings_flags import add_setting_flags
+    from facefact.template.settings import TemplateSettings
 
-    f = p.add_argument_group("faces and crop")
-    f.add_argument("--max-faces", dest="max_faces", type=int, help="keep only the N largest template faces")
-    f.add_argument("--min-face-px", dest="min_face_px", type=float, help="smallest face to redraw (default 48)")
-    f.add_argument("--face-fraction", dest="face_fraction", type=float, help="face / crop side (default 0.7)")
-    f.add_argument("--crop-size", dest="crop_size", type=int, help="crop the model works on (default 512)")
-    f.add_argument("--keep-other-faces", dest="black_out_others", action="store_false", default=None,
-                   help="do not black out the other faces in the model's input (they are never pasted over)")
-    s = p.add_argument_group("main pass")
-    s.add_argument("--strength", type=float, help="denoising strength (default 0.6)")
-    s.add_argument("--guidance", dest="guidance_scale", type=float, help="guidance scale (default 5)")
-    s.add_argument("--steps", type=int, help="nominal steps; strength x steps run (default 50)")
-    s.add_argument("--scheduler", help="pndm (default), ddim, dpm++, dpm++karras, unipc, euler, euler_a")
-    s.add_argument("--fact-scale", "--scale", dest="fact_scale", type=float, help="FACT scale (default 0.55)")
-    s.add_argument("--no-cfg-face", dest="cfg_face", action="store_false", default=None)
-    c = p.add_argument_group("controls and mask")
-    c.add_argument("--controls", help=f"maps for the ControlNets, in order (default {','.join(CONTROL_KINDS)})")
-    c.add_argument("--control-scales", dest="control_scales", help="main pass, one per control (default 1.0,0.2)")
-    c.add_argument("--canny-low", dest="canny_low", type=int)
-    c.add_argument("--canny-high", dest="canny_high", type=int)
-    c.add_argument("--canny-face-grow", dest="canny_face_grow", type=float)
-    c.add_argument("--face-points", dest="face_points", choices=["five", "dlib68"],
-                   help="landmarks in the face map: the detector's 5, or OpenPose's 70 from dlib's 68-point model "
-                        "(non-commercial licence)")
-    c.add_argument("--landmark-source", dest="landmark_source", choices=list(LANDMARK_SOURCES))
-    c.add_argument("--mask-grow", dest="mask_grow", type=float, help="default 0.04 sqrt(face area)")
-    c.add_argument("--mask-grow-below-eyes", dest="mask_grow_below_eyes", type=float, help="default 0.1")
-    q = p.add_argument_group("pose stage (off by default)")
-    q.add_argument("--pose-stage", dest="pose_stage", action="store_true", default=None,
-                   help="first draw a text-to-image portrait of the person and take the new face's landmarks "
-                        "from it (the release's first step), not from the face photo")
-    q.add_argument("--pose-fact-scale", dest="pose_fact_scale", type=float, help="default 0.5")
-    q.add_argument("--pose-steps", dest="pose_steps", type=int, help="default: --steps")
-    r = p.add_argument_group("refine pass")
-    r.add_argument("--no-refine", dest="refine", action="store_false", default=None)
-    r.add_argument("--refine-strength", dest="refine_strength", type=float, help="default 0.1")
-    r.add_argument("--refine-control-scales", dest="refine_control_scales", help="default 0.8,0.8")
-    r.add_argument("--refine-mask-grow", dest="refine_mask_grow", type=float, help="default 0.02")
-    r.add_argument("--refine-steps", dest="refine_steps", type=int)
+    comma_lists = {"controls": _names, "control_scales": _floats, "refine_control_scales": _floats}
+    for title, names in KNOB_GROUPS.items():
+        add_setting_flags(p.add_argument_group(title), TemplateSettings, only=names, parsers=comma_lists)
 
 
 def settings_from_args(args):
+    from facefact.cli.settings_flags import given_flags
     from facefact.template.settings import TemplateSettings
 
-    given = {k: getattr(args, k) for k in _KNOBS if getattr(args, k, None) is not None}
+    given = given_flags(args, TemplateSettings)
     if args.controls:
         # Scales not given follow the maps: the release's 1.0 (face) / 0.2 (Canny), 0.8 when refining.
-        given["controls"] = tuple(c.strip() for c in args.controls.split(",") if c.strip())
-        given["control_scales"] = tuple(_RELEASE_SCALES.get(c, 1.0) for c in given["controls"])
-        given["refine_control_scales"] = (0.8,) * len(given["controls"])
-    for name in ("control_scales", "refine_control_scales"):
-        if getattr(args, name):
-            given[name] = _floats(getattr(args, name))
+        given.setdefault("control_scales", tuple(_RELEASE_SCALES.get(c, 1.0) for c in args.controls))
+        given.setdefault("refine_control_scales", (0.8,) * len(args.controls))
     return TemplateSettings(**given).validate()
 
 
@@ -180,24 +152,18 @@ def list_faces(args, maker, settings) -> int:
 
 def load_pipeline(args, analysis):
     """The FACT inpainting pipeline the template mode runs: tiny, or the models on disk / hub."""
-    from facefact.cli.model_flags import check_device, model_locations
-    from facefact.pipelines import registry
-    from facefact.pipelines.build import load_fact_pipeline
+    from facefact.cli import config as cli_config
+    from facefact.cli import model_flags
     from facefact.template.tiny import tiny_kind_options
 
-    config, config_path = registry.load_config(args.config)
-    device = registry.resolve_setting("device", args.device, config, config_path).value
-    dtype = registry.resolve_setting("dtype", args.dtype, config, config_path).value
-    check_device(device)
-    where = model_locations(args, config, config_path)
-    if where["base_model"] == "tiny":
+    config, config_path = cli_config.load_config(args.config)
+    if model_flags.model_locations(args, config, config_path)["base_model"] == "tiny":
         if args.controlnet:
             raise ConfigError("--model tiny has its own ControlNets; choose them with --tiny-kind, drop --controlnet")
         options = tiny_kind_options(args.tiny_kind)
     else:
         options = {"controlnet": list(args.controlnet) or None}
-    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind="inpaint",
-                              device=device, dtype=dtype, face_analysis=analysis, **options)
+    return model_flags.load_pipeline(args, config, config_path, analysis, kind="inpaint", **options)
 
 
 def check_controlnet_count(args, settings) -> None:
@@ -226,18 +192,17 @@ def run(args) -> int:
     maker = TemplatePortrait(None, analysis=FaceAnalysis(), settings=settings)
     if args.list_faces:
         return list_faces(args, maker, settings)
-    if args.n < 1:
-        raise ConfigError("-n must be at least 1")
+    images = args.num_images or 1  # the range was checked by the flag (GenerationSettings.num_images)
     people = parse_faces(args.face, args.target)
     check_controlnet_count(args, settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once
         prepared = maker.prepare(args.template, people)  # every photo checked before any weights load
         maker.use_pipeline(load_pipeline(args, maker.analysis))
-        return generate_and_write(args, maker, prepared)
+        return generate_and_write(args, maker, prepared, images)
 
 
-def generate_and_write(args, maker, prepared) -> int:
+def generate_and_write(args, maker, prepared, images: int) -> int:
     import torch
     from tqdm.auto import tqdm
 
@@ -248,13 +213,13 @@ def generate_and_write(args, maker, prepared) -> int:
         raise ConfigError(f"--name '{args.name}' must be a plain file name stem")
     stem = args.name or slug(prepared.settings.prompt, 48)
     out_dir = Path(args.out).expanduser()
-    total = args.n * len(prepared.plans)
+    total = images * len(prepared.plans)
     bar = tqdm(total=total, desc="faces", unit="face", file=sys.stderr, disable=args.quiet or args.json, leave=False)
     threads = torch.get_num_threads()
     if args.model == "tiny":  # tiny layers gain nothing from threads and lose a lot on a busy machine
         torch.set_num_threads(1)
     try:
-        out = maker.generate(prepared, seed=args.seed, num_images=args.n, progress=lambda plan: bar.update(1))
+        out = maker.generate(prepared, seed=args.seed, num_images=images, progress=lambda plan: bar.update(1))
     finally:
         bar.close()
         torch.set_num_threads(threads)

@@ -9,37 +9,18 @@ Ctrl-C or SIGTERM saves a checkpoint at the last finished step and says how to r
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from dataclasses import fields
 
 from facefact.cli.exit_codes import ExitCode
+from facefact.cli.settings_flags import add_setting_flags, given_flags
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
 from facefact.training.config import FIELD_HELP, TrainConfig
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _help(f) -> str:
-    """The setting's help text and its default (argparse formats help with %, hence the escaping)."""
-    if f.default == "":
-        shown = " (required)"
-    elif f.default is None:
-        shown = ""  # the text says what happens without it
-    elif isinstance(f.default, bool):
-        shown = f" (default: {'on' if f.default else 'off'})"
-    else:
-        default = list(f.default) if isinstance(f.default, tuple) else f.default
-        shown = f" (default: {default})"
-    return (FIELD_HELP[f.name] + shown).replace("%", "%%")
 
 
 def register(subparsers) -> None:
@@ -55,23 +36,14 @@ def register(subparsers) -> None:
                         help="'tiny': built-in random-weight base model and encoder (offline, seconds; the adapter "
                              "learns nothing useful) - the same as --base-model tiny --encoder tiny")
     add_threads_flag(parser)
-    for f in fields(TrainConfig):
-        kind = str(f.type)
-        if kind.startswith("bool"):
-            parser.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=None,
-                                help=_help(f))
-        elif kind.startswith("tuple"):
-            parser.add_argument(_flag(f.name), nargs="+", default=None, metavar="TEXT", help=_help(f))
-        else:
-            metavar = "N" if kind.startswith("int") else "X" if kind.startswith("float") else f.name.upper()
-            parser.add_argument(_flag(f.name), default=None, metavar=metavar, help=_help(f))
+    add_setting_flags(parser, TrainConfig, help_texts=FIELD_HELP)
     parser.set_defaults(func=run)
 
 
 def config_from_args(args) -> TrainConfig:
     from facefact.training.config import config_from_dict, load_config
 
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given = given_flags(args, TrainConfig)
     if getattr(args, "model", None) == "tiny":
         for name in ("base_model", "encoder"):
             if given.get(name, "tiny") != "tiny":

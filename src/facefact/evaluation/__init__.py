@@ -9,12 +9,12 @@ output), ``metrics`` (formulas), ``clip_score`` (CLIP-T), ``measure`` (time, mem
 (the loop, caching), ``results`` (JSON/CSV), ``report`` + ``plots`` (HTML). See docs/evaluation.md.
 """
 from facefact.evaluation.datasets import Identity, Prompt, PromptSet, load_identities, load_prompts
-from facefact.evaluation.methods import (GenerationSettings, Method, MethodContext, MethodUnavailable,
+from facefact.evaluation.methods import (Method, MethodContext, MethodUnavailable, RunSettings,
                                          parse_method, register_method)
 from facefact.evaluation.report import report_runs, write_report
 from facefact.evaluation.results import EvalResults
 from facefact.evaluation.runner import evaluate
 
-__all__ = ["EvalResults", "GenerationSettings", "Identity", "Method", "MethodContext", "MethodUnavailable",
+__all__ = ["EvalResults", "RunSettings", "Identity", "Method", "MethodContext", "MethodUnavailable",
            "Prompt", "PromptSet", "evaluate", "load_identities", "load_prompts", "parse_method",
            "register_method", "report_runs", "write_report"]

@@ -16,15 +16,17 @@ Add your own with :func:`register_method`, or pass objects with the :class:`Meth
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 from PIL import Image
 
 from facefact.errors import ConfigError, FacefactError
+from facefact.pipelines.settings import GenerationSettings
 
 DEFAULT_FACT_SCALE = 0.5
+EVAL_STEPS = 30  # evaluation's default: many images; the identity metrics settle well before 50 steps
 
 
 class MethodUnavailable(FacefactError):
@@ -45,23 +47,38 @@ class Method(Protocol):
 
 
 @dataclass
-class GenerationSettings:
-    """Settings shared by every method of a run (part of each image's cache key)."""
+class RunSettings:
+    """What every method of a run shares (part of each image's cache key): the models, where they
+    run, and the generation settings (facefact.pipelines.settings; evaluation's default is 30 steps).
+    Evaluation images are square: ``size`` is their side (None: the pipeline's default, 512; 128 tiny)."""
 
     model: str = "tiny"                      # "tiny" or a diffusers SD1.5 folder / hub id
     adapter: str | None = None
     encoder: str | None = None
-    steps: int = 30
-    size: int | None = None                  # None: the pipeline's default (512, 128 for tiny)
-    guidance_scale: float = 5.0
-    scheduler: str = "pndm"
-    negative_prompt: str | None = None
+    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(steps=EVAL_STEPS))
     device: str | None = None
     dtype: str | None = None
     arcface_onnx: str | None = None          # for ipadapter-faceid's embeddings
 
+    def __post_init__(self):
+        if isinstance(self.generation, dict):
+            self.generation = GenerationSettings.from_mapping(self.generation, GenerationSettings(steps=EVAL_STEPS),
+                                                              where="generation settings")
+        g = self.generation.check()
+        if g.width != g.height:
+            raise ConfigError(f"evaluation images are square, not {g.width}x{g.height}",
+                              hint="give one size (width = height)")
+
+    @property
+    def size(self) -> int | None:
+        return self.generation.width
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        g = self.generation
+        return {"model": self.model, "adapter": self.adapter, "encoder": self.encoder, "steps": g.steps,
+                "size": g.width, "guidance_scale": g.guidance, "scheduler": g.scheduler,
+                "negative_prompt": g.negative_prompt, "cfg_face": g.cfg_face, "device": self.device, "dtype": self.dtype,
+                "arcface_onnx": self.arcface_onnx}
 
     def model_provenance(self) -> dict:
         """What the FACT methods run on: each part 'tiny' (built in) or the file / folder / hub id
@@ -90,7 +107,7 @@ class GenerationSettings:
 class MethodContext:
     """Heavy objects shared by the methods of one run, built on first use."""
 
-    settings: GenerationSettings
+    settings: RunSettings
     _fact_pipeline: object = field(default=None, repr=False)
     _models: dict | None = field(default=None, repr=False)
     # FACT encoder input per set of reference photos: analysed once per run, not once per image
@@ -126,7 +143,7 @@ class MethodContext:
             tiny = s.model == "tiny"  # "tiny" is the default of each part; a given file replaces it
             pipe = load_fact_pipeline(s.model, s.adapter or ("tiny" if tiny else None),
                                       s.encoder or ("tiny" if tiny else None), device=s.device, dtype=s.dtype)
-            pipe.scheduler = make_scheduler(s.scheduler, pipe.scheduler.config)
+            pipe.scheduler = make_scheduler(s.generation.scheduler, pipe.scheduler.config)
             self._fact_pipeline = pipe
         return self._fact_pipeline
 
@@ -163,11 +180,12 @@ class FactMethod:
         if self.use_face:
             pixels, qualities = self.context.face_pixels(references)
             faces = pipe.encode_faces(face_pixels=pixels, qualities=qualities, combine=self.combine)
-        out = pipe(prompt, face_tokens=faces, negative_prompt=s.negative_prompt,
+        g = s.generation
+        out = pipe(prompt, face_tokens=faces, negative_prompt=g.negative_prompt,
                    fact_scale=self.scale if self.use_face else 0.0, num_images_per_prompt=1,
-                   fact_window=self.window if self.use_face else None,
-                   generator=torch.Generator("cpu").manual_seed(seed), num_inference_steps=s.steps,
-                   guidance_scale=s.guidance_scale, height=size, width=size)
+                   fact_window=self.window if self.use_face else None, cfg_face=g.cfg_face,
+                   generator=torch.Generator("cpu").manual_seed(seed), num_inference_steps=g.steps,
+                   guidance_scale=g.guidance, height=size, width=size)
         return out.images[0]
 
 
@@ -214,8 +232,9 @@ class IPAdapterFaceIDMethod:
         id_embeds = torch.cat([torch.zeros_like(ident), ident]).to(self._pipe.device, self._pipe.unet.dtype)
         size = size or s.size or 512
         generator = torch.Generator("cpu").manual_seed(seed)
-        return self._pipe(prompt, negative_prompt=s.negative_prompt, ip_adapter_image_embeds=[id_embeds],
-                          num_inference_steps=s.steps, guidance_scale=s.guidance_scale, height=size, width=size,
+        g = s.generation
+        return self._pipe(prompt, negative_prompt=g.negative_prompt, ip_adapter_image_embeds=[id_embeds],
+                          num_inference_steps=g.steps, guidance_scale=g.guidance, height=size, width=size,
                           generator=generator).images[0]
 
 
@@ -246,7 +265,7 @@ def _make_fact(arg, context):
     scale = DEFAULT_FACT_SCALE if scale_text == "" else _parse_scale(scale_text, spec)
     window = None
     if window_text:
-        from facefact.pipelines.requests import check_window
+        from facefact.pipelines.settings import check_window
 
         try:
             start, _, end = window_text.partition("-")

@@ -12,7 +12,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ from facefact.errors import ConfigError
 from facefact.evaluation import metrics
 from facefact.evaluation.datasets import Identity, Prompt, load_identities, load_prompts
 from facefact.evaluation.measure import generation_uses_cuda, measure
-from facefact.evaluation.methods import (GenerationSettings, Method, MethodContext, MethodUnavailable,
+from facefact.evaluation.methods import (Method, MethodContext, MethodUnavailable, RunSettings,
                                          method_slug, parse_method)
 from facefact.evaluation.observe import ImageAnalyzer, Observation
 from facefact.evaluation.results import METRIC_INFO, EvalResults, aggregate, identity_metrics
-from facefact.validation import check_image_size
+from facefact.pipelines.settings import GenerationSettings
 
 DEFAULT_METHODS = ("fact:0.5", "base")
 
@@ -149,35 +149,29 @@ def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[di
     return info, notes
 
 
-def check_run_settings(*, seeds: int, steps: int, size: int | None, max_prompts: int | None = None) -> None:
-    """Refuse settings that cannot make an image, before any model is loaded or image generated."""
+def check_run_settings(*, seeds: int, max_prompts: int | None = None) -> None:
+    """Refuse run settings that cannot make an image, before any model is loaded or image generated
+    (the generation settings check themselves: GenerationSettings.check)."""
     if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1 (got {seeds})", hint="use --seeds 4 for diversity metrics")
+        raise ConfigError(f"seeds must be at least 1 (got {seeds})", hint="4 seeds per prompt give diversity metrics")
     if seeds > 10_000:
-        raise ConfigError(f"--seeds {seeds} is more than 10000 images per prompt", hint="use --seeds 4 for diversity")
-    if steps < 1 or steps > 500:  # PNDM indexes past its 1000-step schedule at 1000 steps
-        raise ConfigError(f"--steps must be at least 1 and at most 500 (got {steps})" if steps > 500 else
-                          f"--steps must be at least 1 (got {steps})",
-                          hint="the number of denoising steps per image: 30 is typical, 2-4 for a quick check")
-    if size is not None and (size <= 0 or size % 8):
-        raise ConfigError(f"--size must be a positive multiple of 8 (got {size})",
-                          hint="the VAE downsamples 8x: e.g. 512 for SD1.5 models, 64 or 128 for 'tiny'; "
-                               "leave it out for the model's own size")
-    check_image_size(size, size)
+        raise ConfigError(f"seeds {seeds} is more than 10000 images per prompt", hint="4 seeds give diversity metrics")
     if max_prompts is not None and max_prompts < 1:
-        raise ConfigError(f"--max-prompts must be at least 1 (got {max_prompts})",
+        raise ConfigError(f"max_prompts must be at least 1 (got {max_prompts})",
                           hint="leave it out to use every prompt")
 
 
 def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: int = 2, first_seed: int = 0,
              out: str | Path = "facefact-eval", model: str = "tiny", adapter: str | None = None,
-             encoder: str | None = None, steps: int = 30, size: int | None = None, guidance_scale: float = 5.0,
-             scheduler: str = "pndm", negative_prompt: str | None = None, device: str | None = None,
+             encoder: str | None = None, generation: GenerationSettings | dict | None = None, device: str | None = None,
              dtype: str | None = None, embedders=("sface",), clip=None, max_prompts: int | None = None,
              arcface_onnx: str | None = None, add_controls: bool = True, keep_embeddings: bool = False,
              report: bool = True, show_references: bool = False, progress: bool = True) -> EvalResults:
     """Run an evaluation; writes results.json/.csv, aggregate.csv and report.html under ``out``.
 
+    ``generation``: the generation settings (facefact.pipelines.settings.GenerationSettings, or a dict
+    of them, e.g. ``{"steps": 2, "size": 64}``); evaluation's default is 30 steps, and a negative prompt
+    not given is the prompt set's. Images are square.
     ``methods``: specs ("fact:0.5", "base", ...) or :class:`~facefact.evaluation.methods.Method` objects.
     ``clip``: a CLIP folder / cached hub id, a :class:`ClipScorer`, or None (CLIP-T reported unavailable).
     ``embedders``: evaluation identity models ("sface", "dlib", "arcface:PATH.onnx"); the first is primary.
@@ -187,14 +181,14 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     """
     started = time.time()
     out = Path(out)
-    check_run_settings(seeds=seeds, steps=steps, size=size, max_prompts=max_prompts)
+    check_run_settings(seeds=seeds, max_prompts=max_prompts)
+    settings = RunSettings(model=model, adapter=adapter, encoder=encoder, generation=generation or {},
+                           device=device, dtype=dtype, arcface_onnx=arcface_onnx)
     people = load_identities(identities)
     prompt_set = load_prompts(prompts, limit=max_prompts)
-    settings = GenerationSettings(model=model, adapter=adapter, encoder=encoder, steps=steps, size=size,
-                                  guidance_scale=guidance_scale, scheduler=scheduler,
-                                  negative_prompt=negative_prompt if negative_prompt is not None
-                                  else prompt_set.negative_prompt, device=device, dtype=dtype,
-                                  arcface_onnx=arcface_onnx)
+    if settings.generation.negative_prompt is None:
+        settings.generation = replace(settings.generation, negative_prompt=prompt_set.negative_prompt)
+    size = settings.size
     context = MethodContext(settings)
     method_list, skipped, notes = build_methods(list(methods), context, add_controls=add_controls)
     # what the FACT methods run on, hashed - and a model that does not exist refused - before any work

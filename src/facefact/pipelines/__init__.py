@@ -1,7 +1,7 @@
 """Generation pipelines: FACT on diffusers' SD1.5 pipelines (see `classes`), their output and provenance.
 
 Public names load on first use (facefact.lazy): light modules of this package (``registry``,
-``scheduler_names``, ``metadata``) must import without torch and diffusers, so the CLI's parsers
+``settings``, ``scheduler_names``, ``metadata``) must import without torch and diffusers, so the CLI's parsers
 stay fast (tests/cli/test_cli_imports.py).
 """
 from facefact.lazy import lazy_exports
@@ -14,6 +14,7 @@ _EXPORTS = {
                      "FACT_PIPELINES"], _CLASSES),
     "FaceTokens": "facefact.pipelines.face_tokens",
     "FACTPipelineOutput": "facefact.pipelines.output",
+    "GenerationSettings": "facefact.pipelines.settings",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -24,9 +24,7 @@ import numpy as np
 import torch
 
 from facefact.errors import ConfigError
-
-
-COMBINE_MODES = ("concat", "mean", "weighted")
+from facefact.pipelines.settings import COMBINE_MODES
 
 
 @dataclass

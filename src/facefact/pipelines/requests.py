@@ -21,6 +21,7 @@ import torch
 from facefact.errors import ConfigError
 from facefact.model.regions import FaceRegions, box_masks, check_region_masks
 from facefact.pipelines.face_tokens import COMBINE_MODES, FaceTokens
+from facefact.pipelines.settings import check_window
 
 
 @dataclass
@@ -54,19 +55,6 @@ class FaceRequest:
         if self.face_regions is not None:
             out["face_regions"] = [list(map(float, r)) if _is_box(r) else "mask" for r in self.face_regions]
         return out
-
-
-def check_window(window) -> tuple[float, float]:
-    try:
-        start, end = (float(v) for v in window)
-    except (TypeError, ValueError):
-        raise ConfigError(f"fact_window must be (start, end), got {window!r}") from None
-    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (start, end)):
-        raise ConfigError(f"fact_window {window!r}: start and end are fractions of the schedule, in [0, 1]")
-    if start >= end and start != 1.0:
-        raise ConfigError(f"fact_window {window!r}: start must be before end",
-                          hint="e.g. (0.3, 1.0): FACT from 30% of the steps to the end; (1.0, 1.0) is never")
-    return start, end
 
 
 def fact_window_callback(pipe, adapter, window, bound, signature) -> None:

@@ -17,7 +17,7 @@ import io
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -68,8 +68,6 @@ class Engine:
 
     def generate(self, photos: list[np.ndarray], settings: GenerateSettings,
                  on_step: Callable[[int, int], None] | None = None) -> EngineResult:
-        import torch
-
         from facefact.pipelines.loading import make_scheduler
 
         prompt, negative = apply_style(settings.style, settings.prompt, settings.negative_prompt)
@@ -87,16 +85,12 @@ class Engine:
             pipe = self.pipeline
             self._set_loras(settings.loras)
             pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
-            size = settings.width or self.default_size, settings.height or self.default_size
+            generation = replace(settings.generation(seed, negative), width=settings.width or self.default_size,
+                                 height=settings.height or self.default_size)
             faces = ({"face_images": [[photo] for photo in photos], "face_regions": settings.face_regions}
                      if settings.face_regions else {"face_images": list(photos)})  # photo k is person k
-            out = pipe(prompt, **faces, face_combine=settings.face_combine, negative_prompt=negative,
-                       fact_scale=settings.fact_scale_levels or settings.fact_scale, cfg_face=settings.cfg_face,
-                       num_images_per_prompt=settings.num_images,
-                       generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(settings.num_images)],
-                       num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                       width=size[0], height=size[1], callback_on_step_end=callback,
-                       fact_window=tuple(settings.fact_window) if settings.fact_window else None)
+            out = pipe(prompt, **faces, **generation.pipeline_kwargs(), generator=generation.generators(),
+                       callback_on_step_end=callback)
         images = []
         for image, meta in zip(out.images, out.metadata_with_hashes()):
             meta["scheduler"] = settings.scheduler

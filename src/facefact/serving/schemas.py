@@ -1,20 +1,35 @@
 """Pydantic models of everything the HTTP API takes and gives (they are also the OpenAPI schema).
 
 `GenerateSettings` is the JSON a client sends beside the photos; the same object travels to the
-GPU worker (in process, or as JSON through Redis), so it must stay plain data.
+GPU worker (in process, or as JSON through Redis), so it must stay plain data. Its generation
+fields are facefact.pipelines.settings.GenerationSettings' own (names, help, defaults), with the
+server's tighter limits; `.generation()` is that dataclass, which the engine hands to the pipeline.
 """
 from __future__ import annotations
 
+from dataclasses import fields as dataclass_fields
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from facefact.pipelines.scheduler_names import SCHEDULER_NAMES  # plain names: no torch in the API process
+from facefact.pipelines.settings import GenerationSettings, default_of
 from facefact.serving.presets import STYLE_PRESETS
 
-# Kept here as plain names so the API process validates a request without importing torch;
-# tests check these are exactly the pipeline's schedulers.
-SCHEDULER_NAMES = ("pndm", "ddim", "dpm++", "dpm++karras", "unipc", "euler", "euler_a")
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+_SHARED = {f.name: f for f in dataclass_fields(GenerationSettings)}
+
+
+def shared(name: str, **overrides):
+    """A pydantic Field for GenerationSettings' field `name`: its default, help and range, with the
+    server's own limits (`le=150` steps: a web request must finish) as overrides."""
+    f = _SHARED[name]
+    kwargs = {"default": default_of(f), "description": f.metadata["help"]}
+    kwargs.update({key: f.metadata[meta] for key, meta in (("ge", "low"), ("le", "high"))
+                   if f.metadata.get(meta) is not None})
+    return Field(**{**kwargs, **overrides})
 
 
 class GenerateSettings(BaseModel):
@@ -22,21 +37,21 @@ class GenerateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(min_length=1, max_length=2000, examples=["a portrait in a garden"])
-    negative_prompt: str | None = Field(default=None, max_length=2000)
+    negative_prompt: str | None = shared("negative_prompt", max_length=2000)
     style: str | None = Field(default=None, description="a style preset: the prompt is put into its template")
-    fact_scale: float = Field(default=0.5, ge=0.0, le=2.0, description="0 = base model, 1 = full face")
-    num_images: int = Field(default=1, ge=1, le=8)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="first seed; random if not given")
-    steps: int = Field(default=30, ge=1, le=150)
-    guidance: float = Field(default=5.0, ge=0.0, le=30.0)
-    scheduler: str = "pndm"
-    width: int | None = Field(default=None, ge=64, le=1536, description="a multiple of 8; the model's if not given")
-    height: int | None = Field(default=None, ge=64, le=1536)
-    cfg_face: bool = True
-    face_combine: Literal["concat", "mean", "weighted"] = Field(
-        default="concat", description="several photos: all their tokens, their mean, or a quality-weighted mean")
-    fact_window: tuple[float, float] | None = Field(
-        default=None, description="(start, end) fractions of the schedule where FACT acts; e.g. [0.3, 1.0]")
+    fact_scale: float = shared("fact_scale", description="FACT adapter scale: 0 = the base model, 1 = full face "
+                                                        "(per level: fact_scale_levels)")
+    num_images: int = shared("num_images", le=8)
+    seed: int | None = shared("seed", le=2**31 - 1)
+    steps: int = shared("steps", default=30, le=150)  # the UI's default: a web request should be quick
+    guidance: float = shared("guidance", le=30.0)
+    scheduler: str = shared("scheduler")
+    width: int | None = shared("width", ge=64, le=1536)
+    height: int | None = shared("height", ge=64, le=1536)
+    cfg_face: bool = shared("cfg_face")
+    face_combine: Literal["concat", "mean", "weighted"] = shared("face_combine")
+    fact_window: tuple[float, float] | None = shared("fact_window", description="(start, end) fractions of the "
+                                                     "schedule where FACT acts; e.g. [0.3, 1.0]")
     fact_scale_levels: dict[Literal["down", "mid", "up"], float] | None = Field(
         default=None, description="FACT scale per UNet level instead of fact_scale; levels not named get 0")
     face_regions: list[tuple[float, float, float, float]] | None = Field(
@@ -77,6 +92,15 @@ class GenerateSettings(BaseModel):
         if value not in SCHEDULER_NAMES:
             raise ValueError(f"unknown scheduler '{value}'; choose one of: {', '.join(SCHEDULER_NAMES)}")
         return value
+
+    def generation(self, seed: int, negative_prompt: str | None) -> GenerationSettings:
+        """The library's settings of this request (checked again there), with the seed chosen and the
+        style's negative prompt applied."""
+        return GenerationSettings(
+            negative_prompt=negative_prompt, num_images=self.num_images, seed=seed, steps=self.steps,
+            guidance=self.guidance, fact_scale=self.fact_scale_levels or self.fact_scale, cfg_face=self.cfg_face,
+            face_combine=self.face_combine, fact_window=tuple(self.fact_window) if self.fact_window else None,
+            width=self.width, height=self.height, scheduler=self.scheduler).check()
 
     @field_validator("style")
     @classmethod

@@ -1,9 +1,12 @@
-"""Every knob of the template mode in one dataclass; the defaults are the released ones."""
+"""Every knob of the template mode in one dataclass; the defaults are the released ones. Each field's
+help and range (`setting(...)`) make `facefact template`'s flags (facefact.cli.settings_flags)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 from facefact.errors import ConfigError
+from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
+from facefact.pipelines.settings import setting
 
 # The release's fixed prompts (app.py), with the comma it forgot after "(low quality:2)" put back.
 RELEASE_PROMPT = ("raw photo, masterpiece, simple background, solo, medium shot, high detail face, "
@@ -21,43 +24,56 @@ class TemplateSettings:
     refine pass; paste. ``controls`` names the maps given to the pipeline's ControlNets, in the
     ControlNets' order (ignored by a pipeline without ControlNet)."""
 
-    prompt: str = RELEASE_PROMPT
-    negative_prompt: str = RELEASE_NEGATIVE_PROMPT
+    prompt: str = setting(RELEASE_PROMPT, "text prompt", shown="the release's fixed portrait prompt")
+    negative_prompt: str = setting(RELEASE_NEGATIVE_PROMPT, "what the images should not show",
+                                   shown="the release's negative prompt")
     # faces and crop
-    max_faces: int | None = None          # keep the N largest template faces (None: all)
-    min_face_px: float = 48.0             # a smaller target face is refused (the crop would be mostly upscaling)
-    face_fraction: float = 0.7            # face box side / crop side (crop ~1.43x the face)
-    crop_size: int = 512                  # the crop the pipeline works on
-    black_out_others: bool = True         # other kept faces are black in the pipeline's input
+    max_faces: int | None = setting(None, "keep only the N largest template faces (default: all)", low=1)
+    min_face_px: float = setting(48.0, "smallest face to redraw, in px (a smaller one would be mostly upscaling)",
+                                 low=1.0)
+    face_fraction: float = setting(0.7, "face box side / crop side (the crop is ~1.43x the face)", low=0.1, high=1.0)
+    crop_size: int = setting(512, "the face crop the model works on, a multiple of 8", low=64, high=2048)
+    black_out_others: bool = setting(True, "paint the other kept faces black in the model's input (they are never "
+                                           "pasted over either way)")
     # main pass
-    strength: float = 0.6
-    guidance_scale: float = 5.0
-    steps: int = 50
-    scheduler: str = "pndm"
-    fact_scale: float = 0.55
-    cfg_face: bool = True
+    strength: float = setting(0.6, "denoising strength of the main pass (strength x steps are run)", low=0.0, high=1.0)
+    guidance_scale: float = setting(5.0, "classifier-free guidance scale", flag="--guidance",
+                                    aliases=("--guidance-scale",), low=0.0, high=100.0)
+    steps: int = setting(50, "nominal denoising steps; strength x steps are run", low=1, high=500)
+    scheduler: str = setting("pndm", "sampler (pndm: the release's)", choices=SCHEDULER_NAMES)
+    fact_scale: float = setting(0.55, "FACT adapter scale of the main pass", flag="--scale", aliases=("--fact-scale",),
+                                low=0.0, high=2.0)
+    cfg_face: bool = setting(True, "the unconditional branch of guidance uses the null face tokens")
     # controls
-    controls: tuple[str, ...] = CONTROL_KINDS
-    control_scales: tuple[float, ...] = (1.0, 0.2)
-    canny_low: int = 100
-    canny_high: int = 200
-    canny_face_grow: float = 0.05         # edges removed from the face, grown below the eyes by this
-    face_points: str = "five"             # "five" (detector) or "dlib68" (OpenPose's 70; non-commercial model)
-    landmark_source: str = "face_photo"   # map the new person's landmarks onto the face, or keep the template's
+    controls: tuple[str, ...] = setting(CONTROL_KINDS, "maps for the ControlNets, in their order (face_pose, canny)",
+                                        metavar="MAP,...")
+    control_scales: tuple[float, ...] = setting((1.0, 0.2), "main-pass strength of each control", metavar="X,...",
+                                                shown="1.0,0.2: the release's face / Canny")
+    canny_low: int = setting(100, "Canny's lower threshold", low=0, high=1000)
+    canny_high: int = setting(200, "Canny's upper threshold", low=0, high=1000)
+    canny_face_grow: float = setting(0.05, "edges removed from the face, grown below the eyes by this x sqrt(area)",
+                                     low=0.0, high=1.0)
+    face_points: str = setting("five", "landmarks in the face map: the detector's 5, or OpenPose's 70 from dlib's "
+                                       "68-point model (non-commercial licence)", choices=FACE_POINTS)
+    landmark_source: str = setting("face_photo", "map the new person's landmarks onto the face, or keep the "
+                                                 "template's", choices=LANDMARK_SOURCES)
     # pose stage (the release's optional first step: a text-to-image portrait for the face shape)
-    pose_stage: bool = False
-    pose_fact_scale: float = 0.5
-    pose_steps: int | None = None         # None: the main pass's steps
+    pose_stage: bool = setting(False, "first draw a text-to-image portrait of the person and take the new face's "
+                                      "landmarks from it (the release's first step), not from the face photo")
+    pose_fact_scale: float = setting(0.5, "FACT scale of the pose stage", low=0.0, high=2.0)
+    pose_steps: int | None = setting(None, "steps of the pose stage (default: the main pass's)", low=1, high=500)
     # inpaint mask
-    mask_grow: float = 0.04               # kernel side / sqrt(face area), everywhere
-    mask_grow_below_eyes: float = 0.1     # again below the eye line, into the face or the new face only
+    mask_grow: float = setting(0.04, "mask growth everywhere, x sqrt(face area)", low=0.0, high=1.0)
+    mask_grow_below_eyes: float = setting(0.1, "further growth below the eye line, into the face or the new face "
+                                               "only, x sqrt(face area)", low=0.0, high=1.0)
     # refine pass
-    refine: bool = True
-    refine_strength: float = 0.1
-    refine_control_scales: tuple[float, ...] = (0.8, 0.8)
-    refine_mask_grow: float = 0.02
-    refine_steps: int | None = None       # None: the main pass's steps
-    extra: dict = field(default_factory=dict)  # passed on to the pipeline call as is
+    refine: bool = setting(True, "the release's light second pass over the face")
+    refine_strength: float = setting(0.1, "denoising strength of the refine pass", low=0.0, high=1.0)
+    refine_control_scales: tuple[float, ...] = setting((0.8, 0.8), "refine-pass strength of each control",
+                                                       metavar="X,...")
+    refine_mask_grow: float = setting(0.02, "refine mask growth, x sqrt(face area)", low=0.0, high=1.0)
+    refine_steps: int | None = setting(None, "nominal steps of the refine pass (default: the main pass's)", low=1, high=500)
+    extra: dict = field(default_factory=dict, metadata={"cli": False})  # passed on to the pipeline call as is
 
     def __post_init__(self):
         self.controls = tuple(self.controls)
