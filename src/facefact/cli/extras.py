@@ -27,6 +27,7 @@ class Extras:
     controlnet: str | None = None         # folder, single file, hub id, or "tiny" with --model tiny
     control_image_path: str | None = None
     pose_from: str | None = None          # a photo whose body pose is the control image (--pose-from)
+    openpose_weights: str | None = None   # --pose-detector openpose:DIR (controlnet_aux); None: MediaPipe
     control_scale: float = 1.0
     tiny: bool = False
     control_image: object = None          # the PIL image, once read (load_control_image)
@@ -55,9 +56,11 @@ def parse_lora(spec: str) -> tuple[Path, float]:
 
 
 def check_settings(lora_specs=(), controlnet: str | None = None, control_image: str | None = None,
-                   control_scale: float | None = None, tiny: bool = False, pose_from: str | None = None) -> Extras:
+                   control_scale: float | None = None, tiny: bool = False, pose_from: str | None = None,
+                   pose_detector: str | None = None) -> Extras:
     """The flags alone, before any photo or file is read."""
     loras = [parse_lora(spec) for spec in (lora_specs or [])]
+    openpose_weights = parse_pose_detector(pose_detector, pose_from)
     if pose_from is not None:
         if control_image is not None:
             raise ConfigError("--pose-from and --control-image both give the ControlNet its image",
@@ -87,7 +90,22 @@ def check_settings(lora_specs=(), controlnet: str | None = None, control_image: 
     if pose_from is not None:
         control_image = None
     return Extras(loras=loras, controlnet=controlnet, control_image_path=control_image, control_scale=scale,
-                  tiny=tiny, pose_from=pose_from)
+                  tiny=tiny, pose_from=pose_from, openpose_weights=openpose_weights)
+
+
+def parse_pose_detector(spec: str | None, pose_from: str | None) -> str | None:
+    """`mediapipe` (the default: offline, in the mediapipe extra) or `openpose:DIR` (controlnet_aux's
+    OpenPose on lllyasviel/Annotators' weights in DIR): the weights folder, or None for MediaPipe."""
+    if spec is None or spec == "mediapipe":
+        return None
+    if pose_from is None:
+        raise ConfigError("--pose-detector goes with --pose-from PHOTO")
+    kind, sep, folder = spec.partition(":")
+    if kind != "openpose" or not sep or not folder:
+        raise ConfigError(f"unknown --pose-detector '{spec}'",
+                          hint="use mediapipe (the default) or openpose:DIR, DIR holding body_pose_model.pth, "
+                               "hand_pose_model.pth and facenet.pth from lllyasviel/Annotators")
+    return folder
 
 
 def load_control_image(extras: Extras) -> None:
@@ -101,6 +119,10 @@ def load_control_image(extras: Extras) -> None:
 
     if extras.control_image_path is not None:
         extras.control_image = Image.fromarray(load_image(extras.control_image_path, background=BLACK))
+    elif extras.openpose_weights is not None:
+        from facefact.faces.openpose import openpose_map
+
+        extras.control_image = Image.fromarray(openpose_map(extras.pose_from, extras.openpose_weights))
     elif extras.pose_from is not None:
         from facefact.faces.pose import body_pose, draw_openpose
 

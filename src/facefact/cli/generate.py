@@ -69,6 +69,10 @@ def register(subparsers) -> None:
     e.add_argument("--pose-from", dest="pose_from", metavar="PHOTO",
                    help="instead of --control-image: the body pose of the person in PHOTO, drawn as an OpenPose "
                         "map (MediaPipe, offline; the mediapipe extra), for an OpenPose --controlnet")
+    e.add_argument("--pose-detector", dest="pose_detector", metavar="mediapipe|openpose:DIR",
+                   help="who finds the pose for --pose-from: mediapipe (default; body only, offline) or "
+                        "openpose:DIR, controlnet_aux's OpenPose (body, hands and face) on lllyasviel/Annotators' "
+                        "body_pose_model.pth, hand_pose_model.pth and facenet.pth in DIR (needs controlnet_aux)")
     e.add_argument("--save-control", dest="save_control", metavar="DIR",
                    help="also write the control map used (control.png) to DIR, to look at it")
     e.add_argument("--control-scale", dest="control_scale", type=arg_float("--control-scale", low=0, high=10),
@@ -137,7 +141,8 @@ def run(args) -> int:
     out_dir = prepare_output_folder(out, "--out")
     check_file_name(out_dir, f".{stem}_{MAX_SEED}-{MAX_IMAGES}_sheet.png.XXXXXXXX.png.tmp", "--name")
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
-                                            tiny=args.model == "tiny", pose_from=args.pose_from)
+                                            tiny=args.model == "tiny", pose_from=args.pose_from,
+                                            pose_detector=args.pose_detector)
     notes: list[str] = []
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
@@ -182,7 +187,10 @@ def generate_and_write(args, settings: GenerationSettings, out_dir: Path, config
         meta["notes"] = [anonymise(note, photo_names(people(args.face, args.identity))) for note in notes]
         meta["scheduler"] = settings.scheduler
         if extras.pose_from is not None:  # what the control image is (never which photo)
-            meta["control_image"] = "body pose of a reference photo (MediaPipe, drawn as OpenPose COCO-18)"
+            meta["control_image"] = (
+                "body, hand and face pose of a reference photo (controlnet_aux OpenPose, lllyasviel/Annotators "
+                "weights)" if extras.openpose_weights else
+                "body pose of a reference photo (MediaPipe, drawn as OpenPose COCO-18)")
     written = [write_png(image, out_dir / f"{stem}_{meta['seed']}.png", meta, overwrite=args.overwrite)
                for image, meta in zip(out.images, metadata)]
     sheet = None
