@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from facefact.cli.main import build_parser
-from facefact.pipelines.settings import GenerationSettings, config_names
+from facefact.cli.settings_flags import config_names, section_settings
+from facefact.pipelines.settings import GenerationSettings
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "facefact"
 
@@ -103,10 +104,12 @@ def test_config_keys_are_field_names_or_flag_names():
     names = config_names(GenerationSettings)
     assert names["scale"] == names["fact_scale"] == "fact_scale" and names["n"] == "num_images"
     assert names["combine"] == "face_combine" and names["window"] == "fact_window"
-    s = GenerationSettings.from_mapping({"n": 2, "scale": "0.7", "size": 96, "window": [0.5, 1]})
+    s = section_settings(GenerationSettings, {"n": 2, "scale": "0.7", "size": 96, "window": [0.5, 1]})
     assert (s.num_images, s.fact_scale, s.width, s.height, s.fact_window) == (2, 0.7, 96, 96, (0.5, 1.0))
-    s = GenerationSettings.from_mapping({"fact_scale": {"down": 0, "up": "1.5"}})
+    s = GenerationSettings.from_mapping({"fact_scale": {"down": 0, "up": "1.5"}})  # the library: field names
     assert s.fact_scale == {"down": 0.0, "up": 1.5}
+    with pytest.raises(ValueError, match="unknown settings keys: scale"):
+        GenerationSettings.from_mapping({"scale": 0.5})
 
 
 @pytest.mark.parametrize("values, message", [

@@ -55,13 +55,14 @@ def load_config(path: str | Path | None = None) -> tuple[dict, Path | None]:
                           hint=f"known keys: {', '.join(sorted(CONFIG_KEYS))}")
     section = data.get("generate")
     if section is not None:
+        from facefact.cli.settings_flags import section_settings
         from facefact.pipelines.settings import GenerationSettings
 
         if not isinstance(section, dict):
             raise ConfigError("config key 'generate' must be a mapping", path=path)
         try:  # the generation settings' own names and checks, so `generate: {steps: 1e9}` fails here
-            GenerationSettings.from_mapping({k: v for k, v in section.items() if k != "out"},
-                                            where="config `generate:`")
+            section_settings(GenerationSettings, {k: v for k, v in section.items() if k != "out"},
+                             where="config `generate:`")
         except ConfigError as err:
             raise ConfigError(err.message, path=path, hint=err.hint) from None
     return data, path

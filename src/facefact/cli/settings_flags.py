@@ -1,8 +1,9 @@
 """CLI flags made from a settings dataclass's fields, so flag names, help texts, ranges and defaults
 come from one place: GenerationSettings (generate, evaluate), TrainConfig (train), TemplateSettings
-(template). A field `learning_rate` is the flag `--learning-rate` unless its `setting(flag=...)` says
-otherwise; `--help` shows each default; a flag not given stays None, so a config file's value or the
-command's default can fill it.
+(template). A field `learning_rate` is the flag `--learning-rate` unless FLAGS names it otherwise
+(the same in every command); `--help` shows each default; a flag not given stays None, so a config
+file's value or the command's default can fill it. Config-file keys are the field names or the flag
+names without dashes (`scale`, `n`).
 
     add_setting_flags(group, GenerationSettings, only=("steps", "guidance"), defaults={"steps": 30})
     settings = settings_from_args(args, GenerationSettings, defaults={"steps": 30}, section=config["generate"])
@@ -18,8 +19,42 @@ from facefact.pipelines.settings import default_of
 from facefact.validation import arg_float, arg_int
 
 
+# Fields whose flags are not `--field-name`, in every command that has them (the first is the one named).
+FLAGS = {"num_images": ("-n", "--num-images"), "guidance": ("--guidance", "--guidance-scale"),
+         "guidance_scale": ("--guidance", "--guidance-scale"), "fact_scale": ("--scale", "--fact-scale"),
+         "face_combine": ("--combine",), "fact_window": ("--window",)}
+
+
 def flag_names(f) -> list[str]:
-    return [f.metadata.get("flag") or "--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+    return list(FLAGS.get(f.name, ("--" + f.name.replace("_", "-"),)))
+
+
+def config_names(cls) -> dict[str, str]:
+    """Config key -> field: each field's name, and its flags' names without dashes (`scale`, `n`)."""
+    names = {}
+    for f in fields(cls):
+        names[f.name] = f.name
+        for flag in flag_names(f):
+            names[flag.lstrip("-").replace("-", "_")] = f.name
+    return names
+
+
+def section_settings(cls, section: dict, base=None, where: str = "config section"):
+    """A config-file section of `cls` settings: keys as config_names allows, errors naming the key as
+    it was written (`scale:` is fact_scale)."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping of setting: value, not {type(section).__name__}")
+    names = config_names(cls)
+    given = {names.get(k, k): v for k, v in section.items()}
+    try:
+        return cls.from_mapping(given, base, where=where)
+    except ConfigError as err:
+        written = [k for k in section if names.get(k, k) != k and err.message.startswith(names[k])]
+        note = f" (key '{written[0]}')" if written else ""
+        hint = err.hint
+        if err.message.startswith("unknown"):
+            hint = f"known: {', '.join(sorted(set(names) | {'size'}))}"
+        raise ConfigError(err.message + note, hint=hint) from None
 
 
 def help_text(text: str, default) -> str:
@@ -117,7 +152,7 @@ def settings_from_args(args, cls, *, defaults: dict | None = None, section: dict
     """flag > config-file section > this command's defaults > the class's, checked - before any work."""
     base = replace(cls(), **(defaults or {}))
     if section:
-        base = cls.from_mapping(section, base, where=where)
+        base = section_settings(cls, section, base, where=where)
     given = given_flags(args, cls)
     size = getattr(args, "size", None)
     if size is not None:

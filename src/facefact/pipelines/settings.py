@@ -3,8 +3,9 @@ and `facefact serve` share (the sampler, its steps and guidance, FACT's own knob
 
 Each field carries its help text, range and choices (`setting(...)`), so the CLI flags, the config
 file's `generate:` keys and the server's JSON schema are made from it and can never disagree; a
-command that needs another default (evaluate's 30 steps) passes its own. Plain data: no torch or
-diffusers import, so `facefact --help` stays fast.
+command that needs another default (evaluate's 30 steps) passes its own. Which flag names a field
+(`--scale` for fact_scale) is the CLI's business (facefact.cli.settings_flags). Plain data: no torch
+or diffusers import, so `facefact --help` stays fast.
 
     s = GenerationSettings(steps=30, fact_scale=0.6, seed=7).check()
     out = pipe(prompt, face_images=photo, generator=s.generators(), **s.pipeline_kwargs())
@@ -26,38 +27,34 @@ COMBINE_MODES = ("concat", "mean", "weighted")  # how several photos of one pers
 UNET_LEVELS = ("down", "mid", "up")
 
 
-def setting(default, help: str, *, flag: str | None = None, aliases: tuple[str, ...] = (), low=None, high=None,
-            choices: tuple | None = None, metavar: str | None = None, shown: str | None = None):
-    """A dataclass field with what a CLI flag, a config key and a JSON schema need to know about it.
-    `flag` is the flag's name when it is not the field's (`--scale` for fact_scale); `aliases` are
-    further flag names; config files accept the field name or the flag's name without dashes; `shown`
-    is what --help says the default is, where the value itself is too long to show."""
-    return field(default=default, metadata={"help": help, "flag": flag, "aliases": aliases, "low": low,
-                                            "high": high, "choices": choices, "metavar": metavar, "shown": shown})
+def setting(default, help: str, *, low=None, high=None, choices: tuple | None = None, metavar: str | None = None,
+            shown: str | None = None):
+    """A dataclass field with what a CLI flag, a config key and a JSON schema need to know about it:
+    its help, range or choices, a metavar for its value, and `shown`: what help says the default is,
+    where the value itself is too long to show."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "choices": choices,
+                                            "metavar": metavar, "shown": shown})
 
 
 @dataclass
 class GenerationSettings:
     negative_prompt: str | None = setting(None, "what the images should not show")
-    num_images: int = setting(1, "images to generate (seeds seed..seed+n-1)", flag="-n", aliases=("--num-images",),
-                              low=1, high=MAX_IMAGES, metavar="N")
+    num_images: int = setting(1, "images to generate (seeds seed..seed+n-1)", low=1, high=MAX_IMAGES, metavar="N")
     seed: int | None = setting(None, "first seed (random if not given; always written to the metadata)",
                                low=0, high=MAX_SEED, metavar="N")
     steps: int = setting(50, "denoising steps", low=1, high=MAX_STEPS, metavar="N")
-    guidance: float = setting(5.0, "classifier-free guidance scale", aliases=("--guidance-scale",),
-                              low=0.0, high=MAX_GUIDANCE, metavar="X")
+    guidance: float = setting(5.0, "classifier-free guidance scale", low=0.0, high=MAX_GUIDANCE, metavar="X")
     fact_scale: float | dict = setting(0.5, "FACT adapter scale: 0 = the base model, 1 = full face; or per UNet "
                                             "level: down=0.3,mid=0.5,up=0.6 (levels not named: 0)",
-                                       flag="--scale", aliases=("--fact-scale",), low=0.0, high=MAX_FACT_SCALE,
-                                       metavar="S")
+                                       low=0.0, high=MAX_FACT_SCALE, metavar="S")
     cfg_face: bool = setting(True, "the unconditional branch of guidance uses the null face tokens (off: the face "
                                    "tokens too)")
     face_combine: str = setting("concat", "how several photos of one person combine: concat (FACT's own, 16 "
                                           "tokens each), mean, or weighted by face quality",
-                                flag="--combine", choices=COMBINE_MODES)
+                                choices=COMBINE_MODES)
     fact_window: tuple[float, float] | None = setting(
         None, "FACT only from START to END of the denoising steps (fractions, e.g. 0.3,1: a late start keeps the "
-              "base model's composition); 1,1 = the base model", flag="--window", metavar="START,END")
+              "base model's composition); 1,1 = the base model", metavar="START,END")
     width: int | None = setting(None, "image width, a multiple of 8 (default: the model's)", metavar="PX")
     height: int | None = setting(None, "image height, a multiple of 8 (default: the model's)", metavar="PX")
     scheduler: str = setting("pndm", "sampler (pndm: the release's)", choices=SCHEDULER_NAMES)
@@ -97,37 +94,20 @@ class GenerationSettings:
 
     @classmethod
     def from_mapping(cls, values: dict, base: "GenerationSettings | None" = None, where: str = "settings"):
-        """Settings from a mapping (a config file's section, JSON): keys are field names or flag names
-        without dashes (`scale`, `n`, `combine`, `window`; `size` sets width and height); unknown keys
-        are refused, naming `where` - a typo must not be ignored."""
+        """Settings from a mapping (JSON, a config section): keys are field names (`size` sets width and
+        height); unknown keys are refused, naming `where` - a typo must not be ignored."""
         if not isinstance(values, dict):
             raise ConfigError(f"{where} must be a mapping of setting: value, not {type(values).__name__}")
-        names = config_names(cls)
+        names = {f.name for f in fields(cls)}
         unknown = sorted(str(k) for k in values if k not in names and k != "size")
         if unknown:
             raise ConfigError(f"unknown {where} keys: {', '.join(unknown)}",
-                              hint=f"known: {', '.join(sorted(set(names) | {'size'}))}")
-        given = {names[k]: v for k, v in values.items() if k != "size"}
+                              hint=f"known: {', '.join(sorted(names | {'size'}))}")
+        given = {k: v for k, v in values.items() if k != "size"}
         if values.get("size") is not None:
             given.setdefault("width", values["size"])
             given.setdefault("height", values["size"])
-        try:
-            return replace(base or cls(), **given).check()
-        except ConfigError as err:  # name the key as it was written (`scale:` is fact_scale)
-            written = [k for k in values if names.get(k, k) != k and names[k] in err.message.split()[0]]
-            note = f" (key '{written[0]}')" if written else ""
-            raise ConfigError(err.message + note, hint=err.hint) from None
-
-
-def config_names(cls) -> dict[str, str]:
-    """Config key -> field: each field's name, and its flag's names without dashes (`scale`, `n`)."""
-    names = {}
-    for f in fields(cls):
-        names[f.name] = f.name
-        for flag in (f.metadata.get("flag"), *f.metadata.get("aliases", ())):
-            if flag:
-                names[flag.lstrip("-").replace("-", "_")] = f.name
-    return names
+        return replace(base or cls(), **given).check()
 
 
 def default_of(f):

@@ -37,12 +37,10 @@ class TemplateSettings:
                                            "pasted over either way)")
     # main pass
     strength: float = setting(0.6, "denoising strength of the main pass (strength x steps are run)", low=0.0, high=1.0)
-    guidance_scale: float = setting(5.0, "classifier-free guidance scale", flag="--guidance",
-                                    aliases=("--guidance-scale",), low=0.0, high=100.0)
+    guidance_scale: float = setting(5.0, "classifier-free guidance scale", low=0.0, high=100.0)
     steps: int = setting(50, "nominal denoising steps; strength x steps are run", low=1, high=500)
     scheduler: str = setting("pndm", "sampler (pndm: the release's)", choices=SCHEDULER_NAMES)
-    fact_scale: float = setting(0.55, "FACT adapter scale of the main pass", flag="--scale", aliases=("--fact-scale",),
-                                low=0.0, high=2.0)
+    fact_scale: float = setting(0.55, "FACT adapter scale of the main pass", low=0.0, high=2.0)
     cfg_face: bool = setting(True, "the unconditional branch of guidance uses the null face tokens")
     # controls
     controls: tuple[str, ...] = setting(CONTROL_KINDS, "maps for the ControlNets, in their order (face_pose, canny)",
