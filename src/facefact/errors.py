@@ -15,10 +15,13 @@ from pathlib import Path
 class FacefactError(Exception):
     """Base class of every error facefact raises on purpose."""
 
-    def __init__(self, message: str, *, hint: str | None = None, path: str | Path | None = None):
+    def __init__(self, message: str, *, hint: str | None = None, path: str | Path | None = None,
+                 setting: str | None = None):
         self.message = message
         self.hint = hint
         self.path = str(path) if path is not None else None
+        # The library's name of the argument at fault (`dtype`, `base_model`); the CLI names its flag.
+        self.setting = setting
         super().__init__(self.__str__())
 
     def __str__(self) -> str:  # message first, then what to do

@@ -29,6 +29,11 @@ MAX_IMAGE_SIDE = 2048
 LATENT_FACTOR = 8
 
 
+def _error(name: str, message: str, *, hint: str | None = None) -> ConfigError:
+    """The check's error, naming its setting (a flag name like "--steps" is the CLI's own wording)."""
+    return ConfigError(message, hint=hint, setting=name if name.isidentifier() else None)
+
+
 def _num(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
@@ -46,27 +51,27 @@ def finite_float(name: str, value, *, low: float | None = None, high: float | No
                  low_open: bool = False) -> float:
     """A finite float within [low, high] (low excluded when `low_open`); numeric strings accepted."""
     if isinstance(value, bool) or value is None:
-        raise ConfigError(f"{name} must be a number, not {value!r}")
+        raise _error(name, f"{name} must be a number, not {value!r}")
     try:
         number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+        raise _error(name, f"{name} must be a number, not {value!r}") from None
     if not math.isfinite(number):
         bounded = low is not None or high is not None
-        raise ConfigError(f"{name} must be a finite number, not {value!r}",
-                          hint=f"use a value {_range_words(low, high)}" if bounded else None)
+        raise _error(name, f"{name} must be a finite number, not {value!r}",
+                     hint=f"use a value {_range_words(low, high)}" if bounded else None)
     too_low = low is not None and (number <= low if low_open else number < low)
     if too_low or (high is not None and number > high):
         words = f"greater than {_num(low)}" + (f" and at most {_num(high)}" if high is not None else "") if low_open \
             else _range_words(low, high)
-        raise ConfigError(f"{name} = {value!r} is out of range: it must be {words}")
+        raise _error(name, f"{name} = {value!r} is out of range: it must be {words}")
     return number
 
 
 def whole_number(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """An int within [low, high]. 2, "2" and 2.0 are accepted; 1.7, True, "two" are not."""
     if isinstance(value, bool) or value is None:
-        raise ConfigError(f"{name} must be a whole number, not {value!r}")
+        raise _error(name, f"{name} must be a whole number, not {value!r}")
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -75,18 +80,18 @@ def whole_number(name: str, value, *, low: int | None = None, high: int | None =
             try:
                 value = float(text)
             except ValueError:
-                raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+                raise _error(name, f"{name} must be a whole number, not {text!r}") from None
     if isinstance(value, float):
         if not math.isfinite(value) or value != int(value):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}")
+            raise _error(name, f"{name} must be a whole number, not {value!r}")
         value = int(value)
     if not isinstance(value, int):
         try:
             value = int(value)  # numpy integers
         except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+            raise _error(name, f"{name} must be a whole number, not {value!r}") from None
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"{name} = {value} is out of range: it must be {_range_words(low, high)}")
+        raise _error(name, f"{name} = {value} is out of range: it must be {_range_words(low, high)}")
     return value
 
 
@@ -101,13 +106,13 @@ def strict_bool(name: str, value) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ConfigError(f"{name} must be true or false, not {value!r}",
-                      hint="write true or false without quotes")
+    raise _error(name, f"{name} must be true or false, not {value!r}",
+                 hint="write true or false without quotes")
 
 
 def one_of(name: str, value, options) -> str:
     if not isinstance(value, str) or value not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}, not {value!r}")
+        raise _error(name, f"{name} must be one of {', '.join(map(str, options))}, not {value!r}")
     return value
 
 
@@ -119,15 +124,15 @@ def check_image_size(width, height, *, max_side: int = MAX_IMAGE_SIDE) -> tuple[
         if value is None:
             clean.append(None)
             continue
-        number = whole_number(f"image {name}", value)
+        number = whole_number(name, value)
         if number <= 0 or number % LATENT_FACTOR:
-            raise ConfigError(f"image {name} {value} is not a positive multiple of 8",
-                              hint=f"Stable Diffusion works on 8x smaller latents; try "
-                                   f"{min(max(8, number // 8 * 8), max_side)}")
+            raise _error(name, f"image {name} {value} is not a positive multiple of 8",
+                         hint=f"Stable Diffusion works on 8x smaller latents; try "
+                              f"{min(max(8, number // 8 * 8), max_side)}")
         if number > max_side:
-            raise ConfigError(f"image {name} {number} is larger than the largest size facefact generates "
-                              f"({max_side} px)", hint=f"use at most {max_side} (the model is made for 512); "
-                                                       "upscale the result for larger prints")
+            raise _error(name, f"image {name} {number} is larger than the largest size facefact generates "
+                               f"({max_side} px)", hint=f"use at most {max_side} (the model is made for 512); "
+                                                        "upscale the result for larger prints")
         clean.append(number)
     return clean[0], clean[1]
 

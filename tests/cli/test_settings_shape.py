@@ -197,3 +197,28 @@ def test_template_flags_are_made_from_template_settings():
     settings = settings_from_args(args)
     assert settings.controls == ("canny",) and settings.control_scales == (0.2,) and settings.fact_scale == 0.7
     assert settings.refine is False and settings.black_out_others is False and args.num_images == 2
+
+
+def test_library_errors_name_settings_and_the_cli_names_the_flag(tmp_path, capsys):
+    """float16 on the CPU: the library says which setting (dtype) and what to do, never a flag; the CLI
+    leads the same message with the flag of this command that sets it."""
+    from facefact.cli.main import main
+    from facefact.errors import ConfigError
+    from facefact.pipelines.loading import pick_device_dtype
+
+    with pytest.raises(ConfigError) as caught:
+        pick_device_dtype("cpu", "float16")
+    assert caught.value.setting == "dtype" and "--" not in str(caught.value)
+    photo = Path(__file__).resolve().parents[2] / "examples" / "astronaut.jpg"
+    code = main(["generate", "--model", "tiny", "--face", str(photo), "--prompt", "p", "--device", "cpu",
+                 "--dtype", "float16", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "facefact generate: error: --dtype: float16 is not supported on the CPU" in err, err
+    # a setting this command has no flag for is left as the library said it
+    from facefact.cli.main import with_flag
+
+    class Args:
+        _flags = {"dtype": "--dtype"}
+
+    assert with_flag(ConfigError("x", setting="clip"), Args()) == "x"
+    assert with_flag(ConfigError("use --dtype", setting="dtype"), Args()) == "use --dtype"  # said once

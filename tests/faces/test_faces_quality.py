@@ -22,7 +22,7 @@ def test_several_faces_strict(fa, astronaut):
     two = np.concatenate([astronaut, astronaut], axis=1)
     with pytest.raises(MultipleFacesError, match="2 faces") as err:
         fa.get_one(two, strict=True, path="pair.jpg")
-    assert err.value.path == "pair.jpg" and "--strict" in err.value.hint
+    assert err.value.path == "pair.jpg" and "strict" in err.value.hint and err.value.setting == "strict"
 
 
 def test_face_too_small_reports_size_and_minimum(fa, astronaut):

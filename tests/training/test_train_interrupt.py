@@ -60,7 +60,7 @@ def test_a_signal_saves_a_checkpoint_and_the_resumed_run_says_from_where(tmp_pat
 def test_real_runs_need_both_models_and_tiny_is_explicit(tmp_path, prepared, capsys):
     assert main(["train", "--data", str(prepared), "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "no base model or face encoder given" in err and "--base-model" in err and "--model tiny" in err
+    assert "no base model or face encoder given" in err and "--base-model" in err and "'tiny'" in err
     assert main(["train", "--data", str(prepared), "--base-model", "sd15/"]) == 2  # the encoder is missing
     assert main(["train", "--data", str(prepared), "--model", "tiny", "--base-model", "sd15/"]) == 2
     assert "drop --base-model" in capsys.readouterr().err

@@ -48,7 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(module_name) is None:
             continue
         importlib.import_module(module_name).register(subparsers)
+    for command in subparsers.choices.values():
+        _record_flags(command)
     return parser
+
+
+def _record_flags(parser) -> None:
+    """Each (sub)command knows its flags by setting name (`dtype` -> `--dtype`), so an error that
+    names a setting can name the flag the user typed (run_command)."""
+    flags = {a.dest: next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])
+             for a in parser._actions if a.option_strings}
+    parser.set_defaults(_flags=flags)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _record_flags(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +81,7 @@ def run_command(args) -> int:
     try:
         return int(args.func(args) or 0)
     except FacefactError as err:
-        print(f"{name}: error: {safe_text(err)}", file=sys.stderr)
+        print(f"{name}: error: {safe_text(with_flag(err, args))}", file=sys.stderr)
         return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
@@ -89,6 +103,14 @@ def run_command(args) -> int:
             raise
         print(f"{name}: error: {safe_text(words)}", file=sys.stderr)
         return ExitCode.USER_ERROR
+
+
+def with_flag(err: FacefactError, args) -> str:
+    """The error's text, led by the flag of the setting it names (`--dtype: ...`) when this command has
+    one and the text does not say it already. The library names settings; only the CLI names flags."""
+    flag = (getattr(args, "_flags", None) or {}).get(err.setting or "")
+    text = str(err)
+    return f"{flag}: {text}" if flag and flag not in text else text
 
 
 @contextlib.contextmanager

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import fields
-
 from facefact.cli.exit_codes import ExitCode
 from facefact.cli.formatting import DefaultsHelpFormatter
 from facefact.cli.outputs import prepare_output_folder
-from facefact.validation import MAX_IMAGE_SIDE, arg_float, arg_int
+from facefact.cli.settings_flags import add_setting_flags
+from facefact.validation import arg_int
 
 
 def register(subparsers) -> None:
     from facefact.training.prepare_settings import PrepareSettings
 
-    defaults = {f.name: f.default for f in fields(PrepareSettings)}
     parser = subparsers.add_parser(
         "prepare", help="turn photos grouped by person into a training set for `facefact train`",
         description="PHOTOS is a folder with one sub-folder per person (captions in optional sidecar "
@@ -29,26 +27,7 @@ def register(subparsers) -> None:
                              "near-duplicates); it embeds each crop once, in memory only")
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
                         help="processes analysing photos in parallel")
-    parser.add_argument("--size", type=arg_int("--size", low=64, high=MAX_IMAGE_SIDE), default=defaults["size"],
-                        help="side of the training crop (px)")
-    parser.add_argument("--crop-scale", type=arg_float("--crop-scale", low=0.5, high=10), default=defaults["crop_scale"],
-                        help="crop side / longer side of the face box")
-    parser.add_argument("--mask", choices=["face", "head"], default=defaults["mask"],
-                        help="the region FAIR lets the adapter change")
-    parser.add_argument("--image-format", choices=["jpg", "png"], default=defaults["image_format"])
-    parser.add_argument("--min-face-size", type=arg_float("--min-face-size", low=0), default=defaults["min_face_size"],
-                        help="px, shorter box side")
-    parser.add_argument("--min-sharpness", type=arg_float("--min-sharpness", low=0), default=defaults["min_sharpness"])
-    parser.add_argument("--max-yaw", type=arg_float("--max-yaw", low=0, high=180), default=defaults["max_yaw"],
-                        help="degrees")
-    parser.add_argument("--min-score", type=arg_float("--min-score", low=0, high=1), default=defaults["min_score"],
-                        help="detector confidence")
-    parser.add_argument("--default-caption", default=defaults["default_caption"],
-                        help="caption of photos without manifest caption, sidecar .txt or captioning model")
-    parser.add_argument("--caption-model", default=None,
-                        help="local transformers image-to-text model folder (never downloaded)")
-    parser.add_argument("--max-caption-words", type=arg_int("--max-caption-words", low=1, high=10_000),
-                        default=defaults["max_caption_words"])
+    add_setting_flags(parser.add_argument_group("photo checks, crops and captions"), PrepareSettings)
     cache = parser.add_argument_group(
         "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
                            "those forward passes; tied to the model that made them (training checks)")
@@ -66,6 +45,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from facefact.errors import ConfigError
     from facefact.training.prepare import PrepareSettings, prepare_dataset
+    from facefact.cli.settings_flags import settings_from_args
 
     if args.cache_latents and not args.base_model:
         raise ConfigError("--cache-latents needs --base-model (the model whose VAE makes the latents)",
@@ -74,11 +54,7 @@ def run(args) -> int:
         raise ConfigError("--cache-encoder-tokens needs --encoder (the TransFace checkpoint you will train with)",
                           hint="add --encoder PATH, or --encoder tiny")
     prepare_output_folder(args.out, "--out", recursive=True)  # samples/ab/ hold the per-sample temporaries
-    settings = PrepareSettings(size=args.size, crop_scale=args.crop_scale, mask=args.mask,
-                               image_format=args.image_format, min_face_size=args.min_face_size,
-                               min_sharpness=args.min_sharpness, max_yaw=args.max_yaw, min_score=args.min_score,
-                               default_caption=args.default_caption, caption_model=args.caption_model,
-                               max_caption_words=args.max_caption_words)
+    settings = settings_from_args(args, PrepareSettings)
     summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
                               cache_latents=args.base_model if args.cache_latents else None,
                               cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,

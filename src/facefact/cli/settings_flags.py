@@ -155,7 +155,7 @@ def settings_from_args(args, cls, *, defaults: dict | None = None, section: dict
         base = section_settings(cls, section, base, where=where)
     given = given_flags(args, cls)
     size = getattr(args, "size", None)
-    if size is not None:
+    if size is not None and "width" in {f.name for f in fields(cls)}:  # --size is the square shorthand
         given.setdefault("width", size)
         given.setdefault("height", size)
     try:

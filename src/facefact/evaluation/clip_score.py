@@ -47,8 +47,9 @@ class ClipScorer:
                                                       local_files_only=not local.exists())
         except (OSError, ValueError) as err:
             raise ModelNotFoundError(f"cannot load the CLIP model '{source}' ({str(err).splitlines()[0]})",
-                                     hint="pass --clip with a local folder of a transformers CLIPModel "
-                                          "(e.g. openai/clip-vit-large-patch14 saved with save_pretrained)") from err
+                                     hint="give a local folder of a transformers CLIPModel (e.g. "
+                                          "openai/clip-vit-large-patch14 saved with save_pretrained)",
+                                     setting="clip") from err
         mean, std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
         config = local / "preprocessor_config.json"
         if config.is_file():

@@ -142,7 +142,8 @@ def load_prompts(source: str | Path = "default", *, limit: int | None = None) ->
         name = path.stem
     if not path.exists() and not path.is_symlink():
         raise DatasetError("prompt file not found", path=path,
-                           hint="use --prompts default, or a .txt file with one prompt per line")
+                           hint="use 'default' (the shipped set), or a .txt file with one prompt per line",
+                           setting="prompts")
     text = read_text_file(path, DatasetError, what="prompt file", max_bytes=16 * 1024 * 1024, hint=_PROMPT_HINT)
     suffix = path.suffix.lower()
     if suffix in {".yaml", ".yml"}:

@@ -99,7 +99,8 @@ class RunSettings:
                 out[role] = describe_file(value)
             else:
                 raise ConfigError(f"the {role.replace('_', ' ')} {value} does not exist", path=value,
-                                  hint="pass an existing file or folder (or 'tiny' parts with --model tiny)")
+                                  hint="give an existing file or folder (or 'tiny' parts with the tiny model)",
+                                  setting=role if role != "base_model" else "model")
         return out
 
 
@@ -201,10 +202,10 @@ class IPAdapterFaceIDMethod:
             raise MethodUnavailable(f"skipped {self.name}: weights not found at {weights}",
                                     hint="download ip-adapter-faceid_sd15.bin yourself and pass its path")
         if context.settings.model == "tiny":
-            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not --model tiny")
+            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not 'tiny'")
         if importlib.util.find_spec("insightface") is None or not context.settings.arcface_onnx:
             raise MethodUnavailable(f"skipped {self.name}: its identity embeddings need insightface and "
-                                    "an ArcFace ONNX file (--arcface PATH)",
+                                    "an ArcFace ONNX file (arcface_onnx)",
                                     hint="pip install 'facefact[insightface]'")
 
     def settings(self) -> dict:
@@ -243,7 +244,7 @@ def _parse_scale(text: str, spec: str) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"bad method '{spec}': '{text}' is not a number",
-                          hint="write the adapter scale as a number, e.g. --method fact:0.5") from None
+                          hint="write the adapter scale as a number, e.g. fact:0.5", setting="methods") from None
     if not 0.0 <= value <= 3.0:
         raise ConfigError(f"bad method '{spec}': scale {value} is outside [0, 3]",
                           hint="FACT's released apps use 0.5; 0 is the base model")
@@ -272,26 +273,26 @@ def _make_fact(arg, context):
             window = check_window((float(start), float(end)))
         except (ValueError, ConfigError) as err:
             raise ConfigError(f"bad method '{spec}': window '{window_text}' is not START-END in [0, 1], start first",
-                              hint="e.g. --method fact:0.5@0.3-1 (FACT from 30% of the steps on)") from err
+                              hint="e.g. fact:0.5@0.3-1 (FACT from 30% of the steps on)", setting="methods") from err
     from facefact.pipelines.face_tokens import COMBINE_MODES
 
     combine = combine or "concat"
     if combine not in COMBINE_MODES:
         raise ConfigError(f"bad method '{spec}': unknown way to combine photos '{combine}'",
-                          hint=f"use one of: {', '.join(COMBINE_MODES)}, e.g. --method fact:0.5~weighted")
+                          hint=f"use one of: {', '.join(COMBINE_MODES)}, e.g. fact:0.5~weighted", setting="methods")
     return FactMethod(context, scale, window=window, combine=combine)
 
 
 def _make_base(arg, context):
     if arg:
-        raise ConfigError(f"bad method 'base:{arg}': base takes no argument", hint="write --method base")
+        raise ConfigError(f"bad method 'base:{arg}': base takes no argument", hint="write base", setting="methods")
     return FactMethod(context, 0.0, use_face=False, name="base")
 
 
 def _make_ipadapter_faceid(arg, context):
     if not arg:
         raise ConfigError("bad method 'ipadapter-faceid': the weights path is missing",
-                          hint="write --method ipadapter-faceid:PATH/ip-adapter-faceid_sd15.bin[@SCALE]")
+                          hint="write ipadapter-faceid:PATH/ip-adapter-faceid_sd15.bin[@SCALE]", setting="methods")
     path, _, scale = arg.rpartition("@") if "@" in arg else (arg, "", "")
     return IPAdapterFaceIDMethod(context, Path(path).expanduser(),
                                  _parse_scale(scale, arg) if scale else 1.0)
@@ -312,7 +313,7 @@ def parse_method(spec: str, context: MethodContext) -> Method:
     kind, _, arg = spec.strip().partition(":")
     if kind not in METHODS:
         raise ConfigError(f"unknown method '{spec}'",
-                          hint=f"choose from: {', '.join(METHODS)} (e.g. --method fact:0.5 --method base)")
+                          hint=f"choose from: {', '.join(METHODS)} (e.g. fact:0.5 and base)", setting="methods")
     return METHODS[kind](arg or None, context)
 
 

@@ -65,7 +65,7 @@ def build_methods(specs, context: MethodContext, *, add_controls: bool = True):
             skipped.append({"method": spec, "reason": str(err)})
             continue
         if any(m.name == method.name for m in methods):
-            raise ConfigError(f"method '{method.name}' is listed twice", hint="give each --method once")
+            raise ConfigError(f"method '{method.name}' is listed twice", hint="give each method once", setting="methods")
         methods.append(method)
     names = {m.name for m in methods}
     for control in dict.fromkeys(m.control for m in methods if m.control):
@@ -75,7 +75,7 @@ def build_methods(specs, context: MethodContext, *, add_controls: bool = True):
             notes.append(f"added '{control}' as the no-face control that decoupling is measured against")
     if not methods:
         raise ConfigError("no method can run", hint="; ".join(s["reason"].splitlines()[0] for s in skipped)
-                          or "pass --method fact:0.5 (and --method base)")
+                          or "e.g. the methods fact:0.5 and base", setting="methods")
     return methods, skipped, notes
 
 
@@ -235,8 +235,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
 
 def _clip_scorer(clip, device):
     if clip is None:
-        return None, ("CLIP-T unavailable: no CLIP model given (pass --clip PATH to a transformers CLIPModel "
-                      "folder, e.g. openai/clip-vit-large-patch14)")
+        return None, ("CLIP-T unavailable: no CLIP model given (a transformers CLIPModel folder, e.g. "
+                      "openai/clip-vit-large-patch14; `facefact evaluate --clip PATH`)")
     if hasattr(clip, "score"):
         return clip, None
     from facefact.evaluation.clip_score import ClipScorer

@@ -96,8 +96,8 @@ class FaceAnalysis:
         if len(faces) > 1:
             if strict:
                 raise MultipleFacesError(f"{len(faces)} faces found, exactly one is needed", path=name,
-                                         hint="crop the photo to the person, or leave out --strict to use "
-                                              "the largest face")
+                                         hint="crop the photo to the person, or allow several faces (not "
+                                              "strict) to use the largest one", setting="strict")
             note = f"{len(faces)} faces found; using the largest ({faces[0].width:.0f}x{faces[0].height:.0f} px)"
             faces[0].notes.append(note)
             warnings.warn(f"{name or 'photo'}: {note}", FaceWarning, stacklevel=2)

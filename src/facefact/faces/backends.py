@@ -201,7 +201,8 @@ class InsightFaceEmbedder:
     def __init__(self, *, model_path: str | Path | None = None):
         if importlib.util.find_spec("insightface") is None:
             raise ConfigError("the insightface embedder needs the insightface package, which is not installed",
-                              hint="pip install 'facefact[insightface]', or use --embedder sface|dlib")
+                              hint="pip install 'facefact[insightface]', or use the sface or dlib embedder",
+                              setting="embedder")
         if model_path is None or not Path(model_path).is_file():
             raise ConfigError("the insightface embedder needs model_path= pointing to a recognition ONNX "
                               "file (e.g. ~/.insightface/models/buffalo_l/w600k_r50.onnx)",

@@ -39,12 +39,12 @@ def pick_device_dtype(device: str | torch.device | None, dtype: str | torch.dtyp
         names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
                  "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
         if dtype not in names:
-            raise ConfigError(f"unknown dtype '{dtype}'", hint="use float32, float16 or bfloat16")
+            raise ConfigError(f"unknown dtype '{dtype}'", hint="use float32, float16 or bfloat16", setting="dtype")
         dtype = names[dtype]
     if dtype is None:
         dtype = torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if device.type == "cpu" and dtype == torch.float16:
-        raise ConfigError("float16 is not supported on the CPU", hint="use --dtype float32 or bfloat16 on the CPU")
+        raise ConfigError("float16 is not supported on the CPU", hint="use float32 or bfloat16 on the CPU", setting="dtype")
     return device, dtype
 
 
@@ -79,8 +79,8 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
         if path.is_dir():
             if not (path / "model_index.json").exists():
                 raise ModelNotFoundError(f"{path} is not a diffusers model folder (no model_index.json)", path=path,
-                                         hint="point --base-model at a folder saved by diffusers, a hub id, or a "
-                                              "single .safetensors file")
+                                         hint="give a folder saved by diffusers, a hub id, or a single "
+                                              ".safetensors file", setting="base_model")
             return cls.from_pretrained(str(path), **kwargs)
         if not looks_like_hub_id(location):
             raise ModelNotFoundError(f"base model not found: {location}", path=location,
@@ -168,8 +168,9 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
             config = path / "config.json"
             if not config.is_file():
                 raise ModelNotFoundError(f"{path} is not a diffusers ControlNet folder (no config.json)", path=path,
-                                         hint="point --controlnet at a folder saved by diffusers (config.json and "
-                                              "diffusion_pytorch_model.safetensors), a hub id or a single file")
+                                         hint="give a folder saved by diffusers (config.json and "
+                                              "diffusion_pytorch_model.safetensors), a hub id or a single file",
+                                         setting="controlnet")
             kind = _read_controlnet_config(config, hint).get("_class_name")
             if kind != "ControlNetModel":
                 raise CheckpointError(f"{path} holds a {kind or 'model of unknown kind'}, not a ControlNetModel",
@@ -306,8 +307,8 @@ def _single_file_unet_config(path: Path) -> dict:
     from safetensors import safe_open
 
     if path.suffix != ".safetensors":
-        raise ConfigError(f"--check-base reads .safetensors single files or diffusers folders, not {path.suffix}",
-                          path=path)
+        raise ConfigError(f"a base model's family is read from .safetensors single files or diffusers folders, "
+                          f"not {path.suffix}", path=path, setting="check_base")
     with safe_open(str(path), framework="pt") as f:
         keys = set(f.keys())
         if any(k.startswith("conditioner.embedders.") for k in keys):

@@ -126,7 +126,7 @@ def load_lora_into(sd_pipeline, lora, adapter_name: str, load=None, **kwargs) ->
                               hint="pass the LoRA file inside it (e.g. pytorch_lora_weights.safetensors)")
         if not path.exists() and not looks_like_hub_id(str(lora)):
             raise ModelNotFoundError(f"LoRA file not found: {path}", path=path,
-                                     hint="check the path; a LoRA is a .safetensors file, e.g. --lora style.safetensors:0.8")
+                                     hint="check the path; a LoRA is a .safetensors file", setting="lora")
         lora = str(path) if path.exists() else str(lora)
     hint = ("it must be a LoRA made for Stable Diffusion 1.5-family models (diffusers, kohya or PEFT format), "
             "not a full model, a LoRA for another family (SDXL, SD2, Flux...) or another kind of file")

@@ -71,7 +71,8 @@ def choose_targets(faces: list[TemplateFace], numbers, *, min_face_px: float,
                 raise ConfigError(
                     f"target face {number} does not exist: the template has {len(faces)} "
                     f"face{'s' if len(faces) != 1 else ''}, numbered 1..{len(faces)} from left to right "
-                    f"({listing(faces)})", path=path, hint="pick a number from this list (--list-faces shows it)")
+                    f"({listing(faces)})", path=path, hint="pick a number from this list (`facefact template --list-faces` shows it)",
+                    setting="target")
             if number in seen:
                 raise ConfigError(f"target face {number} is given more than once", path=path,
                                   hint="give each template face one identity; several photos of one person "
@@ -83,6 +84,6 @@ def choose_targets(faces: list[TemplateFace], numbers, *, min_face_px: float,
             raise FaceQualityError(
                 f"template face {target.number} is too small to redraw ({target.face.width:.0f}x"
                 f"{target.face.height:.0f} px; the minimum is {min_face_px:.0f} px)", path=path,
-                hint="use a larger or higher-resolution template, or lower the minimum (min_face_px / "
-                     "--min-face-px) and expect a blurry face")
+                hint="use a larger or higher-resolution template, or lower the minimum (min_face_px) and "
+                     "expect a blurry face", setting="min_face_px")
     return chosen

@@ -150,8 +150,8 @@ class TemplatePortrait:
             raise ConfigError(
                 f"the pipeline has {count} ControlNet{'s' if count != 1 else ''} but {len(settings.controls)} "
                 f"controls are set ({', '.join(settings.controls)})",
-                hint="set TemplateSettings.controls (--controls) to one map per ControlNet, in their order "
-                     "(the release: OpenPose -> face_pose, Canny -> canny)")
+                hint="set TemplateSettings.controls to one map per ControlNet, in their order "
+                     "(the release: OpenPose -> face_pose, Canny -> canny)", setting="controls")
 
     # ---- the call -----------------------------------------------------------------------------
     def prepare(self, template, people, *, settings: TemplateSettings | None = None) -> "Prepared":

@@ -202,7 +202,7 @@ def caches_for_training(data: str | Path, *, use_cache: bool, base_model: str, e
                 f"the latent cache of {data} was made with base model '{entry.get('model')}' (VAE fingerprint "
                 f"{entry.get('fingerprint')}), but this run's base model '{base_model}' has VAE fingerprint {fp}",
                 path=data, hint=f"run `facefact prepare ... --out {data} --cache-latents --base-model {base_model}` "
-                                "to rebuild the cache for this model, or set use_cache: false (--no-use-cache)")
+                                "to rebuild the cache for this model, or set use_cache: false", setting="use_cache")
         if resolution and resolution != entry.get("image_size", image_size):
             raise ConfigError(f"the latent cache of {data} is for {entry.get('image_size')} px images, but "
                               f"resolution is {resolution}", path=data,
@@ -215,6 +215,6 @@ def caches_for_training(data: str | Path, *, use_cache: bool, base_model: str, e
                 f"the encoder-token cache of {data} was made with encoder '{entry.get('model')}' (fingerprint "
                 f"{entry.get('fingerprint')}), but this run's encoder '{encoder_spec}' has fingerprint {fp}",
                 path=data, hint=f"run `facefact prepare ... --out {data} --cache-encoder-tokens --encoder "
-                                f"{encoder_spec}` to rebuild the cache, or set use_cache: false (--no-use-cache)")
+                                f"{encoder_spec}` to rebuild the cache, or set use_cache: false", setting="use_cache")
         use[TOKENS] = fp
     return use

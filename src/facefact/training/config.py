@@ -65,14 +65,15 @@ class TrainConfig:
     def check(self) -> "TrainConfig":
         """Every field's type and range (also for a TrainConfig built in Python, which never went
         through `_coerce`): a NaN learning rate or a batch size of 1.7 is refused, not trained with."""
-        def need(ok: bool, message: str, hint: str | None = None):
+        def need(ok: bool, message: str, hint: str | None = None, setting: str | None = None):
             if not ok:
-                raise ConfigError(message, hint=hint)
+                raise ConfigError(message, hint=hint, setting=setting)
 
-        need(bool(self.data), "no training data given", "pass --data DIR (a folder written by `facefact prepare`)")
+        need(bool(self.data), "no training data given", "set data to a folder written by `facefact prepare`", "data")
         need(bool(self.base_model) and bool(self.encoder), "no base model or face encoder given",
-             "pass --base-model DIR (an SD1.5-family diffusers folder) and --encoder FILE (the TransFace "
-             "checkpoint); or --model tiny to try the loop with random-weight models")
+             "set base_model (an SD1.5-family diffusers folder) and encoder (the TransFace checkpoint); or "
+             "'tiny' for both to try the loop with random-weight models", "base_model" if not self.base_model
+             else "encoder")
         counts = [getattr(self, n) for n in ("max_steps", "batch_size", "gradient_accumulation_steps")]
         need(not any(isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 for v in counts),
              "max_steps, batch_size and gradient_accumulation_steps must be positive")

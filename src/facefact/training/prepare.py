@@ -174,8 +174,8 @@ class PhotoTools:
             except (OSError, ValueError, KeyError) as err:
                 raise ConfigError(f"cannot load the captioning model {self.settings.caption_model}: {err}",
                                   path=self.settings.caption_model,
-                                  hint="pass a complete local image-to-text model folder, or drop --caption-model"
-                                  ) from err
+                                  hint="give a complete local image-to-text model folder, or no captioning model",
+                                  setting="caption_model") from err
         return self._captioner(Image.fromarray(rgb))[0]["generated_text"]
 
 
@@ -356,7 +356,7 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
 
 def _read_info(out: Path) -> dict:
     path = out / INFO_NAME
-    hint = "the folder holds a damaged or foreign dataset.json; use a new --out folder"
+    hint = "the folder holds a damaged or foreign dataset.json; use a new output folder"
     try:
         info = json.loads(read_text_file(path, DatasetError, what="dataset.json", hint=hint))
     except json.JSONDecodeError as err:
@@ -373,7 +373,8 @@ def _check_or_write_settings(out: Path, settings: PrepareSettings) -> None:
         changed = {k: (earlier.get(k), v) for k, v in asdict(settings).items() if earlier.get(k) != v}
         if changed:
             raise ConfigError(f"{out} was prepared with other settings {changed} (earlier, now)", path=out,
-                              hint="use a new --out folder, or the same settings to resume the earlier run")
+                              hint="use a new output folder, or the same settings to resume the earlier run",
+                              setting="out")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(info_path, {"format": FORMAT, "format_version": FORMAT_VERSION, "settings": asdict(settings),

@@ -114,7 +114,7 @@ def diverged_error(config: TrainConfig, step: int, what: str) -> ConfigError:
     where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint had been written yet"
     return ConfigError(f"training diverged at step {step + 1}: {what}; stopped without saving it ({where})",
                        hint="lower learning_rate, keep max_grad_norm > 0, or use bf16 instead of fp16; resume from "
-                            "the last good checkpoint with --resume latest")
+                            "the last good checkpoint (resume: latest)")
 
 
 def check_batch_size(config: TrainConfig, num_samples: int) -> None:
