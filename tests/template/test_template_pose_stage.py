@@ -38,7 +38,7 @@ def test_a_drawn_face_shapes_the_mask(inpaint_pipes, fast_settings, analysis, as
             calls.append(kwargs)
             return SimpleNamespace(images=[Image.fromarray(drawn)])
 
-    monkeypatch.setattr(pose_stage, "text_to_image_sibling", lambda pipe: Drawing())
+    monkeypatch.setattr(pose_stage, "text_to_image_sibling", lambda pipe, controlnet=None: Drawing())
     settings = fast_settings(pose_stage=True, refine=False, crop_size=256)
     maker = TemplatePortrait(inpaint_pipes("controlnet2"), analysis=analysis, settings=settings)
     out = maker(astronaut, grace_hopper, seed=1)
@@ -49,3 +49,42 @@ def test_a_drawn_face_shapes_the_mask(inpaint_pipes, fast_settings, analysis, as
                          shape_from=Identity([drawn], [analysis.get(drawn)[0]]))
     assert shaped.shape_from == "pose stage portrait"
     assert not np.array_equal(shaped.new_face_mask, out.plans[0].new_face_mask)  # plans[0]: the photo's shape
+
+
+def test_it_follows_the_template_crops_body_pose_through_the_openpose_controlnet(
+        inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper, monkeypatch):
+    """As in the release, the pose-stage portrait is conditioned on the template crop's body pose: the
+    sibling is a ControlNet pipeline on the pipeline's own OpenPose ControlNet (the face_pose one), and
+    its image is the crop's pose map. Without MediaPipe it runs unconditioned, and says so."""
+    import sys
+
+    import pytest
+
+    pytest.importorskip("mediapipe", reason="the mediapipe extra is not installed")
+    from facefact.pipelines import FACTStableDiffusionControlNetPipeline, FACTStableDiffusionPipeline
+
+    made, controls = [], []
+    real_sibling, real_shape = pose_stage.text_to_image_sibling, pose_stage.pose_stage_shape
+
+    def recording_sibling(pipe, controlnet=None):
+        made.append((real_sibling(pipe, controlnet), controlnet))
+        return made[-1][0]
+
+    def recording_shape(*args, **kwargs):
+        controls.append(args[-1])
+        return real_shape(*args, **kwargs)  # the real call: the ControlNet sibling takes the map
+
+    monkeypatch.setattr(pose_stage, "text_to_image_sibling", recording_sibling)
+    monkeypatch.setattr(pose_stage, "pose_stage_shape", recording_shape)
+    pipe = inpaint_pipes("controlnet2")
+    settings = fast_settings(pose_stage=True, refine=False, crop_size=256)
+    out = TemplatePortrait(pipe, analysis=analysis, settings=settings)(astronaut, grace_hopper, seed=2)
+    sibling, net = made[0]
+    assert isinstance(sibling, FACTStableDiffusionControlNetPipeline) and net is pipe.controlnet.nets[0]
+    assert controls[0].shape == (256, 256, 3) and controls[0].any()  # the crop's pose, OpenPose colours on black
+    assert any("follows the template crop's body pose" in n for n in out.notes)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    made.clear()
+    out = TemplatePortrait(pipe, analysis=analysis, settings=settings)(astronaut, grace_hopper, seed=2)
+    assert isinstance(made[0][0], FACTStableDiffusionPipeline) and made[0][1] is None and controls[-1] is None
+    assert any("no body pose of the template crop" in n and "without ControlNet" in n for n in out.notes)

@@ -210,12 +210,25 @@ class TemplatePortrait:
                          notes: list[str]) -> TargetPlan:
         """``plan`` with the new face's shape taken from a pose-stage portrait (``plan`` unchanged, and
         a note, when the stage cannot run or draws no face)."""
-        from facefact.template.pose_stage import pose_stage_shape, text_to_image_sibling
+        from facefact.template import pose_stage
 
-        if self._sibling is None or self._sibling_of is not self.pipe:
-            self._sibling, self._sibling_of = text_to_image_sibling(self.pipe), self.pipe
-        shape, note = pose_stage_shape(self._sibling, self.info, face_tokens, prepared.settings, seed,
-                                       plan.crop.size, self.analysis, plan.target.number)
+        number = plan.target.number
+        control, why = pose_stage.body_pose_control(plan.image)
+        net = pose_stage.openpose_controlnet(self.pipe, prepared.settings.controls) if control is not None else None
+        if control is None:
+            notes.append(f"pose stage, face {number}: no body pose of the template crop ({why}); it runs without "
+                         "ControlNet")
+        elif net is None:
+            notes.append(f"pose stage, face {number}: no OpenPose ControlNet to follow the template's body pose; "
+                         "it runs without ControlNet")
+        else:
+            notes.append(f"pose stage, face {number}: follows the template crop's body pose (MediaPipe, drawn "
+                         "as OpenPose) through the OpenPose ControlNet")
+        if self._sibling is None or any(a is not b for a, b in zip(self._sibling_of, (self.pipe, net))):
+            self._sibling, self._sibling_of = pose_stage.text_to_image_sibling(self.pipe, net), (self.pipe, net)
+        shape, note = pose_stage.pose_stage_shape(self._sibling, self.info, face_tokens, prepared.settings, seed,
+                                                  plan.crop.size, self.analysis, number,
+                                                  control if net is not None else None)
         if shape is None:
             notes.append(note)
             return plan

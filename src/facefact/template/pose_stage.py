@@ -3,9 +3,12 @@ its face - landmarks and region shaped by the identity as the model draws it - w
 warped onto the template face (by the same 5-point similarity as a photo's).
 
 It runs on a text-to-image sibling of the inpainting pipeline (the same modules: UNet with FACT,
-VAE, text encoder; no ControlNet, since no body-pose map of the template is made here). A 9-channel
-inpainting UNet cannot draw from noise alone, so there the stage is skipped with a note, as it is
-when the portrait shows no face; the face photo's own geometry is used then.
+VAE, text encoder). As in the release, the portrait follows the template crop's body pose: the pose
+(MediaPipe, facefact.faces.pose) is drawn as an OpenPose map for the pipeline's own OpenPose
+ControlNet (the one `controls` reads "face_pose" with). Without MediaPipe, a pose found or an
+OpenPose ControlNet the stage runs unconditioned, and says so. A 9-channel inpainting UNet cannot
+draw from noise alone, so there the stage is skipped with a note, as it is when the portrait shows
+no face; the face photo's own geometry is used then.
 """
 from __future__ import annotations
 
@@ -14,13 +17,39 @@ import numpy as np
 from facefact.template.prepare import Identity
 
 
-def text_to_image_sibling(pipe):
-    """A FACTStableDiffusionPipeline on ``pipe``'s modules, with ``pipe``'s FACT adapter (already
-    attached to the shared UNet, so it is used as it is and never detached by the sibling)."""
-    from facefact.pipelines import FACTStableDiffusionPipeline
+def body_pose_control(crop_rgb: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """(the crop's body pose drawn as an OpenPose map, None), or (None, why there is none)."""
+    from facefact.errors import FacefactError
+    from facefact.faces.pose import body_pose, draw_openpose
+
+    try:
+        return draw_openpose(body_pose(crop_rgb)), None
+    except FacefactError as err:  # MediaPipe is not installed (ConfigError), or no pose found (FaceError)
+        return None, err.message
+
+
+def openpose_controlnet(pipe, controls: tuple[str, ...]):
+    """The pipeline's ControlNet that reads the face-pose map (an OpenPose one), or None."""
+    nets = getattr(pipe, "controlnet", None)
+    if nets is None or "face_pose" not in controls:
+        return None
+    listed = list(nets.nets) if hasattr(nets, "nets") else [nets]
+    index = controls.index("face_pose")
+    return listed[index] if index < len(listed) else None
+
+
+def text_to_image_sibling(pipe, controlnet=None):
+    """A FACTStableDiffusionPipeline (FACTStableDiffusionControlNetPipeline with `controlnet`) on
+    ``pipe``'s modules, with ``pipe``'s FACT adapter (already attached to the shared UNet, so it is
+    used as it is and never detached by the sibling)."""
+    from facefact.pipelines import FACTStableDiffusionControlNetPipeline, FACTStableDiffusionPipeline
 
     parts = {k: v for k, v in pipe.components.items() if k != "controlnet"}
-    sibling = FACTStableDiffusionPipeline(**{**parts, "requires_safety_checker": False})
+    if controlnet is not None:
+        sibling = FACTStableDiffusionControlNetPipeline(**{**parts, "controlnet": controlnet,
+                                                           "requires_safety_checker": False})
+    else:
+        sibling = FACTStableDiffusionPipeline(**{**parts, "requires_safety_checker": False})
     sibling.set_progress_bar_config(disable=True)
     sibling.load_fact_adapter(pipe.fact_adapter, encoder=pipe.face_encoder,
                               face_analysis=getattr(pipe, "face_analysis", None))
@@ -28,9 +57,11 @@ def text_to_image_sibling(pipe):
 
 
 def pose_stage_shape(sibling, info, face_tokens, settings, seed: int, size: int, analysis,
-                     number: int) -> tuple[Identity | None, str | None]:
-    """(the portrait as an Identity for geometry, None) or (None, why it was not used)."""
+                     number: int, control: np.ndarray | None = None) -> tuple[Identity | None, str | None]:
+    """(the portrait as an Identity for geometry, None) or (None, why it was not used). `control`: the
+    body-pose map for a ControlNet sibling."""
     import torch
+    from PIL import Image
 
     from facefact.pipelines.loading import make_scheduler
 
@@ -42,7 +73,8 @@ def pose_stage_shape(sibling, info, face_tokens, settings, seed: int, size: int,
                     fact_scale=float(settings.pose_fact_scale), cfg_face=settings.cfg_face, height=size, width=size,
                     num_inference_steps=int(settings.pose_steps or settings.steps),
                     guidance_scale=float(settings.guidance_scale),
-                    generator=torch.Generator("cpu").manual_seed(int(seed))).images[0]
+                    generator=torch.Generator("cpu").manual_seed(int(seed)),
+                    **({"image": Image.fromarray(control)} if control is not None else {})).images[0]
     rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     faces = analysis.get(rgb)
     if not faces:
