@@ -1,27 +1,10 @@
 """Shared fixtures: two real identities (astronaut, Grace Hopper) and a fake method returning photos."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from eval_fakes import PhotoMethod
-
-
-@pytest.fixture(scope="session")
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut())
-
-
-@pytest.fixture(scope="session")
-def grace_hopper() -> np.ndarray:
-    import matplotlib.cbook as cbook
-
-    from facefact.faces import load_image
-
-    return load_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 @pytest.fixture(scope="session")

@@ -23,27 +23,6 @@ def fa_dlib():
 
 
 @pytest.fixture(scope="session")
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut())
-
-
-@pytest.fixture(scope="session")
-def grace_hopper_path() -> str:
-    import matplotlib.cbook as cbook
-
-    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
-@pytest.fixture(scope="session")
-def grace_hopper(grace_hopper_path) -> np.ndarray:
-    from facefact.faces import load_image
-
-    return load_image(grace_hopper_path)
-
-
-@pytest.fixture(scope="session")
 def jpeg_bytes():
     """``jpeg_bytes(rgb, quality=90) -> bytes`` (a fixture, so test files need no shared import)."""
     def encode(rgb: np.ndarray, quality: int = 90) -> bytes:

@@ -12,18 +12,6 @@ REPO = Path(__file__).resolve().parents[2]
 PARITY = REPO / "tests" / "data" / "parity" / "fact_tiny_a"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny models are too small to gain from threads, and on a busy 2-core machine two threads
-    spin-wait for each other: one thread is 5-30x faster here. Restored for other test folders."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def astronaut() -> str:
     return str(REPO / "examples" / "astronaut.jpg")
@@ -66,25 +54,6 @@ def face_pixels(astronaut):
 def face(tiny_pipe, face_pixels):
     """FaceTokens of the astronaut for every tiny pipeline of seed 0 (they share the adapter weights)."""
     return tiny_pipe.encode_faces(face_pixels=face_pixels)
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """cli(*argv) -> (exit code, stdout, stderr), run in-process with an isolated home and config."""
-    from facefact.cli.main import main
-
-    monkeypatch.setenv("FACEFACT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    for var in ("FACEFACT_CONFIG", "FACEFACT_ADAPTER", "FACEFACT_ENCODER", "FACEFACT_BASE_MODEL",
-                "FACEFACT_DEVICE", "FACEFACT_DTYPE"):
-        monkeypatch.delenv(var, raising=False)
-
-    def run(*argv):
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-    return run
 
 
 @pytest.fixture(scope="session")

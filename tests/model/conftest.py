@@ -24,16 +24,6 @@ def make_unet(seed: int = 0, **overrides):
         return UNet2DConditionModel.from_config(config).eval().requires_grad_(False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared, oversubscribed machine OpenMP's
-    spinning worker threads make each op wait for a time slice (seconds per UNet call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base_unet():
     """Shared, never modified: tests that attach use `unet` (a fresh copy)."""

@@ -1,5 +1,5 @@
-"""Shared fixtures of the template-mode tests: the public-domain photos, a two-person photo made
-from them, one FaceAnalysis for the session."""
+"""Shared fixtures of the template-mode tests: a two-person photo made from the public-domain photos
+(tests/conftest.py), one FaceAnalysis for the session, tiny inpainting pipelines, photo files."""
 from __future__ import annotations
 
 import cv2
@@ -7,43 +7,11 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from threads and lose a lot on a busy machine; restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def analysis():
     from facefact.faces import FaceAnalysis
 
     return FaceAnalysis()
-
-
-@pytest.fixture(scope="session")
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut())
-
-
-@pytest.fixture(scope="session")
-def grace_hopper_path() -> str:
-    import matplotlib.cbook as cbook
-
-    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
-@pytest.fixture(scope="session")
-def grace_hopper(grace_hopper_path) -> np.ndarray:
-    from facefact.faces import load_image
-
-    return load_image(grace_hopper_path)
 
 
 @pytest.fixture(scope="session")
@@ -78,25 +46,6 @@ def fast_settings():
         base = dict(prompt="a portrait", negative_prompt="blurry", crop_size=64, steps=10)
         return TemplateSettings(**{**base, **changes})
     return make
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """cli(*argv) -> (exit code, stdout, stderr), in-process, with an isolated home and config."""
-    from facefact.cli.main import main
-
-    monkeypatch.setenv("FACEFACT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    for var in ("FACEFACT_CONFIG", "FACEFACT_ADAPTER", "FACEFACT_ENCODER", "FACEFACT_BASE_MODEL",
-                "FACEFACT_DEVICE", "FACEFACT_DTYPE"):
-        monkeypatch.delenv(var, raising=False)
-
-    def run(*argv):
-        capsys.readouterr()
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-    return run
 
 
 @pytest.fixture(scope="session")
