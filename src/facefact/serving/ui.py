@@ -60,6 +60,16 @@ class ResultFiles:
                     shutil.rmtree(folder, ignore_errors=True)
 
 
+def result_outputs(gallery_label: str, elem_ids: tuple[str, str, str, str]) -> list:
+    """The results column of both tabs: the gallery, the PNG files (with their provenance metadata, which
+    the gallery's own download drops), the seed used and a status line."""
+    gallery, downloads, seed, status = elem_ids
+    return [gr.Gallery(label=gallery_label, format="png", columns=2, elem_id=gallery),
+            gr.File(label="PNG files (with their provenance metadata)", file_count="multiple", interactive=False,
+                    elem_id=downloads),
+            gr.Textbox(label="Seed used", interactive=False, elem_id=seed),
+            gr.Markdown(elem_id=status)]
+
 def message_of(err: FacefactError) -> str:
     text = f"{err.path}: {err.message}" if err.path and err.path not in err.message else err.message
     return f"{text}. {err.hint}" if err.hint else text
@@ -100,11 +110,7 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
                 settings = _settings_inputs(jobs.default_size(), jobs.loras())
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
-                results = [gr.Gallery(label="Portraits", format="png", columns=2, elem_id="gallery"),
-                           gr.File(label="PNG files (with their provenance metadata)", file_count="multiple",
-                                   interactive=False, elem_id="downloads"),
-                           gr.Textbox(label="Seed used", interactive=False, elem_id="used_seed"),
-                           gr.Markdown(elem_id="status")]
+                results = result_outputs("Portraits", ("gallery", "downloads", "used_seed", "status"))
         with gr.Tab("Template"):
             from facefact.serving.ui_template import build_template_tab
 

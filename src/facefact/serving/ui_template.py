@@ -66,6 +66,7 @@ def numbered_faces(rgb, faces, default: int, side: int = 768):
 
 def build_template_tab(jobs, checker, config, files) -> None:
     """The tab's components and handlers (call inside `gr.Blocks`)."""
+    from facefact.serving.ui import result_outputs  # ui imports this module when it builds the tab
     with gr.Row():
         with gr.Column():
             template = gr.File(label="Template photo (its other pixels are kept)", file_types=["image"],
@@ -84,11 +85,8 @@ def build_template_tab(jobs, checker, config, files) -> None:
             knobs = _knob_inputs()
             button = gr.Button("Generate", variant="primary", elem_id="template_generate")
         with gr.Column():
-            results = [gr.Gallery(label="Template portraits", format="png", columns=2, elem_id="template_gallery"),
-                       gr.File(label="PNG files (with their provenance metadata)", file_count="multiple",
-                               interactive=False, elem_id="template_downloads"),
-                       gr.Textbox(label="Seed used", interactive=False, elem_id="template_seed"),
-                       gr.Markdown(elem_id="template_status")]
+            results = result_outputs("Template portraits", ("template_gallery", "template_downloads",
+                                                             "template_seed", "template_status"))
     template.change(lambda f: faces_view(checker, f, config.max_photo_pixels), template,
                     [faces, faces_notes, target_1, target_2], api_name=False, concurrency_limit=2)
     button.click(_generate_handler(jobs, checker, config, files),
