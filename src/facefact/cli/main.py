@@ -56,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _record_flags(parser) -> None:
     """Each (sub)command knows its flags by setting name (`dtype` -> `--dtype`), so an error that
     names a setting can name the flag the user typed (run_command)."""
-    flags = {a.dest: next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])
-             for a in parser._actions if a.option_strings}
+    flags = {a.dest: list(a.option_strings) for a in parser._actions if a.option_strings}
     parser.set_defaults(_flags=flags)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -73,15 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.USER_ERROR
     with sigterm_as_interrupt():
-        return run_command(args)
+        return run_command(args, list(sys.argv[1:] if argv is None else argv))
 
 
-def run_command(args) -> int:
+def run_command(args, argv: list[str] = ()) -> int:
     name = f"facefact {args.command}"
     try:
         return int(args.func(args) or 0)
     except FacefactError as err:
-        print(f"{name}: error: {safe_text(with_flag(err, args))}", file=sys.stderr)
+        print(f"{name}: error: {safe_text(with_flag(err, args, [str(a) for a in argv]))}", file=sys.stderr)
         return ExitCode.USER_ERROR
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
@@ -105,12 +104,14 @@ def run_command(args) -> int:
         return ExitCode.USER_ERROR
 
 
-def with_flag(err: FacefactError, args) -> str:
-    """The error's text, led by the flag of the setting it names (`--dtype: ...`) when this command has
-    one and the text does not say it already. The library names settings; only the CLI names flags."""
-    flag = (getattr(args, "_flags", None) or {}).get(err.setting or "")
+def with_flag(err: FacefactError, args, argv: list[str]) -> str:
+    """The error's text, led by the flag of the setting it names (`--dtype: ...`) when that flag was
+    given and the text does not say it already (a value from a config file or another flag is named by
+    the message itself). The library names settings; only the CLI names flags."""
+    names = (getattr(args, "_flags", None) or {}).get(err.setting or "", [])
+    given = [name for name in names if any(a == name or a.startswith(name + "=") for a in argv)]
     text = str(err)
-    return f"{flag}: {text}" if flag and flag not in text else text
+    return f"{given[0]}: {text}" if given and not any(name in text for name in names) else text
 
 
 @contextlib.contextmanager
