@@ -214,13 +214,13 @@ def test_library_errors_name_settings_and_the_cli_names_the_flag(tmp_path, capsy
                  "--dtype", "float16", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "facefact generate: error: --dtype: float16 is not supported on the CPU" in err, err
-    # a setting this command has no flag for, or whose flag was not given, is left as the library said it
+    # a setting this command has no flag for is left as the library said it; a flag not given gets a line
     from facefact.cli.main import with_flag
 
     class Args:
         _flags = {"dtype": ["--dtype"], "fact_scale": ["--scale", "--fact-scale"]}
 
     assert with_flag(ConfigError("x", setting="clip"), Args(), ["--dtype", "float16"]) == "x"
-    assert with_flag(ConfigError("x", setting="dtype"), Args(), ["--device", "cpu"]) == "x"  # from a config file
+    assert with_flag(ConfigError("x", setting="dtype"), Args(), ["--device", "cpu"]) == "x\n  flag: --dtype"
     assert with_flag(ConfigError("x", setting="fact_scale"), Args(), ["--fact-scale=3"]) == "--fact-scale: x"
     assert with_flag(ConfigError("use --dtype", setting="dtype"), Args(), ["--dtype", "f"]) == "use --dtype"  # once

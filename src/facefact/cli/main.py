@@ -105,13 +105,16 @@ def run_command(args, argv: list[str] = ()) -> int:
 
 
 def with_flag(err: FacefactError, args, argv: list[str]) -> str:
-    """The error's text, led by the flag of the setting it names (`--dtype: ...`) when that flag was
-    given and the text does not say it already (a value from a config file or another flag is named by
-    the message itself). The library names settings; only the CLI names flags."""
+    """The error's text with the flag of the setting it names, when this command has one and the text
+    does not say it already: leading the message when the user gave that flag (`--dtype: ...`), else
+    on a line of its own (a missing setting, a config-file value). The library names settings; only
+    the CLI names flags."""
     names = (getattr(args, "_flags", None) or {}).get(err.setting or "", [])
-    given = [name for name in names if any(a == name or a.startswith(name + "=") for a in argv)]
     text = str(err)
-    return f"{given[0]}: {text}" if given and not any(name in text for name in names) else text
+    if not names or any(name in text for name in names):
+        return text
+    given = [name for name in names if any(a == name or a.startswith(name + "=") for a in argv)]
+    return f"{given[0]}: {text}" if given else f"{text}\n  flag: {names[0]}"
 
 
 @contextlib.contextmanager
