@@ -143,6 +143,12 @@ def test_server_schema_takes_names_help_and_defaults_from_the_settings():
     generation = request.generation(seed=9, negative_prompt="blur")
     assert generation.fact_scale == {"up": 0.7} and generation.seed == 9 and generation.steps == 4
     assert generation.pipeline_kwargs()["negative_prompt"] == "blur"
+    from pydantic import ValidationError  # the schema's own checks are the library's, with its words
+
+    with pytest.raises(ValidationError, match="start must be before end"):
+        GenerateSettings(prompt="p", fact_window=(0.8, 0.2))
+    with pytest.raises(ValidationError, match=r"fact_scale\[up\] = 3.0 is out of range"):
+        GenerateSettings(prompt="p", fact_scale_levels={"up": 3})
 
 
 def test_the_schedulers_offered_are_one_list():

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facefact.pipelines.scheduler_names import SCHEDULER_NAMES  # plain names: no torch in the API process
-from facefact.pipelines.settings import GenerationSettings, default_of
+from facefact.pipelines.settings import GenerationSettings, check_fact_scale, check_window, default_of
 from facefact.serving.presets import STYLE_PRESETS
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -64,19 +64,12 @@ class GenerateSettings(BaseModel):
     @field_validator("fact_window")
     @classmethod
     def _window_in_schedule(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None:
-            start, end = value
-            if not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0) or (start >= end and start != 1.0):
-                raise ValueError(f"{list(value)}: start and end are fractions in [0, 1], start before end")
-        return value
+        return None if value is None else check_window(value)  # the library's check (a ValueError: 422)
 
     @field_validator("fact_scale_levels")
     @classmethod
     def _levels_in_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        for level, scale in (value or {}).items():
-            if not 0.0 <= scale <= 2.0:
-                raise ValueError(f"fact_scale_levels['{level}'] = {scale} is outside 0..2")
-        return value
+        return check_fact_scale(value) if value else value
 
     @field_validator("loras")
     @classmethod

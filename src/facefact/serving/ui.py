@@ -70,6 +70,14 @@ def result_outputs(gallery_label: str, elem_ids: tuple[str, str, str, str]) -> l
             gr.Textbox(label="Seed used", interactive=False, elem_id=seed),
             gr.Markdown(elem_id=status)]
 
+def checked_settings(schema, fields: dict):
+    """The tab's settings as the API's schema, or a Gradio error listing each field that is wrong."""
+    try:
+        return schema(**fields)
+    except ValidationError as err:
+        raise gr.Error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()),
+                       print_exception=False) from None
+
 def message_of(err: FacefactError) -> str:
     text = f"{err.path}: {err.message}" if err.path and err.path not in err.message else err.message
     return f"{text}. {err.hint}" if err.hint else text
@@ -170,11 +178,7 @@ def _generate_handler(jobs, checker: FaceChecker, config, files: ResultFiles):
 def _submit(jobs, checker: FaceChecker, config, photo_files, fields: dict):
     if not photo_files:
         raise gr.Error("Add a reference photo first.", print_exception=False)
-    try:
-        settings = GenerateSettings(**fields)
-    except ValidationError as err:
-        raise gr.Error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()),
-                       print_exception=False) from None
+    settings = checked_settings(GenerateSettings, fields)
     data = [Path(file).read_bytes() for file in photo_files]
     try:
         for index, raw in enumerate(data):

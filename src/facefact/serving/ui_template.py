@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
-from pydantic import ValidationError
 
 from facefact.errors import FacefactError
 from facefact.serving.jobs import QueueFull
@@ -153,11 +152,9 @@ def _submit(jobs, checker, config, template_file, pairs, fields: dict) -> str:
     photos, targets = _people(pairs)
     if not photos:
         raise gr.Error("Pick a face and add a photo of the person who goes there.", print_exception=False)
-    try:
-        settings = TemplateJobSettings(**fields)
-    except ValidationError as err:
-        raise gr.Error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()),
-                       print_exception=False) from None
+    from facefact.serving.ui import checked_settings
+
+    settings = checked_settings(TemplateJobSettings, fields)
     try:
         require_template_support(jobs)
         job_input = template_job_input(checker, Path(template_file).read_bytes(), photos, targets, settings,
