@@ -100,6 +100,9 @@ def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -
     from facefact.serving.template_api import add_template_routes
 
     add_template_routes(app, jobs, checker, config, require_key)
+    from facefact.serving.openai_api import openai_router
+
+    app.include_router(openai_router(jobs, checker, config, require_key))
     if config.ui:
         import gradio as gr
 
@@ -174,8 +177,12 @@ async def read_job_input(photos: list[UploadFile], settings_text: str, checker: 
         raise ApiError(422, "no_photo", "no reference photo was sent", hint="add one or more 'photos' file fields")
     if len(photos) > config.max_photos:
         raise ApiError(422, "too_many_photos", f"{len(photos)} photos sent; the server takes at most {config.max_photos}")
-    data = [await photo.read() for photo in photos]
+    return await checked_job_input([await photo.read() for photo in photos], settings, checker, config)
 
+
+async def checked_job_input(data: list[bytes], settings: GenerateSettings, checker: FaceChecker,
+                            config: ServerConfig) -> JobInput:
+    """The job of these photos (each decoded under the pixel limit, with a usable face) and settings."""
     def check_all():
         for index, raw in enumerate(data):
             checker.check(decode_photo(raw, index, config.max_photo_pixels), index)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facefact.pipelines.scheduler_names import SCHEDULER_NAMES  # plain names: no torch in the API process
 from facefact.pipelines.settings import GenerationSettings, check_fact_scale, check_window, default_of
+from facefact.serving.openai_schemas import ModelCard
 from facefact.serving.presets import STYLE_PRESETS
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -233,10 +234,14 @@ class FaceReport(BaseModel):
 
 
 class ModelsInfo(BaseModel):
+    """facefact's model information, and OpenAI's model list (`object`, `data`) for OpenAI clients' models.list()."""
     loras: dict[str, float] = Field(description="LoRAs loaded on the server, with their default weights")
     styles: list[str]
     schedulers: list[str]
     default_size: int
+    object: Literal["list"] = "list"
+    data: list[ModelCard] = Field(default_factory=lambda: [ModelCard()], description="the model served, by the id "
+                                  "OpenAI clients name as `model`")
 
 
 class Health(BaseModel):
