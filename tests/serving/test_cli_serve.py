@@ -1,6 +1,8 @@
 """`facefact serve --model tiny` as a user starts it: a real process, offline, no outside network use."""
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
 from serve_helpers import REPO, SMALL, free_port
 
 pytest.importorskip("gradio")
@@ -61,12 +64,27 @@ def test_serve_tiny_offline_round_trip(tmp_path, astronaut_bytes):
                             data={"settings": json.dumps({**SMALL, "seed": 5})}, timeout=120)
         assert answer.status_code == 200, answer.text
         assert answer.json()["images"][0]["metadata"]["seed"] == 5
+        openai_client_round_trip(url, astronaut_bytes)
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert f"http://127.0.0.1:{port}/ui/" in output
     assert "Traceback" not in output
     assert not log.exists(), log.read_text()  # no lookup or connection beyond this machine
+
+
+def openai_client_round_trip(url: str, photo: bytes) -> None:
+    """The official OpenAI client's images.edit against the CLI's server (where the client is installed)."""
+    try:
+        from openai import OpenAI
+    except ImportError:
+        return  # tests/serving/test_openai_api.py says why it skips
+    answer = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120).images.edit(
+        model="facefact", image=[("a.jpg", photo, "image/jpeg")], prompt="a portrait", n=2, size="64x64",
+        extra_body={"steps": 2, "seed": 5})
+    seeds = [json.loads(Image.open(io.BytesIO(base64.b64decode(image.b64_json))).info["facefact"])["seed"]
+             for image in answer.data]
+    assert seeds == [5, 6]
 
 
 def test_worker_refuses_several_devices(capsys):
