@@ -46,7 +46,8 @@ def test_images_edit_gives_pngs_with_provenance(serve, engine, astronaut_bytes):
         with png_of(image.b64_json) as png:
             assert png.format == "PNG" and png.size == (64, 64)
             meta = json.loads(png.info["facefact"])
-            assert f"Seed: {seed}" in png.info["parameters"] and "trainedAlgorithmicMedia" in png.info["XML:com.adobe.xmp"]
+            assert f"Seed: {seed}" in png.info["parameters"]
+            assert "trainedAlgorithmicMedia" in png.info["XML:com.adobe.xmp"]
             served.append(np.asarray(png.convert("RGB")))
         assert meta["seed"] == seed and meta["prompt"] == "a portrait" and meta["num_reference_photos"] == 2
         assert meta["steps"] == 2 and meta["ai_generated"] is True

@@ -33,7 +33,7 @@ from facefact.serving.openai_schemas import (ImageData, ImageEditForm, ImagesRes
 
 PHOTO_CODES = ("no_face", "several_faces", "face_quality", "bad_image", "too_many_pixels", "too_many_photos",
                "no_photo")
-ERROR_TYPES = {401: "invalid_request_error", 429: "rate_limit_error"}  # OpenAI's own words for a wrong key
+ERROR_TYPES = {401: "invalid_request_error", 409: "server_error", 429: "rate_limit_error"}  # 401: as OpenAI says it
 PHOTO_FIELDS = ("image", "image[]")  # one photo, or several (as the client sends a list)
 EXTRA_FILES = 4  # file fields beyond the photos before the parser stops (a mask, a markup: named, then refused)
 

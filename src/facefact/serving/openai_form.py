@@ -46,7 +46,6 @@ class OpenAIRequestError(ApiError):
 class EditRequest:
     settings: GenerateSettings
     response_format: str
-    model: str
 
 
 def parse_edit_fields(items: list[tuple[str, str]]) -> EditRequest:
@@ -73,7 +72,7 @@ def parse_edit_fields(items: list[tuple[str, str]]) -> EditRequest:
         settings = GenerateSettings.model_validate(given)
     except ValidationError as err:
         raise settings_error(err) from None
-    return EditRequest(settings=settings, response_format=openai.get("response_format", "b64_json"), model=model)
+    return EditRequest(settings=settings, response_format=openai.get("response_format", "b64_json"))
 
 
 def group_fields(items: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
