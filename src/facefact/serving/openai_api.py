@@ -80,7 +80,7 @@ def openai_router(jobs, checker, config, require_key) -> APIRouter:
     async def edit_images(request: Request):
         """Portraits of the person in the photos (`image[]`), as OpenAI's images.edit; waits for the result
         (up to the server's sync limit). facefact's settings (seed, fact_scale, steps, ...) go as further fields."""
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise OpenAIRequestError("the body must be multipart/form-data", None,
                                      hint="send the photos as file fields image[] (the openai client does)")
         async with request.form(max_files=config.max_photos + EXTRA_FILES, max_fields=256) as form:
