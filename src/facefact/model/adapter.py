@@ -115,7 +115,16 @@ def _leave_out_of_the_unet_state(fuser: FACTFuser, state: dict, prefix: str, loc
 class FaceTokenPassthrough(nn.Module):
     """``unet.position_net`` while FACT is attached. diffusers' UNet hands the ``gligen`` kwargs to
     its ``position_net`` and gives every fuser what it returns; GLIGEN projects boxes there, FACT's
-    face tokens are ready as they are."""
+    face tokens are ready as they are. It also names the adapter it was attached with, so whoever
+    holds the UNet (every pipeline built on it) finds FACT there: `FaceAdapter.attached_to(unet)`."""
+
+    def __init__(self, adapter: nn.Module | None = None):
+        super().__init__()
+        self._adapter = [adapter]  # a plain list: the adapter is not a submodule of the UNet
+
+    @property
+    def adapter(self) -> nn.Module | None:
+        return self._adapter[0]
 
     def forward(self, objs: torch.Tensor, regions=None):
         return objs if regions is None else (objs, regions)

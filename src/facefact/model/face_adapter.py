@@ -78,6 +78,9 @@ class FaceAdapter(nn.Module):
         self._attached: list = []
         self._unet: list = []
         self.scale: float | dict = 1.0
+        # What the pipeline that loaded this adapter keeps with it while it is attached (face encoder,
+        # face analysis, provenance): every pipeline on the UNet finds it here; detach() drops it.
+        self.pipeline_state = None
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -154,6 +157,13 @@ class FaceAdapter(nn.Module):
     def is_attached_to(self, unet: nn.Module) -> bool:
         return bool(self._unet) and self._unet[0] is unet
 
+    @staticmethod
+    def attached_to(unet: nn.Module) -> "FaceAdapter | None":
+        """The FaceAdapter attached to `unet` (found through the UNet's own GLIGEN slot), or None."""
+        position_net = getattr(unet, "position_net", None)
+        adapter = position_net.adapter if isinstance(position_net, FaceTokenPassthrough) else None
+        return adapter if adapter is not None and adapter.is_attached_to(unet) else None
+
     @torch.no_grad()
     def attach(self, unet: nn.Module) -> "FaceAdapter":
         if self._unet:
@@ -180,7 +190,7 @@ class FaceAdapter(nn.Module):
                 block.norm2.bias.copy_(norm.bias)
             block.fuser = fuser
             self._attached.append(block)
-        unet.position_net = FaceTokenPassthrough()
+        unet.position_net = FaceTokenPassthrough(self)
         self._unet = [unet]
         self.set_scale(self.scale)
         return self
@@ -198,6 +208,7 @@ class FaceAdapter(nn.Module):
             del block.fuser
         del self._unet[0].position_net
         self._attached, self._unet = [], []
+        self.pipeline_state = None
 
     def _check_layout(self, unet: nn.Module, blocks: dict) -> None:
         cross_dim = getattr(getattr(unet, "config", None), "cross_attention_dim", None)

@@ -7,28 +7,33 @@
     pipe.unload_fact_adapter()                     # the pipeline is the plain base model again
 
 `load_fact_adapter` puts the adapter in diffusers' own GLIGEN slots (see FaceAdapter.attach);
-each call computes the face tokens once and hands them to the UNet through
-`cross_attention_kwargs["gligen"]`, laid out for the guidance batch (null face tokens on the
-unconditional side with `cfg_face`). Every argument of the diffusers parent's `__call__` passes
-through unchanged.
+FACT then lives with that UNet, so every pipeline sharing it (`from_pipe`, `Cls(**pipe.components)`)
+shares FACT (see fact_state). Each call computes the face tokens once and hands them to the UNet
+through `cross_attention_kwargs["gligen"]`, laid out for the guidance batch (null face tokens on
+the unconditional side with `cfg_face`). Every argument of the diffusers parent's `__call__` passes
+through unchanged, `generator=None` included (torch's global RNG, as the parent); each subclass's
+`__call__` shows the parent's signature and docs plus FACT's keyword arguments (call_signature).
 """
 from __future__ import annotations
 
 import inspect
+import json
 import logging
-import secrets
 from pathlib import Path
 
 import torch
 
 from facefact.errors import ConfigError
 from facefact.model import FaceAdapter, TransFaceEncoder, check_sd15_layout
+from facefact.pipelines import fact_state
+from facefact.pipelines.call_signature import fact_keywords, twin_docstring, twin_signature
 from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
                                             guidance_objs)
 from facefact.pipelines.requests import FaceRequest, fact_window_callback, regions_for
 from facefact.pipelines.lora import LoraProvenanceMixin
 from facefact.pipelines.output import FACTPipelineOutput
 from facefact.pipelines.provenance import image_metadata, model_entry
+from facefact.pipelines.seeds import call_seeds
 
 logger = logging.getLogger(__name__)
 DEFAULT_FACT_SCALE = 0.5  # what the released apps use
@@ -39,6 +44,41 @@ class FACTMixin(LoraProvenanceMixin):
                  face_combine: str = "concat", fact_window=None, face_regions=None, **kwargs):
         request = FaceRequest(face_images, face_tokens, fact_scale, cfg_face, face_combine, fact_window, face_regions)
         return self._call_with_faces(super().__call__, args, kwargs, request)
+
+    def __init_subclass__(cls, **kwargs):
+        """Each FACT pipeline class shows its diffusers parent's `__call__` signature and docs with
+        FACT's keyword arguments added (see call_signature)."""
+        super().__init_subclass__(**kwargs)
+        parent = cls.diffusers_parent()
+        if parent is None or "__call__" in cls.__dict__:
+            return
+
+        def __call__(self, *args, **kwargs):
+            return FACTMixin.__call__(self, *args, **kwargs)
+
+        keywords = fact_keywords(FACTMixin.__call__)
+        __call__.__signature__ = twin_signature(parent.__call__, keywords)
+        __call__.__doc__ = twin_docstring(parent.__call__.__doc__, keywords)
+        __call__.__qualname__ = f"{cls.__qualname__}.__call__"
+        __call__.__module__ = cls.__module__
+        cls.__call__ = __call__
+
+    @classmethod
+    def diffusers_parent(cls):
+        """The stock diffusers pipeline class this one adds FACT to (None for the mixin itself)."""
+        from diffusers import DiffusionPipeline
+
+        return next((c for c in cls.__mro__ if issubclass(c, DiffusionPipeline) and not issubclass(c, FACTMixin)),
+                    None)
+
+    def to_json_string(self) -> str:
+        """The config as `save_pretrained` writes it to model_index.json: `_class_name` is the stock
+        diffusers parent, so `DiffusionPipeline.from_pretrained` loads the folder as that pipeline
+        (the FACT class's own `from_pretrained` loads it as the FACT class). FACT is never part of
+        the folder: the UNet is saved as the base model; load the adapter again after loading."""
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = self.diffusers_parent().__name__
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def tiny(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1, face_analysis=None):
@@ -80,20 +120,15 @@ class FACTMixin(LoraProvenanceMixin):
             face_encoder = TransFaceEncoder.from_checkpoint(encoder_file, encoder_config)
             encoder_info = model_entry(encoder, encoder_file, weight_for_encoder)
         check_sd15_layout(self.unet, getattr(self.config, "_name_or_path", None))
-        self.unload_fact_adapter()
+        face_analysis = face_analysis if face_analysis is not None else self.face_analysis
+        self.unload_fact_adapter()  # for every pipeline on this UNet
         # An adapter already attached to this UNet (training's validation images) is used as it is:
         # whoever attached it detaches it.
-        self._fact_attached_here = not adapter.is_attached_to(self.unet)
-        if self._fact_attached_here:
-            adapter.attach(self.unet)  # to the UNet's device and dtype
-            adapter.set_scale(DEFAULT_FACT_SCALE)
-        self.fact_adapter = adapter
-        self.face_encoder = face_encoder.eval().requires_grad_(False).to(self.unet.device, torch.float32)
-        if face_analysis is not None:
-            self.face_analysis = face_analysis
-        self._fact_models = {"adapter": adapter_info, "encoder": encoder_info}
-        self._fact_files = {role: path for role, path in (("adapter", adapter_file), ("encoder", encoder_file))
-                            if path is not None}
+        attached_here = fact_state.attach_for_load(self.unet, adapter, DEFAULT_FACT_SCALE)
+        files = {role: path for role, path in (("adapter", adapter_file), ("encoder", encoder_file)) if path is not None}
+        adapter.pipeline_state = fact_state.LoadedFACT(
+            adapter, face_encoder.eval().requires_grad_(False).to(self.unet.device, torch.float32), face_analysis,
+            {"adapter": adapter_info, "encoder": encoder_info}, files, attached_here)
 
     def set_fact_scale(self, scale) -> None:
         """FACT's scale s for the next calls: a number (0 = the base model, 0.5 the release's value),
@@ -101,40 +136,58 @@ class FACTMixin(LoraProvenanceMixin):
         self._require_fact().set_scale(scale)
 
     def unload_fact_adapter(self) -> None:
-        """Detach FACT: the UNet is as before, bit for bit."""
-        adapter = getattr(self, "fact_adapter", None)
-        if adapter is not None and getattr(self, "_fact_attached_here", True):
-            adapter.detach()
-        self.fact_adapter = self.face_encoder = None
-        self._fact_models, self._fact_files = {}, {}
+        """Detach FACT from this pipeline's UNet - and so from every pipeline sharing that UNet: the
+        UNet is as before, bit for bit."""
+        fact_state.unload(getattr(self, "unet", None))
+
+    # What is loaded, looked up through this pipeline's UNet each time (see fact_state)
+    @property
+    def fact_adapter(self) -> FaceAdapter | None:
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        return loaded.adapter if loaded is not None else None
+
+    @property
+    def face_encoder(self) -> TransFaceEncoder | None:
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        return loaded.encoder if loaded is not None else None
+
+    @property
+    def face_analysis(self):
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        return loaded.analysis if loaded is not None else None
+
+    @property
+    def _fact_models(self) -> dict:
+        """role -> provenance entry of the FACT files loaded (the dict itself: loaders may rename)."""
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        return loaded.models if loaded is not None else {}
 
     def _require_fact(self) -> FaceAdapter:
-        adapter = getattr(self, "fact_adapter", None)
-        if adapter is None:
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        if loaded is None:
             raise ConfigError("no FACT adapter is loaded in this pipeline",
                               hint="call pipe.load_fact_adapter(adapter, encoder=...) first")
-        if not adapter.is_attached_to(self.unet):
-            raise ConfigError("the FACT adapter is not attached to this pipeline's UNet (was pipe.unet replaced?)",
-                              hint="call pipe.load_fact_adapter(...) again")
-        return adapter
+        return loaded.adapter
 
     def to(self, *args, **kwargs):
         """`DiffusionPipeline.to`; the resampler follows the UNet (device and dtype; the fusers are
         UNet submodules already), the encoder follows the device and stays float32 (spec)."""
         super().to(*args, **kwargs)
-        if getattr(self, "fact_adapter", None) is not None:
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        if loaded is not None:
             param = next(self.unet.parameters())
-            self.fact_adapter.resampler.to(param.device, param.dtype)
-            self.face_encoder.to(param.device, torch.float32)
+            loaded.adapter.resampler.to(param.device, param.dtype)
+            loaded.encoder.to(param.device, torch.float32)
         return self
 
     # ---- faces -> tokens ------------------------------------------------------------------------
     def _analysis(self):
-        if getattr(self, "face_analysis", None) is None:
+        loaded = fact_state.loaded_fact(self.unet)
+        if loaded.analysis is None:
             from facefact.faces import FaceAnalysis
 
-            self.face_analysis = FaceAnalysis()
-        return self.face_analysis
+            loaded.analysis = FaceAnalysis()
+        return loaded.analysis
 
     def encode_faces(self, face_images=None, face_pixels: torch.Tensor | None = None,
                      combine: str = "concat", qualities=None) -> FaceTokens:
@@ -200,13 +253,14 @@ class FACTMixin(LoraProvenanceMixin):
         request.check()
         check_call_numbers(given)
         fact_scale, cfg_face = request.fact_scale, request.cfg_face
-        faces, regions = self._request_faces(request, given)
-        notes = list(faces.notes) if faces is not None else []
-        prompts = self._prompt_list(given("prompt"), given("prompt_embeds"), notes)
+        prompt_notes: list[str] = []
+        prompts = self._prompt_list(given("prompt"), given("prompt_embeds"), prompt_notes)
         per_prompt = given("num_images_per_prompt") or 1
         batch = len(prompts) * per_prompt
-        generator, seeds = _generators(given("generator"), batch)
-        bound.arguments["generator"] = generator
+        generator = given("generator")  # handed on as given: None is torch's global RNG, as in the parent
+        seeds = call_seeds(generator, batch, self._execution_device)  # before anything could draw from it
+        faces, regions = self._request_faces(request, given)
+        notes = (list(faces.notes) if faces is not None else []) + prompt_notes
         if "gligen" in (given("cross_attention_kwargs") or {}):
             raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
                               hint="pass face_images= or face_tokens= instead")
@@ -267,7 +321,8 @@ class FACTMixin(LoraProvenanceMixin):
         return prompts
 
     def _model_files(self) -> dict:
-        files = {**(getattr(self, "_fact_files", {}) or {}), **self.lora_files()}
+        loaded = fact_state.loaded_fact(self.unet)
+        files = {**(loaded.files if loaded is not None else {}), **self.lora_files()}
         for index, path in enumerate(getattr(self, "_facefact_controlnet_files", None) or []):
             if path is not None:
                 files[f"controlnet:{index}"] = path
@@ -302,24 +357,3 @@ def _load_adapter(source, unet, weight_name, subfolder, revision, resampler_conf
                                revision=revision)
     return FaceAdapter.from_checkpoint(path, resampler_config), path, model_entry(source, path, weight_name)
 
-
-def _generators(generator, batch: int):
-    """(generator argument for diffusers, the seed of each image or None).
-
-    None given: seeds s, s+1, ... from a random s, one CPU generator per image (the same latents on
-    every device), so every image's seed is known and written to its metadata. A fresh generator
-    (nothing drawn from it yet) has its seed known too; a used one does not."""
-    if generator is None:
-        first = secrets.randbelow(2**31)
-        return [torch.Generator("cpu").manual_seed(first + i) for i in range(batch)], [first + i for i in range(batch)]
-    generators = generator if isinstance(generator, list) else [generator]
-    known = [_fresh_seed(g) for g in generators]
-    if isinstance(generator, list):
-        return generator, (known + [None] * batch)[:batch]
-    return generator, [known[0]] * batch  # one generator for the whole batch: image i is batch_index i
-
-
-def _fresh_seed(generator: torch.Generator) -> int | None:
-    seed = generator.initial_seed()
-    fresh = torch.Generator(generator.device).manual_seed(seed)
-    return seed if torch.equal(fresh.get_state(), generator.get_state()) else None

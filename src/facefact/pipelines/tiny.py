@@ -131,7 +131,7 @@ def tiny_fact_pipeline(cls, seed: int = 0, *, inpainting_unet: bool = False, num
     pipe._facefact_tiny = seed
     pipe.load_fact_adapter(tiny_face_adapter(pipe.unet, seed=seed + 1), encoder=tiny_encoder(seed),
                            face_analysis=face_analysis)
-    pipe._fact_models = {name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in ("adapter", "encoder")}
+    pipe._fact_models.update({name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in ("adapter", "encoder")})
     if "controlnet" in parts:
         pipe._facefact_controlnet_info = [{"id": "facefact-tiny/controlnet", "seed": seed + k}
                                           for k in range(num_controlnets)]

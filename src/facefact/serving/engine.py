@@ -166,15 +166,11 @@ def default_template_pipeline(pipe):
 
 
 def inpaint_sibling(pipe):
-    """A FACT inpainting pipeline on ``pipe``'s own modules (no second copy of the weights) with the
-    FACT adapter already attached to that UNet, and ``pipe``'s model provenance."""
+    """A FACT inpainting pipeline on ``pipe``'s own modules (no second copy of the weights): FACT lives
+    with the shared UNet, so the sibling has ``pipe``'s adapter, encoder and their provenance."""
     from facefact.pipelines import FACTStableDiffusionInpaintPipeline
 
     sibling = FACTStableDiffusionInpaintPipeline(**pipe.components)
-    sibling.load_fact_adapter(pipe.fact_adapter, encoder=pipe.face_encoder,
-                              face_analysis=getattr(pipe, "face_analysis", None))
-    sibling._fact_models = dict(getattr(pipe, "_fact_models", {}) or {})
-    sibling._fact_files = dict(getattr(pipe, "_fact_files", {}) or {})
     if getattr(pipe.config, "_name_or_path", None):
         sibling.register_to_config(_name_or_path=pipe.config._name_or_path)  # the base model in the provenance
     return sibling

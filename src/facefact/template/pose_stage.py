@@ -40,8 +40,7 @@ def openpose_controlnet(pipe, controls: tuple[str, ...]):
 
 def text_to_image_sibling(pipe, controlnet=None):
     """A FACTStableDiffusionPipeline (FACTStableDiffusionControlNetPipeline with `controlnet`) on
-    ``pipe``'s modules, with ``pipe``'s FACT adapter (already attached to the shared UNet, so it is
-    used as it is and never detached by the sibling)."""
+    ``pipe``'s modules: FACT lives with the shared UNet, so the sibling has ``pipe``'s adapter."""
     from facefact.pipelines import FACTStableDiffusionControlNetPipeline, FACTStableDiffusionPipeline
 
     parts = {k: v for k, v in pipe.components.items() if k != "controlnet"}
@@ -51,8 +50,6 @@ def text_to_image_sibling(pipe, controlnet=None):
     else:
         sibling = FACTStableDiffusionPipeline(**{**parts, "requires_safety_checker": False})
     sibling.set_progress_bar_config(disable=True)
-    sibling.load_fact_adapter(pipe.fact_adapter, encoder=pipe.face_encoder,
-                              face_analysis=getattr(pipe, "face_analysis", None))
     return sibling
 
 
