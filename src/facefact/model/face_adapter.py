@@ -7,6 +7,7 @@
     adapter.set_scale(0.5)                              # or {"down": .., "mid": .., "up": ..}
     unet(latents, t, text, cross_attention_kwargs={"gligen": {"objs": faces}})
     adapter.detach()                                    # the UNet is exactly as before
+    FaceAdapter.attached_to(unet)                       # the adapter attached to a UNet, or None
 
 Attaching sets diffusers' own GLIGEN slots: ``block.fuser`` in each of the 16 cross-attention
 blocks and a passthrough ``unet.position_net`` (an SD1.5 UNet has neither; a UNet that has one

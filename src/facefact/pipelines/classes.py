@@ -7,17 +7,21 @@
     FACTStableDiffusionControlNetImg2ImgPipeline     ControlNet image-to-image
     FACTStableDiffusionControlNetInpaintPipeline     ControlNet inpainting
 
-Load them as their parents (`from_pretrained`, `from_single_file`, or from another pipeline's
-components: `FACTStableDiffusionInpaintPipeline(**pipe.components)`), then `load_fact_adapter`.
-`__call__` takes every argument of the parent, plus:
+Load them as their parents (`from_pretrained`, `from_single_file`, `from_pipe`, or from another
+pipeline's components: `FACTStableDiffusionInpaintPipeline(**pipe.components)`), then
+`load_fact_adapter` - or not: FACT lives with the UNet, so a pipeline made on a UNet that has it
+has it too. `__call__` shows the parent's signature and takes every argument of the parent, plus
+FACT's keyword arguments (documented in `help(pipe.__call__)`):
 
     face_images   reference photos (paths, PIL images or RGB arrays) of one person
     face_tokens   instead of photos: FaceTokens from `pipe.encode_faces(...)` (or a [1, 16n, C] tensor)
     fact_scale    FACT's scale for this call only (number or per-level dict; default: set_fact_scale's)
     cfg_face      unconditional branch with the null face tokens (True, as the release) or the face's
+    face_combine, fact_window, face_regions   several photos, a timestep window, several people
 
 and returns a `FACTPipelineOutput` (diffusers' output + per-image provenance, `.save(folder)`),
-or the parent's tuple with `return_dict=False`.
+or the parent's tuple with `return_dict=False`. `save_pretrained` writes a folder that diffusers
+loads as the stock parent (and the FACT class as itself), with the base UNet.
 """
 from __future__ import annotations
 
