@@ -95,13 +95,14 @@ class FACTMixin(LoraProvenanceMixin):
                           subfolder: str | None = None, encoder_weight_name: str | None = None,
                           revision: str | None = None, resampler_config=None, encoder_config=None,
                           face_analysis=None) -> None:
-        """Load FACT into this pipeline's UNet.
+        """Load FACT into this pipeline's UNet - for every pipeline sharing that UNet (`from_pipe`,
+        `Cls(**pipe.components)`).
 
         The adapter: a file (released `.ckpt` or facefact `.safetensors`), a folder (+ `weight_name`),
         a Hugging Face hub id (+ `weight_name`), ModelScope's release (`"modelscope:yucheng1996/FaceChain-FACT"`,
         + `weight_name`), a state dict or a FaceAdapter. The encoder (TransFace): the same forms, or
         None to take it from the adapter's folder / repository (`encoder_weight_name`).
-        A FACT adapter loaded before is replaced."""
+        A FACT adapter loaded before, from this pipeline or another on the UNet, is replaced."""
         from facefact.pipelines.hub import resolve_weight_file
 
         weight_for_encoder = encoder_weight_name
