@@ -13,8 +13,8 @@ from facefact.errors import ConfigError
 
 
 _OS_ERROR_WORDS = {
-    errno.ENOSPC: ("no space left on the device", "free some disk space or write to another --out folder"),
-    errno.EDQUOT: ("the disk quota is exceeded", "free some space or write to another --out folder"),
+    errno.ENOSPC: ("no space left on the device", "free some disk space, or write to another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space, or write to another disk"),
     errno.EROFS: ("the file system is read-only", "choose an --out folder you can write to"),
     errno.EACCES: ("permission denied", "choose an --out folder you can write to, or fix its permissions"),
     errno.EPERM: ("operation not permitted", "choose an --out folder you can write to, or fix its permissions"),
