@@ -47,9 +47,9 @@ def run_save(args) -> int:
     out = Path(args.out).expanduser()
     if out.suffix != ".fid":
         raise ConfigError(f"-o {out}: a saved identity's name ends in .fid", path=out)
+    prepare_output_file(out, "-o")  # a folder in the way, a read-only place: said before any work
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists", path=out, hint="pass --overwrite to replace it, or choose another name")
-    prepare_output_file(out, "-o")  # a folder in the way, a read-only place: said before any work
     config, config_path = cli_config.load_config(args.config)
     analysis = FaceAnalysis()
     from facefact.pipelines.face_tokens import analyse_photos

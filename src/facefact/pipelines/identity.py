@@ -123,6 +123,10 @@ def read_identity(path: str | Path) -> SavedIdentity:
         if tensor.dtype != torch.float32 or tensor.ndim != 3 or tensor.shape[0] != 1:
             raise bad(f"its '{name}' tensor is {str(tensor.dtype).replace('torch.', '')} {list(tensor.shape)}, "
                       "not float32 [1, tokens, width]")
+    if tensors["tokens"].shape[1] == 0 or tensors["tokens"].shape[2] == 0:
+        raise bad(f"its tokens {list(tensors['tokens'].shape)} are empty")
+    if not all(torch.isfinite(tensor).all() for tensor in tensors.values()):
+        raise bad("its tokens hold NaN or infinite values")
     if tensors["null"].shape != tensors["tokens"].shape:
         raise bad(f"its null tokens {list(tensors['null'].shape)} and tokens {list(tensors['tokens'].shape)} differ "
                   "in shape")
