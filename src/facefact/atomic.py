@@ -61,7 +61,7 @@ def naming_failed_writes(path: str | Path) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, naming_failed_writes(path):
         with open(tmp, "wb") as handle:
             handle.write(data)
 

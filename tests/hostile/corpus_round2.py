@@ -236,10 +236,8 @@ def add_damaged_file_cases(corpus: Corpus) -> None:
     adapter = cf.PARITY / "adapter.ckpt"
     bases = {
         "unet-config-not-json": (_base_with_unet_config(shared, "base_text", "{not json"), ["config.json", "JSON"]),
-        "unet-config-list": (_base_with_unet_config(shared, "base_list", "[1, 2]"), ["config.json", "JSON object"]),
         "unet-config-binary": (_base_with_unet_config(shared, "base_bin", b"\x00\xff\x00"), ["config.json", "binary"]),
         "single-file-bad-header": (cf.bad_safetensors_header(shared, "base.safetensors"), ["base.safetensors"]),
-        "single-file-html": (cf.write(shared, "page.safetensors", "<html>403</html>"), ["page.safetensors"]),
         "single-file-not-sd": (cf.save_safetensors(shared, "lora.safetensors", {"x.weight": _zeros(2)}),
                                ["lora.safetensors", "not a Stable Diffusion"]),
     }
@@ -255,8 +253,6 @@ def add_damaged_file_cases(corpus: Corpus) -> None:
     sets = {
         "dataset-json-not-json": ("{broken", ["dataset.json", "not valid JSON"]),
         "dataset-json-list": ("[1, 2]", ["dataset.json", "not a facefact training set"]),
-        "dataset-json-binary": (b"\x00\x01\xff", ["dataset.json", "binary"]),
-        "dataset-json-caches-list": (json.dumps({**info, "caches": [1]}), ["dataset.json", "caches"]),
         "dataset-json-caches-text": (json.dumps({**info, "caches": {"latents": "x"}}), ["dataset.json", "caches"]),
     }
     for kind, (data, words) in sets.items():
@@ -273,12 +269,6 @@ def add_damaged_file_cases(corpus: Corpus) -> None:
     corpus.add("prepare-into-damaged-set", "damaged", ["prepare", corpus.folder("full-people"), "--out", root,
                                                        "--quiet", "--size", "64"], USER_ERROR, "dataset.json",
                "not valid JSON")
-    net = shared / "controlnet"
-    net.mkdir()
-    cf.write(net, "config.json", "{not json")
-    corpus.add("controlnet-config-not-json", "damaged",
-               [*GENERATE, "--face", FACE, "--controlnet", net, "--control-image", FACE, "--out",
-                corpus.folder("controlnet-config-not-json") / "out"], USER_ERROR, "config.json")
 
 
 def _zeros(n: int):
