@@ -37,6 +37,7 @@ _UNSUPPORTED_SUFFIXES = {".heic", ".heif", ".avif", ".svg", ".raw", ".cr2", ".cr
 _CONVERT_HINT = "convert it to JPEG or PNG (any photo viewer can 'export as JPEG') and try again"
 
 
+ORIENTATION_TAG = 0x0112  # EXIF
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 
@@ -142,7 +143,8 @@ def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int,
     if getattr(img, "is_animated", False):
         img.seek(0)  # animated GIF/WebP: the first frame is the photo
     img.load()
-    img = ImageOps.exif_transpose(img)  # phones store portrait photos sideways + an EXIF flag
+    if img.getexif().get(ORIENTATION_TAG, 1) != 1:  # phones store portrait photos sideways + an EXIF flag
+        img = ImageOps.exif_transpose(img)  # (a copy: only when there is something to turn)
     return _mode_to_rgb(img, background, name)
 
 
@@ -187,7 +189,17 @@ def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE, nam
         rgba = img.convert("RGBA")
         behind = Image.new("RGBA", rgba.size, (*background, 255))
         img = Image.alpha_composite(behind, rgba)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    return _rgb_array(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def _rgb_array(img: Image.Image, rows: int = 256) -> np.ndarray:
+    """An RGB image as a writable uint8 array, copied a band of `rows` at a time: np.asarray(img)
+    would hold two more copies of the whole image at once (Pillow's tobytes()), ~300 MB for 49 MP."""
+    width, height = img.size
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, rows):
+        out[top:top + rows] = np.asarray(img.crop((0, top, width, min(top + rows, height))))
+    return out
 
 
 def _array_to_rgb(arr: np.ndarray, background: tuple[int, int, int] = WHITE) -> np.ndarray:
