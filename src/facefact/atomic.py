@@ -48,8 +48,20 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def naming_failed_writes(path: str | Path) -> Iterator[None]:
+    """An OSError of a writer that does not say which file it was writing (Pillow's `save` on a full
+    disk: "[Errno 28] No space left on device") is raised again naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, naming_failed_writes(path):
         with open(tmp, "wb") as handle:
             handle.write(data)
 

@@ -155,3 +155,30 @@ def test_cli_style_message_has_no_traceback(tmp_path):
     with pytest.raises(ImageError) as err:
         load_image(tmp_path / "x.png")
     assert "Traceback" not in str(err.value) and "x.png" in str(err.value)
+
+
+def test_a_large_photo_is_decoded_without_whole_image_copies(tmp_path):
+    """Issue 19: a 49 MP photo peaked at 1.6 GB. Decoding holds Pillow's image (4 bytes a pixel) and
+    the RGB array (3), no more: measured in a fresh process, the peak grows by about 8 bytes a pixel
+    (np.asarray(img)'s whole-image bytes and an exif_transpose copy made it about 12)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (90, 120, 150)).save(path, quality=80)
+    code = ("import resource, sys; from facefact.faces import load_image; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; rgb = load_image(sys.argv[1]); "
+            "print(rgb.shape, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    shape, grown = done.stdout.rsplit(" ", 1)
+    assert shape.strip() == "(3000, 4000, 3)"
+    assert int(grown) < 10 * 4000 * 3000, f"decoding grew the peak by {int(grown) / 1e6:.0f} MB"
+
+
+def test_exif_orientation_is_still_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "turned.jpg"
+    img.save(path, exif=exif)
+    assert load_image(path).shape == (40, 20, 3)

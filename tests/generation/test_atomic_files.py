@@ -55,3 +55,45 @@ def test_png_that_fails_to_encode_leaves_nothing(tmp_path):
     written = write_png(Image.new("RGB", (8, 8)), tmp_path / "out.png", {"seed": 1})
     assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~_umask()
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+FULL_DISK_WRITERS = """
+import errno, os, resource, signal, sys
+import torch
+from PIL import Image
+from facefact.atomic import atomic_write_bytes
+from facefact.model.checkpoints import atomic_save_safetensors, atomic_save_torch
+from facefact.pipelines.metadata import write_png
+
+folder = sys.argv[1]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # no file may grow past 4 KB: the disk is "full"
+big = torch.zeros(10_000)
+writers = {
+    "a.safetensors": lambda p: atomic_save_safetensors({"w": big}, p, {}),
+    "state.pt": lambda p: atomic_save_torch({"w": big}, p),
+    "b.png": lambda p: write_png(Image.effect_noise((64, 64), 50).convert("RGB"), p, {}),
+    "c.json": lambda p: atomic_write_bytes(p, b"x" * 10_000),
+}
+for name, write in writers.items():
+    path = os.path.join(folder, name)
+    try:
+        write(path)
+        print(name, "written")
+    except OSError as err:
+        print(name, errno.errorcode.get(err.errno), err.filename == path)
+"""
+
+
+def test_a_full_disk_is_an_os_error_naming_the_file_for_every_writer(tmp_path):
+    """safetensors and torch.save report a failed write as their own errors (SafetensorError, a
+    RuntimeError "unexpected pos"), Pillow and Python's write() without the file: each becomes an
+    OSError naming the file (the CLI's disk-full message), and no temporary is left."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_WRITERS, str(tmp_path)], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split("\n")[:4] == [f"{name} EFBIG True" for name in
+                                           ("a.safetensors", "state.pt", "b.png", "c.json")], done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -32,6 +32,7 @@ class Case:
     writes: bool = False                              # allowed to change its folder
     check: Callable[["Case", dict], None] | None = None  # extra assertions on the result
     notes: dict = field(default_factory=dict)
+    max_file_bytes: int | None = None                 # a "full disk": no file may grow past this
 
 
 class Corpus:
@@ -45,9 +46,9 @@ class Corpus:
         return path
 
     def add(self, case_id: str, group: str, argv, code: int, *mentions: str, writes: bool = False,
-            check=None, cwd: Path | None = None) -> Case:
+            check=None, cwd: Path | None = None, max_file_bytes: int | None = None) -> Case:
         case = Case(case_id, group, [str(a) for a in argv], code, list(mentions), cwd or self.folder(case_id),
-                    writes, check)
+                    writes, check, max_file_bytes=max_file_bytes)
         self.cases.append(case)
         return case
 

@@ -3,9 +3,11 @@
 
     python runner.py cases.json results.json
 
-cases.json: [{"id", "argv", "cwd"}, ...]; results.json: {id: {"code", "output", "seconds", "timed_out"}}.
-Each child gets its own stdout/stderr file, a memory limit (address space: what the parent maps plus
-MEMORY_HEADROOM) and a wall-clock limit after which it is killed (a hang is a result, not a stuck test).
+cases.json: [{"id", "argv", "cwd", "max_file_bytes"?}, ...]; results.json: {id: {"code", "output", "seconds",
+"timed_out"}}. Each child gets its own stdout/stderr file, a memory limit (address space: what the parent maps
+plus MEMORY_HEADROOM) and a wall-clock limit after which it is killed (a hang is a result, not a stuck test).
+`max_file_bytes` makes the disk "full" for that case: no file may grow past it (RLIMIT_FSIZE; a write
+beyond fails with EFBIG as a full disk fails with ENOSPC - no root, no mount needed).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def _address_space_now() -> int:
     return 0
 
 
-def _child(argv: list[str], cwd: str, output: str) -> None:
+def _child(argv: list[str], cwd: str, output: str, max_file_bytes: int | None = None) -> None:
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -52,6 +54,9 @@ def _child(argv: list[str], cwd: str, output: str) -> None:
     os.chdir(cwd)
     limit = _address_space_now() + MEMORY_HEADROOM
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if max_file_bytes is not None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = 1
     try:
@@ -73,7 +78,7 @@ def run_case(case: dict, scratch: str) -> dict:
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(case["argv"], case["cwd"], output)
+        _child(case["argv"], case["cwd"], output, case.get("max_file_bytes"))
     timed_out, status = False, 0
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 import corpus
+import corpus_round2
 import corpus_settings
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
-GROUPS = ["photos", "checkpoints", "numbers", "outputs", "training", "prepare", "prompts"]
+GROUPS = ["photos", "checkpoints", "numbers", "outputs", "training", "prepare", "prompts", "identities",
+          "disk-full", "damaged", "templates"]
 TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp$")
 
 
@@ -42,11 +44,15 @@ def corpus_run(tmp_path_factory):
     built = corpus.Corpus(root / "cases")
     for add in (corpus.add_photo_cases, corpus.add_checkpoint_cases, corpus_settings.add_number_cases,
                 corpus_settings.add_output_cases, corpus_settings.add_training_set_cases,
-                corpus_settings.add_prepare_cases, corpus_settings.add_prompt_cases):
+                corpus_settings.add_prepare_cases, corpus_settings.add_prompt_cases,
+                corpus_round2.add_identity_cases, corpus_round2.add_more_output_cases,
+                corpus_round2.add_disk_full_cases, corpus_round2.add_damaged_file_cases,
+                corpus_round2.add_template_cases):
         add(built)
     before = {case.id: _snapshot(case.cwd) for case in built.cases}
     cases_file = root / "cases.json"
-    cases_file.write_text(json.dumps([{"id": c.id, "argv": c.argv, "cwd": str(c.cwd)} for c in built.cases]))
+    cases_file.write_text(json.dumps([{"id": c.id, "argv": c.argv, "cwd": str(c.cwd), "max_file_bytes": c.max_file_bytes}
+                                      for c in built.cases]))
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "HF_HUB_OFFLINE": "1", "FACEFACT_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "FACEFACT_HOME": str(root / "home"), "XDG_CONFIG_HOME": str(root / "xdg"),

@@ -32,7 +32,7 @@ def test_saved_identity_gives_the_photos_pixels(tmp_path, photos, capsys):
                  "-o", str(tmp_path / "alice.fid")]) == 0
     assert main(["identity", "show", str(tmp_path / "alice.fid")]) == 0
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
-    assert shown["combine"] == "weighted" and shown["num_photos"] == "2" and "alice" not in json.dumps(shown)
+    assert shown["combine"] == "weighted" and shown["num_photos"] == 2 and "alice" not in json.dumps(shown)
     assert main(["generate", *COMMON, "--face", alice, "--face", grace, "--combine", "weighted",
                  "--out", str(tmp_path / "photos")]) == 0
     assert main(["generate", *COMMON, "--identity", str(tmp_path / "alice.fid"), "--out", str(tmp_path / "fid")]) == 0

@@ -131,11 +131,11 @@ def load_control_image(extras: Extras) -> None:
 
 def save_control_image(extras: Extras, folder: str) -> Path:
     """The control map as used (before resizing to the output size), as DIR/control.png."""
-    from facefact.atomic import atomic_path
+    from facefact.atomic import atomic_path, naming_failed_writes
 
     path = Path(folder).expanduser() / "control.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, naming_failed_writes(path):
         extras.control_image.save(tmp, format="PNG")
     return path
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
                                         photo_names)
 from facefact.cli.model_flags import add_model_flags, load_pipeline
-from facefact.cli.outputs import check_file_name, prepare_output_folder
+from facefact.cli.outputs import check_file_name, check_name_stem, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.cli.settings_flags import add_setting_flags, add_size_flag, settings_from_args
@@ -112,8 +112,7 @@ def output_stem(args, prompt: str) -> str:
     from facefact.pipelines.metadata import slug
 
     if args.name:
-        if "/" in args.name or "\\" in args.name or args.name.startswith("."):
-            raise ConfigError(f"--name '{args.name}' must be a plain file name stem")
+        check_name_stem(args.name)
         return args.name
     # Never the reference photo's name by default: file names are shared along with the images,
     # and photo names are often people's names ("Jane Doe passport.jpg"). --name chooses freely.
@@ -140,6 +139,8 @@ def run(args) -> int:
     stem = output_stem(args, args.prompt)
     out_dir = prepare_output_folder(out, "--out")
     check_file_name(out_dir, f".{stem}_{MAX_SEED}-{MAX_IMAGES}_sheet.png.XXXXXXXX.png.tmp", "--name")
+    if args.save_control:
+        prepare_output_folder(args.save_control, "--save-control")
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
                                             tiny=args.model == "tiny", pose_from=args.pose_from,
                                             pose_detector=args.pose_detector)

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from facefact.cli.outputs import prepare_output_file
 from facefact.errors import ConfigError
 
 
@@ -46,6 +47,7 @@ def run_save(args) -> int:
     out = Path(args.out).expanduser()
     if out.suffix != ".fid":
         raise ConfigError(f"-o {out}: a saved identity's name ends in .fid", path=out)
+    prepare_output_file(out, "-o")  # a folder in the way, a read-only place: said before any work
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists", path=out, hint="pass --overwrite to replace it, or choose another name")
     config, config_path = cli_config.load_config(args.config)
@@ -56,7 +58,6 @@ def run_save(args) -> int:
     pixels, qualities = analyse_photos(analysis, args.face, notes)  # before any weights are loaded
     pipe = load_pipeline(args, config, config_path, analysis)
     faces = pipe.encode_faces(face_pixels=pixels, qualities=qualities, combine=args.combine)
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_identity(pipe, faces, out)
     for note in dict.fromkeys(notes + faces.notes):
         print(f"note: {note}", file=sys.stderr)
@@ -65,14 +66,7 @@ def run_save(args) -> int:
 
 
 def run_show(args) -> int:
-    from facefact.model.checkpoints import read_safetensors
-    from facefact.pipelines.identity import IDENTITY_FORMAT
+    from facefact.pipelines.identity import read_identity
 
-    path = Path(args.file).expanduser()
-    tensors, metadata = read_safetensors(path)
-    if metadata.get("format") != IDENTITY_FORMAT:
-        raise ConfigError(f"{path} is not a facefact saved identity", path=path)
-    info = {k: v for k, v in metadata.items() if k != "format"}
-    info["tokens"] = list(tensors["tokens"].shape)
-    print(json.dumps(info, indent=1))
+    print(json.dumps(read_identity(Path(args.file).expanduser()).summary(), indent=1))
     return 0

@@ -133,7 +133,10 @@ def analyse_people(persons: list[Person], analysis, notes: list[str], check_qual
 
     analysed = []
     for person in persons:
-        if person.identity is not None:
+        if person.identity is not None:  # read and checked now; against the models once they are loaded
+            from facefact.pipelines.identity import read_identity
+
+            read_identity(person.identity)
             analysed.append((person, None, None))
         else:
             analysed.append((person, *analyse_photos(analysis, person.photos, notes, check_quality)))

@@ -13,14 +13,14 @@ from facefact.errors import ConfigError
 
 
 _OS_ERROR_WORDS = {
-    errno.ENOSPC: ("no space left on the device", "free some disk space or write to another --out folder"),
-    errno.EDQUOT: ("the disk quota is exceeded", "free some space or write to another --out folder"),
+    errno.ENOSPC: ("no space left on the device", "free some disk space, or write to another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space, or write to another disk"),
     errno.EROFS: ("the file system is read-only", "choose an --out folder you can write to"),
     errno.EACCES: ("permission denied", "choose an --out folder you can write to, or fix its permissions"),
     errno.EPERM: ("operation not permitted", "choose an --out folder you can write to, or fix its permissions"),
     errno.ENAMETOOLONG: ("a file name is longer than the file system allows", "use a shorter --name or --out"),
-    errno.ENOTDIR: ("a part of the path is a file, not a folder", "--out must be a folder (or a new name)"),
-    errno.EEXIST: ("a file is in the way of a folder", "--out must be a folder (or a new name)"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "give a folder (or a new name) where one is asked for"),
+    errno.EEXIST: ("a file is in the way of a folder", "give a folder (or a new name) where one is asked for"),
     errno.EISDIR: ("a folder is in the way of a file", "remove or rename that folder"),
     errno.EFBIG: ("the file is too large for the file system", "write to another file system"),
     errno.EIO: ("an input/output error (a failing disk or a lost network mount)", "check the disk"),
@@ -96,6 +96,14 @@ def check_file_name(folder: Path, name: str, flag: str) -> None:
     if len(os.fsencode(name)) > limit:
         raise ConfigError(f"the output file name would be {len(os.fsencode(name))} bytes long; the file system "
                           f"allows {limit}", hint=f"use a shorter {flag}")
+
+
+def check_name_stem(name: str | None, flag: str = "--name") -> None:
+    """A file-name stem the user chose (`--name`) is a plain name: no folder, no hidden file."""
+    if name and ("/" in name or "\\" in name or name.startswith(".") or "\0" in name):
+        raise ConfigError(f"{flag} '{name}' must be a plain file name stem",
+                          hint=f"give {flag} a name without folders, slashes or a leading dot (e.g. alice_beach); "
+                               "choose the folder with --out")
 
 
 def prepare_output_file(path: str | Path, flag: str = "--out") -> Path:

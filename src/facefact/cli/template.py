@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from facefact.cli.exit_codes import ExitCode
 from facefact.errors import ConfigError
 
 # `facefact template`'s flags, grouped; each is a TemplateSettings field (facefact.cli.settings_flags).
@@ -141,13 +142,13 @@ def list_faces(args, maker, settings) -> int:
     if args.json:
         print(json.dumps({"size": [int(loaded.rgb.shape[1]), int(loaded.rgb.shape[0])], "default_target": default,
                           "faces": [f.as_dict() for f in faces]}, indent=1))
-        return 0 if faces else 1
+        return 0 if faces else ExitCode.PROBLEM_FOUND
     h, w = loaded.rgb.shape[:2]
     print(f"template {w}x{h}: {len(faces)} face{'s' if len(faces) != 1 else ''} (numbered left to right)")
     for face in faces:
         small = " (too small to redraw)" if face.size_px < settings.min_face_px else ""
         print(f"  {face.describe()}{' (default target)' if face.number == default else ''}{small}")
-    return 0 if faces else 1
+    return 0 if faces else ExitCode.PROBLEM_FOUND  # as `faces inspect`: a check that found a problem
 
 
 def load_pipeline(args, analysis):
@@ -189,6 +190,7 @@ def run(args) -> int:
     from facefact.template.portrait import TemplatePortrait
 
     settings = settings_from_args(args)
+    check_outputs(args, settings)  # before any work: nothing is generated for a place it cannot be written
     maker = TemplatePortrait(None, analysis=FaceAnalysis(), settings=settings)
     if args.list_faces:
         return list_faces(args, maker, settings)
@@ -202,6 +204,25 @@ def run(args) -> int:
         return generate_and_write(args, maker, prepared, images)
 
 
+def check_outputs(args, settings) -> None:
+    """Every place this run writes, checked up front, naming its flag: --out and --name (not for
+    --list-faces, which writes only the overlay), --debug-dir."""
+    from facefact.cli.outputs import check_file_name, check_name_stem, prepare_output_folder
+    from facefact.pipelines.metadata import slug
+    from facefact.pipelines.settings import MAX_SEED
+
+    if args.debug_dir is not None:
+        prepare_output_folder(args.debug_dir, "--debug-dir")
+    if args.list_faces:
+        return
+    check_name_stem(args.name)
+    out_dir = prepare_output_folder(args.out, "--out")
+    stem = args.name or slug(settings.prompt, 48)
+    check_file_name(out_dir, f".{stem}_{MAX_SEED}.png.XXXXXXXX.png.tmp", "--name")
+    if args.debug_dir is not None:  # the longest debug picture's name
+        check_file_name(Path(args.debug_dir), f".{stem}_face99_control_face_pose.png.XXXXXXXX.tmp", "--name")
+
+
 def generate_and_write(args, maker, prepared, images: int) -> int:
     import torch
     from tqdm.auto import tqdm
@@ -209,8 +230,6 @@ def generate_and_write(args, maker, prepared, images: int) -> int:
     from facefact.pipelines.metadata import slug, write_png
     from facefact.template.debug import faces_overlay, save_png, write_plan_images
 
-    if args.name and ("/" in args.name or "\\" in args.name or args.name.startswith(".")):
-        raise ConfigError(f"--name '{args.name}' must be a plain file name stem")
     stem = args.name or slug(prepared.settings.prompt, 48)
     out_dir = Path(args.out).expanduser()
     total = images * len(prepared.plans)

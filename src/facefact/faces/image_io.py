@@ -37,12 +37,13 @@ _UNSUPPORTED_SUFFIXES = {".heic", ".heif", ".avif", ".svg", ".raw", ".cr2", ".cr
 _CONVERT_HINT = "convert it to JPEG or PNG (any photo viewer can 'export as JPEG') and try again"
 
 
+ORIENTATION_TAG = 0x0112  # EXIF
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 
 
 def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               background: tuple[int, int, int] = WHITE) -> np.ndarray:
+               background: tuple[int, int, int] = WHITE, downscale: bool = True) -> np.ndarray:
     """Return ``source`` as a C-contiguous ``np.uint8`` RGB array ``H x W x 3``.
 
     ``source`` may be a path, a PIL image or an array (``H x W``, ``H x W x 3`` RGB or
@@ -50,7 +51,8 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     alpha is composited on ``background`` (white, as for a photo; ``BLACK`` for a control map -
     pose, edges - which is drawn on black), 16-bit and CMYK/palette images are converted, an
     animated GIF gives its first frame. Images above ``max_pixels`` are decoded downscaled if
-    they are JPEG and refused otherwise.
+    they are JPEG and ``downscale`` (a photo only needed for its face), refused otherwise (a
+    template, whose every pixel is kept).
     """
     background = tuple(int(c) for c in background)
     if isinstance(source, np.ndarray):
@@ -58,12 +60,13 @@ def load_image(source: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if isinstance(source, Image.Image):
         return _pil_to_rgb(source, name="<PIL image>", max_pixels=max_pixels, background=background)
     if isinstance(source, (str, Path)):
-        return _load_path(Path(source), max_pixels=max_pixels, background=background)
+        return _load_path(Path(source), max_pixels=max_pixels, background=background, downscale=downscale)
     raise ImageError(f"cannot read a photo from a {type(source).__name__}",
                      hint="pass a file path, a PIL.Image or a numpy uint8 RGB array")
 
 
-def _load_path(path: Path, *, max_pixels: int, background: tuple[int, int, int] = WHITE) -> np.ndarray:
+def _load_path(path: Path, *, max_pixels: int, background: tuple[int, int, int] = WHITE,
+               downscale: bool = True) -> np.ndarray:
     kind = special_file_kind(path)  # before any open: a FIFO would block, /dev/zero never ends
     if kind == "missing":
         raise ImageError("file not found", path=path, hint="check the path and spelling")
@@ -85,16 +88,18 @@ def _load_path(path: Path, *, max_pixels: int, background: tuple[int, int, int] 
         if size == 0:
             raise ImageError("the file is empty (0 bytes)", path=path,
                              hint="the copy or download probably failed; copy the photo again")
-        return _decode_file(path, handle, head, max_pixels=max_pixels, background=background)
+        return _decode_file(path, handle, head, max_pixels=max_pixels, background=background, downscale=downscale)
 
 
-def _decode_file(path: Path, handle, head: bytes, *, max_pixels: int, background: tuple[int, int, int]) -> np.ndarray:
+def _decode_file(path: Path, handle, head: bytes, *, max_pixels: int, background: tuple[int, int, int],
+                 downscale: bool = True) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's global one only adds noise here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(handle) as img:  # reads the header only
-                return _pil_to_rgb(img, name=str(path), max_pixels=max_pixels, background=background)
+                return _pil_to_rgb(img, name=str(path), max_pixels=max_pixels, background=background,
+                                   downscale=downscale)
     except Image.DecompressionBombError:
         raise ImageError("the image dimensions are absurdly large (possible decompression bomb)",
                          path=path, hint="resize the photo below 50 megapixels") from None
@@ -123,7 +128,7 @@ def _unidentified(path: Path, head: bytes) -> ImageError:
 
 
 def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int,
-                background: tuple[int, int, int] = WHITE) -> np.ndarray:
+                background: tuple[int, int, int] = WHITE, downscale: bool = True) -> np.ndarray:
     if img.format and img.format not in SUPPORTED_FORMATS:
         raise ImageError(f"{img.format} images are not supported", path=name, hint=_CONVERT_HINT)
     width, height = img.size
@@ -134,17 +139,18 @@ def _pil_to_rgb(img: Image.Image, *, name: str, max_pixels: int,
                          f"than wide; that is not a photo facefact can use", path=name,
                          hint="crop the photo to the face and its surroundings")
     if width * height > max_pixels and img.format:  # in-memory images are already decoded
-        img = _decode_downscaled(img, name=name, max_pixels=max_pixels)
+        img = _decode_downscaled(img, name=name, max_pixels=max_pixels, downscale=downscale)
     if getattr(img, "is_animated", False):
         img.seek(0)  # animated GIF/WebP: the first frame is the photo
     img.load()
-    img = ImageOps.exif_transpose(img)  # phones store portrait photos sideways + an EXIF flag
+    if img.getexif().get(ORIENTATION_TAG, 1) != 1:  # phones store portrait photos sideways + an EXIF flag
+        img = ImageOps.exif_transpose(img)  # (a copy: only when there is something to turn)
     return _mode_to_rgb(img, background, name)
 
 
-def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int) -> Image.Image:
+def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int, downscale: bool = True) -> Image.Image:
     width, height = img.size
-    if img.format in ("JPEG", "MPO"):
+    if downscale and img.format in ("JPEG", "MPO"):
         # draft() makes libjpeg decode at 1/2, 1/4 or 1/8 scale: memory never holds the full image.
         for scale in (2, 4, 8):
             if (width / scale) * (height / scale) <= max_pixels:
@@ -152,9 +158,11 @@ def _decode_downscaled(img: Image.Image, *, name: str, max_pixels: int) -> Image
                 if img.size[0] * img.size[1] <= max_pixels:
                     return img
                 break
+    hint = ("resize the photo (2000 px on the long side is plenty)" if downscale else
+            f"every pixel of this image is kept, so it may have at most {max_pixels / 1e6:.0f} megapixels; "
+            "resize it, or cut out the part around the faces")
     raise ImageError(f"the image is too large to decode safely ({width}x{height} = "
-                     f"{width * height / 1e6:.0f} megapixels, limit {max_pixels / 1e6:.0f})",
-                     path=name, hint="resize the photo (2000 px on the long side is plenty)")
+                     f"{width * height / 1e6:.0f} megapixels, limit {max_pixels / 1e6:.0f})", path=name, hint=hint)
 
 
 def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE, name: str | None = None) -> np.ndarray:
@@ -181,7 +189,17 @@ def _mode_to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE, nam
         rgba = img.convert("RGBA")
         behind = Image.new("RGBA", rgba.size, (*background, 255))
         img = Image.alpha_composite(behind, rgba)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    return _rgb_array(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def _rgb_array(img: Image.Image, rows: int = 256) -> np.ndarray:
+    """An RGB image as a writable uint8 array, copied a band of `rows` at a time: np.asarray(img)
+    would hold two more copies of the whole image at once (Pillow's tobytes()), ~300 MB for 49 MP."""
+    width, height = img.size
+    out = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, rows):
+        out[top:top + rows] = np.asarray(img.crop((0, top, width, min(top + rows, height))))
+    return out
 
 
 def _array_to_rgb(arr: np.ndarray, background: tuple[int, int, int] = WHITE) -> np.ndarray:

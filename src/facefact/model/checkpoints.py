@@ -8,6 +8,7 @@ says what it is and needs no side config.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import zipfile
@@ -193,14 +194,59 @@ def config_from_metadata(metadata: dict, key: str, config_cls, path):
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> Path:
-    """Write to a temporary file beside the target, then rename: never a half-written file."""
+    """Write to a temporary file beside the target, then rename: never a half-written file. A full
+    disk (or any other failed write) is an OSError naming `path`, as for every other file."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from facefact.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # its I/O errors are text: "... I/O error: ... (os error 28)"
+            found = re.search(r"os error (\d+)", str(err))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code), str(path)) from err
+    return path
+
+
+class _WriteErrors:
+    """A file wrapper that keeps the OSError of a failed write: torch.save reports one as a
+    RuntimeError without it ("unexpected pos ...")."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def atomic_save_torch(obj, path: str | Path) -> Path:
+    """torch.save through a temporary file beside `path`; a failed write (a full disk) is an OSError naming `path`."""
+    from facefact.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as handle:
+                writer = _WriteErrors(handle)
+                torch.save(obj, writer)
+        except (RuntimeError, OSError) as err:
+            cause = writer.error if isinstance(err, RuntimeError) else err
+            if cause is None or cause.errno is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
     return path
 
 

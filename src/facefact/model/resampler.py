@@ -80,3 +80,14 @@ class Resampler(nn.Module):
             latents = attn(x, latents) + latents
             latents = ff(latents) + latents
         return self.norm_out(self.proj_out(latents))
+
+    @torch.no_grad()
+    def max_output_norm(self) -> float:
+        """An upper bound on the L2 norm of any output token, whatever the input.
+
+        The output is LayerNorm(h) = gamma * x + beta with x = (h - mean) / sqrt(var + eps), whose
+        norm is at most sqrt(C) (sum of x_i^2 = C var / (var + eps) < C), so every token's norm is at
+        most max|gamma| * sqrt(C) + |beta|. A mean of tokens (combine "mean" / "weighted") stays
+        within it too (the norm is convex). Tokens above it were not made by this resampler."""
+        weight, bias = self.norm_out.weight.float(), self.norm_out.bias.float()
+        return float(weight.abs().max()) * weight.numel() ** 0.5 + float(bias.norm())

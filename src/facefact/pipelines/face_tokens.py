@@ -77,6 +77,40 @@ def combine_photos(faces: FaceTokens, mode: str, qualities=None, tokens_per_phot
     return FaceTokens(combined, null, n, notes, mode, weights)
 
 
+# float16 / bfloat16 pipelines make (and may save) rounded tokens; the bound itself is exact.
+_NORM_ROUNDING_ROOM = 1.01
+
+
+def face_tokens_problem(tokens: torch.Tensor, adapter, width: int, num_photos: int | None = None,
+                        combine: str = "concat") -> str | None:
+    """What makes `tokens` unusable with this adapter and a UNet whose cross-attention is `width`
+    wide, in words; None when nothing does. Checked: the shape [1, 16n, C] (16 = the adapter's
+    tokens per photo; n = `num_photos` for "concat", 1 for a combination), finite values, and no
+    token longer than the adapter's resampler can make (`Resampler.max_output_norm`): larger ones
+    (a forged or damaged file) would drown the image in noise or turn it black."""
+    per_photo = adapter.tokens_per_photo
+    if tokens.ndim != 3 or tokens.shape[0] != 1:
+        return f"the face tokens have the shape {list(tokens.shape)}, not [1, tokens, width]"
+    count, got_width = int(tokens.shape[1]), int(tokens.shape[2])
+    if got_width != width:
+        return f"the face tokens are {got_width} wide; the loaded UNet's cross-attention is {width} wide"
+    if count == 0 or count % per_photo:
+        return f"there are {count} face tokens, not a positive multiple of {per_photo} (one block per photo)"
+    if num_photos is not None:
+        expected = per_photo * num_photos if combine == "concat" else per_photo
+        if count != expected:
+            return (f"there are {count} face tokens for {num_photos} photo(s) combined by '{combine}' "
+                    f"({expected} expected)")
+    if not torch.isfinite(tokens).all():
+        return "the face tokens hold NaN or infinite values"
+    bound = adapter.resampler.max_output_norm() * _NORM_ROUNDING_ROOM + 1e-3
+    largest = float(tokens.detach().float().norm(dim=-1).max())
+    if largest > bound:
+        return (f"a face token is {largest:.4g} long; the loaded adapter's resampler makes none longer than "
+                f"{bound:.4g}")
+    return None
+
+
 def guidance_objs(faces: FaceTokens, batch: int, do_cfg: bool, cfg_face: bool) -> torch.Tensor:
     """Face tokens for each row of the UNet batch: `batch` rows, twice that under guidance with the
     unconditional rows first (diffusers' order)."""

@@ -101,20 +101,29 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
 _CONTROLNET_KEY_MARKS = ("input_hint_block.", "controlnet_cond_embedding.")
 
 
+def _safetensors_header(path: Path, what: str, hint: str):
+    """The open safetensors file (its header read, no tensor loaded) for a `with`; a file that is not
+    one (a damaged header, a FIFO, ...) is a CheckpointError naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    from facefact.safe_open import require_regular_file
+
+    require_regular_file(path, CheckpointError, missing_cls=ModelNotFoundError, hint=hint)
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not {what}: not a readable .safetensors file "
+                              f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
+                              path=path, hint=hint) from err
+
+
 def _check_single_file_controlnet(path: Path, hint: str) -> None:
     """A .safetensors file's key names (its header only) say whether it is a ControlNet at all -
     before diffusers fetches a config for it from the hub."""
-    from safetensors import SafetensorError, safe_open
-
     if path.suffix != ".safetensors":
         return  # a pickle can only be told apart by loading it: diffusers' own error is mapped below
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a ControlNet checkpoint: not a readable .safetensors file "
-                              f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
-                              path=path, hint=hint) from err
+    with _safetensors_header(path, "a ControlNet checkpoint", hint) as f:
+        keys = list(f.keys())
     if not any(mark in key for key in keys for mark in _CONTROLNET_KEY_MARKS):
         raise CheckpointError(f"{path} is not a ControlNet checkpoint: it holds no ControlNet hint block "
                               "(input_hint_block / controlnet_cond_embedding)", path=path, hint=hint)
@@ -141,10 +150,15 @@ def _single_file_controlnet(path: Path, dtype: torch.dtype, hint: str):
                  "(config.json and diffusion_pytorch_model.safetensors)") from err
 
 
-def _read_controlnet_config(config: Path, hint: str) -> dict:
+def _read_json_config(config: Path, hint: str) -> dict:
+    """A diffusers config.json, read safely: a CheckpointError naming it when it is not a JSON object."""
+    from facefact.safe_open import read_text_file
+
     try:
-        data = json.loads(config.read_text())
+        data = json.loads(read_text_file(config, CheckpointError, what="config.json", hint=hint))
     except ValueError as err:
+        if isinstance(err, CheckpointError):
+            raise
         raise CheckpointError(f"{config} is not a diffusers config (not a JSON object): {str(err)[:200]}",
                               path=config, hint=hint) from err
     if not isinstance(data, dict):
@@ -171,7 +185,7 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
                                          hint="give a folder saved by diffusers (config.json and "
                                               "diffusion_pytorch_model.safetensors), a hub id or a single file",
                                          setting="controlnet")
-            kind = _read_controlnet_config(config, hint).get("_class_name")
+            kind = _read_json_config(config, hint).get("_class_name")
             if kind != "ControlNetModel":
                 raise CheckpointError(f"{path} holds a {kind or 'model of unknown kind'}, not a ControlNetModel",
                                       path=path, hint=hint)
@@ -288,7 +302,8 @@ def base_unet_config(base: str) -> dict:
     if path.is_dir():
         for candidate in (path / "unet" / "config.json", path / "config.json"):
             if candidate.is_file():
-                return json.loads(candidate.read_text())
+                return _read_json_config(candidate, hint="the base model folder is damaged; copy or download it "
+                                                         "again")
         raise ModelNotFoundError(f"{path} holds no UNet config (unet/config.json)", path=path)
     if path.is_file():
         return _single_file_unet_config(path)
@@ -304,12 +319,11 @@ def base_unet_config(base: str) -> dict:
 
 def _single_file_unet_config(path: Path) -> dict:
     """Family of an original-layout checkpoint from its key names and one tensor shape."""
-    from safetensors import safe_open
-
     if path.suffix != ".safetensors":
         raise ConfigError(f"a base model's family is read from .safetensors single files or diffusers folders, "
                           f"not {path.suffix}", path=path, setting="check_base")
-    with safe_open(str(path), framework="pt") as f:
+    with _safetensors_header(path, "a Stable Diffusion checkpoint", "the file is damaged or not a base model; "
+                             "download it again") as f:
         keys = set(f.keys())
         if any(k.startswith("conditioner.embedders.") for k in keys):
             return {"addition_embed_type": "text_time"}  # SDXL's layout

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from facefact.atomic import temporary_sibling
+from facefact.atomic import naming_failed_writes, temporary_sibling
 
 AI_STATEMENT = "AI-generated image (FaceChain-FACT via facefact); not a photograph of a real scene."
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -126,7 +126,7 @@ def write_png(image: Image.Image, path: str | Path, meta: dict, overwrite: bool 
     Returns the path actually written."""
     path = Path(path)
     with temporary_sibling(path, suffix=".png.tmp") as tmp:
-        with open(tmp, "wb") as f:
+        with naming_failed_writes(path), open(tmp, "wb") as f:
             image.save(f, format="PNG", pnginfo=png_info(meta))
         if overwrite:
             os.replace(tmp, path)

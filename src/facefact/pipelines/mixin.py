@@ -28,7 +28,7 @@ from facefact.model import FaceAdapter, TransFaceEncoder, check_sd15_layout
 from facefact.pipelines import fact_state
 from facefact.pipelines.call_signature import fact_keywords, twin_docstring, twin_signature
 from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
-                                            guidance_objs)
+                                            face_tokens_problem, guidance_objs)
 from facefact.pipelines.requests import FaceRequest, fact_window_callback, regions_for
 from facefact.pipelines.lora import LoraProvenanceMixin
 from facefact.pipelines.output import FACTPipelineOutput
@@ -222,23 +222,26 @@ class FACTMixin(LoraProvenanceMixin):
         if face_tokens is None:
             return None if face_images is None else self.encode_faces(face_images, combine=combine)
         adapter = self._require_fact()
-        if isinstance(face_tokens, FaceTokens):
-            return face_tokens
-        if isinstance(face_tokens, (str, Path)):  # a saved identity (.fid)
+        if isinstance(face_tokens, (str, Path)):  # a saved identity (.fid): checked as it is read
             from facefact.pipelines.identity import load_identity
 
             return load_identity(self, face_tokens)
-        if not torch.is_tensor(face_tokens) or face_tokens.ndim != 3 or face_tokens.shape[0] != 1:
+        if not isinstance(face_tokens, FaceTokens) and (not torch.is_tensor(face_tokens) or face_tokens.ndim != 3):
             raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces), a saved identity (.fid) "
                               "or a [1, 16n, C] tensor", hint="make them with pipe.encode_faces(face_images)")
-        photos, rest = divmod(face_tokens.shape[1], adapter.tokens_per_photo)
-        if rest or not photos:
-            raise ConfigError(f"face_tokens has {face_tokens.shape[1]} tokens, not a multiple of "
-                              f"{adapter.tokens_per_photo} (one block per photo)",
-                              hint="pass the tokens pipe.encode_faces(...) made, unchanged")
+        given = face_tokens.tokens if isinstance(face_tokens, FaceTokens) else face_tokens
+        width = self.unet.config.cross_attention_dim
+        counts = (face_tokens.num_photos, face_tokens.combine) if isinstance(face_tokens, FaceTokens) else ()
+        for tokens in (given, face_tokens.null) if isinstance(face_tokens, FaceTokens) else (given,):
+            problem = face_tokens_problem(tokens, adapter, width, *counts)
+            if problem:
+                raise ConfigError(f"face_tokens: {problem}", setting="face_tokens",
+                                  hint="pass the tokens pipe.encode_faces(...) made with this adapter, unchanged")
+        if isinstance(face_tokens, FaceTokens):
+            return face_tokens
         with torch.no_grad():
-            null = adapter.null_face_tokens(photos)
-        return FaceTokens(face_tokens, null, photos)
+            null = adapter.null_face_tokens(face_tokens.shape[1] // adapter.tokens_per_photo)
+        return FaceTokens(face_tokens, null, face_tokens.shape[1] // adapter.tokens_per_photo)
 
     # ---- the call -------------------------------------------------------------------------------
     def _call_with_faces(self, parent_call, args, kwargs, request: FaceRequest):

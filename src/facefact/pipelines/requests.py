@@ -124,8 +124,8 @@ def regions_for(pipe, request: FaceRequest, given) -> tuple[FaceTokens, FaceRegi
     """Each identity's FaceTokens, concatenated, and where each one acts."""
     identities = []
     for identity in request.face_images:
-        if isinstance(identity, FaceTokens):
-            identities.append(identity)
+        if isinstance(identity, FaceTokens):  # checked against the loaded models as face_tokens= are
+            identities.append(pipe._face_condition(None, identity))
         else:
             identities.append(pipe._face_condition(identity, None, request.face_combine))
     height = given("height") or pipe.unet.config.sample_size * pipe.vae_scale_factor

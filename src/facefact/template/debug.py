@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from facefact.atomic import atomic_path
+from facefact.atomic import atomic_path, naming_failed_writes
 
 
 def faces_overlay(rgb: np.ndarray, faces, targets=(), plans=()) -> np.ndarray:
@@ -34,7 +34,7 @@ def faces_overlay(rgb: np.ndarray, faces, targets=(), plans=()) -> np.ndarray:
 
 def save_png(array: np.ndarray, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, naming_failed_writes(path):
         Image.fromarray(array).save(tmp, format="PNG")
     return path
 

@@ -30,6 +30,10 @@ from facefact.template.masks import paste_weight
 from facefact.template.prepare import Identity, TargetPlan, plan_target, refine_inputs
 from facefact.template.settings import TemplateSettings
 
+# A template keeps its full resolution (only the face crops meet the model): up to 100 megapixels
+# (300 MB of RGB; a 10000 x 10000 photo), twice the limit of a face photo, which may be decoded smaller.
+TEMPLATE_MAX_PIXELS = 100_000_000
+
 
 @dataclass
 class TemplateOutput:
@@ -78,8 +82,11 @@ class Prepared:
 def load_template(source, analysis) -> LoadedTemplate:
     """The template as RGB (EXIF orientation applied, alpha on white, CMYK / 16-bit converted), and
     the sha256 of its file (of its pixels for an in-memory image) for the provenance."""
+    from facefact.faces.image_io import load_image
+
     name = str(source) if isinstance(source, (str, Path)) else None
-    rgb = analysis.load(source)
+    # Never decoded downscaled (as a face photo may be): every pixel of the template comes back.
+    rgb = load_image(source, max_pixels=TEMPLATE_MAX_PIXELS, downscale=False) if name else analysis.load(source)
     digest = hashlib.sha256(Path(source).read_bytes() if name else rgb.tobytes()).hexdigest()
     return LoadedTemplate(rgb=rgb, name=name, sha256=digest)
 
@@ -117,7 +124,7 @@ class TemplatePortrait:
 
     def faces(self, template, *, max_faces: int | None = None) -> list[TemplateFace]:
         """The template's faces, numbered left to right (what ``targets`` count)."""
-        rgb = template if isinstance(template, np.ndarray) else self.analysis.load(template)
+        rgb = template if isinstance(template, np.ndarray) else load_template(template, self.analysis).rgb
         return find_faces(self.analysis, rgb, max_faces=max_faces if max_faces is not None else self.settings.max_faces)
 
     # ---- inputs -------------------------------------------------------------------------------

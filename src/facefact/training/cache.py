@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError
-from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, sample_stem
+from facefact.training.dataset_format import INFO_NAME, atomic_write_bytes, read_info, sample_stem
 
 if TYPE_CHECKING:  # annotations only: importing torch here would load it for `facefact prepare` without caches
     import torch
@@ -191,9 +192,10 @@ def caches_for_training(data: str | Path, *, use_cache: bool, base_model: str, e
     """kind -> expected fingerprint, for each cache of the set that this run uses; ConfigError when a
     cache was made by other weights or at another size."""
     info_path = Path(data) / INFO_NAME
-    if not use_cache or not info_path.is_file():
+    if not use_cache or not os.path.lexists(info_path):
         return {}
-    caches = json.loads(info_path.read_text()).get("caches") or {}
+    caches = read_info(data, hint=f"run `facefact prepare` again into {data}, or set use_cache: false").get(
+        "caches") or {}
     use = {}
     if LATENTS in caches:
         entry, fp = caches[LATENTS], vae_fingerprint(vae)

@@ -23,7 +23,7 @@ import torch
 
 from facefact.errors import CheckpointError
 from facefact.model import FaceAdapter
-from facefact.model.checkpoints import save_adapter
+from facefact.model.checkpoints import atomic_save_torch, save_adapter
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 ADAPTER_FILE = "adapter.safetensors"
@@ -79,7 +79,7 @@ def save_checkpoint(output_dir: str | Path, step: int, adapter: FaceAdapter, opt
         save_adapter(adapter, staging / ADAPTER_FILE, extra_metadata={"training_step": step, **(metadata or {})})
         state = {"step": step, "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler is not None else {}, "rng": rng_state()}
-        torch.save(state, staging / STATE_FILE)
+        atomic_save_torch(state, staging / STATE_FILE)  # a full disk: an OSError naming the file
         (staging / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         if final.exists():  # the same step saved again (e.g. a re-run): replace it
             shutil.rmtree(final)

@@ -49,6 +49,26 @@ def atomic_write_jsonl(path: str | Path, rows) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
 
 
+def read_info(root: str | Path, hint: str) -> dict:
+    """dataset.json of the set in `root`, read safely: a DatasetError naming it (and `hint`) when it
+    is not a regular UTF-8 file, not JSON, or not a facefact training set's description."""
+    from facefact.safe_open import read_text_file
+
+    path = Path(root) / INFO_NAME
+    try:
+        info = json.loads(read_text_file(path, DatasetError, what=INFO_NAME, hint=hint))
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{INFO_NAME} is not valid JSON ({err.msg}, line {err.lineno})", path=path,
+                           hint=hint) from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise DatasetError(f"{INFO_NAME} is not a facefact training set description", path=path, hint=hint)
+    caches = info.get("caches") or {}
+    if not isinstance(caches, dict) or not all(isinstance(entry, dict) for entry in caches.values()):
+        raise DatasetError(f"the 'caches' entry of {INFO_NAME} is not a map of cache descriptions", path=path,
+                           hint=hint)
+    return info
+
+
 def read_jsonl(path: Path) -> list:
     """The JSON values of a JSON-lines file (blank lines skipped); a line that is not JSON is a
     DatasetError naming the line."""

@@ -28,7 +28,7 @@ from facefact.training.cache import remove_cache_files
 from facefact.training.prepare_settings import PrepareSettings
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
-                                              sample_id, sample_stem)
+                                              read_info, sample_id, sample_stem)
 
 REJECT_REASONS = {"NoFaceError": "no_face", "MultipleFacesError": "multiple_faces",
                   "FaceQualityError": "low_quality", "ImageError": "unreadable", "CaptionError": "bad_caption_file"}
@@ -355,15 +355,7 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
 
 
 def _read_info(out: Path) -> dict:
-    path = out / INFO_NAME
-    hint = "the folder holds a damaged or foreign dataset.json; use a new output folder"
-    try:
-        info = json.loads(read_text_file(path, DatasetError, what="dataset.json", hint=hint))
-    except json.JSONDecodeError as err:
-        raise DatasetError(f"{INFO_NAME} is not valid JSON ({err.msg})", path=path, hint=hint) from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise DatasetError(f"{INFO_NAME} is not a facefact training set description", path=path, hint=hint)
-    return info
+    return read_info(out, hint="the folder holds a damaged or foreign dataset.json; use a new output folder")
 
 
 def _check_or_write_settings(out: Path, settings: PrepareSettings) -> None:
