@@ -187,7 +187,7 @@ def test_adapter_state_is_restored_when_a_request_fails(tiny_pipe, face):
     (dict(face_images=[]), "empty"),
     (dict(face_images=["a.jpg"], face_tokens=torch.zeros(1, 16, 32)), "not both"),
     (dict(face_tokens=torch.zeros(16, 32)), r"\[1, 16n, C\]"),
-    (dict(face_tokens=torch.zeros(1, 20, 32)), "not a multiple of 16"),
+    (dict(face_tokens=torch.zeros(1, 20, 32)), "not a positive multiple of 16"),
     (dict(face_tokens=torch.zeros(1, 16, 32), cross_attention_kwargs={"gligen": {}}), "FACT's channel"),
     (dict(cross_attention_kwargs={"gligen": {"objs": torch.zeros(1, 16, 32)}}), "FACT's channel"),
 ])
