@@ -64,15 +64,15 @@ class ModelSet:
             self._parts.pop(key, None)
         free_memory(self.device)
 
-    def pipeline(self, kind: str, dtype, *, fact: bool = True):
-        """A FACT pipeline of `kind` on this dtype's models, FACT loaded when `fact`."""
+    def pipeline(self, kind: str, dtype, *, fact: bool = True, parts: dict | None = None):
+        """A FACT pipeline of `kind` on this dtype's models (or on `parts`), FACT loaded when `fact`."""
         import facefact.pipelines as fp
         from diffusers import MultiControlNetModel
 
         from facefact.pipelines.tiny import tiny_scheduler
 
         class_name, channels, nets = KINDS[kind]
-        parts = self.parts(dtype)
+        parts = {**self.parts(dtype), **(parts or {})}
         components = {"vae": parts["vae"], "text_encoder": parts["text_encoder"], "tokenizer": self.master["tokenizer"],
                       "unet": parts["unet9" if channels == 9 else "unet"], "scheduler": tiny_scheduler(),
                       "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
@@ -82,7 +82,9 @@ class ModelSet:
         pipe = getattr(fp, class_name)(**components)
         pipe.set_progress_bar_config(disable=True)
         if fact:
-            pipe.load_fact_adapter(self.adapter(dtype), encoder=self.master["encoder"])
+            encoder = self.master["encoder"] if parts.get("unet", self.master["unet"]).device == self.device else \
+                copy.deepcopy(self.master["encoder"])  # the shared one stays on the device
+            pipe.load_fact_adapter(self.adapter(dtype), encoder=encoder)
         return pipe
 
 
@@ -179,7 +181,7 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 # ---- instrumentation (the check's own hooks, removed on exit) ------------------------------------------
 class Probe:
-    """Counts the calls of the face encoder, resampler, UNet and ControlNets during a pipeline call, and
+    """Counts the calls of the text and face encoders, resampler, UNet and ControlNets during a pipeline call, and
     records the device and dtype of the face tokens as they reach the first fuser."""
 
     def __init__(self, pipe):
@@ -195,7 +197,7 @@ class Probe:
 
     def __enter__(self) -> "Probe":
         pipe = self.pipe
-        modules = {"unet": pipe.unet}
+        modules = {"unet": pipe.unet, "text_encoder": pipe.text_encoder}
         adapter = getattr(pipe, "fact_adapter", None)
         if adapter is not None:
             modules.update(resampler=adapter.resampler, encoder=pipe.face_encoder)
@@ -233,3 +235,30 @@ def same_state(before, after) -> bool:
 def unet_place(unet) -> tuple[str, str]:
     param = next(unet.parameters())
     return str(param.device), SHORT.get(param.dtype, str(param.dtype))
+
+
+def pipeline_modules(pipe) -> list:
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    if getattr(pipe, "fact_adapter", None) is not None:
+        modules += [pipe.fact_adapter.resampler, pipe.face_encoder]  # the fusers are UNet modules already
+    return modules
+
+
+def vram_of_call(pipe, fn, device):
+    """(fn's result, the pipeline's peak VRAM in MiB): the bytes of its weights on the GPU before the
+    call plus what the call allocated at its peak beyond that - other models resident on the same GPU
+    (the check's shared copies) are not counted. None on a CPU."""
+    if device.type != "cuda":
+        return fn(), None
+    seen, resident = set(), 0
+    for module in pipeline_modules(pipe):
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_cuda and id(tensor) not in seen:
+                seen.add(id(tensor))
+                resident += tensor.numel() * tensor.element_size()
+    free_memory(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    result = fn()
+    torch.cuda.synchronize(device)
+    return result, (resident + torch.cuda.max_memory_allocated(device) - before) / 2**20
