@@ -38,6 +38,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+DEFAULT_COMPILE_MODES = "max-autotune-no-cudagraphs,max-autotune"  # without and with CUDA graphs
 CHECK_NAMES = ("pipelines", "numerics", "template", "offload", "training", "speed")
 # Rough seconds of each unit of work, for --budget-s (H100, full size / CPU, tiny).
 ESTIMATES = {"pipeline": (8, 2), "numerics": (40, 3), "template": (40, 8), "offload": (60, 1), "training": (90, 15),
@@ -54,6 +55,9 @@ class Setup:
     check_dtypes: list  # dtypes of check 1 (low-precision ones also in check 2)
     report: object
     models: object
+    speed_steps: int = 25
+    repeats: int = 3
+    compile_modes: tuple = ()
 
     def estimate(self, what: str) -> float:
         return ESTIMATES[what][1 if self.tiny else 0]
@@ -70,8 +74,8 @@ def parse_args(argv):
     parser.add_argument("--dtypes", help="dtypes of the checks (default: fp16,bf16 on CUDA; fp32 on a CPU, and bf16 "
                                          "where the CPU has bf16 kernels)")
     parser.add_argument("--compile-modes", help="torch.compile modes of the speed table, comma list, 'none' for none "
-                                                "(default on CUDA: max-autotune-no-cudagraphs,max-autotune; none with "
-                                                "--tiny: inductor on a CPU takes minutes)")
+                                                "(default on CUDA: max-autotune-no-cudagraphs,max-autotune; none on a "
+                                                "CPU: inductor there takes minutes)")
     parser.add_argument("--speed-steps", type=int, help="steps per portrait in the speed table (default 25; 2 with --tiny)")
     parser.add_argument("--repeats", type=int, help="timed portraits per row after a warm-up (default 3; 1 with --tiny)")
     parser.add_argument("--train-data", type=Path, help="a folder written by `facefact prepare` for the training check "
@@ -128,8 +132,11 @@ def main(argv=None) -> int:
     report = Report(args.out, args.budget_s, {"machine": machine(device), "device": str(device), "tiny": args.tiny,
                                               "size": args.size, "dtypes": dtype_names, "argv": sys.argv[1:]})
     print(report.header["machine"], flush=True)
+    modes = args.compile_modes or ("none" if args.tiny or device.type != "cuda" else DEFAULT_COMPILE_MODES)
     setup = Setup(args, device, args.tiny, args.size, 2 if args.tiny else 4, [DTYPES[n] for n in dtype_names],
-                  report, ModelSet(device, args.tiny, args.size))
+                  report, ModelSet(device, args.tiny, args.size), speed_steps=args.speed_steps or (2 if args.tiny else 25),
+                  repeats=args.repeats or (1 if args.tiny else 3),
+                  compile_modes=tuple(m.strip() for m in modes.split(",") if m.strip() and m.strip() != "none"))
     for name in args.checks:
         run_check(name, setup)
     report.save()

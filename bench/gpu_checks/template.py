@@ -44,10 +44,14 @@ def sample_photos() -> tuple[np.ndarray, np.ndarray]:
                                                                                     asfileobj=False))
 
 
-def template_maker(setup, dtype, analysis, steps: int):
+def template_maker(setup, dtype, analysis, steps: int, adapter=None):
+    """A TemplatePortrait on a ControlNet-inpaint FACT pipeline of this dtype's models; `adapter`: one
+    already attached to that UNet (a text-to-image pipeline's), used as it is."""
     from facefact.template import TemplatePortrait, TemplateSettings
 
-    pipe = setup.models.pipeline("controlnet_inpaint", dtype)
+    pipe = setup.models.pipeline("controlnet_inpaint", dtype, fact=adapter is None)
+    if adapter is not None:
+        pipe.load_fact_adapter(adapter, encoder=setup.models.master["encoder"])
     pipe.face_analysis = analysis
     settings = TemplateSettings(prompt="a portrait photo", negative_prompt="blurry", crop_size=setup.size, steps=steps)
     return TemplatePortrait(pipe, analysis=analysis, settings=settings)
