@@ -41,8 +41,8 @@ sys.path.insert(0, str(BENCH))
 DEFAULT_COMPILE_MODES = "max-autotune-no-cudagraphs,max-autotune"  # without and with CUDA graphs
 CHECK_NAMES = ("pipelines", "numerics", "template", "offload", "training", "speed")
 # Rough seconds of each unit of work, for --budget-s (H100, full size / CPU, tiny).
-ESTIMATES = {"pipeline": (8, 2), "numerics": (40, 3), "template": (40, 8), "offload": (60, 1), "training": (90, 15),
-             "row": (15, 2), "compile": (200, 60)}
+ESTIMATES = {"pipeline": (8, 2), "numerics": (40, 3), "offload": (60, 1), "training": (90, 15),
+             "row": (15, 2), "lora": (40, 5), "template": (40, 8), "compile": (200, 60)}
 
 
 @dataclass

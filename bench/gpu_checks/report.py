@@ -72,8 +72,10 @@ class Report:
         os.replace(temporary, self.out)
 
     def tables(self) -> str:
-        lines = ["", "| check | result | status | detail |", "|---|---|---|---|"]
-        lines += [f"| {r['check']} | {r['name']} | {r['status']} | {r['detail']} |" for r in self.results]
+        lines = []
+        if self.results:
+            lines += ["", "| check | result | status | detail |", "|---|---|---|---|"]
+            lines += [f"| {r['check']} | {r['name']} | {r['status']} | {r['detail']} |" for r in self.results]
         if self.rows:
             lines += ["", SPEED_HEADER, SPEED_RULE]
             lines += [speed_line(r) for r in self.rows]

@@ -96,8 +96,9 @@ def run(setup) -> None:
                 report.skip(CHECK, "bf16 step and resume", f"cannot prepare a training set here ({type(err).__name__}: "
                                                          f"{err}); prepare one elsewhere and pass --train-data")
                 return
-        common = dict(data=str(data), max_steps=2, batch_size=1, mixed_precision="bf16", fair_weight=0.1, seed=5,
-                      learning_rate=1e-4, checkpoint_every=1, progress=False, log_every=1, **model_files(setup, folder))
+        common = dict(data=str(data), resolution=setup.size, max_steps=2, batch_size=1, mixed_precision="bf16",
+                      fair_weight=0.1, seed=5, learning_rate=1e-4, checkpoint_every=1, progress=False, log_every=1,
+                      **model_files(setup, folder))
         with deterministic(setup.device):
             full = train(TrainConfig(output_dir=str(folder / "full"), **common))
             first = train(TrainConfig(output_dir=str(folder / "split"), stop_after_steps=1, **common))

@@ -33,10 +33,11 @@ def fused_qkv(pipe):
         pipe.unet.unfuse_qkv_projections()
 
 
-def sdpa_backend(name: str):
+def sdpa_backends(names: list[str]):
+    """torch's scaled_dot_product_attention limited to these backends (SDPBackend names), in this order."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return lambda pipe: sdpa_kernel([getattr(SDPBackend, name)])
+    return sdpa_kernel([getattr(SDPBackend, name) for name in dict.fromkeys(names)], set_priority=True)
 
 
 def random_lcm_lora(unet, seed: int = 0) -> dict:
