@@ -82,7 +82,7 @@ class ModelSet:
         pipe = getattr(fp, class_name)(**components)
         pipe.set_progress_bar_config(disable=True)
         if fact:
-            encoder = self.master["encoder"] if parts.get("unet", self.master["unet"]).device == self.device else \
+            encoder = self.master["encoder"] if components["unet"].device.type == self.device.type else \
                 copy.deepcopy(self.master["encoder"])  # the shared one stays on the device
             pipe.load_fact_adapter(self.adapter(dtype), encoder=encoder)
         return pipe

@@ -37,7 +37,11 @@ def sdpa_backends(names: list[str]):
     """torch's scaled_dot_product_attention limited to these backends (SDPBackend names), in this order."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    return sdpa_kernel([getattr(SDPBackend, name) for name in dict.fromkeys(names)], set_priority=True)
+    backends = [getattr(SDPBackend, name) for name in dict.fromkeys(names)]
+    try:
+        return sdpa_kernel(backends, set_priority=True)
+    except TypeError:  # a torch without set_priority: torch's own order among the allowed ones
+        return sdpa_kernel(backends)
 
 
 def random_lcm_lora(unet, seed: int = 0) -> dict:
