@@ -88,6 +88,8 @@ def parse_args(argv):
     args.size = args.size or (64 if args.tiny else 512)
     if args.size % 8 or args.size < 64:
         parser.error("--size must be a multiple of 8, at least 64")
+    if any(v is not None and v < 1 for v in (args.repeats, args.speed_steps)):
+        parser.error("--repeats and --speed-steps must be at least 1")
     chosen = _names(parser, "--only", args.only) if args.only else list(CHECK_NAMES)
     skipped = _names(parser, "--skip", args.skip) if args.skip else []
     args.checks = [c for c in chosen if c not in skipped]

@@ -71,9 +71,10 @@ def test_the_speed_table_has_its_rows_and_never_a_verdict(tiny_run):
 def test_choosing_checks_and_a_budget(tmp_path):
     args, _ = parse_args(["--only", "numerics,speed,training", "--skip", "speed", "--device", "cpu", "--tiny"])
     assert args.checks == ["numerics", "training"] and args.size == 64
-    with pytest.raises(SystemExit) as stopped:
-        parse_args(["--only", "numrics"])
-    assert stopped.value.code == 2
+    for bad in (["--only", "numrics"], ["--repeats", "0"], ["--size", "100"]):
+        with pytest.raises(SystemExit) as stopped:
+            parse_args(bad)
+        assert stopped.value.code == 2
     report = Report(tmp_path / "r.json", budget_s=0.0, header={"device": "cpu"})
     assert not report.fits(1.0) and Report(None, None, {}).fits(1e9)
     report.skip("speed", "FACT bf16", "the --budget-s is spent")
