@@ -22,7 +22,6 @@ serves both calls, with one graph each).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import gc
 import json
@@ -30,13 +29,14 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from flops import count_flops  # noqa: E402
+from sd15 import official_adapter, sd15_unet  # noqa: E402
+from timing import peak_memory_mib, synchronize, timed  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -45,31 +45,6 @@ TARGETS = {"fp32": 0.45, "bf16": 0.50}  # issue 9: overhead per step, through su
 
 
 # ---- models (random weights) --------------------------------------------------------------------
-def sd15_unet(sample_size: int = 64):
-    """The UNet of runwayml/stable-diffusion-v1-5 (unet/config.json), built from its config."""
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, cross_attention_dim=768,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        norm_num_groups=32).eval().requires_grad_(False)
-
-
-def official_adapter(unet, seed: int = 0):
-    """FaceAdapter.for_unet with the official resampler sizes, gates opened like a trained checkpoint."""
-    from facefact.model import FaceAdapter, ResamplerConfig
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        adapter = FaceAdapter.for_unet(unet, ResamplerConfig()).eval().requires_grad_(False)
-        for fuser in adapter.all_fusers():
-            fuser.alpha_attn.fill_(0.6)
-            fuser.alpha_dense.fill_(0.4)
-    return adapter
-
-
 def build_models(tiny: bool, size: int):
     """(UNet, FaceAdapter): SD1.5-size + official adapter, or the test suite's tiny pair."""
     if tiny:
@@ -86,50 +61,6 @@ def build_models(tiny: bool, size: int):
 
 def n_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-# ---- timing and memory ---------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def peak_memory_mib(fn, device: torch.device) -> float:
-    """Peak memory of one call. CUDA: max_memory_allocated. CPU: the process's peak RSS (VmHWM)
-    during the call, weights and allocator cache included; freed heap is trimmed first and the
-    peak reset through /proc/self/clear_refs, so one call's peak does not carry into the next."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return float("nan")
-    fn()
-    return proc_status_mib("VmHWM")
-
-
-def proc_status_mib(field: str) -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return float("nan")
 
 
 # ---- profiled breakdown by kind of operator ------------------------------------------------------

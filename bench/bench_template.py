@@ -23,46 +23,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sd15_parts(size: int, with_controlnets: bool) -> dict:
-    """SD1.5-size UNet, VAE and CLIP text encoder (random), a byte-level tokenizer, PNDM as SD1.5."""
-    from diffusers import AutoencoderKL, ControlNetModel, MultiControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from facefact.pipelines.tiny import tiny_scheduler, tiny_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = tiny_tokenizer()
-    unet = UNet2DConditionModel(
-        sample_size=size // 8, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, cross_attention_dim=768,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                        layers_per_block=2, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=size, scaling_factor=0.18215)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072,
-                                        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
-                                        hidden_act="quick_gelu", bos_token_id=len(tokenizer) - 2,
-                                        eos_token_id=len(tokenizer) - 1, pad_token_id=len(tokenizer) - 1))
-    parts = {"vae": vae, "text_encoder": text, "tokenizer": tokenizer, "unet": unet, "scheduler": tiny_scheduler(),
-             "safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    if with_controlnets:
-        parts["controlnet"] = MultiControlNetModel([ControlNetModel.from_unet(unet) for _ in range(2)])
-    for module in (unet, vae, text):
-        module.eval().requires_grad_(False)
-    return parts
-
-
-def load_official_fact(pipe) -> None:
-    from facefact.model import EncoderConfig, FaceAdapter, ResamplerConfig, TransFaceEncoder
-
-    adapter = FaceAdapter.for_unet(pipe.unet, ResamplerConfig())
-    for fuser in adapter.all_fusers():  # opened gates, as a trained checkpoint has them
-        fuser.alpha_attn.data.fill_(0.6)
-        fuser.alpha_dense.data.fill_(0.4)
-    pipe.load_fact_adapter(adapter.eval().requires_grad_(False), encoder=TransFaceEncoder(EncoderConfig()).eval())
+sys.path.insert(0, str(REPO / "bench"))
+from sd15 import load_official_fact, sd15_parts  # noqa: E402
 
 
 def run_one(mode: str, crop: int, steps: int) -> dict:

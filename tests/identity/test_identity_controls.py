@@ -113,6 +113,19 @@ def test_outside_every_region_nothing_changes(pipe, astronaut):
     assert torch.equal(out[:, ~inside], hidden[:, ~inside]) and not torch.equal(out[:, inside], hidden[:, inside])
 
 
+def test_region_masks_are_decided_on_the_cpu_and_moved_once():
+    """Per layer, the attention mask is built where the region masks live (the CPU) and only the
+    result moves to the UNet's device: no device -> host wait inside the denoising loop on a GPU.
+    The meta device stands in for the GPU here - a decision made there would fail (it holds no values)."""
+    regions = FaceRegions(box_masks([(0, 0, 0.5, 1), (0.5, 0, 1, 1)], (8, 8)), [(0, 16), (16, 32)])
+    mask, inside = regions.layer(64, 32, torch.device("meta"))
+    assert mask.device.type == "meta" and tuple(mask.shape) == (64, 96) and inside is None  # every cell in one
+    on_cpu, _ = regions.layer(64, 32, torch.device("cpu"))
+    assert on_cpu[0, 64:80].all() and not on_cpu[0, 80:].any()  # token 0 (left half): identity 1's tokens only
+    assert on_cpu[4, 80:].all() and not on_cpu[4, 64:80].any()  # token 4 (right half): identity 2's only
+    assert regions.layer(64, 32, torch.device("meta"))[0] is mask  # cached per layer size and device
+
+
 def test_one_region_covering_the_image_is_the_plain_call(pipe, astronaut):
     assert np.array_equal(gen(pipe, face_images=[[astronaut]], face_regions=[(0, 0, 1, 1)]),
                           gen(pipe, face_images=[astronaut]))

@@ -269,3 +269,22 @@ def test_the_whole_unet_with_fact_compiles_in_one_graph(unet, adapter, inputs):
     finally:
         adapter.detach()
         torch._dynamo.reset()
+
+
+def test_a_compiled_unet_is_still_the_unet_fact_is_attached_to(unet, adapter):
+    """`pipe.unet = torch.compile(pipe.unet)` (diffusers' documented way) keeps FACT usable: the
+    wrapper is seen through, another UNet is not taken for it."""
+    from facefact.pipelines import FACTStableDiffusionPipeline
+
+    adapter.attach(unet)
+    try:
+        wrapped = torch.compile(unet, backend="eager")  # never called: nothing is traced
+        assert adapter.is_attached_to(wrapped) and adapter.is_attached_to(unet)
+        assert not adapter.is_attached_to(copy.deepcopy(unet)) and not adapter.is_attached_to(torch.compile(
+            copy.deepcopy(unet), backend="eager"))
+    finally:
+        adapter.detach()
+    pipe = FACTStableDiffusionPipeline.tiny()
+    pipe.unet = torch.compile(pipe.unet, backend="eager")
+    pipe.set_fact_scale(0.3)  # refused before: "the FACT adapter is not attached to this pipeline's UNet"
+    assert pipe.fact_adapter.scale == 0.3

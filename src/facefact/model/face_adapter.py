@@ -156,7 +156,9 @@ class FaceAdapter(nn.Module):
         return bool(self._unet)
 
     def is_attached_to(self, unet: nn.Module) -> bool:
-        return bool(self._unet) and self._unet[0] is unet
+        """Whether this adapter sits in `unet` - also when `unet` is the `torch.compile` wrapper of
+        that UNet (`pipe.unet = torch.compile(pipe.unet)`, as diffusers' docs do it)."""
+        return bool(self._unet) and self._unet[0] is getattr(unet, "_orig_mod", unet)
 
     @staticmethod
     def attached_to(unet: nn.Module) -> "FaceAdapter | None":

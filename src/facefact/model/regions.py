@@ -41,14 +41,17 @@ class FaceRegions:
             height, width = (height + 1) // 2, (width + 1) // 2
         if height * width != n_tokens:
             raise ValueError(f"regions of a {self.latent_size} latent do not fit a layer of {n_tokens} tokens")
-        coverage = F.interpolate(self.masks[None], size=(height, width), mode="area")[0]  # [K, h, w]
-        inside = (coverage > 0.5).flatten(1).to(device)  # [K, N]
-        faces_allowed = torch.zeros(n_tokens, n_faces, dtype=torch.bool, device=device)
+        # Built on the CPU, where the masks live, and moved once: the denoising loop on a GPU never
+        # waits for a device -> host copy (`bool(t.all())` of a CUDA tensor would be one per layer).
+        masks = self.masks.cpu()
+        coverage = F.interpolate(masks[None], size=(height, width), mode="area")[0]  # [K, h, w]
+        inside = (coverage > 0.5).flatten(1)  # [K, N]
+        faces_allowed = torch.zeros(n_tokens, n_faces, dtype=torch.bool)
         for k, (start, end) in enumerate(self.spans):
             faces_allowed[:, start:end] = inside[k][:, None]
-        mask = torch.cat([torch.ones(n_tokens, n_tokens, dtype=torch.bool, device=device), faces_allowed], dim=1)
+        mask = torch.cat([torch.ones(n_tokens, n_tokens, dtype=torch.bool), faces_allowed], dim=1)
         any_inside = inside.any(0)[:, None]
-        return (None if bool(mask.all()) else mask), (None if bool(any_inside.all()) else any_inside)
+        return (None if bool(mask.all()) else mask.to(device)), (None if bool(any_inside.all()) else any_inside.to(device))
 
 
 def box_masks(boxes, latent_size: tuple[int, int]) -> torch.Tensor:

@@ -11,6 +11,7 @@ not the embeddings.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -96,6 +97,13 @@ def png_info(meta: dict) -> PngInfo:
     info.add_text("Comment", AI_STATEMENT)
     info.add_itxt(XMP_KEY, xmp_packet(meta))
     return info
+
+
+def png_bytes(image: Image.Image, meta: dict) -> bytes:
+    """PNG bytes with facefact's provenance, exactly what `write_png` puts in a file."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_info(meta))
+    return buffer.getvalue()
 
 
 def read_png_metadata(path: str | Path) -> dict:

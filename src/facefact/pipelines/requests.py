@@ -141,4 +141,4 @@ def regions_for(pipe, request: FaceRequest, given) -> tuple[FaceTokens, FaceRegi
     null = torch.cat([f.null.to(device) for f in identities], dim=1)
     notes = [f"identity {k + 1}: {note}" for k, f in enumerate(identities) for note in f.notes]
     combined = FaceTokens(tokens, null, sum(f.num_photos for f in identities), notes, request.face_combine)
-    return combined, FaceRegions(masks.to(device), spans)
+    return combined, FaceRegions(masks, spans)  # masks stay on the CPU: see FaceRegions._build

@@ -73,20 +73,27 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
 
 
 def tiny_controlnet(unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
-    """A ControlNet for `unet` (its encoder weights copied, as `ControlNetModel.from_unet` does),
-    random but deterministic. `from_unet` zero-initialises the output convolutions, so a fresh
-    ControlNet changes nothing; here they are small and random, and the conditioning embedding is
-    re-initialised so the control image reaches them - it acts, as a trained one does."""
-    with torch.random.fork_rng(devices=[]):
+    """A tiny ControlNet for `unet` (see `acting_controlnet`), random but deterministic."""
+    return acting_controlnet(unet, seed, conditioning_channels=(8, 16, 32, 32), residual_std=0.1)
+
+
+def acting_controlnet(unet: UNet2DConditionModel, seed: int = 0, *, conditioning_channels=(16, 32, 96, 256),
+                      residual_std: float = 0.1) -> ControlNetModel:
+    """A ControlNet for `unet` (its encoder weights copied, as `ControlNetModel.from_unet` does) that
+    acts, as a trained one does. `from_unet` zero-initialises the output convolutions, so a fresh
+    ControlNet changes nothing; here they are random (std `residual_std`), and the conditioning
+    embedding is re-initialised so the control image reaches them. The default channels are the
+    SD1.5 ControlNets' (the benchmarks' full-size random models); deterministic for a seed."""
+    with torch.random.fork_rng(devices=[unet.device] if unet.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(conditioning_channels))
         for module in controlnet.controlnet_cond_embedding.modules():
             if isinstance(module, torch.nn.Conv2d):
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 torch.nn.init.zeros_(module.bias)
         torch.nn.init.normal_(controlnet.controlnet_cond_embedding.conv_out.weight, std=0.2)
         for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
-            torch.nn.init.normal_(module.weight, std=0.1)
+            torch.nn.init.normal_(module.weight, std=residual_std)
     return controlnet
 
 

@@ -13,7 +13,6 @@ for real models one on the loaded pipeline's own modules (`FACTStableDiffusionIn
 """
 from __future__ import annotations
 
-import io
 import secrets
 import threading
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from facefact.pipelines.metadata import png_bytes
 from facefact.serving.presets import apply_style
 from facefact.serving.schemas import GenerateSettings, TemplateJobSettings
 
@@ -36,15 +36,6 @@ class GeneratedPNG:
 class EngineResult:
     images: list[GeneratedPNG]
     notes: list[str] = field(default_factory=list)
-
-
-def encode_png(image, meta: dict) -> bytes:
-    """PNG bytes with facefact's provenance, exactly what `write_png` puts in a file."""
-    from facefact.pipelines.metadata import png_info
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=png_info(meta))
-    return buffer.getvalue()
 
 
 class Engine:
@@ -96,7 +87,7 @@ class Engine:
             meta["scheduler"] = settings.scheduler
             if settings.style:
                 meta["style"] = settings.style
-            images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
+            images.append(GeneratedPNG(png=png_bytes(image, meta), seed=int(meta["seed"]), metadata=meta))
         return EngineResult(images=images, notes=list(out.notes or []))
 
     def generate_template(self, template, photos: list[np.ndarray], targets: dict[int, list[int]] | None,
@@ -125,7 +116,7 @@ class Engine:
         for image, meta in zip(out.images, out.metadata_with_hashes()):
             meta["mode"] = "template"
             meta["template_settings"].pop("extra", None)  # the progress callback, not a setting
-            images.append(GeneratedPNG(png=encode_png(image, meta), seed=int(meta["seed"]), metadata=meta))
+            images.append(GeneratedPNG(png=png_bytes(image, meta), seed=int(meta["seed"]), metadata=meta))
         return EngineResult(images=images, notes=list(out.notes or []))
 
     def _template_maker(self):
