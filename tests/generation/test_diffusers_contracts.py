@@ -250,7 +250,12 @@ def test_from_pipe_across_classes_shares_loading_and_unloading(face, tiny_model_
     replacement = tiny_face_adapter(pipe.unet, seed=9)
     pipe2.load_fact_adapter(replacement, encoder=pipe.face_encoder)  # loading in one replaces it for both
     assert pipe.fact_adapter is replacement is pipe2.fact_adapter
+    analysis = object()  # any stand-in: only where it is kept is checked
+    pipe2.face_analysis = analysis  # set in one, found by both
+    assert pipe.face_analysis is analysis
     pipe.unload_fact_adapter()
+    with pytest.raises(ConfigError, match="no FACT adapter"):
+        pipe2.face_analysis = analysis
 
 
 def test_ip_adapter_beside_fact(face):

@@ -157,6 +157,15 @@ class FACTMixin(LoraProvenanceMixin):
         loaded = fact_state.loaded_fact(getattr(self, "unet", None))
         return loaded.analysis if loaded is not None else None
 
+    @face_analysis.setter
+    def face_analysis(self, analysis) -> None:
+        """The FaceAnalysis the loaded FACT finds faces with (for every pipeline on this UNet)."""
+        loaded = fact_state.loaded_fact(getattr(self, "unet", None))
+        if loaded is None:
+            raise ConfigError("no FACT adapter is loaded in this pipeline, so there is no face analysis to set",
+                              hint="call pipe.load_fact_adapter(adapter, encoder=..., face_analysis=...)")
+        loaded.analysis = analysis
+
     @property
     def _fact_models(self) -> dict:
         """role -> provenance entry of the FACT files loaded (the dict itself: loaders may rename)."""
