@@ -13,7 +13,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from serve_helpers import REPO, running_server  # noqa: E402 (a uniquely named module: conftest names clash across folders)
+from serve_helpers import REPO, close_jobs, running_server  # noqa: E402 (a uniquely named module: conftest names clash across folders)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -72,7 +72,7 @@ def serve(engine, checker):
         config = ServerConfig(ui=ui, **options)
         jobs = LocalJobs([engine], queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
                          result_ttl_s=config.result_ttl_s)
-        stack.callback(jobs.close)
+        stack.callback(close_jobs, jobs)
         url = stack.enter_context(running_server(create_app(jobs, checker, config)))
         return url, jobs
 

@@ -12,6 +12,12 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = {"prompt": "a portrait", "steps": 2, "width": 64, "height": 64, "guidance": 5.0}
 
 
+def close_jobs(jobs) -> None:
+    """Cancel a test's jobs and wait until none runs: the next test shares the engine (its pipeline and
+    face analysis), which must never run two jobs at once."""
+    assert jobs.close(), "a job still runs on the shared engine after 60 s"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
