@@ -3,7 +3,10 @@ whichever folder's conftest was imported first when several test folders run tog
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,3 +46,11 @@ def running_server(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def start_worker(url: str, name: str, stderr_text: bool = False) -> subprocess.Popen:
+    """`facefact worker --model tiny` on the Redis at `url`, its stderr piped."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "facefact.cli.main", "worker", "--redis", url, "--model", "tiny",
+                             "--name", name], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=stderr_text)
