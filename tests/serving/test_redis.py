@@ -22,7 +22,7 @@ def workers(redis_url):
 
     started = {name: start_worker(redis_url, name) for name in ("gpu-a", "gpu-b")}
     probe = RedisJobs(redis_url)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # only bounds a hang: each start loads torch and the models
     while probe.workers < 2:
         for process in started.values():
             assert process.poll() is None, process.stderr.read().decode()[-2000:]

@@ -19,7 +19,7 @@ STOPPED_WITHIN_S = 5  # the acceptance bound: a container runtime waits 10 s bef
 INTERRUPTED = 130
 
 
-def wait_until(condition, what: str, processes=(), limit_s: float = 180):
+def wait_until(condition, what: str, processes=(), limit_s: float = 600):
     """Poll `condition()` until true; `limit_s` only bounds a hang. A process that died fails at once."""
     deadline = time.monotonic() + limit_s
     while not condition():

@@ -14,6 +14,7 @@ import os
 import sys
 
 from facefact.errors import ConfigError
+from facefact.logfilters import prompts_kept_out_of_logs
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 3  # on Ctrl-C / SIGTERM: how long open requests and a running job's step may take to end
@@ -149,7 +150,7 @@ def run(args) -> int:
     config = ServerConfig(queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
                           max_photo_pixels=int(args.max_photo_mp * 1e6), job_timeout_s=args.job_timeout,
                           result_ttl_s=args.result_ttl, api_key=api_key, cors_origins=args.cors_origins, ui=args.ui)
-    with listening:
+    with listening, prompts_kept_out_of_logs():
         jobs = make_jobs(args, config)
         try:
             app = create_app(jobs, FaceChecker(), config)
@@ -226,7 +227,8 @@ def run_worker(args) -> int:
     worker = FacefactWorker([QUEUE_NAME], engine, connection=connection, name=args.name)
     print(f"facefact worker {worker.name}: waiting for jobs", file=sys.stderr)
     try:
-        worker.work(burst=args.burst, with_scheduler=False, logging_level="WARNING")
+        with prompts_kept_out_of_logs():
+            worker.work(burst=args.burst, with_scheduler=False, logging_level="WARNING")
     except SystemExit:
         pass  # RQ's cold stop (a second Ctrl-C while a step runs): the job is failed, the worker gone
     if worker.stop_signal is not None:
