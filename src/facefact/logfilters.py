@@ -36,7 +36,8 @@ PROMPT_QUOTING_LOGGERS = ("diffusers", "transformers", "facefact.pipelines.mixin
 @contextlib.contextmanager
 def prompts_kept_out_of_logs():
     """For a server while it serves (docs/serving.md: no prompt is logged): records quoting a prompt
-    are dropped, from other libraries too; every other record passes."""
+    are dropped, from other libraries too; every other record passes. Enter it once the libraries
+    are imported (the models loaded): diffusers and transformers make their handlers at import."""
     with contextlib.ExitStack() as stack:
         for name in PROMPT_QUOTING_LOGGERS:
             stack.enter_context(dropped_log_messages(name, quotes_a_prompt))

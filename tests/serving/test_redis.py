@@ -25,7 +25,7 @@ def workers(redis_url):
     deadline = time.monotonic() + 600  # only bounds a hang: each start loads torch and the models
     while probe.workers < 2:
         for process in started.values():
-            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert process.poll() is None, process.stdout.read().decode()[-2000:]
         assert time.monotonic() < deadline, "workers did not start"
         time.sleep(0.2)
     yield started

@@ -81,7 +81,7 @@ def quiet_network_defaults() -> None:
 def require_serve_extra() -> None:
     import importlib.util
 
-    missing = [name for name in ("fastapi", "uvicorn", "gradio", "multipart", "prometheus_client")
+    missing = [name for name in ("fastapi", "uvicorn", "gradio", "multipart", "prometheus_client", "fastapi_swagger")
                if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"facefact serve needs {', '.join(missing)}", hint='pip install -e ".[serve]"')
@@ -150,17 +150,20 @@ def run(args) -> int:
     config = ServerConfig(queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
                           max_photo_pixels=int(args.max_photo_mp * 1e6), job_timeout_s=args.job_timeout,
                           result_ttl_s=args.result_ttl, api_key=api_key, cors_origins=args.cors_origins, ui=args.ui)
-    with listening, prompts_kept_out_of_logs():
+    with listening:
         jobs = make_jobs(args, config)
-        try:
-            app = create_app(jobs, FaceChecker(), config)
-            print(f"facefact serve: http://{args.host}:{args.port}/" + ("ui/" if args.ui else "docs"), file=sys.stderr)
-            # Ctrl-C / SIGTERM: uvicorn stops (open requests get STOP_GRACE_S), then raises the signal
-            # again, which ends the command as an interrupt (exit 130).
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=STOP_GRACE_S))
-            server.run(sockets=[listening])
-        finally:
-            jobs.close(wait_s=STOP_GRACE_S)  # a running job stops at its next step
+        with prompts_kept_out_of_logs():  # entered after loading: diffusers' and transformers' handlers exist
+            try:
+                app = create_app(jobs, FaceChecker(), config)
+                print(f"facefact serve: http://{args.host}:{args.port}/" + ("ui/" if args.ui else "docs"),
+                      file=sys.stderr)
+                # Ctrl-C / SIGTERM: uvicorn stops (open requests get STOP_GRACE_S), then raises the signal
+                # again, which ends the command as an interrupt (exit 130).
+                server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                                       timeout_graceful_shutdown=STOP_GRACE_S))
+                server.run(sockets=[listening])
+            finally:
+                jobs.close(wait_s=STOP_GRACE_S)  # a running job stops at its next step
     return 0
 
 
