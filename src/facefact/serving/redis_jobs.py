@@ -118,8 +118,11 @@ class RedisJobs:
         elif state == "cancelled":
             error = ErrorDetail(code="cancelled", message="the job was cancelled")
         elif state == "running" and not self.redis.exists(_key("alive", job_id)):
-            # the worker sets this key before RQ marks the job started and deletes it after RQ marks it
-            # ended, and refreshes it from a thread while the job runs: gone means the worker is gone
+            # The worker sets this key before RQ marks the job started, deletes it after RQ marks it ended
+            # and refreshes it from a thread in between: missing while the job reads started both before
+            # and after means its worker is gone. A job that ended between the reads is read again.
+            if job.get_status(refresh=True).value != "started":
+                return self.status(job_id)
             state, error = "failed", ErrorDetail(code="worker_lost", message="the worker running the job stopped",
                                                  hint="submit the job again")
         position = job.get_position() if state == "queued" else None
