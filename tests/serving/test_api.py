@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import SMALL
+from serve_helpers import SMALL, close_jobs
 from PIL import Image
 
 
@@ -275,7 +275,7 @@ def test_loras_by_name_and_weight(engine, checker, astronaut_bytes, tmp_path):
             default, _ = pixels({})
             unknown = post_job(url, astronaut_bytes, {**SMALL, "loras": {"nope": 1.0}}, path="/v1/generate")
     finally:
-        jobs.close()
+        close_jobs(jobs)
     base = engine.generate([load_rgb(astronaut_bytes)], GenerateSettings(**{**SMALL, "seed": 4}))
     with Image.open(io.BytesIO(base.images[0].png)) as png:
         assert np.array_equal(np.asarray(png.convert("RGB")), off)

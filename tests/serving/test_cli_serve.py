@@ -102,3 +102,23 @@ def test_serve_refuses_bad_limits_before_loading(capsys, flags, words):
 
     assert main(["serve", "--model", "tiny", *flags]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_serve_refuses_a_taken_port_before_loading_models(capsys, monkeypatch):
+    import socket
+
+    from facefact.cli import serve
+    from facefact.cli.main import main
+
+    def no_loading(args):
+        raise AssertionError("models were loaded for a port that cannot be used")
+
+    monkeypatch.setattr(serve, "load_engines", no_loading)
+    with socket.socket() as other:  # another process's server on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert main(["serve", "--model", "tiny", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"facefact serve: error: port {port} on 127.0.0.1 is already in use by another "
+                                "process", "  hint: stop that process, or choose another --port"]

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from serve_helpers import SMALL
+from serve_helpers import SMALL, close_jobs
 
 
 def test_only_the_newest_finished_jobs_are_kept(engine, astronaut_bytes):
@@ -23,7 +23,7 @@ def test_only_the_newest_finished_jobs_are_kept(engine, astronaut_bytes):
             jobs.status(ids[0])
         assert [jobs.images(job_id)[0].seed for job_id in ids[1:]] == [1, 2]
     finally:
-        jobs.close()
+        close_jobs(jobs)
 
 
 def test_ui_result_files_are_deleted_after_the_ttl():

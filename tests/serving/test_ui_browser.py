@@ -144,3 +144,22 @@ def test_template_tab_end_to_end(serve, grace_hopper_path, astronaut_path, facel
         jobs.resume()
         assert "Traceback" not in page.content()
         browser.close()
+
+
+def test_api_docs_render_with_the_network_blocked(serve):
+    """/docs (where every API error hint points) draws its operations from this machine alone: Swagger
+    UI's script and styles are served locally, not from a CDN the resolver rules make unreachable."""
+    expect = sync_api.expect
+    url, _ = serve()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        page = browser.new_page()
+        requested, failed = [], []
+        page.on("request", lambda request: requested.append(request.url))
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.goto(url + "/docs")
+        expect(page.locator(".opblock-summary-path", has_text="/v1/jobs").first).to_be_visible(timeout=30000)
+        expect(page.locator(".opblock-summary-path", has_text="/v1/template/faces").first).to_be_visible()
+        assert page.locator(".opblock").count() >= 10  # every operation of the API is listed
+        browser.close()
+    assert not failed and all(u.startswith(url) for u in requested), (failed, requested)

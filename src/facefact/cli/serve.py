@@ -14,8 +14,10 @@ import os
 import sys
 
 from facefact.errors import ConfigError
+from facefact.logfilters import prompts_kept_out_of_logs
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STOP_GRACE_S = 3  # on Ctrl-C / SIGTERM: how long open requests and a running job's step may take to end
 
 
 def add_model_arguments(parser) -> None:
@@ -79,7 +81,7 @@ def quiet_network_defaults() -> None:
 def require_serve_extra() -> None:
     import importlib.util
 
-    missing = [name for name in ("fastapi", "uvicorn", "gradio", "multipart", "prometheus_client")
+    missing = [name for name in ("fastapi", "uvicorn", "gradio", "multipart", "prometheus_client", "fastapi_swagger")
                if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"facefact serve needs {', '.join(missing)}", hint='pip install -e ".[serve]"')
@@ -141,20 +143,51 @@ def run(args) -> int:
 
     api_key = args.api_key or os.environ.get("FACEFACT_API_KEY") or None
     check_limits(args)
+    listening = bind_port(args.host, args.port)  # before any model loads: a taken port is said at once
     if args.host not in LOOPBACK and api_key is None:
         print(f"facefact serve: warning: listening on {args.host} without --api-key: anyone who can reach "
               "this port can use the GPU", file=sys.stderr)
     config = ServerConfig(queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
                           max_photo_pixels=int(args.max_photo_mp * 1e6), job_timeout_s=args.job_timeout,
                           result_ttl_s=args.result_ttl, api_key=api_key, cors_origins=args.cors_origins, ui=args.ui)
-    jobs = make_jobs(args, config)
-    try:
-        app = create_app(jobs, FaceChecker(), config)
-        print(f"facefact serve: http://{args.host}:{args.port}/" + ("ui/" if args.ui else "docs"), file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        jobs.close()
+    with listening:
+        jobs = make_jobs(args, config)
+        with prompts_kept_out_of_logs():  # entered after loading: diffusers' and transformers' handlers exist
+            try:
+                app = create_app(jobs, FaceChecker(), config)
+                print(f"facefact serve: http://{args.host}:{args.port}/" + ("ui/" if args.ui else "docs"),
+                      file=sys.stderr)
+                # Ctrl-C / SIGTERM: uvicorn stops (open requests get STOP_GRACE_S), then raises the signal
+                # again, which ends the command as an interrupt (exit 130).
+                server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                                       timeout_graceful_shutdown=STOP_GRACE_S))
+                server.run(sockets=[listening])
+            finally:
+                jobs.close(wait_s=STOP_GRACE_S)  # a running job stops at its next step
     return 0
+
+
+def bind_port(host: str, port: int):
+    """The listening socket, bound now (uvicorn serves on it later), or a ConfigError naming the flag."""
+    import errno
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use by another process",
+                              hint="stop that process, or choose another --port", setting="port") from None
+        if err.errno == errno.EACCES:
+            raise ConfigError(f"port {port} needs administrator rights on this machine",
+                              hint="choose a --port above 1023", setting="port") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror or err})",
+                          hint="--host must be an address of this machine (127.0.0.1, 0.0.0.0, ::)",
+                          setting="host") from None
+    return sock
 
 
 def check_limits(args) -> None:
@@ -196,5 +229,11 @@ def run_worker(args) -> int:
     connection = Redis.from_url(args.redis)
     worker = FacefactWorker([QUEUE_NAME], engine, connection=connection, name=args.name)
     print(f"facefact worker {worker.name}: waiting for jobs", file=sys.stderr)
-    worker.work(burst=args.burst, with_scheduler=False, logging_level="WARNING")
+    try:
+        with prompts_kept_out_of_logs():
+            worker.work(burst=args.burst, with_scheduler=False, logging_level="WARNING")
+    except SystemExit:
+        pass  # RQ's cold stop (a second Ctrl-C while a step runs): the job is failed, the worker gone
+    if worker.stop_signal is not None:
+        raise KeyboardInterrupt  # Ctrl-C or SIGTERM: reported and exited as every command does (130)
     return 0

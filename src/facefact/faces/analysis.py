@@ -1,6 +1,7 @@
 """``FaceAnalysis``: the one entry point for detecting, checking, aligning, masking and comparing faces."""
 from __future__ import annotations
 
+import threading
 import warnings
 
 import cv2
@@ -26,7 +27,9 @@ class FaceAnalysis:
     >>> face = fa.get_one("me.jpg")               # largest face, quality-checked
     >>> pixels = fa.fact_condition("me.jpg", face)  # 112x112 head-masked aligned face
 
-    Models load on first use and stay on this object. Methods accept a path, a PIL image or an
+    Models load on first use and stay on this object. One object may be shared by threads: its
+    detector and embedder let one call in at a time (OpenCV's networks are not thread-safe), so
+    results are those of one call at a time. Methods accept a path, a PIL image or an
     ``np.uint8`` RGB array; pass the array from :func:`load_image` to avoid decoding a file twice.
     """
 
@@ -36,6 +39,7 @@ class FaceAnalysis:
         self.detector = make_backend("detector", detector, DETECTORS, **(detector_options or {}))
         self._embedder_spec = (embedder, embedder_options or {})
         self._embedder = None
+        self._embedder_lock = threading.Lock()  # threads asking first get the one embedder
         if isinstance(embedder, str) and embedder not in EMBEDDERS:
             make_backend("embedder", embedder, EMBEDDERS)  # raises ConfigError now, not on first embed
         self.mask_method = mask_method
@@ -45,9 +49,10 @@ class FaceAnalysis:
     @property
     def embedder(self):
         """The identity backend (``.name``, ``.threshold``: same-person cosine, ``.dim``)."""
-        if self._embedder is None:
-            name, options = self._embedder_spec
-            self._embedder = make_backend("embedder", name, EMBEDDERS, **options)
+        with self._embedder_lock:
+            if self._embedder is None:
+                name, options = self._embedder_spec
+                self._embedder = make_backend("embedder", name, EMBEDDERS, **options)
         return self._embedder
 
     def describe(self) -> dict:

@@ -1,11 +1,15 @@
 """Detector and embedder backends behind two small interfaces, chosen explicitly by name.
 
 Each backend loads its model on first use and keeps it on the instance (no module-level caches),
-so two ``FaceAnalysis`` objects never share mutable OpenCV state.
+so two ``FaceAnalysis`` objects never share mutable OpenCV state. One backend may be called from
+several threads (the server's job threads share one): OpenCV's and dlib's networks keep per-call
+state on the object (YuNet's input size, the blobs of a forward pass) and are not thread-safe, so
+each backend owns a lock and lets one call in at a time, model loading included.
 """
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +49,7 @@ class YuNetDetector:
         self.upright_refine = upright_refine
         self.refine_min_roll = refine_min_roll
         self._net = self._shape = None
+        self._lock = threading.Lock()  # one detection at a time: setInputSize + detect share the net
 
     def _model(self):
         if self._net is None:
@@ -57,6 +62,10 @@ class YuNetDetector:
         return self._net
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
+        with self._lock:
+            return self._detect(rgb)
+
+    def _detect(self, rgb: np.ndarray) -> list[Detection]:
         h, w = rgb.shape[:2]
         scale = min(1.0, self.detect_size / max(h, w))
         small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
@@ -133,6 +142,7 @@ class SFaceEmbedder:
 
     def __init__(self):
         self._net = None
+        self._lock = threading.Lock()
 
     def _model(self):
         if self._net is None:
@@ -145,7 +155,8 @@ class SFaceEmbedder:
 
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray, bbox) -> np.ndarray:
         crop = warp(rgb, alignment_matrix(landmarks, 112), 112)
-        feature = self._model().feature(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)).reshape(-1)
+        with self._lock:
+            feature = self._model().feature(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)).reshape(-1)
         return _l2_normalise(feature)
 
 
@@ -166,6 +177,7 @@ class DlibEmbedder:
     def __init__(self, *, jitters: int = 0):
         self.jitters = jitters  # dlib's test-time augmentation; 0 keeps it at ~70 ms a face
         self._shape = self._net = None
+        self._lock = threading.Lock()
 
     def _models(self):
         if self._net is None:
@@ -182,12 +194,13 @@ class DlibEmbedder:
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray, bbox) -> np.ndarray:
         import dlib
 
-        shape_model, net = self._models()
         # dlib's 5-point model places its own landmarks inside our detector's box; its chip
         # alignment expects exactly those, so we do not substitute YuNet's points.
         x1, y1, x2, y2 = (int(round(v)) for v in bbox)
-        shape = shape_model(rgb, dlib.rectangle(x1, y1, x2, y2))
-        raw = np.asarray(net.compute_face_descriptor(rgb, shape, self.jitters), dtype=np.float32)
+        with self._lock:
+            shape_model, net = self._models()
+            shape = shape_model(rgb, dlib.rectangle(x1, y1, x2, y2))
+            raw = np.asarray(net.compute_face_descriptor(rgb, shape, self.jitters), dtype=np.float32)
         return _l2_normalise(raw)
 
 
@@ -209,15 +222,18 @@ class InsightFaceEmbedder:
                               path=model_path, hint="facefact never downloads insightface models itself")
         self.model_path = Path(model_path)
         self._net = None
+        self._lock = threading.Lock()
 
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray, bbox) -> np.ndarray:
-        if self._net is None:
-            from insightface.model_zoo import get_model
-
-            self._net = get_model(str(self.model_path))
-            self._net.prepare(ctx_id=-1)
         crop = warp(rgb, alignment_matrix(landmarks, 112), 112)
-        return _l2_normalise(self._net.get_feat(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)).reshape(-1))
+        with self._lock:
+            if self._net is None:
+                from insightface.model_zoo import get_model
+
+                self._net = get_model(str(self.model_path))
+                self._net.prepare(ctx_id=-1)
+            feature = self._net.get_feat(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)).reshape(-1)
+        return _l2_normalise(feature)
 
 
 EMBEDDERS = {"sface": SFaceEmbedder, "dlib": DlibEmbedder, "insightface": InsightFaceEmbedder}

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facefact.errors import FaceError, FacefactError, ImageError
+from facefact.serving.api_docs import add_docs_routes
 from facefact.serving.jobs import JobInput, QueueFull, UnknownJob, error_detail
 from facefact.serving.limits import BodyLimitMiddleware
 from facefact.serving.photos import FaceChecker, PhotoTooLargeError, decode_photo
@@ -88,11 +89,12 @@ def parse_settings(text: str, model=GenerateSettings):
 
 def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
-    app = FastAPI(title="facefact", version=_version(), docs_url="/docs", redoc_url=None,
+    app = FastAPI(title="facefact", version=_version(), docs_url=None, redoc_url=None,
                   description="Portraits of the person in reference photos (FaceChain-FACT). Jobs are queued; "
                               "results are deleted after the server's TTL.")
     app.state.jobs, app.state.checker, app.state.config = jobs, checker, config
     _install_error_handlers(app)
+    add_docs_routes(app)  # Swagger UI from this machine, not a CDN
     require_key = _key_dependency(config.api_key)
     _add_job_routes(app, jobs, checker, config, require_key)
     _add_sync_routes(app, jobs, checker, config, require_key)

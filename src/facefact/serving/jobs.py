@@ -176,13 +176,21 @@ class LocalJobs:
             self._paused = False
             self._wakeup.notify_all()
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 60.0) -> bool:
+        """Cancel every job and wait up to `wait_s` for the running ones to stop (each stops at its
+        next step), so whoever shares the engines next never runs beside a leftover job.
+        True when every worker thread has stopped."""
         with self._lock:
             self._stop.set()
             jobs = list(self._jobs.values())
             self._wakeup.notify_all()
         for job in jobs:
             job.cancel.set()
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     # ---- inside ------------------------------------------------------------------------------
     def _get(self, job_id: str) -> Job:

@@ -7,6 +7,11 @@ RQ `SimpleWorker`s (no fork per job: forking after CUDA init is unsafe) that loa
 Keys, all with a TTL: `facefact:photos:<id>` (the uploads; the worker deletes them when it takes
 the job), `facefact:png:<id>:<k>` (results, `result_ttl`), `facefact:cancel:<id>` (a flag the
 worker checks after every step). Progress is the RQ job's `meta`.
+
+Liveness does not depend on how long a step takes: a thread in each worker refreshes
+`facefact:worker:<name>` and, while a job runs, `facefact:alive:<id>` every quarter of
+`heartbeat_s`, with a TTL of `heartbeat_s`. A worker killed outright stops refreshing them, so
+within `heartbeat_s` `/health` stops counting it and its job reads `failed` / `worker_lost`.
 """
 from __future__ import annotations
 
@@ -14,8 +19,8 @@ import base64
 import contextvars
 import json
 import secrets
+import threading
 import time
-from datetime import timezone
 
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -46,7 +51,7 @@ class RedisJobs:
 
     def __init__(self, redis_url: str, queue_size: int = 8, job_timeout_s: float = 600.0,
                  result_ttl_s: float = 600.0, queue_wait_s: float = 3600.0, metrics: Metrics | None = None,
-                 queue_name: str = QUEUE_NAME, default_size: int = 512, heartbeat_s: float = 60.0):
+                 queue_name: str = QUEUE_NAME, default_size: int = 512):
         self.redis = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.redis, serializer=JSONSerializer)
         self.queue_size, self.job_timeout_s, self.result_ttl_s = queue_size, job_timeout_s, result_ttl_s
@@ -54,11 +59,19 @@ class RedisJobs:
         self.metrics = metrics or Metrics()
         self.metrics.bind_queue_depth(self.depth)
         self._default_size = default_size
-        self.heartbeat_s = heartbeat_s  # a running job whose worker has not been heard of for this long is lost
 
     @property
     def workers(self) -> int:
-        return SimpleWorker.count(connection=self.redis, queue=self.queue)
+        """Workers on this queue that are alive now: registered with RQ and heard from within their
+        heartbeat (RQ keeps a killed worker's registration for minutes)."""
+        prefix = SimpleWorker.redis_worker_namespace_prefix
+        names = [key.removeprefix(prefix) for key in SimpleWorker.all_keys(connection=self.redis, queue=self.queue)]
+        if not names:
+            return 0
+        with self.redis.pipeline() as pipe:
+            for name in names:
+                pipe.exists(_key("worker", name))
+            return sum(pipe.execute())
 
     def depth(self) -> int:
         return self.queue.count
@@ -78,7 +91,7 @@ class RedisJobs:
         photos_ttl = int(self.queue_wait_s + self.job_timeout_s) + 60
         self.redis.set(_key("photos", job_id), json.dumps([base64.b64encode(data).decode() for data in job_input.photos]), ex=photos_ttl)
         payload = {"settings": job_input.settings.model_dump(), "max_pixels": job_input.max_pixels,
-                   "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s, "heartbeat_s": self.heartbeat_s}
+                   "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s}
         # A fixed description: RQ's default is the call with its arguments, which would put the prompt in logs.
         self.queue.enqueue("facefact.serving.redis_jobs.run_job", payload, job_id=job_id, description="facefact job",
                            job_timeout=int(self.job_timeout_s) + 60, result_ttl=int(self.result_ttl_s),
@@ -104,7 +117,12 @@ class RedisJobs:
             error = ErrorDetail(code="internal", message="the job failed on a worker", hint="see the worker's log")
         elif state == "cancelled":
             error = ErrorDetail(code="cancelled", message="the job was cancelled")
-        elif state == "running" and self._worker_lost(job):
+        elif state == "running" and not self.redis.exists(_key("alive", job_id)):
+            # The worker sets this key before RQ marks the job started, deletes it after RQ marks it ended
+            # and refreshes it from a thread in between: missing while the job reads started both before
+            # and after means its worker is gone. A job that ended between the reads is read again.
+            if job.get_status(refresh=True).value != "started":
+                return self.status(job_id)
             state, error = "failed", ErrorDetail(code="worker_lost", message="the worker running the job stopped",
                                                  hint="submit the job again")
         position = job.get_position() if state == "queued" else None
@@ -113,14 +131,6 @@ class RedisJobs:
         return JobStatus(id=job_id, state=state, progress=Progress(step=meta.get("step", 0), total=meta.get("total", 0)),
                          queue_position=position, notes=notes, error=error, worker=worker,
                          expires_in_s=float(expires) if expires and expires > 0 else None)
-
-    def _worker_lost(self, job: RQJob) -> bool:
-        """No heartbeat from the job's worker for `heartbeat_s` (it refreshes one after every step)."""
-        if self.redis.exists(_key("alive", job.id)):
-            return False
-        started = job.started_at.replace(tzinfo=job.started_at.tzinfo or timezone.utc).timestamp() \
-            if job.started_at else time.time()
-        return time.time() - started > self.heartbeat_s
 
     def images(self, job_id: str) -> list[GeneratedPNG]:
         job = self._fetch(job_id)
@@ -154,18 +164,67 @@ class RedisJobs:
 
 
 class FacefactWorker(SimpleWorker):
-    """An RQ SimpleWorker holding one Engine; jobs run in this process, one at a time."""
+    """An RQ SimpleWorker holding one Engine; jobs run in this process, one at a time.
 
-    def __init__(self, queues, engine: Engine, **kwargs):
+    SIGINT / SIGTERM: an idle worker stops at once; a busy one stops its job at the next step (the
+    job reads `failed` / `worker_stopped`) and then stops. `stop_signal` says which signal it was."""
+
+    def __init__(self, queues, engine: Engine, heartbeat_s: float = 10.0, **kwargs):
         kwargs.setdefault("serializer", JSONSerializer)
         super().__init__(queues, **kwargs)
         self.engine = engine
+        self.heartbeat_s = heartbeat_s
+        self.stop_signal: int | None = None
+        self._current_job: str | None = None
+        self._beating = threading.Event()
+
+    # ---- liveness: a thread, so a slow step or a loaded machine never looks like a dead worker ----
+    def _beat_once(self) -> None:
+        ttl = max(1, round(self.heartbeat_s))
+        with self.connection.pipeline() as pipe:
+            pipe.set(_key("worker", self.name), 1, ex=ttl)
+            if (job_id := self._current_job) is not None:
+                pipe.set(_key("alive", job_id), self.name, ex=ttl)
+            pipe.execute()
+
+    def _beat(self) -> None:
+        while not self._beating.wait(self.heartbeat_s / 4):
+            try:
+                self._beat_once()
+            except Exception:  # Redis briefly unreachable: the next beat tries again
+                self.log.warning("Worker %s: heartbeat failed", self.name, exc_info=True)
+
+    def register_birth(self):
+        super().register_birth()
+        self._beat_once()
+        threading.Thread(target=self._beat, name="facefact-heartbeat", daemon=True).start()
+
+    def register_death(self):
+        self._beating.set()
+        self.connection.delete(_key("worker", self.name))  # /health stops counting it now
+        super().register_death()
+
+    def subscribe(self):
+        """RQ's command channel, polled every second: RQ polls every 60 s, and closing the channel
+        waits for that poll, so an idle worker took a minute to stop on Ctrl-C."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=1, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
+
+    def request_stop(self, signum, frame):
+        self.stop_signal = signum  # a running job sees it at its next step
+        super().request_stop(signum, frame)
 
     def perform_job(self, job, queue, execution) -> bool:
         token = _CURRENT_WORKER.set(self)
+        self._current_job = job.id
+        self.connection.set(_key("alive", job.id), self.name, ex=max(1, round(self.heartbeat_s)))
         try:
-            return super().perform_job(job, queue, execution)
+            return super().perform_job(job, queue, execution)  # marks the job started, then ended
         finally:
+            self._current_job = None
+            self.connection.delete(_key("alive", job.id))
             _CURRENT_WORKER.reset(token)
 
 
@@ -181,13 +240,13 @@ def run_job(payload: dict) -> dict:
                                              "hint": "submit it again"}}
     settings = GenerateSettings.model_validate(payload["settings"])
     deadline = time.monotonic() + float(payload["timeout_s"])
-    alive = _key("alive", job.id)
-    redis.set(alive, worker.name, ex=max(1, int(payload["heartbeat_s"])))
 
     def on_step(step: int, total: int) -> None:
         job.meta.update(step=step, total=total)
         job.save_meta()
-        redis.set(alive, worker.name, ex=max(1, int(payload["heartbeat_s"])))
+        if worker.stop_signal is not None:
+            raise JobStopped("failed", ErrorDetail(code="worker_stopped", message="the worker running the job was "
+                                                   "stopped", hint="submit the job again"))
         if redis.exists(_key("cancel", job.id)):
             raise JobStopped("cancelled", ErrorDetail(code="cancelled", message="the job was cancelled"))
         if time.monotonic() > deadline:
@@ -203,8 +262,6 @@ def run_job(payload: dict) -> dict:
         return {"state": stop.state, "error": stop.detail.model_dump(), "worker": worker.name}
     except FacefactError as err:
         return {"state": "failed", "error": error_detail(err).model_dump(), "worker": worker.name}
-    finally:
-        redis.delete(alive)
     ttl = int(payload["result_ttl_s"])
     for index, image in enumerate(result.images):
         redis.set(_key("png", job.id, index), image.png, ex=ttl)
