@@ -61,14 +61,14 @@ def test_faces_table_fits_80_columns():
 
     quality = {"size_px": 170.0, "sharpness": 0.4031, "yaw": -12.4, "roll": 3.2, "cut_off": 0.0}
     face = {"score": 0.94, "bbox": [1183.4, 1120.2, 1353.0, 1290.7], "quality": quality}
-    photos = [{"photo": "/photos/a_rather_long_photo_name_of_someone_at_a_party.jpg", "faces": [face] * 3,
-               "main_face": 1},
+    photos = [{"photo": "/photos/a_rather_long_photo_name_of_someone_at_a_party.jpg",
+               "faces": [{"number": n, **face} for n in (1, 2, 3)], "main_face": 2},
               {"photo": "/photos/empty.jpg", "faces": [], "main_face": None}]
     out = io.StringIO()
     Console(file=out, width=80, color_system=None).print(faces_table(photos))
     lines = out.getvalue().splitlines()
     assert max(len(line) for line in lines) <= 80
     text = out.getvalue()
-    assert "#1*" in text and "#0 " in text and "1183,1120" in text and "0.403" in text and "-12" in text
+    assert " 2* " in text and " 1 " in text and " 3 " in text and "1183,1120" in text and "0.403" in text and "-12" in text
     assert "a_rather_long" in text and "empty.jpg" in text  # long names are folded, not cut to '…'
     assert "…" not in text

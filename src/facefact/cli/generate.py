@@ -39,14 +39,15 @@ def register(subparsers) -> None:
         "generate", help="portraits of the person in --face, from a text prompt",
         description="Generate portraits of the person in the reference photo(s) from a text prompt. "
                     "Settings: flag > environment > config file > built-in default.")
-    p.add_argument("--face", action="append", default=[], metavar="PHOTO[@x0,y0,x1,y1]",
-                   help="reference photo; repeat for several photos of the same person. With a region "
+    p.add_argument("--face", action="append", default=[], metavar="PHOTO[#N][@x0,y0,x1,y1]",
+                   help="reference photo; repeat for several photos of the same person. A group photo's "
+                        "face: group.jpg#N, faces numbered from 1, left to right (as `facefact faces "
+                        "inspect` and `facefact template` show them; default: the largest). With a region "
                         "(fractions of the image) per photo: several people in one image, e.g. "
                         "--face alice.jpg@0,0,0.5,1 --face bob.jpg@0.5,0,1,1")
     p.add_argument("--allow-low-quality", action="store_true",
                    help="use a reference face the quality checks refuse (small, blurred, turned away...); a note "
-                        "says what was wrong. A group photo's face: --face group.jpg#N, numbered as "
-                        "`facefact faces inspect` shows them (#0 the largest)")
+                        "says what was wrong")
     p.add_argument("--identity", action="append", default=[], metavar="FILE.fid[@x0,y0,x1,y1]",
                    help="a saved identity (`facefact identity save`) instead of photos")
     p.add_argument("--prompt", required=True)
