@@ -87,5 +87,8 @@ def load_pipeline(args, config: dict, config_path, analysis, controlnet=None, ki
     dtype = cli_config.resolve_setting("dtype", args.dtype, config, config_path).value
     check_device(device)
     where = model_locations(args, config, config_path)
-    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
+    pipe = load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
                               controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis, **options)
+    if getattr(args, "threads", None):  # --threads N wins over the tiny pipeline's own one thread
+        pipe.cpu_threads = args.threads
+    return pipe
