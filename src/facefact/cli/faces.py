@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                              description="Detect faces in each photo, report score and quality, and compare "
                                          "the main face of every photo with every other. Exit code 0 when every "
                                          "photo has a usable face, 3 (problem found) otherwise.")
-    inspect.add_argument("photos", nargs="+", metavar="PHOTO")
+    inspect.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files (JPEG, PNG, WebP, ...)")
     inspect.add_argument("--embedder", choices=["sface", "dlib", "insightface"], default="sface",
                          help="identity model (default: sface)")
     inspect.add_argument("--strict", action="store_true", help="refuse photos with more than one face")
@@ -28,7 +28,8 @@ def register(subparsers) -> None:
                          help="write overlays (boxes, landmarks, masks) and aligned crops here")
     inspect.add_argument("--min-size", type=arg_float("--min-size", low=0), default=None, metavar="PX",
                          help="smallest usable face (px)")
-    inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut")
+    inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut",
+                         help="how the face and head masks are found (default: grabcut)")
     inspect.set_defaults(func=run_inspect)
     parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USER_ERROR)[1])
 

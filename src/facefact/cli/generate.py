@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
                                         photo_names)
-from facefact.cli.model_flags import add_model_flags, load_pipeline
+from facefact.cli.model_flags import add_model_flags, load_pipeline, model_locations
 from facefact.cli.outputs import check_file_name, check_name_stem, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
                         "says what was wrong")
     p.add_argument("--identity", action="append", default=[], metavar="FILE.fid[@x0,y0,x1,y1]",
                    help="a saved identity (`facefact identity save`) instead of photos")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="what the images show, e.g. \"a portrait in a garden\"")
     p.add_argument("--out", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words; never the photo's name)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
@@ -145,6 +145,7 @@ def run(args) -> int:
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
                                             tiny=args.model == "tiny", pose_from=args.pose_from,
                                             pose_detector=args.pose_detector)
+    model_locations(args, config, config_path)  # every missing model file named now, before any photo work
     notes: list[str] = []
     analysis = FaceAnalysis()
     with warnings.catch_warnings():

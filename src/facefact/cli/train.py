@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                              "learns nothing useful) - the same as --base-model tiny --encoder tiny")
     add_threads_flag(parser)
     add_setting_flags(parser, TrainConfig, help_texts=FIELD_HELP)
+    parser.add_argument("--quiet", dest="progress", action="store_false", default=None,
+                        help="no progress bar (the same as --no-progress, as in the other commands)")
     parser.set_defaults(func=run)
 
 

@@ -100,7 +100,7 @@ class RunSettings:
             else:
                 raise ConfigError(f"the {role.replace('_', ' ')} {value} does not exist", path=value,
                                   hint="give an existing file or folder (or 'tiny' parts with the tiny model)",
-                                  setting=role if role != "base_model" else "model")
+                                  setting=role)
         return out
 
 
