@@ -100,7 +100,8 @@ def test_quiet_is_taken_by_every_command_with_a_progress_bar():
 
 def test_evaluate_takes_generates_model_flags_and_its_size_help_names_only_its_flags():
     evaluate, generate = _command("evaluate"), _command("generate")
-    for flag in ("--model", "--base-model", "--adapter", "--encoder", "--models-dir", "--config", "--device", "--dtype"):
+    for flag in ("--model", "--base-model", "--adapter", "--encoder", "--models-dir", "--config", "--device",
+                 "--dtype"):
         a, b = evaluate._option_string_actions[flag], generate._option_string_actions[flag]
         assert (a.dest, a.choices, a.default) == (b.dest, b.choices, b.default), flag
     assert "--width" not in evaluate.format_help()
@@ -109,7 +110,8 @@ def test_evaluate_takes_generates_model_flags_and_its_size_help_names_only_its_f
 @pytest.mark.parametrize("argv, first_line", [
     (["generate", "--face", "x.jpg", "--prompt", "p", "--steps", "abc"],
      "facefact generate: error: argument --steps: must be a whole number, not 'abc'"),
-    (["generate", "--face", "x.jpg", "--prompt", "p", "--bogus"], "facefact generate: error: unrecognized arguments: --bogus"),
+    (["generate", "--face", "x.jpg", "--prompt", "p", "--bogus"],
+     "facefact generate: error: unrecognized arguments: --bogus"),
     (["faces", "inspect", "x.jpg", "--nope"], "facefact faces inspect: error: unrecognized arguments: --nope"),
     (["generate", "--face", "x.jpg", "--prompt", "p", "--scale", "down=0.3,side=1"],
      "facefact generate: error: argument --scale/--fact-scale: fact_scale level 'side' is not a UNet level"),

@@ -65,7 +65,8 @@ def _inspect_one(fa, path: str, args) -> dict:
     if args.debug_dir:
         masks = fa.masks(rgb, main)
         stem = f"{len(list(args.debug_dir.glob('*_overlay.png'))) if args.debug_dir.exists() else 0:02d}_{Path(path).stem}"
-        written = write_debug_images(args.debug_dir, stem, rgb, numbered, masks, fa.align(rgb, main),
+        written = write_debug_images(args.debug_dir, stem, rgb, numbered, masks,
+                                     fa.align(rgb, main),
                                      fa.fact_condition(rgb, main, masks))
         result["debug_images"] = [str(p) for p in written]
         result["mask_method"] = masks.method

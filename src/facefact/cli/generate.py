@@ -199,7 +199,8 @@ def generate_and_write(args, settings: GenerationSettings, out_dir: Path, config
     sheet = None
     if len(out.images) > 1 and not args.no_sheet:
         seeds = [m["seed"] for m in metadata]
-        sheet = write_png(contact_sheet(out.images, labels=[f"seed {seed}" for seed in seeds]), out_dir / f"{stem}_{seeds[0]}-{seeds[-1]}_sheet.png",
+        picture = contact_sheet(out.images, labels=[f"seed {seed}" for seed in seeds])
+        sheet = write_png(picture, out_dir / f"{stem}_{seeds[0]}-{seeds[-1]}_sheet.png",
                           sheet_metadata(metadata), overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"images": [str(p) for p in written], "contact_sheet": str(sheet) if sheet else None,
