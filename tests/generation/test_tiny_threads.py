@@ -44,3 +44,10 @@ def test_a_bad_thread_count_is_a_clear_error(astronaut):
     pipe = FACTStableDiffusionPipeline.tiny(cpu_threads=0)
     with pytest.raises(ConfigError, match="cpu_threads must be a whole number of at least 1"):
         pipe("a portrait", face_images=[astronaut], num_inference_steps=1, height=64, width=64)
+
+
+def test_evaluate_threads_reach_the_tiny_pipeline():
+    from facefact.evaluation.methods import MethodContext, RunSettings
+
+    assert MethodContext(RunSettings()).fact_pipeline().cpu_threads == 1  # the tiny pipeline's own
+    assert MethodContext(RunSettings(cpu_threads=3)).fact_pipeline().cpu_threads == 3  # evaluate --threads 3

@@ -141,7 +141,7 @@ def run_evaluate(args) -> int:
             generation=generation, device=args.device, dtype=args.dtype,
             embedders=args.embedders or ["sface"], clip=args.clip, max_prompts=args.max_prompts,
             arcface_onnx=args.arcface, add_controls=not args.no_control, keep_embeddings=args.keep_embeddings,
-            show_references=args.show_references, progress=not args.no_progress)
+            show_references=args.show_references, progress=not args.no_progress, cpu_threads=args.threads)
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"note: {safe_text(w.message)}")
