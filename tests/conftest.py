@@ -1,6 +1,6 @@
 """Settings and fixtures for the whole test run: the hash cache, one torch thread for the tiny-model
-folders, the public-domain photos (as arrays; a folder may override them with paths or PIL images),
-and an in-process CLI runner."""
+folders, the public-domain photos (as arrays; a folder may override them with paths or PIL images)
+and a group photo of both, and an in-process CLI runner."""
 from __future__ import annotations
 
 import os
@@ -61,6 +61,31 @@ def grace_hopper(grace_hopper_path) -> np.ndarray:
     from facefact.faces import load_image
 
     return load_image(grace_hopper_path)
+
+
+@pytest.fixture(scope="session")
+def group(astronaut, grace_hopper) -> np.ndarray:
+    """The astronaut (left, smaller face) and Grace Hopper (right, larger face) side by side, 512 tall:
+    counting from the left and counting from the largest disagree, so a test of face numbers can fail."""
+    import cv2
+
+    from facefact.faces import load_image
+
+    astronaut, grace_hopper = load_image(astronaut), load_image(grace_hopper)  # a folder may override them
+    h = astronaut.shape[0]
+    right = cv2.resize(grace_hopper, (round(grace_hopper.shape[1] * h / grace_hopper.shape[0]), h),
+                       interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(np.concatenate([astronaut, right], axis=1))
+
+
+@pytest.fixture(scope="session")
+def group_path(tmp_path_factory, group) -> str:
+    """`group` as a PNG file."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("group") / "group.png"
+    Image.fromarray(group).save(path)
+    return str(path)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from typing import Callable
 
 
@@ -82,3 +83,38 @@ def dropped_log_messages(logger_name: str, predicate: Callable[[logging.LogRecor
     finally:
         for target in targets:
             target.removeFilter(drop)
+
+
+# MediaPipe's C++ start-up lines (TensorFlow Lite, absl, glog INFO / WARNING): written straight to
+# file descriptor 2, below Python, so no logging filter sees them.
+MEDIAPIPE_NOISE = re.compile(r"^(INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog"
+                             r"|[IW]\d{4} [\d:. ]+\s*\d+ \S+:\d+\])")
+
+
+@contextlib.contextmanager
+def native_stderr_without(noise: re.Pattern):
+    """Run the block with file descriptor 2 written to a temporary file, then copy every line that
+    `noise` does not match back to stderr: native libraries' start-up chatter is dropped, and
+    anything else written meanwhile (a real error, Python's own stderr) still arrives, only after
+    the block. Within the block this process's stderr is that file (the one way to reach C++
+    writes to fd 2); it is restored however the block ends."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not noise.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

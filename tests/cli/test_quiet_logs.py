@@ -106,3 +106,38 @@ def test_the_python_api_imports_without_the_torchvision_notice():
     assert "requires torchvision" not in ours, ours
     if importlib.util.find_spec("torchvision") is None:
         assert "requires torchvision" in stderr_of("from diffusers import StableDiffusionPipeline")
+
+
+def test_native_stderr_noise_is_dropped_and_everything_else_still_arrives(capfd):
+    import os
+    import sys
+
+    from facefact.logfilters import MEDIAPIPE_NOISE, native_stderr_without
+
+    with native_stderr_without(MEDIAPIPE_NOISE):
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"W0000 00:00:1796662864.429219    9930 inference_feedback_manager.cc:114] Feedback manager\n"
+                    b"E0000 00:00:1796662864.429219    9930 calculator_graph.cc:12] a real failure\n")
+        print("python's own stderr", file=sys.stderr)
+    os.write(2, b"after the block\n")
+    lines = capfd.readouterr().err.splitlines()
+    assert sorted(lines) == sorted(["E0000 00:00:1796662864.429219    9930 calculator_graph.cc:12] a real failure",
+                                    "python's own stderr", "after the block"]), lines
+    assert lines[-1] == "after the block"  # fd 2 is stderr again after the block
+
+
+def test_a_body_pose_prints_nothing_of_mediapipes_own(tmp_path):
+    """In a fresh process, where MediaPipe writes its start-up lines (4 of them, straight to fd 2)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("mediapipe", reason="the mediapipe extra is not installed")
+    root = Path(__file__).resolve().parents[2]
+    code = (f"from facefact.faces.pose import body_pose; body_pose({str(root / 'examples' / 'astronaut.jpg')!r}); "
+            "print('done')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})
+    assert done.returncode == 0 and done.stdout == "done\n", done.stderr
+    assert done.stderr == "", done.stderr

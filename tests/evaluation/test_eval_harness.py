@@ -146,9 +146,10 @@ def test_cli_with_a_registered_method(tmp_path, identities_dir, prompt_file, cap
         rc = main(["evaluate", "--identities", str(identities_dir), "--prompts", str(prompt_file), "--seeds", "1",
                    "--method", "photo", "--out", str(second), "--no-progress", "--compare", str(out)])
         assert rc == 0 and "Comparison of runs" in (second / "report.html").read_text()
-        assert main(["evaluate", "--identities", str(identities_dir), "--method", "fact:x", "--out", str(out)]) == 2
+        assert main(["evaluate", "--identities", str(identities_dir), "--method", "fact:x", "--model", "tiny",
+                     "--out", str(out)]) == 2
         assert "not a number" in capsys.readouterr().err
-        assert main(["evaluate", "--identities", str(tmp_path / "none"), "--out", str(out)]) == 2
+        assert main(["evaluate", "--identities", str(tmp_path / "none"), "--model", "tiny", "--out", str(out)]) == 2
     finally:
         METHODS.pop("photo", None)
 

@@ -8,6 +8,7 @@ import corpus_files as cf
 from corpus import GENERATE, OK, PROBLEM_FOUND, USER_ERROR, Corpus
 
 FACE = str(cf.ASTRONAUT)
+EVALUATE = ["evaluate", "--model", "tiny"]  # evaluate, as generate, defaults to the real models
 
 
 # ---- numbers and types ------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def add_number_cases(corpus: Corpus) -> None:
                 ("steps-huge", ["--steps", "5000"], ["--steps"]), ("seeds-zero", ["--seeds", "0"], ["--seeds"])]
     for case_id, flags, words in evaluate:
         folder = corpus.folder(f"eval-{case_id}")
-        corpus.add(f"eval-{case_id}", "numbers", ["evaluate", "--identities", folder, "--out", folder / "run",
+        corpus.add(f"eval-{case_id}", "numbers", [*EVALUATE, "--identities", folder, "--out", folder / "run",
                                                   "--no-progress", *flags], USER_ERROR, *words)
     for case_id, flags in (("min-size-nan", ["--min-size", "nan"]), ("min-size-negative", ["--min-size", "-1"])):
         corpus.add(f"inspect-{case_id}", "numbers", ["faces", "inspect", FACE, *flags], USER_ERROR, "--min-size")
@@ -133,7 +134,7 @@ def add_output_cases(corpus: Corpus) -> None:
         ("prepare-out-is-file", lambda f: ["prepare", f.parent, "--out", f, "--quiet"], ["is a file"]),
         ("train-output-is-file", lambda f: ["train", "--model", "tiny", "--data", f.parent, "--output-dir", f],
          ["is a file"]),
-        ("eval-out-is-file", lambda f: ["evaluate", "--identities", f.parent, "--out", f], ["is a file"]),
+        ("eval-out-is-file", lambda f: [*EVALUATE, "--identities", f.parent, "--out", f], ["is a file"]),
         ("eval-report-out-is-dir", lambda f: ["evaluate", "report", f.parent, "--out", f.parent], ["folder"]),
     ]
     if _cannot_write("/sys"):  # a folder no one may write in, root included (sysfs)
@@ -273,17 +274,17 @@ def add_prompt_cases(corpus: Corpus) -> None:
     files = {name: cf.write(corpus.folder("eval-prompts"), name, data) for name, data, _ in PROMPT_FILES}
     for name, _, words in PROMPT_FILES:
         folder = corpus.folder(f"eval-prompts-{name}")
-        corpus.add(f"eval-prompts-{name}", "prompts", ["evaluate", "--identities", people, "--prompts", files[name],
+        corpus.add(f"eval-prompts-{name}", "prompts", [*EVALUATE, "--identities", people, "--prompts", files[name],
                                                        "--out", folder / "run", "--no-progress"], USER_ERROR,
                    name, *words)
     for kind, path in specials.items():
         folder = corpus.folder(f"eval-prompts-{kind}")
-        corpus.add(f"eval-prompts-{kind}", "prompts", ["evaluate", "--identities", people, "--prompts", path,
+        corpus.add(f"eval-prompts-{kind}", "prompts", [*EVALUATE, "--identities", people, "--prompts", path,
                                                        "--out", folder / "run", "--no-progress"], USER_ERROR, path.name)
     folder = corpus.folder("eval-compare-missing")
-    corpus.add("eval-compare-missing", "prompts", ["evaluate", "--identities", people, "--compare", folder / "nope",
+    corpus.add("eval-compare-missing", "prompts", [*EVALUATE, "--identities", people, "--compare", folder / "nope",
                                                    "--out", folder / "run", "--no-progress"], USER_ERROR, "nope")
     folder = corpus.folder("eval-embedder-bad")
-    corpus.add("eval-embedder-bad", "prompts", ["evaluate", "--identities", people, "--embedder", "nosuch",
+    corpus.add("eval-embedder-bad", "prompts", [*EVALUATE, "--identities", people, "--embedder", "nosuch",
                                                 "--out", folder / "run", "--no-progress", "--steps", "1"],
                USER_ERROR, "nosuch")

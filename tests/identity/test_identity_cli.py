@@ -59,7 +59,7 @@ def test_two_people_window_and_levels_reach_the_metadata(tmp_path, photos):
     (["--face", "A@0,0,1.5,1"], r"outside \[0, 1\]"),
     (["--face", "A", "--window", "0.8,0.2"], "--window 0.8,0.2"),
     (["--face", "A", "--scale", "up=x"], "--scale up=x"),
-    (["--face", "A", "--scale", "sideways=0.5"], "names no block"),
+    (["--face", "A", "--scale", "sideways=0.5"], "level .sideways. is not a UNet level"),
     ([], "no reference given"),
 ])
 def test_bad_identity_flags_are_clear_errors(tmp_path, photos, capsys, extra, phrase):

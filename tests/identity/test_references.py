@@ -16,18 +16,6 @@ def analysis():
     return FaceAnalysis()
 
 
-@pytest.fixture(scope="module")
-def group(tmp_path_factory, astronaut, grace_hopper):
-    """The astronaut (larger) and Grace Hopper side by side."""
-    left, right = astronaut.resize((512, 512)), grace_hopper.resize((300, 384))
-    canvas = Image.new("RGB", (812, 512), "white")
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (512, 64))
-    path = tmp_path_factory.mktemp("group") / "group.png"
-    canvas.save(path)
-    return str(path)
-
-
 def test_photos_of_two_people_get_a_note_naming_the_odd_one(analysis, astronaut, grace_hopper):
     notes = []
     analyse_photos(analysis, [astronaut, astronaut.transpose(Image.FLIP_LEFT_RIGHT), grace_hopper], notes)
@@ -37,14 +25,18 @@ def test_photos_of_two_people_get_a_note_naming_the_odd_one(analysis, astronaut,
     assert not any("same person" in note for note in notes)
 
 
-def test_a_group_photos_face_is_chosen_by_its_number(analysis, group):
-    first, _ = analyse_photos(analysis, [group + "#0"], [])
-    largest, _ = analyse_photos(analysis, [group], [])
-    second, _ = analyse_photos(analysis, [group + "#1"], notes := [])
-    assert np.array_equal(first.numpy(), largest.numpy()) and not np.array_equal(first.numpy(), second.numpy())
-    assert any("face #1 of 2 chosen" in note for note in notes)
-    with pytest.raises(FaceError, match="face #5 asked for, but 2"):
-        analyse_photos(analysis, [group + "#5"], [])
+def test_a_group_photos_face_is_chosen_by_its_number_from_the_left(analysis, group_path):
+    """The group photo: the astronaut on the left (face 1, the smaller), Grace Hopper on the right
+    (face 2, the larger, the one used without a number)."""
+    first, _ = analyse_photos(analysis, [group_path + "#1"], [])
+    second, _ = analyse_photos(analysis, [group_path + "#2"], notes := [])
+    largest, _ = analyse_photos(analysis, [group_path], [])
+    assert np.array_equal(second.numpy(), largest.numpy()) and not np.array_equal(first.numpy(), second.numpy())
+    assert any("face 2 of 2 chosen, counting from the left" in note for note in notes), notes
+    for number in (0, 5):
+        with pytest.raises(FaceError, match=f"face {number} asked for, but the photo has 2 faces, numbered 1..2 "
+                                            "from left to right"):
+            analyse_photos(analysis, [f"{group_path}#{number}"], [])
 
 
 def test_a_refused_face_can_be_used_when_asked(astronaut):

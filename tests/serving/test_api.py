@@ -313,6 +313,7 @@ def test_api_key_is_the_ui_password(serve):
     pytest.importorskip("gradio")
     url, _ = serve(ui=True, api_key="s3cret-ключ")
     assert httpx.get(url + "/ui/config").status_code == 401  # nothing of the app before logging in
+    assert "Any user name works" in httpx.get(url + "/ui/").text  # the login form says what to type
     wrong = httpx.post(url + "/ui/login", data={"username": "me", "password": "guess"})
     right = httpx.post(url + "/ui/login", data={"username": "me", "password": "s3cret-ключ"})
     assert wrong.status_code >= 400 and right.json() == {"success": True}

@@ -1,8 +1,7 @@
-"""Shared fixtures of the template-mode tests: a two-person photo made from the public-domain photos
-(tests/conftest.py), one FaceAnalysis for the session, tiny inpainting pipelines, photo files."""
+"""Shared fixtures of the template-mode tests (the two-person photo `group` is tests/conftest.py's):
+one FaceAnalysis for the session, tiny inpainting pipelines, photo files."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,15 +11,6 @@ def analysis():
     from facefact.faces import FaceAnalysis
 
     return FaceAnalysis()
-
-
-@pytest.fixture(scope="session")
-def group(astronaut, grace_hopper) -> np.ndarray:
-    """The astronaut (left, smaller face) and Grace Hopper (right, larger face) side by side, 512 tall."""
-    h = astronaut.shape[0]
-    right = cv2.resize(grace_hopper, (round(grace_hopper.shape[1] * h / grace_hopper.shape[0]), h),
-                       interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(np.concatenate([astronaut, right], axis=1))
 
 
 @pytest.fixture(scope="session")

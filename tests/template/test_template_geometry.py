@@ -22,8 +22,11 @@ def test_faces_numbered_left_to_right_default_target_is_largest(analysis, group,
     assert faces[1].face.area > faces[0].face.area
     assert [t.number for t in choose_targets(faces, None, min_face_px=48)] == [2]
     assert [t.number for t in choose_targets(faces, [2, 1], min_face_px=48)] == [2, 1]
-    kept = find_faces(analysis, group, max_faces=1)
-    assert len(kept) == 1 and kept[0].bbox == faces[1].bbox and kept[0].number == 1
+    kept = find_faces(analysis, group, max_faces=1)  # the larger face keeps its number among all
+    assert len(kept) == 1 and kept[0].bbox == faces[1].bbox and kept[0].number == 2
+    assert [t.number for t in choose_targets(kept, [2], min_face_px=48)] == [2]
+    with pytest.raises(ConfigError, match=r"target face 1 does not exist: the template has 1 face, numbered 2 "):
+        choose_targets(kept, [1], min_face_px=48)
 
 
 def test_face_choice_errors(analysis, group):

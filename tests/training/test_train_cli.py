@@ -94,3 +94,40 @@ def test_lr_schedule_error_lists_the_valid_names():
     assert "cosine" in info.value.hint and "piecewise_constant" not in info.value.hint
     for name in ("constant", "cosine", "linear", "constant_with_warmup"):
         TrainConfig(data="x", base_model="tiny", encoder="tiny", lr_schedule=name).check()
+
+
+def test_a_tiny_adapter_trained_by_the_cli_loads_into_tiny_the_readme_way(tmp_path, prepared, astronaut):
+    """`facefact train --model tiny` -> adapter.safetensors -> `.tiny()` + `load_fact_adapter(path,
+    encoder="tiny")`, as the README loads an adapter; the trained weights are the ones used."""
+    import torch
+
+    from facefact.model.checkpoints import read_safetensors
+    from facefact.pipelines import FACTStableDiffusionPipeline
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(prepared), "--output-dir", str(run), "--max-steps", "1",
+                 "--resolution", "64", "--no-progress", "--model", "tiny"]) == 0
+    pipe = FACTStableDiffusionPipeline.tiny()
+    untrained = pipe("a portrait", face_images=[astronaut], num_inference_steps=2, height=64, width=64,
+                     generator=torch.Generator().manual_seed(1), output_type="np").images
+    pipe.load_fact_adapter(str(run / "adapter.safetensors"), encoder="tiny")
+    trained_weights = read_safetensors(run / "adapter.safetensors")[0]
+    name, value = next((k, v) for k, v in trained_weights.items() if "fuser" in k or "attn" in k)
+    assert any(torch.equal(value, p.detach().cpu()) for p in pipe.fact_adapter.state_dict().values()
+               if p.shape == value.shape), name
+    assert pipe._fact_models["encoder"] == {"id": "facefact-tiny/encoder", "seed": 0}
+    images = pipe("a portrait", face_images=[astronaut], num_inference_steps=2, height=64, width=64,
+                  generator=torch.Generator().manual_seed(1), output_type="np").images
+    assert images.shape == untrained.shape and not (images == untrained).all()
+
+
+def test_tiny_names_a_tiny_part_only_on_a_tiny_pipeline():
+    from diffusers import StableDiffusionPipeline
+
+    from facefact.errors import ConfigError
+    from facefact.pipelines.tiny import tiny_parts
+
+    plain = StableDiffusionPipeline.__new__(StableDiffusionPipeline)
+    with pytest.raises(ConfigError, match="the tiny encoder fits only the tiny base model"):
+        tiny_parts(plain, "adapter.safetensors", "tiny")
+    assert tiny_parts(plain, "a.safetensors", "e.pt") == ("a.safetensors", "e.pt", {})

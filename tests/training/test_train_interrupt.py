@@ -24,15 +24,22 @@ def _log_steps(out: Path) -> int:
     return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_a_checkpoint_and_the_resumed_run_says_from_where(tmp_path, prepared, signum, capsys):
+def _ignore_sigint():  # what a shell does to `nohup facefact train ... &`
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("signum, started_ignoring_sigint", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                                             (signal.SIGINT, True)])
+def test_a_signal_saves_a_checkpoint_and_the_resumed_run_says_from_where(tmp_path, prepared, signum,
+                                                                        started_ignoring_sigint, capsys):
     out = tmp_path / "run"
     common = ["--data", str(prepared), "--model", "tiny", "--resolution", "64", "--no-progress", "--seed", "1",
               "--output-dir", str(out)]
     cmd = [sys.executable, "-m", "facefact.cli.main", "train", *common, "--max-steps", "10000",
            "--checkpoint-every", "10000", "--log-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_ignore_sigint if started_ignoring_sigint else None)
     deadline = time.time() + 180
     while time.time() < deadline and _log_steps(out) < 2 and proc.poll() is None:
         time.sleep(0.1)

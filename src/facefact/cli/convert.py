@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--adapter", metavar="IN", help="FACT adapter checkpoint (.ckpt/.pt/.safetensors)")
     what.add_argument("--encoder", metavar="IN", help="TransFace encoder checkpoint (.pt/.safetensors)")
-    p.add_argument("--out", required=True, metavar="OUT.safetensors")
+    p.add_argument("--out", required=True, metavar="OUT.safetensors", help="the .safetensors file to write")
     p.add_argument("--heads", type=arg_int("--heads", low=1, high=1024),
                    help="attention heads (resampler: official 12; encoder: official 8); "
                         "the tensors do not say how their width is split")

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from facefact.cli.formatting import DefaultsHelpFormatter
+from facefact.cli.model_flags import add_model_flags, model_locations
 from facefact.cli.outputs import prepare_output_file, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
@@ -47,19 +48,13 @@ def register(subparsers) -> None:
     parser.add_argument("--no-control", action="store_true",
                         help="do not add the 'base' control automatically (no decoupling metrics)")
     parser.add_argument("--out", type=Path, default=Path("facefact-eval"), metavar="DIR", help="run folder")
-    parser.add_argument("--model", "--base-model", dest="model", default="tiny",
-                        help="an SD1.5 folder / hub id, or 'tiny' (random weights, offline); --base-model as in "
-                             "generate and train")
-    parser.add_argument("--adapter", help="FACT adapter checkpoint (real models)")
-    parser.add_argument("--encoder", help="TransFace encoder checkpoint (real models)")
+    add_model_flags(parser, base_help="the SD1.5 base model: diffusers folder, hub id or single .safetensors "
+                                      "file ('tiny': the built-in one)")
     g = parser.add_argument_group("generation settings (as in `facefact generate`; FACT's scale, window and "
                                   "combine mode are per --method)")
     add_setting_flags(g, GenerationSettings, only=EVAL_SETTINGS, defaults={"steps": EVAL_STEPS},
                       help_texts={"negative_prompt": "what the images should not show (default: the prompt set's)"})
-    add_size_flag(g, "the model's, 512; 128 tiny")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on GPUs, "
-                                                      "float32 on CPUs)")
+    add_size_flag(g, "the model's, 512; 128 tiny", one_side_flags=False)
     add_threads_flag(parser)
     parser.add_argument("--embedder", action="append", dest="embedders", metavar="NAME",
                         help="identity model for evaluation: sface | dlib | arcface:PATH.onnx; repeat for "
@@ -80,9 +75,9 @@ def register(subparsers) -> None:
     sub = parser.add_subparsers(dest="evaluate_command", metavar="report")
     report = sub.add_parser("report", help="HTML report of finished runs, compared side by side",
                             description="Write one self-contained HTML report of one or more evaluation runs.")
-    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders of `facefact evaluate`")
     report.add_argument("--out", dest="report_out", type=Path, default=Path("facefact-report.html"),
-                        metavar="FILE")
+                        metavar="FILE", help="the HTML file to write (default: facefact-report.html)")
     report.add_argument("--max-seeds", type=arg_int("--max-seeds", low=1, high=100), default=2,
                         help="seed thumbnails per grid cell")
     report.add_argument("--show-references", action="store_true",
@@ -109,6 +104,22 @@ def _print_summary(results) -> None:
         print(agg["method"].ljust(24) + cells)
 
 
+def models_of_run(args) -> dict:
+    """base_model / adapter / encoder as `facefact generate` finds them (flag > environment > config
+    file > the known models; --model tiny: the built-in ones), every missing file named now. Runs
+    without a FACT method need only the base model."""
+    from facefact.cli import config as cli_config
+
+    config, config_path = cli_config.load_config(args.config)
+    if any(spec.startswith("fact") for spec in (args.methods or ["fact"])):
+        return model_locations(args, config, config_path)
+    if args.model == "tiny":
+        return {"base_model": "tiny", "adapter": None, "encoder": None}
+    directory = cli_config.models_dir(args.models_dir, config)
+    return {"base_model": cli_config.resolve_setting("base_model", args.base_model, config, config_path,
+                                                     directory).value, "adapter": None, "encoder": None}
+
+
 def run_evaluate(args) -> int:
     from facefact.evaluation import evaluate
     from facefact.evaluation.report import write_report
@@ -119,16 +130,18 @@ def run_evaluate(args) -> int:
     generation = settings_from_args(args, GenerationSettings, defaults={"steps": EVAL_STEPS})
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
+    where = models_of_run(args)
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
     with warnings.catch_warnings(record=True) as caught, threads:
         warnings.simplefilter("always")
         results = evaluate(
             args.identities, args.prompts, methods=args.methods or ["fact:0.5", "base"], seeds=args.seeds,
-            first_seed=args.seed, out=args.out, model=args.model, adapter=args.adapter, encoder=args.encoder,
+            first_seed=args.seed, out=args.out, model=where["base_model"], adapter=where["adapter"],
+            encoder=where["encoder"],
             generation=generation, device=args.device, dtype=args.dtype,
             embedders=args.embedders or ["sface"], clip=args.clip, max_prompts=args.max_prompts,
             arcface_onnx=args.arcface, add_controls=not args.no_control, keep_embeddings=args.keep_embeddings,
-            show_references=args.show_references, progress=not args.no_progress)
+            show_references=args.show_references, progress=not args.no_progress, cpu_threads=args.threads)
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"note: {safe_text(w.message)}")

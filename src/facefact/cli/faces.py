@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                              description="Detect faces in each photo, report score and quality, and compare "
                                          "the main face of every photo with every other. Exit code 0 when every "
                                          "photo has a usable face, 3 (problem found) otherwise.")
-    inspect.add_argument("photos", nargs="+", metavar="PHOTO")
+    inspect.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files (JPEG, PNG, WebP, ...)")
     inspect.add_argument("--embedder", choices=["sface", "dlib", "insightface"], default="sface",
                          help="identity model (default: sface)")
     inspect.add_argument("--strict", action="store_true", help="refuse photos with more than one face")
@@ -28,13 +28,15 @@ def register(subparsers) -> None:
                          help="write overlays (boxes, landmarks, masks) and aligned crops here")
     inspect.add_argument("--min-size", type=arg_float("--min-size", low=0), default=None, metavar="PX",
                          help="smallest usable face (px)")
-    inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut")
+    inspect.add_argument("--mask-method", choices=["grabcut", "ellipse", "mediapipe"], default="grabcut",
+                         help="how the face and head masks are found (default: grabcut)")
     inspect.set_defaults(func=run_inspect)
     parser.set_defaults(func=lambda args: (parser.print_help(), ExitCode.USER_ERROR)[1])
 
 
 def _inspect_one(fa, path: str, args) -> dict:
     from facefact.faces.debug import write_debug_images
+    from facefact.faces.numbering import largest, number_faces
 
     result = {"photo": path, "faces": [], "main_face": None, "problems": [], "notes": []}
     try:
@@ -43,8 +45,8 @@ def _inspect_one(fa, path: str, args) -> dict:
         result["problems"].append({"error": err.message, "hint": err.hint})
         return result
     result["size"] = [int(rgb.shape[1]), int(rgb.shape[0])]
-    faces = fa.get(rgb)
-    result["faces"] = [f.as_dict() for f in faces]
+    numbered = number_faces(fa.get(rgb))  # the numbering generate's PHOTO#N and the template use
+    result["faces"] = [{"number": n.number, **n.face.as_dict()} for n in numbered]
     main = None
     try:
         with warnings.catch_warnings():
@@ -52,18 +54,19 @@ def _inspect_one(fa, path: str, args) -> dict:
             main = fa.get_one(rgb, strict=args.strict, path=path)
     except FaceQualityError as err:  # still usable for comparison; tell the user why not for FACT
         result["problems"].append({"error": err.message, "hint": err.hint})
-        main = faces[0]
+        main = largest(numbered).face
     except FaceError as err:
         result["problems"].append({"error": err.message, "hint": err.hint})
     if main is None:
         return result
     result["notes"] = list(main.notes)
-    result["main_face"] = 0
+    result["main_face"] = next(n.number for n in numbered if n.face.bbox == main.bbox)
     result["_embedding"] = fa.embed(rgb, main)
     if args.debug_dir:
         masks = fa.masks(rgb, main)
         stem = f"{len(list(args.debug_dir.glob('*_overlay.png'))) if args.debug_dir.exists() else 0:02d}_{Path(path).stem}"
-        written = write_debug_images(args.debug_dir, stem, rgb, faces, masks, fa.align(rgb, main),
+        written = write_debug_images(args.debug_dir, stem, rgb, numbered, masks,
+                                     fa.align(rgb, main),
                                      fa.fact_condition(rgb, main, masks))
         result["debug_images"] = [str(p) for p in written]
         result["mask_method"] = masks.method
@@ -108,16 +111,17 @@ def faces_table(photos: list[dict]):
     from rich import box
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), caption="* the face used",
-                  caption_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), caption_justify="left",
+                  caption="faces numbered from 1, left to right; * the face used (the largest); "
+                          "another: --face PHOTO#N")
     table.add_column("photo", overflow="fold", max_width=26)
     for name in ("face", "score", "at x,y", "size", "sharp", "yaw", "roll", "cut"):
         table.add_column(name, justify="left" if name in ("face", "at x,y") else "right", no_wrap=True)
     for photo in photos:
         for i, face in enumerate(photo["faces"]):
             q = face["quality"]
-            used = "*" if i == photo["main_face"] else ""
-            table.add_row(_user(Path(photo["photo"]).name) if i == 0 else "", f"#{i}{used}",
+            used = "*" if face["number"] == photo["main_face"] else ""
+            table.add_row(_user(Path(photo["photo"]).name) if i == 0 else "", f"{face['number']}{used}",
                           f"{face['score']:.2f}", ",".join(f"{v:.0f}" for v in face["bbox"][:2]),
                           f"{q['size_px']:.0f}", f"{q['sharpness']:.3f}", f"{q['yaw']:+.0f}", f"{q['roll']:+.0f}",
                           f"{q['cut_off']:.0%}")

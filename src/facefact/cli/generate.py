@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
                                         photo_names)
-from facefact.cli.model_flags import add_model_flags, load_pipeline
+from facefact.cli.model_flags import add_model_flags, load_pipeline, model_locations
 from facefact.cli.outputs import check_file_name, check_name_stem, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
@@ -39,17 +39,18 @@ def register(subparsers) -> None:
         "generate", help="portraits of the person in --face, from a text prompt",
         description="Generate portraits of the person in the reference photo(s) from a text prompt. "
                     "Settings: flag > environment > config file > built-in default.")
-    p.add_argument("--face", action="append", default=[], metavar="PHOTO[@x0,y0,x1,y1]",
-                   help="reference photo; repeat for several photos of the same person. With a region "
+    p.add_argument("--face", action="append", default=[], metavar="PHOTO[#N][@x0,y0,x1,y1]",
+                   help="reference photo; repeat for several photos of the same person. A group photo's "
+                        "face: group.jpg#N, faces numbered from 1, left to right (as `facefact faces "
+                        "inspect` and `facefact template` show them; default: the largest). With a region "
                         "(fractions of the image) per photo: several people in one image, e.g. "
                         "--face alice.jpg@0,0,0.5,1 --face bob.jpg@0.5,0,1,1")
     p.add_argument("--allow-low-quality", action="store_true",
                    help="use a reference face the quality checks refuse (small, blurred, turned away...); a note "
-                        "says what was wrong. A group photo's face: --face group.jpg#N, numbered as "
-                        "`facefact faces inspect` shows them (#0 the largest)")
+                        "says what was wrong")
     p.add_argument("--identity", action="append", default=[], metavar="FILE.fid[@x0,y0,x1,y1]",
                    help="a saved identity (`facefact identity save`) instead of photos")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, help="what the images show, e.g. \"a portrait in a garden\"")
     p.add_argument("--out", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words; never the photo's name)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
@@ -144,6 +145,7 @@ def run(args) -> int:
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
                                             tiny=args.model == "tiny", pose_from=args.pose_from,
                                             pose_detector=args.pose_detector)
+    model_locations(args, config, config_path)  # every missing model file named now, before any photo work
     notes: list[str] = []
     analysis = FaceAnalysis()
     with warnings.catch_warnings():
@@ -197,7 +199,8 @@ def generate_and_write(args, settings: GenerationSettings, out_dir: Path, config
     sheet = None
     if len(out.images) > 1 and not args.no_sheet:
         seeds = [m["seed"] for m in metadata]
-        sheet = write_png(contact_sheet(out.images), out_dir / f"{stem}_{seeds[0]}-{seeds[-1]}_sheet.png",
+        picture = contact_sheet(out.images, labels=[f"seed {seed}" for seed in seeds])
+        sheet = write_png(picture, out_dir / f"{stem}_{seeds[0]}-{seeds[-1]}_sheet.png",
                           sheet_metadata(metadata), overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"images": [str(p) for p in written], "contact_sheet": str(sheet) if sheet else None,

@@ -33,13 +33,13 @@ def register(subparsers) -> None:
     add_model_flags(save, "models (as for generate: the identity only works with these)")
     save.set_defaults(func=run_save)
     show = sub.add_parser("show", help="what a .fid file holds (no model needed)")
-    show.add_argument("file")
+    show.add_argument("file", metavar="FILE.fid", help="a saved identity (`facefact identity save`)")
     show.set_defaults(func=run_show)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def run_save(args) -> int:
-    from facefact.cli.model_flags import load_pipeline
+    from facefact.cli.model_flags import load_pipeline, model_locations
     from facefact.faces import FaceAnalysis
     from facefact.cli import config as cli_config
     from facefact.pipelines.identity import save_identity
@@ -51,6 +51,7 @@ def run_save(args) -> int:
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists", path=out, hint="pass --overwrite to replace it, or choose another name")
     config, config_path = cli_config.load_config(args.config)
+    model_locations(args, config, config_path)  # every missing model file named before the photos are analysed
     analysis = FaceAnalysis()
     from facefact.pipelines.face_tokens import analyse_photos
 

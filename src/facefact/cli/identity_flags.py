@@ -110,7 +110,9 @@ def parse_scale(value) -> float | dict:
         for part in value.split(","):
             key, _, number = part.partition("=")
             levels[key.strip()] = _scale_number(number, f"--scale {value}")
-        return levels
+        from facefact.pipelines.settings import check_fact_scale
+
+        return check_fact_scale(levels)  # a level name that is none: said now, not after the models load
     else:
         scale = _scale_number(value, f"--scale {value}")
     return scale

@@ -37,8 +37,18 @@ SUBCOMMAND_MODULES = ["generate", "template", "identity", "faces", "models", "co
                       "serve"]
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser (and, through add_subparsers, every sub-command's) with facefact's error
+    format: one line naming the (sub)command and what is wrong, and a hint to its --help - not the
+    20-line usage dump argparse prints first."""
+
+    def error(self, message: str):
+        self.exit(ExitCode.USER_ERROR, f"{self.prog}: error: {safe_text(message)}\n"
+                                       f"  hint: `{self.prog} --help` lists its flags\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="facefact",
         description="One photo of a person -> new portraits from a text prompt (FaceChain-FACT).",
     )
@@ -58,7 +68,7 @@ def _record_flags(parser) -> None:
     """Each (sub)command knows its flags by setting name (`dtype` -> `--dtype`), so an error that
     names a setting can name the flag the user typed (run_command)."""
     flags = {a.dest: list(a.option_strings) for a in parser._actions if a.option_strings}
-    parser.set_defaults(_flags=flags)
+    parser.set_defaults(_flags=flags, _parser=parser)  # the innermost sub-command's wins
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
@@ -68,7 +78,9 @@ def _record_flags(parser) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code is one of `ExitCode` (see facefact.cli.exit_codes)."""
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits USER_ERROR (2) on a bad flag
+    args, unknown = parser.parse_known_args(argv)  # a bad flag value exits USER_ERROR (2), one line
+    if unknown:  # named by the sub-command that was given it, not by the top-level usage
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.USER_ERROR

@@ -23,7 +23,8 @@ def add_model_flags(parser, title: str = "models", device_help: str = DEVICE_HEL
     m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
     m.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or ~/.config/facefact/facefact.yaml)")
     m.add_argument("--device", help=device_help)
-    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    m.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="weights' precision (default: float16 on GPUs, float32 on CPUs)")
     return m
 
 
@@ -55,7 +56,7 @@ def model_locations(args, config: dict, config_path) -> dict:
     if tiny and args.base_model not in (None, "tiny"):
         raise ConfigError("--model tiny is the built-in tiny base model; drop --base-model (or --model tiny)")
     directory = cli_config.models_dir(args.models_dir, config)
-    where = {}
+    where, missing = {}, []
     for setting in ("base_model", "adapter", "encoder"):
         flag = getattr(args, setting)
         if flag == "tiny" or (tiny and flag is None):
@@ -65,16 +66,33 @@ def model_locations(args, config: dict, config_path) -> dict:
         value = resolved.value if setting == "base_model" else resolved.path
         local = Path(str(value)).expanduser()
         if not local.exists() and not registry.looks_like_hub_id(str(value)) and not str(value).startswith("modelscope:"):
-            what = {"base_model": "base model"}.get(setting, setting)
-            raise ModelNotFoundError(f"{what} not found: {value} (from {resolved.origin})", path=value,
-                                     hint=("run `facefact models download`, or " if setting != "base_model" else
-                                           "give a diffusers folder, a .safetensors file or a hub id; ")
-                                     + cli_config.how_to_point(setting))
+            missing.append((setting, value, resolved.origin))
         where[setting] = value
+    if missing:
+        raise _missing_models(missing)
     if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] != "tiny":
         raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
                           hint="pass --adapter and --encoder files for a real base model")
     return where
+
+
+def _missing_models(missing: list[tuple]) -> ModelNotFoundError:
+    """Every missing model file in one error (one line each), so one download fixes them all."""
+    from facefact.cli import config as cli_config
+
+    what = {"base_model": "base model"}
+    lines = [f"{what.get(setting, setting)} not found: {value} (from {origin})" for setting, value, origin in missing]
+    settings = [setting for setting, _, _ in missing]
+    if len(settings) == 1:
+        hint = (("run `facefact models download`, or " if settings[0] != "base_model" else
+                 "give a diffusers folder, a .safetensors file or a hub id; ") + cli_config.how_to_point(settings[0]))
+    else:
+        ways = ", ".join(f"--{s.replace('_', '-')} / {cli_config.ENV_VARS[s]}" for s in settings)
+        hint = ("run `facefact models download`" + (" (and give a base model folder or hub id)"
+                                                    if "base_model" in settings else "")
+                + f", or point at local copies: {ways}, or their keys in the config file (--config / FACEFACT_CONFIG)")
+    message = lines[0] if len(lines) == 1 else f"{len(lines)} model files not found:\n  " + "\n  ".join(lines)
+    return ModelNotFoundError(message, path=missing[0][1], hint=hint, setting=settings[0] if len(lines) == 1 else None)
 
 
 def load_pipeline(args, config: dict, config_path, analysis, controlnet=None, kind: str = "txt2img", **options):
@@ -87,5 +105,8 @@ def load_pipeline(args, config: dict, config_path, analysis, controlnet=None, ki
     dtype = cli_config.resolve_setting("dtype", args.dtype, config, config_path).value
     check_device(device)
     where = model_locations(args, config, config_path)
-    return load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
+    pipe = load_fact_pipeline(where["base_model"], where["adapter"], where["encoder"], kind=kind,
                               controlnet=controlnet, device=device, dtype=dtype, face_analysis=analysis, **options)
+    if getattr(args, "threads", None):  # --threads N wins over the tiny pipeline's own one thread
+        pipe.cpu_threads = args.threads
+    return pipe

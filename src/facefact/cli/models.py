@@ -36,12 +36,13 @@ def register(subparsers) -> None:
             q.add_argument("names", nargs="*", metavar="NAME",
                            help=f"known models ({', '.join(registry.KNOWN_MODELS)}) or 'all'; "
                                 "default: the ones generate would use")
-        q.add_argument("--models-dir", dest="models_dir")
-        q.add_argument("--config")
-        q.add_argument("--base-model", dest="base_model")
-        q.add_argument("--adapter")
-        q.add_argument("--encoder")
-        q.add_argument("--json", action="store_true")
+        q.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
+        q.add_argument("--config", help="YAML config file (default: FACEFACT_CONFIG or "
+                                        "~/.config/facefact/facefact.yaml)")
+        q.add_argument("--base-model", dest="base_model", help="the base model generate would use, to look for")
+        q.add_argument("--adapter", help="the FACT adapter file generate would use, to look for")
+        q.add_argument("--encoder", help="the TransFace encoder file generate would use, to look for")
+        q.add_argument("--json", action="store_true", help="print JSON instead of a table")
         q.set_defaults(func=run, models_command=name)
     p.set_defaults(func=run, models_command="list", names=[], models_dir=None, config=None, base_model=None,
                    adapter=None, encoder=None, json=False)

@@ -46,13 +46,14 @@ def register(subparsers) -> None:
                               description="Serve the web UI (/ui) and the HTTP API (/v1, docs at /docs) with the "
                                           "models loaded once. Binds 127.0.0.1 unless --host says otherwise.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="TCP port to listen on (default 7860)")
     add_model_arguments(p)
     add_limit_arguments(p)
     g = p.add_argument_group("access")
     g.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0,
                    help="largest request body, checked while it streams (default 20)")
-    g.add_argument("--max-photo-megapixels", dest="max_photo_mp", type=float, default=16.0)
+    g.add_argument("--max-photo-megapixels", dest="max_photo_mp", type=float, default=16.0,
+                   help="largest photo accepted, in megapixels (default 16)")
     g.add_argument("--api-key", dest="api_key", default=None,
                    help="require this key (X-API-Key or Bearer; the UI's password); default: FACEFACT_API_KEY")
     g.add_argument("--cors-origin", dest="cors_origins", action="append", default=[], metavar="ORIGIN",
@@ -64,7 +65,7 @@ def register(subparsers) -> None:
     w = subparsers.add_parser("worker", help="a GPU worker for `facefact serve --redis URL`",
                               description="Load the models once and run jobs from the Redis queue, one at a time "
                                           "(an RQ SimpleWorker: no fork per job). One process per GPU.")
-    w.add_argument("--redis", metavar="URL", required=True)
+    w.add_argument("--redis", metavar="URL", required=True, help="the Redis queue `facefact serve --redis URL` uses")
     w.add_argument("--name", help="worker name (default: RQ's; shown in job status)")
     w.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     add_model_arguments(w)

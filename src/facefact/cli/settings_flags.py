@@ -141,10 +141,12 @@ def _image_side(text: str) -> int:
         raise argparse.ArgumentTypeError(words + (f"; {err.hint}" if err.hint else "")) from None
 
 
-def add_size_flag(group, what: str = "the model's") -> None:
-    """`--size N`: the shorthand for --width N --height N (config key `size` too)."""
+def add_size_flag(group, what: str = "the model's", *, one_side_flags: bool = True) -> None:
+    """`--size N`: the shorthand for --width N --height N (config key `size` too); `one_side_flags`:
+    the command has --width / --height as well."""
+    sides = "; --width / --height set one side" if one_side_flags else ""
     group.add_argument("--size", type=_image_side, metavar="PX",
-                       help=f"square image side, a multiple of 8 (default: {what}); --width / --height set one side")
+                       help=f"square image side, a multiple of 8 (default: {what}){sides}")
 
 
 def settings_from_args(args, cls, *, defaults: dict | None = None, section: dict | None = None,

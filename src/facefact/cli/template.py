@@ -67,7 +67,7 @@ def register(subparsers) -> None:
     add_setting_flags(p, GenerationSettings, only=("num_images", "seed"))
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     p.add_argument("--name", help="file name stem (default: the prompt's first words)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files of the same name")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _knob_flags(p)
@@ -151,6 +151,15 @@ def list_faces(args, maker, settings) -> int:
     return 0 if faces else ExitCode.PROBLEM_FOUND  # as `faces inspect`: a check that found a problem
 
 
+def check_model_files(args) -> None:
+    """Every missing model file named at once, before the template and photos are analysed."""
+    from facefact.cli import config as cli_config
+    from facefact.cli import model_flags
+
+    config, config_path = cli_config.load_config(args.config)
+    model_flags.model_locations(args, config, config_path)
+
+
 def load_pipeline(args, analysis):
     """The FACT inpainting pipeline the template mode runs: tiny, or the models on disk / hub."""
     from facefact.cli import config as cli_config
@@ -197,6 +206,7 @@ def run(args) -> int:
     images = args.num_images or 1  # the range was checked by the flag (GenerationSettings.num_images)
     people = parse_faces(args.face, args.target)
     check_controlnet_count(args, settings)
+    check_model_files(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once
         prepared = maker.prepare(args.template, people)  # every photo checked before any weights load

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                              "learns nothing useful) - the same as --base-model tiny --encoder tiny")
     add_threads_flag(parser)
     add_setting_flags(parser, TrainConfig, help_texts=FIELD_HELP)
+    parser.add_argument("--quiet", dest="progress", action="store_false", default=None,
+                        help="no progress bar (the same as --no-progress, as in the other commands)")
     parser.set_defaults(func=run)
 
 
@@ -55,8 +57,11 @@ def config_from_args(args) -> TrainConfig:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler or `kill` stopping the job) takes Ctrl-C's path: checkpoint, then exit."""
+def signals_as_interrupt():
+    """SIGTERM (a scheduler or `kill` stopping the job) and SIGINT take Ctrl-C's path: checkpoint,
+    then exit. SIGINT's handler is installed even when the run started with SIGINT ignored (a shell
+    does that to `nohup facefact train ... &`), or `kill -INT` would not stop it. Both handlers
+    are put back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -64,11 +69,12 @@ def sigterm_as_interrupt():
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, handler)
+    before = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
 
 
 @contextlib.contextmanager
@@ -96,7 +102,7 @@ def run(args) -> int:
     main_process = os.environ.get("RANK", "0") == "0"  # one message per run, not one per process
     tiny = config.base_model == "tiny" and config.encoder == "tiny"
     try:
-        with torch_threads(args.threads, tiny=tiny, device=None), sigterm_as_interrupt(), \
+        with torch_threads(args.threads, tiny=tiny, device=None), signals_as_interrupt(), \
                 (training_notes() if main_process else contextlib.nullcontext()):
             result = train(config)
     except TrainingInterrupted as stop:

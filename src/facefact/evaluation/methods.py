@@ -59,6 +59,7 @@ class RunSettings:
     device: str | None = None
     dtype: str | None = None
     arcface_onnx: str | None = None          # for ipadapter-faceid's embeddings
+    cpu_threads: int | None = None           # torch threads in the FACT pipeline's calls (None: its own, 1 tiny)
 
     def __post_init__(self):
         if isinstance(self.generation, dict):
@@ -100,7 +101,7 @@ class RunSettings:
             else:
                 raise ConfigError(f"the {role.replace('_', ' ')} {value} does not exist", path=value,
                                   hint="give an existing file or folder (or 'tiny' parts with the tiny model)",
-                                  setting=role if role != "base_model" else "model")
+                                  setting=role)
         return out
 
 
@@ -145,6 +146,8 @@ class MethodContext:
             pipe = load_fact_pipeline(s.model, s.adapter or ("tiny" if tiny else None),
                                       s.encoder or ("tiny" if tiny else None), device=s.device, dtype=s.dtype)
             pipe.scheduler = make_scheduler(s.generation.scheduler, pipe.scheduler.config)
+            if s.cpu_threads is not None:  # evaluate --threads N wins over the tiny pipeline's one thread
+                pipe.cpu_threads = s.cpu_threads
             self._fact_pipeline = pipe
         return self._fact_pipeline
 

@@ -166,7 +166,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
              encoder: str | None = None, generation: GenerationSettings | dict | None = None, device: str | None = None,
              dtype: str | None = None, embedders=("sface",), clip=None, max_prompts: int | None = None,
              arcface_onnx: str | None = None, add_controls: bool = True, keep_embeddings: bool = False,
-             report: bool = True, show_references: bool = False, progress: bool = True) -> EvalResults:
+             report: bool = True, show_references: bool = False, progress: bool = True,
+             cpu_threads: int | None = None) -> EvalResults:
     """Run an evaluation; writes results.json/.csv, aggregate.csv and report.html under ``out``.
 
     ``generation``: the generation settings (facefact.pipelines.settings.GenerationSettings, or a dict
@@ -177,13 +178,15 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     ``embedders``: evaluation identity models ("sface", "dlib", "arcface:PATH.onnx"); the first is primary.
     ``keep_embeddings``: also save output embeddings to embeddings.npz (references are never saved).
     ``show_references``: embed thumbnails of the reference photos in report.html (off by default).
+    ``cpu_threads``: torch threads during the FACT pipeline's calls (None: the pipeline's own, 1 on
+    the tiny models; facefact.pipelines.threads).
     Results name reference photos relative to their identity (file names), never by full path.
     """
     started = time.time()
     out = Path(out)
     check_run_settings(seeds=seeds, max_prompts=max_prompts)
     settings = RunSettings(model=model, adapter=adapter, encoder=encoder, generation=generation or {},
-                           device=device, dtype=dtype, arcface_onnx=arcface_onnx)
+                           device=device, dtype=dtype, arcface_onnx=arcface_onnx, cpu_threads=cpu_threads)
     people = load_identities(identities)
     prompt_set = load_prompts(prompts, limit=max_prompts)
     if settings.generation.negative_prompt is None:

@@ -12,6 +12,7 @@ from facefact.faces import align as _align
 from facefact.faces.backends import DETECTORS, EMBEDDERS, make_backend
 from facefact.faces.image_io import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from facefact.faces.masks import compute_masks
+from facefact.faces.numbering import by_number, listing, number_faces, numbers_text
 from facefact.faces.quality import check_quality, measure_quality
 from facefact.faces.types import Face, FaceMasks, FaceWarning, QualityThresholds
 
@@ -81,16 +82,13 @@ class FaceAnalysis:
         a :class:`FaceWarning` is issued and ``face.notes`` says so. ``check`` applies
         ``self.thresholds`` (size, cut off, pose, blur, score) and raises ``FaceQualityError``.
         ``path`` names the photo in messages when ``image`` is already an array. ``number`` picks
-        one face of a group photo as `facefact faces inspect` numbers them (#0 the largest).
+        one face of a group photo by its number (from 1, left to right, as `facefact faces inspect`
+        and the template mode show them; ``facefact.faces.numbering``).
         """
         name = path or _source_name(image)
         faces = self.get(image)
         if number is not None and faces:
-            if not 0 <= number < len(faces):
-                raise NoFaceError(f"face #{number} asked for, but {len(faces)} face(s) found (#0 to #{len(faces) - 1})",
-                                  path=name, hint="`facefact faces inspect PHOTO` shows the faces and their numbers")
-            face = faces[number]
-            face.notes.append(f"face #{number} of {len(faces)} chosen ({face.width:.0f}x{face.height:.0f} px)")
+            face = self._numbered(faces, number, name)
             if check:
                 check_quality(face, self.thresholds, path=name)
             return face
@@ -103,12 +101,28 @@ class FaceAnalysis:
                 raise MultipleFacesError(f"{len(faces)} faces found, exactly one is needed", path=name,
                                          hint="crop the photo to the person, or allow several faces (not "
                                               "strict) to use the largest one", setting="strict")
-            note = f"{len(faces)} faces found; using the largest ({faces[0].width:.0f}x{faces[0].height:.0f} px)"
+            number = next(n.number for n in number_faces(faces) if n.face is faces[0])
+            note = (f"{len(faces)} faces found; using the largest, face {number} from the left "
+                    f"({faces[0].width:.0f}x{faces[0].height:.0f} px)")
             faces[0].notes.append(note)
             warnings.warn(f"{name or 'photo'}: {note}", FaceWarning, stacklevel=2)
         if check:
             check_quality(faces[0], self.thresholds, path=name)
         return faces[0]
+
+    @staticmethod
+    def _numbered(faces: list[Face], number: int, name: str | None) -> Face:
+        """The face with this number (from 1, left to right); NoFaceError naming the numbers there are."""
+        numbered = number_faces(faces)
+        chosen = by_number(numbered, number)
+        if chosen is None:
+            raise NoFaceError(f"face {number} asked for, but the photo has {len(faces)} face"
+                              f"{'s' if len(faces) != 1 else ''}, {numbers_text(numbered)} ({listing(numbered)})",
+                              path=name, hint="`facefact faces inspect PHOTO` shows the faces and their numbers")
+        face = chosen.face
+        face.notes.append(f"face {number} of {len(faces)} chosen, counting from the left "
+                          f"({face.width:.0f}x{face.height:.0f} px at ({face.bbox[0]:.0f}, {face.bbox[1]:.0f}))")
+        return face
 
     def check_quality(self, face: Face, *, path: str | None = None) -> None:
         check_quality(face, self.thresholds, path=path)

@@ -6,12 +6,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facefact.faces.types import Face, FaceMasks
+from facefact.faces.numbering import NumberedFace, largest
+from facefact.faces.types import FaceMasks
 
 _LANDMARK_COLOURS = [(255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (0, 255, 255)]  # RGB
 
 
-def overlay(rgb: np.ndarray, faces: list[Face], masks: FaceMasks | None) -> np.ndarray:
+def overlay(rgb: np.ndarray, faces: list[NumberedFace], masks: FaceMasks | None) -> np.ndarray:
+    """Each face boxed (the largest, the one used, in red) and labelled with its number, as
+    `--face PHOTO#N` and the template mode count them, and its detection score."""
     out = rgb.copy()
     if masks is not None:  # tint head green, face a little more; dim the rest
         head = masks.head[:, :, None]
@@ -19,17 +22,19 @@ def overlay(rgb: np.ndarray, faces: list[Face], masks: FaceMasks | None) -> np.n
         contours, _ = cv2.findContours((masks.face > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, (255, 255, 0), 1)
     thick = max(1, round(max(rgb.shape[:2]) / 400))
-    for i, face in enumerate(faces):
+    used = largest(faces).number if faces else None
+    for numbered in faces:
+        face = numbered.face
         x1, y1, x2, y2 = (int(round(v)) for v in face.bbox)
-        cv2.rectangle(out, (x1, y1), (x2, y2), (255, 64, 64) if i == 0 else (255, 200, 0), thick)
-        cv2.putText(out, f"#{i} {face.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+        cv2.rectangle(out, (x1, y1), (x2, y2), (255, 64, 64) if numbered.number == used else (255, 200, 0), thick)
+        cv2.putText(out, f"{numbered.number}: {face.score:.2f}", (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.4 * thick, (255, 255, 255), thick)
         for (x, y), colour in zip(face.landmarks, _LANDMARK_COLOURS):
             cv2.circle(out, (int(round(x)), int(round(y))), 2 * thick, colour, -1)
     return out
 
 
-def write_debug_images(folder: Path, stem: str, rgb: np.ndarray, faces: list[Face], masks: FaceMasks | None,
+def write_debug_images(folder: Path, stem: str, rgb: np.ndarray, faces: list[NumberedFace], masks: FaceMasks | None,
                        aligned: np.ndarray | None, condition: np.ndarray | None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -48,8 +48,11 @@ def body_pose(image, path: str | None = None) -> BodyPose:
                                '"protobuf>=4.25.3,<5"  (the mediapipe extra; --no-deps keeps your torch)')
     import mediapipe as mp
 
+    from facefact.logfilters import MEDIAPIPE_NOISE, native_stderr_without
+
     rgb = load_image(image)
-    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as model:
+    with native_stderr_without(MEDIAPIPE_NOISE), \
+            mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as model:
         result = model.process(np.ascontiguousarray(rgb))
     if result.pose_landmarks is None:
         raise FaceError("no person's pose found", path=path or (str(image) if isinstance(image, str) else None),

@@ -82,22 +82,13 @@ def _load_real_base(cls, base_model, nets, dtype):
 
 
 def _load_adapter(pipe, adapter, encoder, adapter_weight_name, encoder_weight_name, face_analysis):
-    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
-
-    tiny_seed = getattr(pipe, "_facefact_tiny", None)
+    """The adapter and encoder into `pipe`; "tiny" for either is the tiny pipeline's own
+    (`load_fact_adapter` knows it)."""
     if adapter is None or encoder is None:
         raise ConfigError("a FACT pipeline needs an adapter and an encoder",
                           hint="pass both (files, folders, hub ids), or 'tiny' with the tiny base model")
-    if TINY in (str(adapter), str(encoder)) and tiny_seed is None:
-        raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
-                          hint="pass the real files for a real base model")
-    models = dict(getattr(pipe, "_fact_models", {}) or {})
-    adapter_source = tiny_face_adapter(pipe.unet, seed=tiny_seed + 1) if str(adapter) == TINY else adapter
-    encoder_source = tiny_encoder(tiny_seed) if str(encoder) == TINY else encoder
     if getattr(pipe, "fact_adapter", None) is not None:
         pipe.unload_fact_adapter()
-    pipe.load_fact_adapter(adapter_source, encoder=encoder_source, weight_name=adapter_weight_name,
+    pipe.load_fact_adapter(str(adapter) if str(adapter) == TINY else adapter,
+                           encoder=str(encoder) if str(encoder) == TINY else encoder, weight_name=adapter_weight_name,
                            encoder_weight_name=encoder_weight_name, face_analysis=face_analysis)
-    for role, source in (("adapter", adapter), ("encoder", encoder)):
-        if str(source) == TINY:  # the tiny part's own entry, not "<object>"
-            pipe._fact_models[role] = models.get(role) or {"id": f"facefact-tiny/{role}", "seed": tiny_seed}

@@ -132,7 +132,8 @@ def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = Non
 
 def analyse_photos(analysis, face_images, notes: list[str] | None = None, check_quality: bool = True):
     """(encoder input [n, 3, 112, 112], each photo's FaceQuality). A photo given as "PATH#N" uses
-    face #N of it (as `faces inspect` numbers them); several photos that do not look like one
+    face N of it (from 1, left to right, as `faces inspect` and the template
+    mode number them); several photos that do not look like one
     person get a note naming the odd one out; `check_quality=False` uses a face the quality checks
     refuse (with a note saying why it would have been)."""
     if isinstance(face_images, (str, Path, np.ndarray)) or hasattr(face_images, "getpixel"):

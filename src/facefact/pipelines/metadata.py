@@ -154,16 +154,27 @@ def write_png(image: Image.Image, path: str | Path, meta: dict, overwrite: bool 
         raise FileExistsError(f"too many files named {path.stem}-N.png in {path.parent}")
 
 
-def contact_sheet(images: list[Image.Image], columns: int | None = None, gap: int = 4) -> Image.Image:
-    """All images on one white sheet, in order, about square."""
+def contact_sheet(images: list[Image.Image], columns: int | None = None, gap: int = 4,
+                  labels: list[str] | None = None) -> Image.Image:
+    """All images on one white sheet, in order, about square; each with its label (e.g. "seed 7")
+    printed under it when ``labels`` are given, so a picture on the sheet can be made again."""
+    from PIL import ImageDraw, ImageFont
+
     columns = columns or max(1, round(len(images) ** 0.5 + 0.49))
     rows = (len(images) + columns - 1) // columns
     w = max(im.width for im in images)
     h = max(im.height for im in images)
-    sheet = Image.new("RGB", (columns * w + (columns + 1) * gap, rows * h + (rows + 1) * gap), "white")
+    font_px = max(10, min(24, w // 12))
+    strip = font_px + gap if labels else 0  # the label line under each image
+    cell_h = h + strip
+    sheet = Image.new("RGB", (columns * w + (columns + 1) * gap, rows * cell_h + (rows + 1) * gap), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=font_px)
     for i, im in enumerate(images):
         r, c = divmod(i, columns)
-        sheet.paste(im.convert("RGB"), (gap + c * (w + gap), gap + r * (h + gap)))
+        x, y = gap + c * (w + gap), gap + r * (cell_h + gap)
+        sheet.paste(im.convert("RGB"), (x, y))
+        if labels:
+            draw.text((x, y + h + gap // 2), str(labels[i]), fill="black", font=font)
     return sheet
 
 

@@ -34,16 +34,22 @@ from facefact.pipelines.lora import LoraProvenanceMixin
 from facefact.pipelines.output import FACTPipelineOutput
 from facefact.pipelines.provenance import image_metadata, model_entry
 from facefact.pipelines.seeds import call_seeds
+from facefact.pipelines.threads import scoped_cpu_threads
 
 logger = logging.getLogger(__name__)
 DEFAULT_FACT_SCALE = 0.5  # what the released apps use
 
 
 class FACTMixin(LoraProvenanceMixin):
+    # torch CPU threads during this pipeline's calls (set, then put back); None leaves the process's
+    # count. `.tiny()` sets 1: threads only cost time on tiny layers (pipelines/threads.py).
+    cpu_threads: int | None = None
+
     def __call__(self, *args, face_images=None, face_tokens=None, fact_scale=None, cfg_face: bool = True,
                  face_combine: str = "concat", fact_window=None, face_regions=None, **kwargs):
         request = FaceRequest(face_images, face_tokens, fact_scale, cfg_face, face_combine, fact_window, face_regions)
-        return self._call_with_faces(super().__call__, args, kwargs, request)
+        with scoped_cpu_threads(self.cpu_threads):
+            return self._call_with_faces(super().__call__, args, kwargs, request)
 
     def __init_subclass__(cls, **kwargs):
         """Each FACT pipeline class shows its diffusers parent's `__call__` signature and docs with
@@ -81,14 +87,20 @@ class FACTMixin(LoraProvenanceMixin):
         return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def tiny(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1, face_analysis=None):
+    def tiny(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1, face_analysis=None,
+             cpu_threads: int | None = 1):
         """This pipeline on tiny random-weight models with a tiny FACT loaded, built offline in about a
         second: the whole path, no download (the images are noise). `inpainting_unet`: a 9-channel
-        UNet (inpainting classes); ControlNet classes get `num_controlnets` tiny ControlNets."""
+        UNet (inpainting classes); ControlNet classes get `num_controlnets` tiny ControlNets.
+        `cpu_threads`: torch threads during its calls (1: several only cost time on tiny layers;
+        None: the process's count). A tiny adapter trained by `facefact train` loads into it with
+        `load_fact_adapter(path, encoder="tiny")`."""
         from facefact.pipelines.tiny import tiny_fact_pipeline
 
-        return tiny_fact_pipeline(cls, seed, inpainting_unet=inpainting_unet, num_controlnets=num_controlnets,
+        pipe = tiny_fact_pipeline(cls, seed, inpainting_unet=inpainting_unet, num_controlnets=num_controlnets,
                                   face_analysis=face_analysis)
+        pipe.cpu_threads = cpu_threads
+        return pipe
 
     # ---- loading -------------------------------------------------------------------------------
     def load_fact_adapter(self, pretrained_model_name_or_path_or_dict, encoder=None, *, weight_name: str | None = None,
@@ -101,9 +113,15 @@ class FACTMixin(LoraProvenanceMixin):
         The adapter: a file (released `.ckpt` or facefact `.safetensors`), a folder (+ `weight_name`),
         a Hugging Face hub id (+ `weight_name`), ModelScope's release (`"modelscope:yucheng1996/FaceChain-FACT"`,
         + `weight_name`), a state dict or a FaceAdapter. The encoder (TransFace): the same forms, or
-        None to take it from the adapter's folder / repository (`encoder_weight_name`).
-        A FACT adapter loaded before, from this pipeline or another on the UNet, is replaced."""
+        None to take it from the adapter's folder / repository (`encoder_weight_name`). On a
+        pipeline built by `.tiny()`, "tiny" names its tiny adapter or encoder (an adapter trained with
+        `facefact train --model tiny` loads with `encoder="tiny"`). A FACT adapter loaded before, from
+        this pipeline or another on the UNet, is replaced."""
         from facefact.pipelines.hub import resolve_weight_file
+        from facefact.pipelines.tiny import tiny_parts
+
+        pretrained_model_name_or_path_or_dict, encoder, tiny_models = tiny_parts(
+            self, pretrained_model_name_or_path_or_dict, encoder)
 
         weight_for_encoder = encoder_weight_name
         if encoder is None and encoder_weight_name and isinstance(pretrained_model_name_or_path_or_dict, (str, Path)):
@@ -129,7 +147,7 @@ class FACTMixin(LoraProvenanceMixin):
         files = {role: path for role, path in (("adapter", adapter_file), ("encoder", encoder_file)) if path is not None}
         adapter.pipeline_state = fact_state.LoadedFACT(
             adapter, face_encoder.eval().requires_grad_(False).to(self.unet.device, torch.float32), face_analysis,
-            {"adapter": adapter_info, "encoder": encoder_info}, files, attached_here)
+            {"adapter": adapter_info, "encoder": encoder_info, **tiny_models}, files, attached_here)
 
     def set_fact_scale(self, scale) -> None:
         """FACT's scale s for the next calls: a number (0 = the base model, 0.5 the release's value),
@@ -207,9 +225,10 @@ class FACTMixin(LoraProvenanceMixin):
         facefact.pipelines.identity.save_identity)."""
         adapter = self._require_fact()
         notes: list[str] = []
-        if face_pixels is None:  # (pixels given: the photos' FaceQuality may come with them, for "weighted")
-            face_pixels, qualities = analyse_photos(self._analysis(), face_images, notes)
-        faces = self._encode_pixels(adapter, face_pixels, notes)
+        with scoped_cpu_threads(self.cpu_threads):
+            if face_pixels is None:  # (pixels given: the photos' FaceQuality may come with them, for "weighted")
+                face_pixels, qualities = analyse_photos(self._analysis(), face_images, notes)
+            faces = self._encode_pixels(adapter, face_pixels, notes)
         return combine_photos(faces, combine, qualities, adapter.tokens_per_photo)
 
     def _encode_pixels(self, adapter, face_pixels, notes) -> FaceTokens:

@@ -135,11 +135,22 @@ def _clean(f, value):
     return value
 
 
+FACT_SCALE_LEVELS = ("down", "mid", "up")
+_BLOCK_PATH_STARTS = ("down_blocks", "mid_block", "up_blocks")  # diffusers' UNet2DConditionModel names
+
+
 def check_fact_scale(value) -> float | dict:
-    """A number in 0..2, or {level or block path: number} (per-level scales; levels not named get 0)."""
+    """A number in 0..2, or {level or block path: number} (per-level scales; levels not named get 0).
+    A key must be a level or start like a UNet block path (whether that block exists is the
+    adapter's check), so a typo is refused before any model loads."""
     if isinstance(value, dict):
         if not value:
             raise ConfigError("fact_scale per level is empty", hint="e.g. {'down': 0.3, 'mid': 0.5, 'up': 0.6}")
+        for key in value:
+            if str(key) not in FACT_SCALE_LEVELS and str(key).split(".")[0] not in _BLOCK_PATH_STARTS:
+                raise ConfigError(f"fact_scale level {str(key)!r} is not a UNet level",
+                                  hint="use down, mid, up or a block path such as up_blocks.1 "
+                                       "(e.g. down=0.3,mid=0.5,up=0.6)", setting="fact_scale")
         return {str(k): finite_float(f"fact_scale[{k}]", v, low=0.0, high=MAX_FACT_SCALE) for k, v in value.items()}
     return finite_float("fact_scale", value, low=0.0, high=MAX_FACT_SCALE)
 

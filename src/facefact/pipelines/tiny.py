@@ -143,3 +143,30 @@ def tiny_fact_pipeline(cls, seed: int = 0, *, inpainting_unet: bool = False, num
         pipe._facefact_controlnet_info = [{"id": "facefact-tiny/controlnet", "seed": seed + k}
                                           for k in range(num_controlnets)]
     return pipe
+
+
+TINY = "tiny"
+
+
+def tiny_parts(pipe, adapter, encoder):
+    """(adapter, encoder, their provenance entries): "tiny" as either names that part of the tiny
+    pipeline `pipe` (built by `.tiny(seed)`: the seed's tiny encoder, and adapter of seed + 1, as
+    `facefact train --model tiny` uses them); anything else is returned as it is."""
+    named = [role for role, source in (("adapter", adapter), ("encoder", encoder))
+             if isinstance(source, str) and source == TINY]
+    if not named:
+        return adapter, encoder, {}
+    seed = getattr(pipe, "_facefact_tiny", None)
+    if seed is None:
+        from facefact.errors import ConfigError
+
+        raise ConfigError(f"the tiny {' and '.join(named)} fit{'s' if len(named) == 1 else ''} only the tiny base "
+                          "model", hint="pass the real files for a real base model, or build the pipeline "
+                                        "with .tiny() (CLI: --model tiny)", setting=named[0])
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+
+    if "adapter" in named:
+        adapter = tiny_face_adapter(pipe.unet, seed=seed + 1)
+    if "encoder" in named:
+        encoder = tiny_encoder(seed)
+    return adapter, encoder, {role: {"id": f"facefact-tiny/{role}", "seed": seed} for role in named}

@@ -87,6 +87,10 @@ def parse_settings(text: str, model=GenerateSettings):
                        hint=f"settings is a JSON object; see {model.__name__} in /docs") from None
 
 
+# Gradio's login form asks for a user name too; only the password (the API key) is checked.
+LOGIN_MESSAGE = "Any user name works; the password is the server's API key (--api-key / FACEFACT_API_KEY)."
+
+
 def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -> FastAPI:
     config = config or ServerConfig()
     app = FastAPI(title="facefact", version=_version(), docs_url=None, redoc_url=None,
@@ -113,7 +117,7 @@ def create_app(jobs, checker: FaceChecker, config: ServerConfig | None = None) -
         demo = build_ui(jobs, checker, config)
         key = config.api_key.encode() if config.api_key else None
         auth = (lambda user, password: secrets.compare_digest(str(password).encode(), key)) if key else None
-        gr.mount_gradio_app(app, demo, path="/ui", auth=auth, auth_message="Password: the server's API key",
+        gr.mount_gradio_app(app, demo, path="/ui", auth=auth, auth_message=LOGIN_MESSAGE,
                             max_file_size=int(config.max_upload_mb * 2**20), ssr_mode=False, mcp_server=False,
                             footer_links=[])
         app.add_api_route("/", lambda: RedirectResponse("/ui/"), include_in_schema=False)

@@ -81,7 +81,7 @@ def build_template_tab(jobs, checker, config, files) -> None:
                 target_2 = gr.Dropdown([NO_FACE], value=NO_FACE, label="Also redraw face", elem_id="target_2")
                 person_2 = gr.File(label="...with this person (photos)", file_count="multiple", file_types=["image"],
                                    elem_id="person_2")
-            knobs = _knob_inputs()
+            knobs = _knob_inputs(jobs.default_size())
             button = gr.Button("Generate", variant="primary", elem_id="template_generate")
         with gr.Column():
             results = result_outputs("Template portraits", ("template_gallery", "template_downloads",
@@ -93,8 +93,30 @@ def build_template_tab(jobs, checker, config, files) -> None:
                  api_name=False, concurrency_limit=config.queue_size + jobs.workers + 1)
 
 
-def _knob_inputs() -> list:
-    """The template knobs, in the order `_generate_handler`'s function takes them (release defaults)."""
+# SD1.5's own image size: the release's template defaults (crop 512, 50 steps) are for models this size.
+RELEASE_MODEL_SIZE = 512
+SMALL_MODEL_STEPS = 10
+
+
+def knob_defaults(model_size: int) -> dict:
+    """The Template tab's starting crop and steps for the loaded model: the release's for an SD1.5-sized
+    model; for a smaller one (the tiny test models, 128 px) its own size as the crop and 10 steps -
+    at the release's 512 px and 50 steps a tiny-model job took 10-11 minutes on 2 CPU cores."""
+    from facefact.template.settings import TemplateSettings
+
+    release = TemplateSettings()
+    if model_size >= RELEASE_MODEL_SIZE:
+        return {"crop_size": release.crop_size, "steps": release.steps, "note": ""}
+    return {"crop_size": model_size, "steps": SMALL_MODEL_STEPS,
+            "note": f"This server's model works at {model_size} px (the tiny test models): the face crop starts "
+                    f"at {model_size} px and {SMALL_MODEL_STEPS} steps so a job takes seconds; the release's "
+                    f"values for SD1.5 models are {release.crop_size} px and {release.steps} steps."}
+
+
+def _knob_inputs(model_size: int) -> list:
+    """The template knobs, in the order `_generate_handler`'s function takes them: the release's
+    defaults, with the crop and steps the loaded model's (knob_defaults)."""
+    start = knob_defaults(model_size)
     strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="Strength (how much of the face is redrawn)",
                          elem_id="t_strength")
     fact_scale = gr.Slider(0, 1.5, value=0.55, step=0.05, label="FACT scale", elem_id="t_fact_scale")
@@ -102,12 +124,15 @@ def _knob_inputs() -> list:
     with gr.Row():
         seed = gr.Number(label="Seed", value=0, precision=0, elem_id="t_seed")
         randomize = gr.Checkbox(label="Randomize seed", value=True, elem_id="t_randomize")
+    gr.Markdown(start["note"], visible=bool(start["note"]), elem_id="t_model_note")  # why not 512 / 50
     with gr.Accordion("Advanced", open=False, elem_id="t_advanced"):
-        steps = gr.Slider(1, 150, value=50, step=1, label="Steps (strength x steps run)", elem_id="t_steps")
+        steps = gr.Slider(1, 150, value=start["steps"], step=1, label="Steps (strength x steps run)",
+                          elem_id="t_steps")
         guidance = gr.Slider(0, 15, value=5.0, step=0.5, label="Guidance scale")
         scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value="pndm", label="Scheduler")
         refine = gr.Checkbox(label="Refine pass (the release's light second pass)", value=True, elem_id="t_refine")
-        crop = gr.Slider(64, 1024, value=512, step=8, label="Face crop size the model works on", elem_id="t_crop")
+        crop = gr.Slider(64, 1024, value=start["crop_size"], step=8, label="Face crop size the model works on",
+                         elem_id="t_crop")
         prompt = gr.Textbox(label="Prompt (empty: the release's portrait prompt)", elem_id="t_prompt")
     return [strength, fact_scale, count, seed, randomize, steps, guidance, scheduler, refine, crop, prompt]
 

@@ -1,56 +1,20 @@
-"""The faces of a template photo: found, numbered left to right, and chosen as targets."""
+"""The faces of a template photo: found, numbered as everywhere (from 1, left to right), chosen as targets."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from facefact.errors import ConfigError, FaceQualityError, NoFaceError
-from facefact.faces.types import Face
+from facefact.faces.numbering import NumberedFace, by_number, largest, listing, number_faces, numbers_text
 
 
-@dataclass(frozen=True)
-class TemplateFace:
-    """A face of the template; ``number`` is 1-based, counting left to right by the box's left edge."""
-
-    number: int
-    face: Face
-
-    @property
-    def bbox(self) -> tuple[float, float, float, float]:
-        return self.face.bbox
-
-    @property
-    def size_px(self) -> float:
-        """The shorter side of the face box, as the face quality checks measure it."""
-        return min(self.face.width, self.face.height)
-
-    def describe(self) -> str:
-        x1, y1, _, _ = self.bbox
-        return (f"face {self.number}: {self.face.width:.0f}x{self.face.height:.0f} px at "
-                f"({x1:.0f}, {y1:.0f}), score {self.face.score:.2f}")
-
-    def as_dict(self) -> dict:
-        return {"number": self.number, "bbox": [round(float(v), 1) for v in self.bbox],
-                "width": round(self.face.width, 1), "height": round(self.face.height, 1),
-                "score": round(float(self.face.score), 3)}
+# The template's faces are the photo's faces numbered as everywhere else (faces/numbering.py).
+TemplateFace = NumberedFace
 
 
 def find_faces(analysis, image: np.ndarray, *, max_faces: int | None = None) -> list[TemplateFace]:
-    """The ``max_faces`` largest faces (all when None), numbered left to right."""
-    faces = analysis.get(image)  # largest first
-    if max_faces is not None:
-        faces = faces[:max_faces]
-    ordered = sorted(faces, key=lambda f: (f.bbox[0], f.bbox[1]))
-    return [TemplateFace(number=i + 1, face=f) for i, f in enumerate(ordered)]
-
-
-def largest(faces: list[TemplateFace]) -> TemplateFace:
-    return max(faces, key=lambda f: f.face.area)
-
-
-def listing(faces: list[TemplateFace]) -> str:
-    return "; ".join(f.describe() for f in faces) or "none"
+    """The ``max_faces`` largest faces (all when None), each with its number among all the faces
+    (from 1, left to right)."""
+    return number_faces(analysis.get(image), keep_largest=max_faces)
 
 
 def choose_targets(faces: list[TemplateFace], numbers, *, min_face_px: float,
@@ -67,10 +31,10 @@ def choose_targets(faces: list[TemplateFace], numbers, *, min_face_px: float,
     else:
         seen: set[int] = set()
         for number in numbers:
-            if not isinstance(number, (int, np.integer)) or isinstance(number, bool) or not 1 <= number <= len(faces):
+            if not isinstance(number, (int, np.integer)) or by_number(faces, int(number)) is None:
                 raise ConfigError(
                     f"target face {number} does not exist: the template has {len(faces)} "
-                    f"face{'s' if len(faces) != 1 else ''}, numbered 1..{len(faces)} from left to right "
+                    f"face{'s' if len(faces) != 1 else ''}, {numbers_text(faces)} "
                     f"({listing(faces)})", path=path, hint="pick a number from this list (`facefact template --list-faces` shows it)",
                     setting="target")
             if number in seen:
@@ -78,7 +42,7 @@ def choose_targets(faces: list[TemplateFace], numbers, *, min_face_px: float,
                                   hint="give each template face one identity; several photos of one person "
                                        "go into one list for that face")
             seen.add(int(number))
-        chosen = [faces[int(n) - 1] for n in numbers]
+        chosen = [by_number(faces, int(n)) for n in numbers]
     for target in chosen:
         if target.size_px < min_face_px:
             raise FaceQualityError(
