@@ -25,8 +25,14 @@ def register(subparsers) -> None:
     parser.add_argument("--no-identity-check", action="store_true",
                         help="skip the end check that each person's photos look like one person (and have no "
                              "near-duplicates); it embeds each crop once, in memory only")
-    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
-                        help="processes analysing photos in parallel")
+    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None,
+                        help="processes analysing photos in parallel (default 1); with --ray: Ray actors across "
+                             "the cluster (default: one per CPU of the cluster)")
+    parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                        help="analyse the photos on a Ray cluster (Ray Data actors): ADDRESS is the head's "
+                             "HOST:PORT that `ray start --head` prints; 'auto' (or no value): a private Ray "
+                             "instance on this machine. The same files as a local run, written here; needs the "
+                             "ray extra (pip install -e \".[ray]\")")
     add_setting_flags(parser.add_argument_group("photo checks, crops and captions"), PrepareSettings)
     cache = parser.add_argument_group(
         "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
@@ -55,7 +61,12 @@ def run(args) -> int:
                           hint="add --encoder PATH, or --encoder tiny")
     prepare_output_folder(args.out, "--out", recursive=True)  # samples/ab/ hold the per-sample temporaries
     settings = settings_from_args(args, PrepareSettings)
+    if args.ray is not None:
+        from facefact.ray_batch import require_ray
+
+        require_ray()  # before any photo is listed: a missing extra is a one-line error
     summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
+                              ray=args.ray,
                               cache_latents=args.base_model if args.cache_latents else None,
                               cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,
                               check_people=not args.no_identity_check)

@@ -221,12 +221,19 @@ def _source_stamp(path: str) -> dict:
 
 def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str, tools: PhotoTools | None = None) -> dict:
     """Process one photo and write its files; returns its record (accepted or rejected).
-    tools: built from these settings (PhotoTools(settings)); pass one to reuse it across photos."""
+    tools: built from these settings (PhotoTools(settings)); pass one to reuse it across photos.
+    The local run calls this; `--ray` runs `analyse_photo` on the cluster and `write_photo` here."""
+    record, files = analyse_photo(job, settings, tools)
+    write_photo(out, record, files)
+    return record
+
+
+def analyse_photo(job: PhotoJob, settings: PrepareSettings,
+                  tools: PhotoTools | None = None) -> tuple[dict, dict[str, bytes]]:
+    """(record, files) of one photo, nothing written: the files' bytes by role (image, condition,
+    mask, caption) for an accepted photo, none for a rejected one."""
     from facefact.faces import load_image
 
-    out_root = Path(out)
-    stem = sample_stem(out_root, job.sid)
-    remove_cache_files(out_root, job.sid)  # they belong to this photo's previous files
     base = {"id": job.sid, "identity": job.identity, "source": job.source}
     try:
         base.update(_source_stamp(job.source))
@@ -244,33 +251,39 @@ def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str, tools: Pho
             raise
         reason = next((REJECT_REASONS[c.__name__] for c in type(err).__mro__ if c.__name__ in REJECT_REASONS),
                       "unusable")
-        record = {**base, "status": "rejected", "reason": reason, "message": err.message}
-        atomic_write_json(f"{stem}.rejected.json", record)
-        return record
+        return {**base, "status": "rejected", "reason": reason, "message": err.message}, {}
     except OSError as err:  # vanished / unreadable file
-        record = {**base, "status": "rejected", "reason": "unreadable", "message": str(err)}
-        atomic_write_json(f"{stem}.rejected.json", record)
-        return record
+        return {**base, "status": "rejected", "reason": "unreadable", "message": str(err)}, {}
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - one odd photo must not abort a run of thousands
-        record = {**base, "status": "rejected", "reason": "unusable",
-                  "message": f"the photo could not be processed ({type(err).__name__}: {err})"}
-        atomic_write_json(f"{stem}.rejected.json", record)
-        return record
+        return {**base, "status": "rejected", "reason": "unusable",
+                "message": f"the photo could not be processed ({type(err).__name__}: {err})"}, {}
 
     mask = crop_masks.face if settings.mask == "face" else crop_masks.head
+    folder = sample_stem(Path("."), job.sid).parent.as_posix()  # samples/ab, relative to the set
+    files = {"image": _encode(crop, settings.image_format), "condition": _encode(condition, "png"),
+             "mask": _encode((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8), "png"),
+             "caption": (caption + "\n").encode()}
     names = {"image": f"{job.sid}.image.{settings.image_format}", "condition": f"{job.sid}.cond.png",
              "mask": f"{job.sid}.mask.png"}
-    atomic_write_bytes(stem.parent / names["image"], _encode(crop, settings.image_format))
-    atomic_write_bytes(stem.parent / names["condition"], _encode(condition, "png"))
-    atomic_write_bytes(stem.parent / names["mask"], _encode((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8), "png"))
-    atomic_write_bytes(f"{stem}.txt", (caption + "\n").encode())
-    relative = os.path.relpath(stem.parent, out_root)
     record = {**base, "status": "accepted", "caption": caption, "face": face.as_dict(), "mask_method": masks.method,
-              **{key: f"{relative}/{name}" for key, name in names.items()}}
-    atomic_write_json(f"{stem}.json", record)  # last: its presence means the sample is complete
-    return record
+              **{key: f"{folder}/{name}" for key, name in names.items()}}
+    return record, files
+
+
+def write_photo(out: str | Path, record: dict, files: dict[str, bytes]) -> None:
+    """Write one photo's files atomically, its record last (its presence marks a finished sample)."""
+    out_root = Path(out)
+    stem = sample_stem(out_root, record["id"])
+    remove_cache_files(out_root, record["id"])  # they belong to this photo's previous files
+    if record["status"] != "accepted":
+        atomic_write_json(f"{stem}.rejected.json", record)
+        return
+    for role in ("image", "condition", "mask"):
+        atomic_write_bytes(out_root / record[role], files[role])
+    atomic_write_bytes(f"{stem}.txt", files["caption"])
+    atomic_write_json(f"{stem}.json", record)
 
 
 def _finished_record(job: PhotoJob, out: Path) -> dict | None:
@@ -291,15 +304,19 @@ def _finished_record(job: PhotoJob, out: Path) -> dict | None:
 
 # ---- the whole set ------------------------------------------------------------------------------
 def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettings | None = None, *,
-                    workers: int = 1, progress: bool = True, cache_latents: str | None = None,
-                    cache_encoder_tokens: str | None = None, check_people: bool = True) -> dict:
+                    workers: int | None = None, progress: bool = True, cache_latents: str | None = None,
+                    cache_encoder_tokens: str | None = None, check_people: bool = True,
+                    ray: str | None = None) -> dict:
     """Prepare (or finish preparing) a training set; returns the summary also written to dataset.json.
 
     cache_latents: a base model ('tiny' or a diffusers folder) whose VAE posterior of each target crop
     is stored; cache_encoder_tokens: a face encoder ('tiny' or a TransFace checkpoint) whose tokens of
     each condition are stored (see facefact.training.cache). Both optional; training uses them.
     check_people: report identities whose photos do not look like one person, and near-duplicates
-    (facefact.training.identity_check; embeddings stay in memory)."""
+    (facefact.training.identity_check; embeddings stay in memory).
+    workers: processes analysing photos (default 1); with `ray` (a cluster address, or 'auto' for a
+    private instance on this machine) the photos are analysed by that many Ray actors (default: one
+    per CPU of the cluster) and written here: the same files as a local run (prepare_ray.py)."""
     settings = settings or PrepareSettings()
     settings.check()
     out = Path(out)
@@ -321,17 +338,9 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), initial=skipped, desc="prepare", unit="photo", disable=not progress)
-    if workers <= 1:
-        tools = PhotoTools(settings) if todo else None  # this call's settings, not an earlier call's
-        for job in todo:
-            records[job.sid] = prepare_photo(job, settings, str(out), tools=tools)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
-            futures = {pool.submit(_prepare_in_worker, job, str(out)): job for job in todo}
-            for future in as_completed(futures):
-                records[futures[future].sid] = future.result()
-                bar.update()
+    for record in _run_photos(todo, settings, out, workers=workers, ray=ray):
+        records[record["id"]] = record
+        bar.update()
     bar.close()
     # The index first (usable as soon as the photos are done), then the caches, listed in
     # dataset.json only once every file of theirs is written.
@@ -352,6 +361,24 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
         info = _read_info(out)
         atomic_write_json(info_path, {**info, "caches": caches, "summary": summary})
     return summary
+
+
+def _run_photos(todo: list[PhotoJob], settings: PrepareSettings, out: Path, *, workers: int | None,
+                ray: str | None):
+    """The record of each photo of `todo` once its files are written, in the order they finish."""
+    if ray is not None:
+        from facefact.training.prepare_ray import prepare_on_ray
+
+        yield from prepare_on_ray(todo, settings, out, address=ray, workers=workers)
+    elif (workers or 1) <= 1:
+        tools = PhotoTools(settings) if todo else None  # this call's settings, not an earlier call's
+        for job in todo:
+            yield prepare_photo(job, settings, str(out), tools=tools)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+            futures = [pool.submit(_prepare_in_worker, job, str(out)) for job in todo]
+            for future in as_completed(futures):
+                yield future.result()
 
 
 def _read_info(out: Path) -> dict:
