@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import threading
 from typing import Iterator
 
 from facefact.errors import ConfigError, FacefactError
@@ -34,7 +37,7 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as err:
-        raise ConfigError(f"--ray needs the ray package with Ray Data, which cannot be imported ({err})",
+        raise ConfigError(f"running on a Ray cluster needs the ray package with Ray Data, which cannot be imported ({err})",
                           hint=RAY_HINT, setting="ray") from None
     return ray
 
@@ -42,27 +45,47 @@ def require_ray():
 @contextlib.contextmanager
 def ray_cluster(address: str = "auto") -> Iterator[dict]:
     """Connect this process to a Ray cluster for the block, then disconnect; yields its resources
-    ({"CPU": .., "GPU": ..}). 'auto': a private instance on this machine (loopback only, no
-    dashboard, no usage reporting), stopped afterwards. A process already connected (ray.init by
+    ({"CPU": .., "GPU": ..}). 'auto': the cluster in RAY_ADDRESS if set (Ray's convention), else a
+    private instance on this machine (loopback only, no dashboard, no usage reporting), stopped
+    afterwards. A process already connected (ray.init by
     the caller) is used as it is and left connected."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray.cluster_resources()
         return
     with contextlib.ExitStack() as stack:
-        if address == "auto":
+        if address == "auto" and os.environ.get("RAY_ADDRESS"):
+            address = os.environ["RAY_ADDRESS"]  # Ray's own convention: the cluster this shell uses
+        elif address == "auto":
             from facefact.ray_local import private_cluster
 
             address = stack.enter_context(private_cluster())
         try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                     configure_logging=False)
+            with _signal_handlers_kept():
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                         configure_logging=False)
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise ConfigError(f"cannot connect to the Ray cluster at {address}: {_first_line(err)}", setting="ray",
                               hint="start one with `ray start --head` and pass the address it prints "
                                    "(HOST:PORT), or use --ray auto for a private instance on this machine") from None
         stack.callback(ray.shutdown)
         yield ray.cluster_resources()
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """ray.init replaces the process's SIGTERM handler (by one that exits at once); the caller's is
+    put back, so a stopped command still unwinds as it does without Ray (facefact's CLI: the files
+    written so far are complete, exit code 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 def worker_resources(resources: dict, *, gpus: bool) -> dict:

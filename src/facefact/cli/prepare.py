@@ -1,6 +1,7 @@
 """`facefact prepare PHOTOS --out DIR`: photos grouped by identity -> a FACT training set."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from facefact.cli.exit_codes import ExitCode
@@ -65,11 +66,14 @@ def run(args) -> int:
         from facefact.ray_batch import require_ray
 
         require_ray()  # before any photo is listed: a missing extra is a one-line error
-    summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
-                              ray=args.ray,
-                              cache_latents=args.base_model if args.cache_latents else None,
-                              cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,
-                              check_people=not args.no_identity_check)
+    # Ray prints its own notes (a lost worker's rows retried...) on stdout: to stderr with the progress
+    # bar, so stdout carries the summary only, as in a local run.
+    with contextlib.redirect_stdout(sys.stderr) if args.ray is not None else contextlib.nullcontext():
+        summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
+                                  ray=args.ray,
+                                  cache_latents=args.base_model if args.cache_latents else None,
+                                  cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,
+                                  check_people=not args.no_identity_check)
     print(json.dumps(summary, indent=1))
     for finding in summary["identity_checks"]:
         if finding["kind"] == "outlier":
