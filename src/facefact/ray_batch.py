@@ -1,8 +1,8 @@
 """Batch work on a Ray cluster, for `facefact prepare --ray` and `facefact evaluate --ray`.
 
-    with ray_cluster("auto" | "HOST:PORT" | "ray://HOST:10001"):
-        for row in map_rows(items, PhotoActor, {"settings": {...}}, workers=4):
-            ...                                  # one output row per input item, as it finishes
+    with ray_cluster("auto" | "HOST:PORT") as resources:
+        for row in map_rows(items, PhotoActor, {"settings": {...}}, workers=4, resources={"num_cpus": 1}):
+            ...                            # one output row per input item, as it finishes
 
 The work is Ray Data's `map_batches` over an actor pool: each actor builds its models once (from
 paths and JSON-able settings, never from objects pickled on the driver) and turns one input row
@@ -10,7 +10,8 @@ into one output row of JSON text and bytes; the driver writes every file, so the
 the machine that runs the command. A worker or node that dies is restarted by Ray and its rows
 are run again (Ray Data's actor pools restart actors and retry their rows on system failures;
 an exception raised by our code is not retried but ends the run with its message); the caller keys
-results by item, so a row seen twice is written once. `auto` starts a private Ray instance on this machine (facefact.ray_local).
+results by item, so a row seen twice is written once. `auto` starts a private Ray instance on this
+machine (facefact.ray_local).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as err:
-        raise ConfigError(f"running on a Ray cluster needs the ray package with Ray Data, which cannot be imported ({err})",
+        raise ConfigError(f"running on a Ray cluster needs the ray package with Ray Data, which cannot be "
+                          f"imported ({err})",
                           hint=RAY_HINT, setting="ray") from None
     return ray
 
