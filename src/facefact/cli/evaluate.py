@@ -82,7 +82,8 @@ def register(subparsers) -> None:
                              "prints; 'auto' (or no value): a private Ray instance on this machine. The same images "
                              "and metrics, written and measured here; needs the ray extra (pip install -e \".[ray]\")")
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None, metavar="N",
-                        help="with --ray: pipelines across the cluster (default: one per GPU, else one per CPU)")
+                        help="with --ray: pipelines across the cluster (one per GPU of the cluster when not given, "
+                             "else one per CPU)")
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_evaluate)
 

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                              "near-duplicates); it embeds each crop once, in memory only")
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None,
                         help="processes analysing photos in parallel (default 1); with --ray: Ray actors across "
-                             "the cluster (default: one per CPU of the cluster)")
+                             "the cluster, one per CPU of the cluster when not given")
     parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
                         help="analyse the photos on a Ray cluster (Ray Data actors): ADDRESS is the head's "
                              "HOST:PORT that `ray start --head` prints; 'auto' (or no value): a private Ray "
