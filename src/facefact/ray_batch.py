@@ -122,11 +122,12 @@ def map_rows(items: list[dict], actor_class, constructor_kwargs: dict, *, worker
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.verbose_stats_logs = False
+    context.raise_original_map_exception = True  # our FacefactError itself, not Ray Data's wrapper
     try:
-        with dropped_log_messages("ray.data", lambda record: record.levelno < logging.ERROR):
+        # Ray Data's own log lines (execution started / finished, and its copy of an error we raise
+        # below with our message) say nothing the command does not say
+        with dropped_log_messages("ray.data", lambda record: record.levelno < logging.CRITICAL):
             yield from dataset.iter_rows()
-    except FacefactError:
-        raise
     except Exception as err:  # noqa: BLE001 - Ray wraps the workers' errors in its own types
         cause = _facefact_cause(err)
         if cause is not None:
@@ -135,9 +136,35 @@ def map_rows(items: list[dict], actor_class, constructor_kwargs: dict, *, worker
                           hint="outputs finished so far are kept; run the same command again to do the rest") from None
 
 
+class ItemActor:
+    """Base of the actors `map_rows` runs: `setup(**constructor_kwargs)` builds the models once,
+    `process(batch)` maps one batch. A FacefactError in `setup` (a model missing or damaged on that
+    node) is raised by the first call instead: Ray hands back an error in an actor's constructor as
+    text only, one in a call whole (its message and hint, for the command's one-line error)."""
+
+    def __init__(self, **kwargs):
+        self._failure: FacefactError | None = None
+        try:
+            self.setup(**kwargs)
+        except FacefactError as err:
+            self._failure = err
+
+    def setup(self, **kwargs) -> None:
+        raise NotImplementedError
+
+    def process(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict) -> dict:
+        if self._failure is not None:
+            raise self._failure
+        return self.process(batch)
+
+
 def _facefact_cause(err: BaseException) -> FacefactError | None:
     """The FacefactError a worker raised (a bad setting, a model missing on a node), if that is
-    what stopped the run: Ray hands it back wrapped in its own exception types."""
+    what stopped the run. Ray hands it back as `.cause` of its own error type (a class made from
+    both, whose text is the worker's traceback): the original is the one with our message."""
     seen = set()
     stack = [err]
     while stack:
@@ -145,9 +172,10 @@ def _facefact_cause(err: BaseException) -> FacefactError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, FacefactError):
+        cause = getattr(current, "cause", None)
+        if isinstance(current, FacefactError) and not isinstance(cause, BaseException):
             return current
-        stack.extend([getattr(current, "cause", None), current.__cause__, current.__context__])
+        stack.extend([cause, current.__cause__, current.__context__])
     return None
 
 

@@ -74,3 +74,36 @@ def test_ray_needs_method_specs_and_workers_need_ray(cli, identities_dir, prompt
         evaluate(identities_dir, prompt_file, methods=[object()], out=tmp_path / "run", ray="auto")
     code, _, stderr = cli(*_args(identities_dir, prompt_file, tmp_path / "run"), "--workers", "2")
     assert code == 2 and "needs --ray" in stderr
+
+
+def test_a_model_a_worker_cannot_load_is_the_commands_one_line_error(ray_cluster, identities_dir, prompt_file,
+                                                                      tmp_path):
+    """The driver only hashes the adapter; the actors load it: their error comes back whole (message and
+    hint), not as Ray's traceback."""
+    damaged = tmp_path / "adapter.safetensors"
+    damaged.write_bytes(b"\xff" * 1000)
+    done = subprocess.run([sys.executable, "-m", "facefact.cli.main", *_args(identities_dir, prompt_file,
+                                                                              tmp_path / "run"),
+                           "--adapter", str(damaged), "--ray", ray_cluster.address],
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("facefact evaluate: error:")]
+    assert len(errors) == 1 and "not a valid safetensors file" in errors[0] and str(damaged) in errors[0]
+    assert "Traceback" not in done.stderr and "ray::" not in done.stderr
+    assert not list((tmp_path / "run").rglob("*.png"))
+
+
+def test_ray_error_types_give_back_the_workers_error():
+    """Ray re-raises a worker's exception as a class made from its own error and ours, whose text is
+    Ray's (the worker's process and traceback): the command reports the original, message and hint."""
+    import pytest
+
+    exceptions = pytest.importorskip("ray.exceptions", reason="the ray extra is not installed")
+    from facefact.errors import CheckpointError
+    from facefact.ray_batch import _facefact_cause
+
+    original = CheckpointError("cannot read a.safetensors", hint="convert it again")
+    wrapped = exceptions.RayTaskError("submit", "Traceback (most recent call last): ...", original).as_instanceof_cause()
+    assert isinstance(wrapped, CheckpointError) and not str(wrapped).startswith("cannot read")  # Ray's text
+    assert _facefact_cause(wrapped) is original
+    assert _facefact_cause(RuntimeError("lost")) is None

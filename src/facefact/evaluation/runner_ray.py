@@ -12,6 +12,7 @@ on every node (shared storage). Measuring stays here, as in the local run.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
@@ -22,12 +23,13 @@ from facefact.evaluation.measure import generation_uses_cuda
 from facefact.evaluation.methods import MethodContext, RunSettings
 from facefact.evaluation.runner import build_methods, generate_image, write_image
 from facefact.pipelines.settings import GenerationSettings
+from facefact.ray_batch import ItemActor
 
 
-class ImageActor:
+class ImageActor(ItemActor):
     """One Ray actor: the run's methods (and their pipeline) built once, then one image per call."""
 
-    def __init__(self, settings: dict, specs: list[str], add_controls: bool, size):
+    def setup(self, settings: dict, specs: list[str], add_controls: bool, size) -> None:
         settings = dict(settings, generation=GenerationSettings(**settings["generation"]))
         self.context = MethodContext(RunSettings(**settings))
         methods, _, _ = build_methods(specs, self.context, add_controls=add_controls)
@@ -38,7 +40,7 @@ class ImageActor:
         self.size = size
         self.cuda = generation_uses_cuda(self.context.settings.device)
 
-    def __call__(self, batch: dict) -> dict:
+    def process(self, batch: dict) -> dict:
         rows: dict[str, list] = {"path": [], "png": [], "record": [], "notes": []}
         for path, method, text, references, seed in zip(batch["path"], batch["method"], batch["text"],
                                                         batch["references"], batch["seed"]):
@@ -69,7 +71,7 @@ def generate_on_ray(jobs, found: dict, size, progress: bool, *, address: str, se
         return
     shares = {path: sum(1 for j in jobs if j.path == path) for path in todo}  # shared images count per job
     items = [{"path": str(path), "method": job.method.name, "text": job.text, "seed": job.seed,
-              "references": json.dumps([str(p) for p in job.identity.references])}
+              "references": json.dumps([os.path.abspath(p) for p in job.identity.references])}
              for path, (_, job) in todo.items()]
     constructor = {"settings": _plain(settings), "specs": specs, "add_controls": add_controls, "size": size}
     with ray_cluster(address) as resources:
@@ -89,10 +91,14 @@ def generate_on_ray(jobs, found: dict, size, progress: bool, *, address: str, se
 
 
 def _plain(settings: RunSettings) -> dict:
-    """The run's settings as plain values (what an actor on another machine rebuilds them from)."""
-    return {"model": settings.model, "adapter": settings.adapter, "encoder": settings.encoder,
-            "generation": asdict(settings.generation), "device": settings.device, "dtype": settings.dtype,
-            "arcface_onnx": settings.arcface_onnx}
+    """The run's settings as plain values (what an actor on another machine rebuilds them from);
+    model files given by a relative path made absolute (an actor's working folder is not ours)."""
+    def located(value):
+        return os.path.abspath(value) if value and value != "tiny" and os.path.exists(value) else value
+
+    return {"model": located(settings.model), "adapter": located(settings.adapter),
+            "encoder": located(settings.encoder), "generation": asdict(settings.generation),
+            "device": settings.device, "dtype": settings.dtype, "arcface_onnx": located(settings.arcface_onnx)}
 
 
 def _bar(total: int, initial: int, enabled: bool):

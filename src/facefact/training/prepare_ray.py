@@ -17,20 +17,21 @@ from typing import Iterator
 
 import numpy as np
 
+from facefact.ray_batch import ItemActor
 from facefact.training.prepare import PhotoJob, PhotoTools, analyse_photo, write_photo
 from facefact.training.prepare_settings import PrepareSettings
 
 FILE_ROLES = ("image", "condition", "mask", "caption")
 
 
-class PhotoActor:
+class PhotoActor(ItemActor):
     """One Ray actor: the face stack built once, then one photo per call."""
 
-    def __init__(self, settings: dict):
+    def setup(self, settings: dict) -> None:
         self.settings = PrepareSettings(**settings)
         self.tools = PhotoTools(self.settings)
 
-    def __call__(self, batch: dict) -> dict:
+    def process(self, batch: dict) -> dict:
         rows: dict[str, list] = {"record": [], **{role: [] for role in FILE_ROLES}}
         for identity, source, caption, sid in zip(batch["identity"], batch["source"], batch["caption"], batch["sid"]):
             job = PhotoJob(str(identity), str(source), str(caption) or None, str(sid))
