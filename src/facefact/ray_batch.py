@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 from typing import Iterator
 
@@ -62,6 +63,7 @@ def ray_cluster(address: str = "auto") -> Iterator[dict]:
             from facefact.ray_local import private_cluster
 
             address = stack.enter_context(private_cluster())
+        _check_reachable(address)
         try:
             with _signal_handlers_kept():
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
@@ -72,6 +74,23 @@ def ray_cluster(address: str = "auto") -> Iterator[dict]:
                                    "(HOST:PORT), or use --ray auto for a private instance on this machine") from None
         stack.callback(ray.shutdown)
         yield ray.cluster_resources()
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a HOST:PORT nothing listens at now: ray.init would retry it for many minutes."""
+    if "://" in address:
+        return  # ray:// (Ray Client) and other schemes: Ray's own connection handling
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"'{address}' is not a Ray cluster address (HOST:PORT)", setting="ray",
+                          hint="pass the address `ray start --head` prints, e.g. 10.0.0.5:6379, or 'auto'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        raise ConfigError(f"no Ray cluster answers at {address} ({err.strerror or err})", setting="ray",
+                          hint="start one with `ray start --head --port=6379` on the head node and pass the "
+                               "address it prints, or use 'auto' for a private instance on this machine") from None
 
 
 @contextlib.contextmanager

@@ -108,3 +108,16 @@ def test_without_ray_the_flag_says_how_to_install_it(cli, photo_folder, tmp_path
     assert stderr.startswith("facefact prepare: error: --ray: ") and 'pip install -e ".[ray]"' in stderr
     assert len(stderr.strip().splitlines()) == 2  # the error and its hint
     assert not (tmp_path / "out" / "samples").exists()
+
+
+def test_an_address_nothing_answers_at_is_refused_at_once(cli, photo_folder, tmp_path):
+    pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, stderr = cli("prepare", photo_folder, "--out", tmp_path / "out", "--ray", f"127.0.0.1:{port}")
+    assert code == 2 and f"--ray: no Ray cluster answers at 127.0.0.1:{port}" in stderr and "ray start" in stderr
+    code, _, stderr = cli("prepare", photo_folder, "--out", tmp_path / "out", "--ray", "not-an-address")
+    assert code == 2 and "HOST:PORT" in stderr
