@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HANG_GUARD_S = 600  # an upper bound on a hang only
 TIMING = {"time_s", "peak_mb", "mem_kind"}  # measured, so different from run to run
 
@@ -36,6 +38,7 @@ def _pngs(run) -> dict[str, bytes]:
     return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted((run / "images").rglob("*.png"))}
 
 
+@pytest.mark.slow  # a Ray cluster run: ~30 s of Ray start-up per command on a busy 2-core box
 def test_ray_run_gives_the_local_images_and_metrics_and_resumes(ray_cluster, cli, identities_dir, prompt_file,
                                                                  tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
@@ -68,7 +71,6 @@ def test_ray_run_gives_the_local_images_and_metrics_and_resumes(ray_cluster, cli
 def test_ray_needs_method_specs_and_workers_need_ray(cli, identities_dir, prompt_file, tmp_path):
     from facefact.errors import ConfigError
     from facefact.evaluation import evaluate
-    import pytest
 
     with pytest.raises(ConfigError, match="by their specs"):
         evaluate(identities_dir, prompt_file, methods=[object()], out=tmp_path / "run", ray="auto")
@@ -76,6 +78,7 @@ def test_ray_needs_method_specs_and_workers_need_ray(cli, identities_dir, prompt
     assert code == 2 and "needs --ray" in stderr
 
 
+@pytest.mark.slow  # a Ray cluster run: ~30 s of Ray start-up per command on a busy 2-core box
 def test_a_model_a_worker_cannot_load_is_the_commands_one_line_error(ray_cluster, identities_dir, prompt_file,
                                                                       tmp_path):
     """The driver only hashes the adapter; the actors load it: their error comes back whole (message and
@@ -96,8 +99,6 @@ def test_a_model_a_worker_cannot_load_is_the_commands_one_line_error(ray_cluster
 def test_ray_error_types_give_back_the_workers_error():
     """Ray re-raises a worker's exception as a class made from its own error and ours, whose text is
     Ray's (the worker's process and traceback): the command reports the original, message and hint."""
-    import pytest
-
     exceptions = pytest.importorskip("ray.exceptions", reason="the ray extra is not installed")
     from facefact.errors import CheckpointError
     from facefact.ray_batch import _facefact_cause

@@ -54,6 +54,7 @@ def _photo_actors(cluster_pid: int) -> list:
     return found
 
 
+@pytest.mark.slow  # a Ray cluster run: ~30 s of Ray start-up per command on a busy 2-core box
 def test_ray_run_writes_the_local_runs_files(ray_cluster, photo_folder, prepared, tmp_path):
     out = tmp_path / "ray"
     done = subprocess.run(_command(photo_folder, out, ray_cluster.address), capture_output=True, text=True,
@@ -63,6 +64,7 @@ def test_ray_run_writes_the_local_runs_files(ray_cluster, photo_folder, prepared
     assert _files(out) == _files(prepared)  # every file, dataset.json and index.jsonl included
 
 
+@pytest.mark.slow  # a Ray cluster run: ~30 s of Ray start-up per command on a busy 2-core box
 def test_stopped_run_resumes_and_survives_a_killed_worker(ray_cluster, larger_photo_folder, tmp_path):
     pytest.importorskip("psutil", reason="finding the Ray worker to kill needs psutil")
     from facefact.training.prepare import PrepareSettings, prepare_dataset
