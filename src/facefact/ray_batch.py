@@ -50,8 +50,8 @@ def ray_cluster(address: str = "auto") -> Iterator[dict]:
     """Connect this process to a Ray cluster for the block, then disconnect; yields its resources
     ({"CPU": .., "GPU": ..}). 'auto': the cluster in RAY_ADDRESS if set (Ray's convention), else a
     private instance on this machine (loopback only, no dashboard, no usage reporting), stopped
-    afterwards. A process already connected (ray.init by
-    the caller) is used as it is and left connected."""
+    afterwards. A process already connected (ray.init by the caller) is used as it is and left
+    connected."""
     ray = require_ray()
     if ray.is_initialized():
         yield ray.cluster_resources()
@@ -71,7 +71,7 @@ def ray_cluster(address: str = "auto") -> Iterator[dict]:
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise ConfigError(f"cannot connect to the Ray cluster at {address}: {_first_line(err)}", setting="ray",
                               hint="start one with `ray start --head` and pass the address it prints "
-                                   "(HOST:PORT), or use --ray auto for a private instance on this machine") from None
+                                   "(HOST:PORT), or 'auto' for a private instance on this machine") from None
         stack.callback(ray.shutdown)
         yield ray.cluster_resources()
 
@@ -132,10 +132,14 @@ def map_rows(items: list[dict], actor_class, constructor_kwargs: dict, *, worker
     ray = require_ray()
     if not items:
         return
+    # Start with the actors the cluster can hold now (a pool that waits for more would wait
+    # forever on a fixed cluster), grow to `workers` if the cluster grows.
+    capacity = default_workers(ray.cluster_resources(), resources)
     per_block = max(1, min(32, len(items) // (workers * 4)))
     dataset = ray.data.from_items(items, override_num_blocks=-(-len(items) // per_block))
     dataset = dataset.map_batches(actor_class, batch_size=1, batch_format="numpy",
-                                  compute=ray.data.ActorPoolStrategy(size=workers),
+                                  compute=ray.data.ActorPoolStrategy(min_size=min(workers, capacity),
+                                                                     max_size=workers),
                                   fn_constructor_kwargs=constructor_kwargs, **resources)
     context = dataset.context  # this dataset's own copy: the caller's progress bar is the one shown
     context.enable_progress_bars = False
