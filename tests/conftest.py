@@ -105,3 +105,16 @@ def cli(capsys, monkeypatch, tmp_path):
         captured = capsys.readouterr()
         return code, captured.out, captured.err
     return run
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A private two-node Ray cluster on this machine's loopback (a head and one more worker node,
+    one CPU each), shared by the session's Ray tests and stopped after them (all its processes).
+    Its workers import facefact from this process's PYTHONPATH, like the commands under test."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install -e '.[ray]')")
+    from facefact.ray_local import private_cluster_process
+
+    with private_cluster_process(nodes=2, cpus_per_node=1) as cluster:
+        yield cluster

@@ -50,6 +50,12 @@ def photo_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def larger_photo_folder(tmp_path_factory) -> Path:
+    """24 photos: enough work for a run to be stopped (or a worker killed) halfway."""
+    return make_photo_folder(tmp_path_factory.mktemp("photos24"), photos_per_identity=12)
+
+
+@pytest.fixture(scope="session")
 def prepared(tmp_path_factory, photo_folder) -> Path:
     from facefact.training.prepare import PrepareSettings, prepare_dataset
 

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -69,6 +71,14 @@ def register(subparsers) -> None:
     parser.add_argument("--show-references", action="store_true",
                         help="embed thumbnails of the reference photos in report.html (off: the report is made "
                              "to be shared, the references are the users' own photos)")
+    parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                        help="generate the images on a Ray cluster (Ray Data actors, one pipeline each, on a GPU "
+                             "when the cluster has them): ADDRESS is the head's HOST:PORT that `ray start --head` "
+                             "prints; 'auto' (or no value): a private Ray instance on this machine. The same images "
+                             "and metrics, written and measured here; needs the ray extra (pip install -e \".[ray]\")")
+    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None, metavar="N",
+                        help="with --ray: pipelines across the cluster (one per GPU of the cluster when not given, "
+                             "else one per CPU)")
     parser.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_evaluate)
 
@@ -127,12 +137,21 @@ def run_evaluate(args) -> int:
 
     if args.identities is None:
         raise ConfigError("--identities is required", hint="facefact evaluate --identities DIR --out RUN_DIR")
+    if args.workers is not None and args.ray is None:
+        raise ConfigError("--workers is the number of pipelines on a Ray cluster; it needs --ray",
+                          hint="add --ray ADDRESS (or --ray for a private Ray instance on this machine)")
+    if args.ray is not None:
+        from facefact.ray_batch import require_ray
+
+        require_ray()  # before any image is planned: a missing extra is a one-line error
     generation = settings_from_args(args, GenerationSettings, defaults={"steps": EVAL_STEPS})
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
     where = models_of_run(args)
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
-    with warnings.catch_warnings(record=True) as caught, threads:
+    # Ray prints its own notes (a lost worker's rows retried...) on stdout: they go to stderr instead
+    to_stderr = contextlib.redirect_stdout(sys.stderr) if args.ray is not None else contextlib.nullcontext()
+    with warnings.catch_warnings(record=True) as caught, threads, to_stderr:
         warnings.simplefilter("always")
         results = evaluate(
             args.identities, args.prompts, methods=args.methods or ["fact:0.5", "base"], seeds=args.seeds,
@@ -141,7 +160,8 @@ def run_evaluate(args) -> int:
             generation=generation, device=args.device, dtype=args.dtype,
             embedders=args.embedders or ["sface"], clip=args.clip, max_prompts=args.max_prompts,
             arcface_onnx=args.arcface, add_controls=not args.no_control, keep_embeddings=args.keep_embeddings,
-            show_references=args.show_references, progress=not args.no_progress, cpu_threads=args.threads)
+            show_references=args.show_references, progress=not args.no_progress, cpu_threads=args.threads, ray=args.ray,
+            workers=args.workers)
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"note: {safe_text(w.message)}")

@@ -1,6 +1,7 @@
 """`facefact prepare PHOTOS --out DIR`: photos grouped by identity -> a FACT training set."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from facefact.cli.exit_codes import ExitCode
@@ -25,8 +26,14 @@ def register(subparsers) -> None:
     parser.add_argument("--no-identity-check", action="store_true",
                         help="skip the end check that each person's photos look like one person (and have no "
                              "near-duplicates); it embeds each crop once, in memory only")
-    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=256), default=1,
-                        help="processes analysing photos in parallel")
+    parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None,
+                        help="processes analysing photos in parallel (default 1); with --ray: Ray actors across "
+                             "the cluster, one per CPU of the cluster when not given")
+    parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                        help="analyse the photos on a Ray cluster (Ray Data actors): ADDRESS is the head's "
+                             "HOST:PORT that `ray start --head` prints; 'auto' (or no value): a private Ray "
+                             "instance on this machine. The same files as a local run, written here; needs the "
+                             "ray extra (pip install -e \".[ray]\")")
     add_setting_flags(parser.add_argument_group("photo checks, crops and captions"), PrepareSettings)
     cache = parser.add_argument_group(
         "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
@@ -55,10 +62,18 @@ def run(args) -> int:
                           hint="add --encoder PATH, or --encoder tiny")
     prepare_output_folder(args.out, "--out", recursive=True)  # samples/ab/ hold the per-sample temporaries
     settings = settings_from_args(args, PrepareSettings)
-    summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
-                              cache_latents=args.base_model if args.cache_latents else None,
-                              cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,
-                              check_people=not args.no_identity_check)
+    if args.ray is not None:
+        from facefact.ray_batch import require_ray
+
+        require_ray()  # before any photo is listed: a missing extra is a one-line error
+    # Ray prints its own notes (a lost worker's rows retried...) on stdout: to stderr with the progress
+    # bar, so stdout carries the summary only, as in a local run.
+    with contextlib.redirect_stdout(sys.stderr) if args.ray is not None else contextlib.nullcontext():
+        summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
+                                  ray=args.ray,
+                                  cache_latents=args.base_model if args.cache_latents else None,
+                                  cache_encoder_tokens=args.encoder if args.cache_encoder_tokens else None,
+                                  check_people=not args.no_identity_check)
     print(json.dumps(summary, indent=1))
     for finding in summary["identity_checks"]:
         if finding["kind"] == "outlier":

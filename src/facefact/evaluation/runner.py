@@ -8,6 +8,7 @@ cheap and always redone, so new metrics apply to old images.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from facefact import __version__
-from facefact.atomic import atomic_path, atomic_write_bytes
+from facefact.atomic import atomic_write_bytes
 from facefact.errors import ConfigError
 from facefact.evaluation import metrics
 from facefact.evaluation.datasets import Identity, Prompt, load_identities, load_prompts
@@ -112,9 +113,9 @@ def _read_sidecar(sidecar: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[dict[Path, dict], list[str]]:
-    """Generate missing images; return the sidecar (time, memory, cached) of every image, and notes."""
-    info: dict[Path, dict] = {}
+def generated_records(jobs: list[Job]) -> tuple[dict[Path, dict | None], set[Path]]:
+    """(found, damaged): each image's generation record from an earlier run (None: to generate), and
+    the images whose record was unreadable. The resume check of the local and the Ray run alike."""
     found: dict[Path, dict | None] = {}
     damaged: set[Path] = set()
     for job in jobs:
@@ -124,6 +125,46 @@ def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[di
         found[job.path] = _read_sidecar(sidecar) if job.path.is_file() else None
         if found[job.path] is None and job.path.is_file() and sidecar.is_file():
             damaged.add(job.path)
+    return found, damaged
+
+
+def generate_image(method: Method, text: str, references, seed: int, size, cuda: bool) -> tuple[bytes, dict]:
+    """One cell (method, identity, prompt, seed): (PNG bytes, generation record), nothing written."""
+    image, m = measure(method.generate, text, references, seed, size, cuda=cuda)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    record = {"time_s": m.seconds, "peak_mb": m.peak_mb, "mem_kind": m.mem_kind, "method": method.name,
+              "prompt": text, "seed": seed}
+    return buffer.getvalue(), record
+
+
+def write_image(path: Path, png: bytes, record: dict) -> None:
+    """The image, then its record - written last (and whole, or not at all): an image without a
+    readable record is generated again."""
+    atomic_write_bytes(path, png)
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(record).encode())
+
+
+def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool, *, ray: str | None = None,
+                  ray_plan: dict | None = None) -> tuple[dict[Path, dict], list[str]]:
+    """Generate missing images; return the sidecar (time, memory, cached) of every image, and notes.
+    ray: a cluster address ('auto': a private instance) that generates them instead (runner_ray.py)."""
+    found, damaged = generated_records(jobs)
+    info: dict[Path, dict] = {path: {**record, "cached": True} for path, record in found.items() if record is not None}
+    notes = []
+    if damaged:
+        notes.append(f"regenerated {len(damaged)} image(s) whose generation record (.json beside the image) was "
+                     f"unreadable, e.g. {sorted(damaged)[0].with_suffix('.json')}")
+    if ray is not None:
+        from facefact.evaluation.runner_ray import generate_on_ray
+
+        photo_notes = []
+        for path, record, found_notes in generate_on_ray(jobs, found, size, progress, address=ray, **ray_plan):
+            info[path] = {**record, "cached": False}
+            photo_notes.extend(found_notes)
+        # in the local run's order (the first image of each reference set), each once
+        notes.extend(dict.fromkeys(note for _, note in sorted(photo_notes, key=lambda pair: pair[0])))
+        return info, notes
     missing = {j.method.name: j.method for j in jobs if found[j.path] is None}
     for method in missing.values():
         if hasattr(method, "prepare"):
@@ -131,21 +172,9 @@ def _generate_all(jobs: list[Job], size, cuda: bool, progress: bool) -> tuple[di
     for job in _progress(jobs, len(jobs), "generating", progress):
         if job.path in info:
             continue
-        if found[job.path] is not None:
-            info[job.path] = {**found[job.path], "cached": True}
-            continue
-        image, m = measure(job.method.generate, job.text, job.identity.references, job.seed, size, cuda=cuda)
-        with atomic_path(job.path) as tmp:
-            image.convert("RGB").save(tmp, format="PNG")
-        record = {"time_s": m.seconds, "peak_mb": m.peak_mb, "mem_kind": m.mem_kind, "method": job.method.name,
-                  "prompt": job.text, "seed": job.seed}
-        # Written last (and whole, or not at all): an image without a readable record is regenerated.
-        atomic_write_bytes(job.path.with_suffix(".json"), json.dumps(record).encode())
+        png, record = generate_image(job.method, job.text, job.identity.references, job.seed, size, cuda)
+        write_image(job.path, png, record)
         info[job.path] = {**record, "cached": False}
-    notes = []
-    if damaged:
-        notes.append(f"regenerated {len(damaged)} image(s) whose generation record (.json beside the image) was "
-                     f"unreadable, e.g. {sorted(damaged)[0].with_suffix('.json')}")
     return info, notes
 
 
@@ -166,8 +195,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
              encoder: str | None = None, generation: GenerationSettings | dict | None = None, device: str | None = None,
              dtype: str | None = None, embedders=("sface",), clip=None, max_prompts: int | None = None,
              arcface_onnx: str | None = None, add_controls: bool = True, keep_embeddings: bool = False,
-             report: bool = True, show_references: bool = False, progress: bool = True,
-             cpu_threads: int | None = None) -> EvalResults:
+             report: bool = True, show_references: bool = False, progress: bool = True, ray: str | None = None,
+             workers: int | None = None, cpu_threads: int | None = None) -> EvalResults:
     """Run an evaluation; writes results.json/.csv, aggregate.csv and report.html under ``out``.
 
     ``generation``: the generation settings (facefact.pipelines.settings.GenerationSettings, or a dict
@@ -181,12 +210,19 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     ``cpu_threads``: torch threads during the FACT pipeline's calls (None: the pipeline's own, 1 on
     the tiny models; facefact.pipelines.threads).
     Results name reference photos relative to their identity (file names), never by full path.
+    ``ray``: generate the images on a Ray cluster (its address; 'auto': a private instance on this
+    machine) with ``workers`` pipelines (default: one per GPU of the cluster, else one per CPU); the
+    same images and metrics, measured here (runner_ray.py). Methods are then given as specs.
     """
     started = time.time()
     out = Path(out)
     check_run_settings(seeds=seeds, max_prompts=max_prompts)
     settings = RunSettings(model=model, adapter=adapter, encoder=encoder, generation=generation or {},
                            device=device, dtype=dtype, arcface_onnx=arcface_onnx, cpu_threads=cpu_threads)
+    if ray is not None and not all(isinstance(m, str) for m in methods):
+        raise ConfigError("on a Ray cluster the methods are given by their specs (e.g. 'fact:0.5'): each worker "
+                          "builds its own from the spec", hint="pass method specs, or run without a Ray cluster",
+                          setting="methods")
     people = load_identities(identities)
     prompt_set = load_prompts(prompts, limit=max_prompts)
     if settings.generation.negative_prompt is None:
@@ -202,7 +238,9 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     jobs = _plan(people, prompt_set.prompts, seed_list, method_list, out, size)
     analyzer = ImageAnalyzer(list(embedders))  # before generating: a bad embedder fails now, not after
     analyzer.check_models()
-    gen_info, gen_notes = _generate_all(jobs, size, generation_uses_cuda(device), progress)
+    ray_plan = {"settings": settings, "specs": list(methods), "add_controls": add_controls, "workers": workers}
+    gen_info, gen_notes = _generate_all(jobs, size, generation_uses_cuda(device), progress, ray=ray,
+                                        ray_plan=ray_plan)
     notes.extend(gen_notes)
     notes.extend(context.notes)
 

@@ -3,151 +3,40 @@
 For every photo: load it, find exactly one face that passes the quality thresholds, then write
 the target crop (1.5x the face box, square, resized), the face mask cropped identically (FAIR),
 the head-masked aligned 112x112 condition (the encoder input) and the caption. Photos that fail
-are listed with the reason in `rejected.jsonl`. Work is spread over processes; each sample's files
-are written atomically and a finished sample is skipped on the next run, so an interrupted run is
-resumed by running the same command again.
+are listed with the reason in `rejected.jsonl`. Work is spread over processes, or over a Ray cluster
+(prepare_ray.py; both run `analyse_photo` and `write_photo`); each sample's files are written
+atomically and a finished sample is skipped on the next run, so an interrupted run is resumed by
+running the same command again. The photos are listed by photo_list.py.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from facefact.errors import ConfigError, DatasetError, FacefactError
-from facefact.faces.image_io import IMAGE_SUFFIXES
 from facefact.safe_open import read_text_file
 from facefact.training.cache import remove_cache_files
 from facefact.training.prepare_settings import PrepareSettings
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
-                                              read_info, sample_id, sample_stem)
+                                              read_info, sample_stem)
+from facefact.training.photo_list import (NOT_SCANNED_SUFFIXES, PhotoJob, list_photos,  # noqa: F401 (public names)
+                                          list_photos_and_skips)
 
 REJECT_REASONS = {"NoFaceError": "no_face", "MultipleFacesError": "multiple_faces",
                   "FaceQualityError": "low_quality", "ImageError": "unreadable", "CaptionError": "bad_caption_file"}
-# Image files a folder scan finds but does not read (generate reads GIF; a training set wants photos):
-# each is listed in rejected.jsonl with this reason, never skipped silently.
-NOT_SCANNED_SUFFIXES = {".gif": "GIF", ".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".svg": "SVG",
-                        ".jxl": "JPEG XL", ".psd": "PSD", ".raw": "RAW", ".cr2": "RAW", ".cr3": "RAW",
-                        ".nef": "RAW", ".arw": "RAW", ".dng": "DNG", ".pdf": "PDF", ".eps": "EPS"}
 
 
 class CaptionError(DatasetError):
     """A sidecar caption file that cannot be read as text."""
-
-
-@dataclass(frozen=True)
-class PhotoJob:
-    identity: str
-    source: str                     # path of the photo as given (absolute)
-    caption: str | None = None      # from the manifest, if any
-    sid: str = field(default="")
-
-    def with_id(self) -> "PhotoJob":
-        return PhotoJob(self.identity, self.source, self.caption, sample_id(self.identity, self.source))
-
-
-# ---- listing the photos -------------------------------------------------------------------------
-def list_photos(source: str | Path) -> list[PhotoJob]:
-    return list_photos_and_skips(source)[0]
-
-
-def list_photos_and_skips(source: str | Path) -> tuple[list[PhotoJob], list[dict]]:
-    """(jobs, skipped): the photos of a folder with one sub-folder per identity, or of a CSV / JSONL
-    manifest (path, identity[, caption]; relative paths are relative to the manifest), and the
-    rejected.jsonl records of what is left out at listing time (formats not read, bad manifest lines)."""
-    source = Path(source)
-    skipped: list[dict] = []
-    if source.is_dir():
-        jobs = []
-        for person in sorted(p for p in source.iterdir() if p.is_dir()):
-            for photo in sorted(person.iterdir()):
-                suffix = photo.suffix.lower()
-                if suffix in IMAGE_SUFFIXES:
-                    jobs.append(PhotoJob(person.name, _absolute(photo)))
-                elif suffix in NOT_SCANNED_SUFFIXES:
-                    skipped.append(_skip_record(person.name, _absolute(photo), "unsupported_format",
-                                                f"{NOT_SCANNED_SUFFIXES[suffix]} files are not read by prepare; "
-                                                "convert the photo to JPEG or PNG"))
-        hint = "expected one folder per person, each with that person's photos (PHOTOS/alice/1.jpg ...)"
-    elif source.is_file() and source.suffix.lower() in (".csv", ".jsonl"):
-        jobs = []
-        for number, row in _manifest_rows(source):
-            problem = _manifest_row_problem(row)
-            if problem:
-                skipped.append(_skip_record(None, f"{source}:{number}", "bad_manifest_row",
-                                            f"manifest row {number} {problem}"))
-                continue
-            path = Path(str(row["path"]))
-            path = path if path.is_absolute() else source.parent / path
-            caption = row.get("caption")
-            jobs.append(PhotoJob(str(row["identity"]), _absolute(path), caption if isinstance(caption, str) and caption
-                                 else None))
-        hint = "a manifest needs columns 'path' and 'identity' (and optionally 'caption')"
-    elif source.exists():
-        raise DatasetError(f"{source} is neither a folder nor a .csv/.jsonl manifest", path=source)
-    else:
-        raise DatasetError(f"photos not found: {source}", path=source)
-    if not jobs:
-        raise DatasetError(f"no photos found in {source}", path=source,
-                           hint=hint + (f"; {len(skipped)} entries were left out, e.g. {skipped[0]['message']}"
-                                        if skipped else ""))
-    return [job.with_id() for job in jobs], skipped
-
-
-def _absolute(path: Path) -> str:
-    try:
-        return str(path.resolve())
-    except (OSError, RuntimeError):  # a symlink loop: load_image names it
-        return os.path.abspath(path)
-
-
-def _skip_record(identity, source: str, reason: str, message: str) -> dict:
-    return {"id": sample_id(str(identity), source), "identity": identity, "source": source, "status": "rejected",
-            "reason": reason, "message": message}
-
-
-_NOT_JSON = object()  # a manifest line that is not JSON
-
-
-def _manifest_row_problem(row) -> str | None:
-    if row is _NOT_JSON:
-        return "is not valid JSON"
-    if not isinstance(row, dict):
-        return f"is not an object with 'path' and 'identity' (it is {type(row).__name__})"
-    for key in ("path", "identity"):
-        if not isinstance(row.get(key), (str, int)) or isinstance(row.get(key), bool) or not str(row.get(key)):
-            return f"lacks a text '{key}'"
-    if row.get("caption") is not None and not isinstance(row["caption"], str):
-        return "has a caption that is not text"
-    return None
-
-
-def _manifest_rows(path: Path) -> list[tuple[int, object]]:
-    """(line number, row) of a manifest; a JSONL line that is not JSON becomes a row the caller rejects."""
-    hint = "save the manifest as UTF-8 text (CSV with a header row path,identity[,caption], or JSON lines)"
-    text = read_text_file(path, DatasetError, what="manifest", max_bytes=256 * 1024 * 1024, hint=hint)
-    if path.suffix.lower() == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((number, json.loads(line)))
-                except json.JSONDecodeError:
-                    rows.append((number, _NOT_JSON))
-        return rows
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        return [(number, row) for number, row in enumerate(reader, 2)]
-    except csv.Error as err:
-        raise DatasetError(f"the manifest is not valid CSV ({err})", path=path, hint=hint) from None
 
 
 # ---- one photo (runs in a worker process) -------------------------------------------------------
@@ -221,12 +110,19 @@ def _source_stamp(path: str) -> dict:
 
 def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str, tools: PhotoTools | None = None) -> dict:
     """Process one photo and write its files; returns its record (accepted or rejected).
-    tools: built from these settings (PhotoTools(settings)); pass one to reuse it across photos."""
+    tools: built from these settings (PhotoTools(settings)); pass one to reuse it across photos.
+    The local run calls this; `--ray` runs `analyse_photo` on the cluster and `write_photo` here."""
+    record, files = analyse_photo(job, settings, tools)
+    write_photo(out, record, files)
+    return record
+
+
+def analyse_photo(job: PhotoJob, settings: PrepareSettings,
+                  tools: PhotoTools | None = None) -> tuple[dict, dict[str, bytes]]:
+    """(record, files) of one photo, nothing written: the files' bytes by role (image, condition,
+    mask, caption) for an accepted photo, none for a rejected one."""
     from facefact.faces import load_image
 
-    out_root = Path(out)
-    stem = sample_stem(out_root, job.sid)
-    remove_cache_files(out_root, job.sid)  # they belong to this photo's previous files
     base = {"id": job.sid, "identity": job.identity, "source": job.source}
     try:
         base.update(_source_stamp(job.source))
@@ -244,33 +140,39 @@ def prepare_photo(job: PhotoJob, settings: PrepareSettings, out: str, tools: Pho
             raise
         reason = next((REJECT_REASONS[c.__name__] for c in type(err).__mro__ if c.__name__ in REJECT_REASONS),
                       "unusable")
-        record = {**base, "status": "rejected", "reason": reason, "message": err.message}
-        atomic_write_json(f"{stem}.rejected.json", record)
-        return record
+        return {**base, "status": "rejected", "reason": reason, "message": err.message}, {}
     except OSError as err:  # vanished / unreadable file
-        record = {**base, "status": "rejected", "reason": "unreadable", "message": str(err)}
-        atomic_write_json(f"{stem}.rejected.json", record)
-        return record
+        return {**base, "status": "rejected", "reason": "unreadable", "message": str(err)}, {}
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 - one odd photo must not abort a run of thousands
-        record = {**base, "status": "rejected", "reason": "unusable",
-                  "message": f"the photo could not be processed ({type(err).__name__}: {err})"}
-        atomic_write_json(f"{stem}.rejected.json", record)
-        return record
+        return {**base, "status": "rejected", "reason": "unusable",
+                "message": f"the photo could not be processed ({type(err).__name__}: {err})"}, {}
 
     mask = crop_masks.face if settings.mask == "face" else crop_masks.head
+    folder = sample_stem(Path("."), job.sid).parent.as_posix()  # samples/ab, relative to the set
+    files = {"image": _encode(crop, settings.image_format), "condition": _encode(condition, "png"),
+             "mask": _encode((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8), "png"),
+             "caption": (caption + "\n").encode()}
     names = {"image": f"{job.sid}.image.{settings.image_format}", "condition": f"{job.sid}.cond.png",
              "mask": f"{job.sid}.mask.png"}
-    atomic_write_bytes(stem.parent / names["image"], _encode(crop, settings.image_format))
-    atomic_write_bytes(stem.parent / names["condition"], _encode(condition, "png"))
-    atomic_write_bytes(stem.parent / names["mask"], _encode((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8), "png"))
-    atomic_write_bytes(f"{stem}.txt", (caption + "\n").encode())
-    relative = os.path.relpath(stem.parent, out_root)
     record = {**base, "status": "accepted", "caption": caption, "face": face.as_dict(), "mask_method": masks.method,
-              **{key: f"{relative}/{name}" for key, name in names.items()}}
-    atomic_write_json(f"{stem}.json", record)  # last: its presence means the sample is complete
-    return record
+              **{key: f"{folder}/{name}" for key, name in names.items()}}
+    return record, files
+
+
+def write_photo(out: str | Path, record: dict, files: dict[str, bytes]) -> None:
+    """Write one photo's files atomically, its record last (its presence marks a finished sample)."""
+    out_root = Path(out)
+    stem = sample_stem(out_root, record["id"])
+    remove_cache_files(out_root, record["id"])  # they belong to this photo's previous files
+    if record["status"] != "accepted":
+        atomic_write_json(f"{stem}.rejected.json", record)
+        return
+    for role in ("image", "condition", "mask"):
+        atomic_write_bytes(out_root / record[role], files[role])
+    atomic_write_bytes(f"{stem}.txt", files["caption"])
+    atomic_write_json(f"{stem}.json", record)
 
 
 def _finished_record(job: PhotoJob, out: Path) -> dict | None:
@@ -291,15 +193,19 @@ def _finished_record(job: PhotoJob, out: Path) -> dict | None:
 
 # ---- the whole set ------------------------------------------------------------------------------
 def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettings | None = None, *,
-                    workers: int = 1, progress: bool = True, cache_latents: str | None = None,
-                    cache_encoder_tokens: str | None = None, check_people: bool = True) -> dict:
+                    workers: int | None = None, progress: bool = True, cache_latents: str | None = None,
+                    cache_encoder_tokens: str | None = None, check_people: bool = True,
+                    ray: str | None = None) -> dict:
     """Prepare (or finish preparing) a training set; returns the summary also written to dataset.json.
 
     cache_latents: a base model ('tiny' or a diffusers folder) whose VAE posterior of each target crop
     is stored; cache_encoder_tokens: a face encoder ('tiny' or a TransFace checkpoint) whose tokens of
     each condition are stored (see facefact.training.cache). Both optional; training uses them.
     check_people: report identities whose photos do not look like one person, and near-duplicates
-    (facefact.training.identity_check; embeddings stay in memory)."""
+    (facefact.training.identity_check; embeddings stay in memory).
+    workers: processes analysing photos (default 1); with `ray` (a cluster address, or 'auto' for a
+    private instance on this machine) the photos are analysed by that many Ray actors (default: one
+    per CPU of the cluster) and written here: the same files as a local run (prepare_ray.py)."""
     settings = settings or PrepareSettings()
     settings.check()
     out = Path(out)
@@ -321,17 +227,9 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(jobs), initial=skipped, desc="prepare", unit="photo", disable=not progress)
-    if workers <= 1:
-        tools = PhotoTools(settings) if todo else None  # this call's settings, not an earlier call's
-        for job in todo:
-            records[job.sid] = prepare_photo(job, settings, str(out), tools=tools)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
-            futures = {pool.submit(_prepare_in_worker, job, str(out)): job for job in todo}
-            for future in as_completed(futures):
-                records[futures[future].sid] = future.result()
-                bar.update()
+    for record in _run_photos(todo, settings, out, workers=workers, ray=ray):
+        records[record["id"]] = record
+        bar.update()
     bar.close()
     # The index first (usable as soon as the photos are done), then the caches, listed in
     # dataset.json only once every file of theirs is written.
@@ -352,6 +250,24 @@ def prepare_dataset(photos: str | Path, out: str | Path, settings: PrepareSettin
         info = _read_info(out)
         atomic_write_json(info_path, {**info, "caches": caches, "summary": summary})
     return summary
+
+
+def _run_photos(todo: list[PhotoJob], settings: PrepareSettings, out: Path, *, workers: int | None,
+                ray: str | None):
+    """The record of each photo of `todo` once its files are written, in the order they finish."""
+    if ray is not None:
+        from facefact.training.prepare_ray import prepare_on_ray
+
+        yield from prepare_on_ray(todo, settings, out, address=ray, workers=workers)
+    elif (workers or 1) <= 1:
+        tools = PhotoTools(settings) if todo else None  # this call's settings, not an earlier call's
+        for job in todo:
+            yield prepare_photo(job, settings, str(out), tools=tools)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+            futures = [pool.submit(_prepare_in_worker, job, str(out)) for job in todo]
+            for future in as_completed(futures):
+                yield future.result()
 
 
 def _read_info(out: Path) -> dict:
