@@ -63,23 +63,22 @@ def check_base(adapter, base: str) -> str:
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
 
-    from facefact.model import check_sd15_layout, cross_attention_blocks, refuse_sdxl
+    from facefact.model.layouts import family_name, layout_blocks, refuse_other_family, unet_family
     from facefact.pipelines.loading import base_unet_config
 
     config = base_unet_config(base)
-    refuse_sdxl(config, base)
+    refuse_other_family(adapter.family, unet_family(config), base)
     if config.pop("single_file", False):
-        width = config["cross_attention_dim"]
-        if width != adapter.resampler.config.output_dim:
+        width = config.get("cross_attention_dim")
+        if width is not None and width != adapter.resampler.config.output_dim:
             raise CheckpointError(f"the base model's cross-attention is {width} wide, the adapter's face tokens "
                                   f"{adapter.resampler.config.output_dim}", path=base,
-                                  hint="FACT adapters need a Stable Diffusion 1.5-family base (768)")
-        return f"SD1.x single file, cross-attention {width}"
+                                  hint=f"use a {family_name(adapter.family)} base of the adapter's width")
+        return f"{family_name(adapter.family)} single file" + (f", cross-attention {width}" if width else "")
     with init_empty_weights():  # layout only: no memory for weights
         unet = UNet2DConditionModel.from_config(config)
-    check_sd15_layout(unet, base)
-    adapter._check_layout(unet, cross_attention_blocks(unet))  # the exact check attach() makes
-    return f"UNet with {len(cross_attention_blocks(unet))} cross-attention blocks, fits"
+    adapter.check_fits(unet, base)  # the exact check attach() makes
+    return f"UNet with {len(layout_blocks(unet, adapter.layout))} blocks of layout '{adapter.layout}', fits"
 
 
 def _same_tensors(a: dict, b: dict) -> bool:

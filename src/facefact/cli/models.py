@@ -121,21 +121,24 @@ def validate(kind: str, path: Path) -> str:
     if kind == "adapter":
         from facefact.model import FaceAdapter
 
+        from facefact.model.layouts import family_name
+
         adapter = FaceAdapter.from_checkpoint(path)
-        return f"FACT adapter, {len(adapter.block_paths)} blocks, face tokens {adapter.resampler.config.output_dim}"
+        return (f"FACT adapter for {family_name(adapter.family)}, {len(adapter.block_paths)} blocks (layout "
+                f"'{adapter.layout}'), face tokens {adapter.resampler.config.output_dim}")
     if kind == "encoder":
         from facefact.model import TransFaceEncoder
 
         config = TransFaceEncoder.from_checkpoint(path).config
         return f"TransFace encoder, width {config.embed_dim}, depth {config.depth}"
-    from facefact.model import refuse_sdxl
+    from facefact.model.layouts import family_name, unet_family
     from facefact.pipelines.loading import base_unet_config
 
     config = base_unet_config(str(path))
-    refuse_sdxl(config, path)
     if path.is_dir() and not (path / "model_index.json").is_file():
         raise CheckpointError(f"{path} is not a diffusers pipeline folder (no model_index.json)", path=path)
-    return f"SD base, cross-attention {config.get('cross_attention_dim')}"
+    width = config.get("cross_attention_dim") or ""
+    return f"{family_name(unet_family(config))} base" + (f", cross-attention {width}" if width else "")
 
 
 def check_one(item: cli_config.Resolved, directory: Path) -> dict:

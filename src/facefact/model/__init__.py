@@ -8,7 +8,9 @@ _EXPORTS = {
     "FACTFuser": "facefact.model.adapter", "FaceTokenPassthrough": "facefact.model.adapter",
     "EncoderConfig": "facefact.model.encoder", "TransFaceEncoder": "facefact.model.encoder",
     "FaceAdapter": "facefact.model.face_adapter", "check_sd15_layout": "facefact.model.face_adapter",
-    "cross_attention_blocks": "facefact.model.face_adapter", "refuse_sdxl": "facefact.model.face_adapter",
+    "cross_attention_blocks": "facefact.model.layouts", "layout_blocks": "facefact.model.layouts",
+    "unet_family": "facefact.model.layouts", "BLOCK_LAYOUTS": "facefact.model.layouts",
+    "DEFAULT_LAYOUT": "facefact.model.layouts",
     "scales_per_block": "facefact.model.face_adapter",
     "Resampler": "facefact.model.resampler", "ResamplerConfig": "facefact.model.resampler",
 }

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from facefact.errors import CheckpointError, ModelNotFoundError
+from facefact.model.layouts import SD15_BLOCK_PATHS
 from facefact.model.resampler import ResamplerConfig
 
 ADAPTER_FORMAT = "facefact.fact-adapter"
@@ -295,8 +296,9 @@ def resampler_config_from_state(state: dict, config: ResamplerConfig | None, sou
                            embedding_dim=embedding_dim, output_dim=output_dim, ff_mult=ff_mult)
 
 
-def read_adapter_file(path: str | Path, config: ResamplerConfig | None = None):
-    """(flat state in the released layout, resampler config or None) from .ckpt or .safetensors."""
+def read_adapter(path: str | Path, config: ResamplerConfig | None = None):
+    """(flat state in the released layout, resampler config or None, metadata) from .ckpt or
+    .safetensors (a .ckpt has no metadata: {})."""
     path = Path(path)
     if path.suffix == ".safetensors":
         state, metadata = read_safetensors(path)
@@ -304,41 +306,78 @@ def read_adapter_file(path: str | Path, config: ResamplerConfig | None = None):
             raise CheckpointError(f"{path} is a '{metadata.get('format')}' file, not a FACT adapter", path=path)
         if config is None and "resampler" in metadata:
             config = config_from_metadata(metadata, "resampler", ResamplerConfig, path)
-        return state, config
-    return read_state_dict(path), config
+        return state, config, metadata
+    return read_state_dict(path), config, {}
 
 
-# The 16 cross-attention transformer blocks of the SD1.5 UNet (SD2 has the same paths, 1024 wide;
-# SDXL has up to 10 transformer blocks per attention and no attention in down_blocks.0).
-SD15_BLOCK_PATHS = frozenset(
-    [f"down_blocks.{b}.attentions.{a}.transformer_blocks.0" for b in range(3) for a in range(2)]
-    + ["mid_block.attentions.0.transformer_blocks.0"]
-    + [f"up_blocks.{b}.attentions.{a}.transformer_blocks.0" for b in range(1, 4) for a in range(3)])
-_OTHER_FAMILY_WIDTHS = {1024: "Stable Diffusion 2.x", 1280: "SDXL", 2048: "SDXL"}
+def read_adapter_file(path: str | Path, config: ResamplerConfig | None = None):
+    """(flat state in the released layout, resampler config or None) from .ckpt or .safetensors."""
+    state, config, _ = read_adapter(path, config)
+    return state, config
+
+
+def adapter_target(metadata: dict, state: dict, source=None) -> tuple[str | None, str | None]:
+    """(base family, block layout) a file's metadata records, checked against its tensors; None for
+    what it does not record (released files and facefact files written before SDXL: read from the
+    block paths, which say SD1.5)."""
+    from facefact.model.layouts import check_layout_name, family_of_label, paths_family, paths_layout
+
+    blocks = {key.split(PROCESSOR_MARK, 1)[0] for key in state if PROCESSOR_MARK in key}
+    hint = "the file was edited or damaged; convert or save it again"
+    family = layout = None
+    if "base_family" in metadata:
+        family = family_of_label(metadata["base_family"], source)
+        if blocks and paths_family(blocks) != family:
+            raise CheckpointError(f"the file's metadata says base family '{family}' but its blocks are laid out "
+                                  f"for '{paths_family(blocks)}'", path=source, hint=hint)
+    if "block_layout" in metadata:
+        layout = check_layout_name(metadata["block_layout"], source)
+        if layout == "first" and paths_layout(blocks) != "first":
+            raise CheckpointError("the file's metadata says block layout 'first' but it has adapters on later "
+                                  "blocks of a transformer stack", path=source, hint=hint)
+    if "cross_attention_dim" in metadata:
+        width = metadata["cross_attention_dim"]
+        made = state.get(f"{RESAMPLER_PREFIX}proj_out.weight")
+        if made is not None and width != str(made.shape[0]):
+            raise CheckpointError(f"the file's metadata says cross_attention_dim {width!r} but its face tokens "
+                                  f"are {made.shape[0]} wide", path=source, hint=hint)
+    return family, layout
+
+
+# Widths that belong to no family an adapter's layout could be for
+_OTHER_WIDTHS = {1024: "Stable Diffusion 2.x", 1280: "the SDXL refiner"}
 
 
 def adapter_base_family(block_paths, cross_width: int, source=None) -> str:
-    """'sd15' for an adapter made for the SD1.5 UNet (768-wide cross-attention), 'sd15-layout-N'
-    for the same layout at a test width N; an SDXL / SD2 adapter is refused, not labelled sd15."""
-    paths = set(block_paths)
-    if paths != SD15_BLOCK_PATHS:
-        extra = sorted(paths - SD15_BLOCK_PATHS)[:3]
-        raise CheckpointError(f"the adapter's {len(paths)} blocks are not the Stable Diffusion 1.5 UNet layout "
-                              f"({len(SD15_BLOCK_PATHS)} blocks)" + (f"; e.g. {extra}" if extra else ""), path=source,
-                              hint="FACT adapters are for SD1.5-family models; SDXL/SD2 layouts are not supported")
-    if cross_width in _OTHER_FAMILY_WIDTHS:
-        raise CheckpointError(f"the adapter's face tokens are {cross_width} wide, the width of "
-                              f"{_OTHER_FAMILY_WIDTHS[cross_width]}; FACT adapters for SD1.5 are 768 wide",
-                              path=source, hint="use an adapter made for a Stable Diffusion 1.5-family model")
-    return "sd15" if cross_width == 768 else f"sd15-layout-{cross_width}"
+    """'sd15' / 'sdxl' for an adapter made for the SD1.5 UNet (768-wide face tokens) / SDXL's
+    (2048), 'sd15-layout-N' / 'sdxl-layout-N' for the same layout at a test width N; any other
+    layout, or a width of the other family (or of SD2), is refused, not labelled."""
+    from facefact.model.layouts import FAMILY_WIDTHS, family_name, known_layout_family
+
+    family = known_layout_family(block_paths)
+    if family is None:
+        raise CheckpointError(f"the adapter's {len(set(block_paths))} blocks are neither the Stable Diffusion 1.5 "
+                              f"UNet layout ({len(SD15_BLOCK_PATHS)} blocks) nor an SDXL layout", path=source,
+                              hint="FACT adapters are for SD1.5-family or SDXL models; this file mixes layouts")
+    wrong = {**_OTHER_WIDTHS, **{w: family_name(n) for n, w in FAMILY_WIDTHS.items() if n != family}}
+    if cross_width in wrong:
+        raise CheckpointError(f"the adapter's face tokens are {cross_width} wide, the width of {wrong[cross_width]}; "
+                              f"its blocks are the {family_name(family)} layout, whose face tokens are "
+                              f"{FAMILY_WIDTHS[family]} wide", path=source,
+                              hint="use an adapter made consistently for one base family")
+    return family if cross_width == FAMILY_WIDTHS[family] else f"{family}-layout-{cross_width}"
 
 
-def adapter_metadata(adapter, base_family: str = "sd15", extra: dict | None = None) -> dict[str, str]:
+def adapter_metadata(adapter, base_family: str | None = None, extra: dict | None = None) -> dict[str, str]:
+    """What a facefact adapter file says about itself: format, resampler sizes, the base family and
+    block layout it was made for and its face tokens' width (so loading refuses a mismatch by name)."""
     meta = {
         "format": ADAPTER_FORMAT,
         "format_version": FORMAT_VERSION,
         "resampler": json.dumps(adapter.resampler.config.to_dict()),
-        "base_family": base_family,
+        "base_family": base_family or adapter.family,
+        "block_layout": adapter.layout,
+        "cross_attention_dim": str(adapter.resampler.config.output_dim),
         "tokens_per_photo": str(adapter.tokens_per_photo),
         "num_blocks": str(len(adapter.block_paths)),
     }
@@ -346,7 +385,10 @@ def adapter_metadata(adapter, base_family: str = "sd15", extra: dict | None = No
     return meta
 
 
-def save_adapter(adapter, path: str | Path, base_family: str = "sd15", extra_metadata: dict | None = None) -> Path:
+def save_adapter(adapter, path: str | Path, base_family: str | None = None,
+                 extra_metadata: dict | None = None) -> Path:
+    """The adapter as facefact safetensors (released key layout + metadata); `base_family`: the
+    adapter's own family unless a label such as 'sd15-layout-32' is given (facefact convert)."""
     return atomic_save_safetensors(adapter.released_state_dict(), path,
                                    adapter_metadata(adapter, base_family, extra_metadata))
 

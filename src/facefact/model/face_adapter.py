@@ -26,51 +26,42 @@ from torch import nn
 
 from facefact.errors import CheckpointError, ConfigError
 from facefact.model.adapter import FACTFuser, FaceTokenPassthrough
+from facefact.model.layouts import (DEFAULT_LAYOUT, check_layout_name, cross_attention_blocks, family_name,
+                                    layout_blocks, paths_family, paths_layout, refuse_other_family, unet_family)
 from facefact.model.resampler import Resampler, ResamplerConfig
 
 PROCESSOR_SUFFIX = ".attn2.processor"
 # UNet levels for per-level scales: a block path's first part
 LEVELS = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
-
-
-def cross_attention_blocks(unet: nn.Module) -> dict[str, nn.Module]:
-    """Block path (e.g. `down_blocks.0.attentions.0.transformer_blocks.0`) -> transformer block,
-    for every block of the UNet whose attn2 is a text cross-attention."""
-    blocks = {}
-    for name, module in unet.named_modules():
-        attn2 = getattr(module, "attn2", None)
-        if attn2 is not None and hasattr(module, "norm2") and getattr(attn2, "is_cross_attention", False):
-            blocks[name] = module
-    return blocks
-
-
 SD15_CROSS_ATTENTION_BLOCKS = 16
 
 
-def refuse_sdxl(unet_config, source=None) -> None:
-    """SDXL first, with its own words: its UNet config says so before any block is counted."""
-    if unet_config.get("addition_embed_type") == "text_time":
-        raise CheckpointError("this base model is SDXL; FACT adapters are for Stable Diffusion 1.5-family models",
-                              path=source, hint="use an SD1.5-family base (e.g. majicmixRealistic, Realistic Vision)")
-
-
 def check_sd15_layout(unet: nn.Module, source=None) -> None:
-    """The UNet has the SD1.5 block layout FACT adapters are made for (16 cross-attention blocks)."""
-    refuse_sdxl(unet.config, source)
+    """The UNet has the SD1.5 block layout (16 cross-attention blocks): what FACT *training* takes
+    for now (generation takes SD1.5 and SDXL bases; see FaceAdapter.check_fits)."""
+    if unet_family(unet) == "sdxl":
+        raise CheckpointError("training FACT on SDXL base models is not supported yet; generation is", path=source,
+                              hint="train on a Stable Diffusion 1.5-family base model")
     blocks = cross_attention_blocks(unet)
     if len(blocks) != SD15_CROSS_ATTENTION_BLOCKS or "mid_block.attentions.0.transformer_blocks.0" not in blocks:
         raise CheckpointError(
-            f"the base model's UNet has {len(blocks)} cross-attention blocks; FACT needs the Stable Diffusion 1.5 "
-            f"layout with {SD15_CROSS_ATTENTION_BLOCKS}", path=source,
-            hint="use an SD1.5-family base model (SD2/SDXL and other layouts are not supported)")
+            f"the base model's UNet has {len(blocks)} cross-attention blocks; FACT training needs the Stable "
+            f"Diffusion 1.5 layout with {SD15_CROSS_ATTENTION_BLOCKS}", path=source,
+            hint="use an SD1.5-family base model (SD2 and other layouts are not supported)")
 
 
 class FaceAdapter(nn.Module):
     def __init__(self, resampler: Resampler, fusers: dict[str, FACTFuser],
-                 block_norms: dict[str, nn.LayerNorm] | None = None):
+                 block_norms: dict[str, nn.LayerNorm] | None = None, family: str | None = None,
+                 layout: str | None = None):
         super().__init__()
         self.resampler = resampler
         self.block_paths = list(fusers)
+        # The base family ("sd15" / "sdxl") and block layout ("first" / "all") this adapter is for
+        # (facefact.model.layouts): given by the file's metadata or the UNet it was made for, else read
+        # from its block paths (a released checkpoint: SD1.5, one fuser per stack).
+        self.family = family or paths_family(self.block_paths)
+        self.layout = check_layout_name(layout or paths_layout(self.block_paths))
         # ModuleDict keys may not contain dots; the released layout is restored in released_state_dict().
         self.fusers = nn.ModuleDict({_key(p): fuser for p, fuser in fusers.items()})
         # A checkpoint's `processor.ln.*`: replaces the block's norm2 values while attached
@@ -85,21 +76,27 @@ class FaceAdapter(nn.Module):
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
-    def for_unet(cls, unet: nn.Module, resampler_config: ResamplerConfig | None = None) -> "FaceAdapter":
-        """A fresh adapter for this UNet (random resampler, identity fusers: alpha = 0)."""
-        blocks = cross_attention_blocks(unet)
+    def for_unet(cls, unet: nn.Module, resampler_config: ResamplerConfig | None = None,
+                 layout: str = DEFAULT_LAYOUT) -> "FaceAdapter":
+        """A fresh adapter for this UNet, SD1.5 or SDXL (random resampler whose face tokens are as wide
+        as the UNet's cross-attention, identity fusers: alpha = 0) with fusers on the blocks `layout`
+        names: "first" (one per transformer stack, FACT's own; SD1.5 16, SDXL 11) or "all" (every
+        cross-attention block; SDXL 70). See facefact.model.layouts."""
+        blocks = layout_blocks(unet, layout)
         cross_dim = unet.config.cross_attention_dim
         config = resampler_config or ResamplerConfig(output_dim=cross_dim)
         if config.output_dim != cross_dim:
             raise CheckpointError(f"resampler output width {config.output_dim} != UNet cross-attention width {cross_dim}")
         fusers = {path: FACTFuser(block.norm2.normalized_shape[0], cross_dim, block.attn2.heads)
                   for path, block in blocks.items()}
-        return cls(Resampler(config), fusers)
+        return cls(Resampler(config), fusers, family=unet_family(unet), layout=layout)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], resampler_config: ResamplerConfig | None = None,
-                        source: str | Path | None = None) -> "FaceAdapter":
-        """Build from the released flat layout: `local_fac_prj.*` + `<block>.attn2.processor.*`."""
+                        source: str | Path | None = None, family: str | None = None,
+                        layout: str | None = None) -> "FaceAdapter":
+        """Build from the released flat layout: `local_fac_prj.*` + `<block>.attn2.processor.*`
+        (family and layout: as a file's metadata says, else read from the block paths)."""
         from facefact.model.checkpoints import resampler_config_from_state, split_adapter_state
 
         resampler_state, block_states = split_adapter_state(state, source)
@@ -118,15 +115,17 @@ class FaceAdapter(nn.Module):
             fusers[path] = FACTFuser(block_dim, cross_dim)  # heads: the block's own, set by attach
             _load_strict(fusers[path], {k: v for k, v in block_state.items() if not k.startswith("ln.")},
                          f"adapter {path}", source)
-        return cls(resampler, fusers, norms)
+        return cls(resampler, fusers, norms, family, layout)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, resampler_config: ResamplerConfig | None = None) -> "FaceAdapter":
-        """Load a released FACT `.ckpt` (torch.load weights_only) or a facefact `.safetensors`."""
-        from facefact.model.checkpoints import read_adapter_file
+        """Load a released FACT `.ckpt` (torch.load weights_only) or a facefact `.safetensors`
+        (whose metadata says the base family and block layout it was made for)."""
+        from facefact.model.checkpoints import adapter_target, read_adapter
 
-        state, config = read_adapter_file(path, resampler_config)
-        return cls.from_state_dict(state, config, source=path)
+        state, config, metadata = read_adapter(path, resampler_config)
+        family, layout = adapter_target(metadata, state, path)
+        return cls.from_state_dict(state, config, source=path, family=family, layout=layout)
 
     def released_state_dict(self) -> dict[str, torch.Tensor]:
         """Flat state dict in the released layout (what `facefact convert` writes)."""
@@ -171,8 +170,8 @@ class FaceAdapter(nn.Module):
     def attach(self, unet: nn.Module) -> "FaceAdapter":
         if self._unet:
             raise RuntimeError("this FaceAdapter is already attached to a UNet; detach() it first")
+        self.check_fits(unet)
         blocks = cross_attention_blocks(unet)
-        self._check_layout(unet, blocks)
         # checked before touching anything: a refused attach leaves the UNet as it was
         taken = [p for p in self.block_paths if getattr(blocks[p], "fuser", None) is not None]
         if taken or getattr(unet, "position_net", None) is not None:
@@ -213,23 +212,30 @@ class FaceAdapter(nn.Module):
         self._attached, self._unet = [], []
         self.pipeline_state = None
 
-    def _check_layout(self, unet: nn.Module, blocks: dict) -> None:
-        cross_dim = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
+    def check_fits(self, unet: nn.Module, source=None) -> None:
+        """Raise CheckpointError unless this adapter attaches to `unet`: the same base family (an SD1.5
+        adapter on an SDXL UNet and the reverse are refused by name), exactly its layout's blocks, the
+        same widths. Reads configs and shapes only, so callers check before any work."""
+        refuse_other_family(self.family, unet_family(unet), source)
+        blocks = layout_blocks(unet, self.layout)
+        family = family_name(self.family)
         missing = [p for p in self.block_paths if p not in blocks]
         if missing or len(blocks) != len(self.block_paths):
             raise CheckpointError(
-                f"this adapter has {len(self.block_paths)} block adapters for an SD1.5 block layout, but the UNet "
-                f"has {len(blocks)} cross-attention blocks" + (f" and lacks {missing[:2]}" if missing else ""),
-                hint="FACT adapters need a Stable Diffusion 1.5-family UNet (SDXL / SD2 layouts differ)")
+                f"this adapter has {len(self.block_paths)} block adapters ({family}, layout '{self.layout}'), but the "
+                f"UNet has {len(blocks)} cross-attention blocks in that layout" + (f" and lacks {missing[:2]}" if missing else ""), path=source,
+                hint=f"use a base model of the {family} block layout this adapter was trained for")
+        cross_dim = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
         if cross_dim != self.resampler.config.output_dim:
             raise CheckpointError(
                 f"the adapter makes {self.resampler.config.output_dim}-wide face tokens but the UNet's "
-                f"cross-attention is {cross_dim} wide",
-                hint="FACT adapters need a Stable Diffusion 1.5-family UNet (cross-attention 768)")
+                f"cross-attention is {cross_dim} wide", path=source,
+                hint=f"use a {family} base model with the cross-attention width this adapter was trained for")
         for path in self.block_paths:
             width = blocks[path].norm2.normalized_shape[0]
             if width != self.fuser(path).block_dim:
-                raise CheckpointError(f"block {path} is {width} wide, its adapter {self.fuser(path).block_dim}")
+                raise CheckpointError(f"block {path} is {width} wide, its adapter {self.fuser(path).block_dim}",
+                                      path=source)
 
     # ---- per-request state ------------------------------------------------------------------
     def set_scale(self, scale: float | dict) -> None:

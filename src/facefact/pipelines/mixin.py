@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from facefact.errors import ConfigError
-from facefact.model import FaceAdapter, TransFaceEncoder, check_sd15_layout
+from facefact.model import FaceAdapter, TransFaceEncoder
 from facefact.pipelines import fact_state
 from facefact.pipelines.call_signature import fact_keywords, twin_docstring, twin_signature
 from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
@@ -131,6 +131,8 @@ class FACTMixin(LoraProvenanceMixin):
                                                             "ms1mv2_model_TransFace_S.pt, a folder or a hub id)")
         adapter, adapter_file, adapter_info = _load_adapter(pretrained_model_name_or_path_or_dict, self.unet, weight_name,
                                                             subfolder, revision, resampler_config)
+        # an adapter for another base family (SD1.5 / SDXL) or layout: refused before the encoder is read
+        adapter.check_fits(self.unet, adapter_file or getattr(self.config, "_name_or_path", None))
         if isinstance(encoder, TransFaceEncoder):
             face_encoder, encoder_file, encoder_info = encoder, None, {"id": "<TransFaceEncoder object>"}
         else:
@@ -138,7 +140,6 @@ class FACTMixin(LoraProvenanceMixin):
                                                subfolder=subfolder, revision=revision)
             face_encoder = TransFaceEncoder.from_checkpoint(encoder_file, encoder_config)
             encoder_info = model_entry(encoder, encoder_file, weight_for_encoder)
-        check_sd15_layout(self.unet, getattr(self.config, "_name_or_path", None))
         face_analysis = face_analysis if face_analysis is not None else self.face_analysis
         self.unload_fact_adapter()  # for every pipeline on this UNet
         # An adapter already attached to this UNet (training's validation images) is used as it is:
@@ -318,7 +319,8 @@ class FACTMixin(LoraProvenanceMixin):
         shared_generator = not isinstance(generator, list) and batch > 1
         metadata = image_metadata(self, result.images, given, prompts, per_prompt, seeds, shared_generator, faces,
                                   used_scale if faces is not None else None, cfg_face, notes, request)
-        return FACTPipelineOutput(images=result.images, nsfw_content_detected=result.nsfw_content_detected,
+        return FACTPipelineOutput(images=result.images,  # SDXL's output has no safety checker field
+                                  nsfw_content_detected=getattr(result, "nsfw_content_detected", None),
                                   metadata=metadata, notes=notes, model_files=self._model_files())
 
     def _request_faces(self, request: FaceRequest, given):
@@ -341,7 +343,9 @@ class FACTMixin(LoraProvenanceMixin):
         if prompt is None:
             return [None] * (prompt_embeds.shape[0] if prompt_embeds is not None else 1)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        tokenizer = self.tokenizer
+        tokenizer = getattr(self, "tokenizer", None) or getattr(self, "tokenizer_2", None)  # SDXL refiner: only the 2nd
+        if tokenizer is None:
+            return prompts
         for text in prompts:
             ids = tokenizer(text, truncation=False).input_ids
             limit = tokenizer.model_max_length
