@@ -128,3 +128,13 @@ class FaceTokenPassthrough(nn.Module):
 
     def forward(self, objs: torch.Tensor, regions=None):
         return objs if regions is None else (objs, regions)
+
+
+class EmptyFuserSlot(nn.Module):
+    """``block.fuser`` of a transformer block that carries no FACT layer (layout "first" on SDXL, whose
+    stacks hold several blocks). diffusers calls every block's fuser once ``gligen`` kwargs are
+    passed, so each block needs one; this one returns the block's tokens as they are (no parameters,
+    nothing in any state dict)."""
+
+    def forward(self, x: torch.Tensor, objs) -> torch.Tensor:
+        return x

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from facefact.errors import CheckpointError, ConfigError
-from facefact.model.adapter import FACTFuser, FaceTokenPassthrough
+from facefact.model.adapter import EmptyFuserSlot, FACTFuser, FaceTokenPassthrough
 from facefact.model.layouts import (DEFAULT_LAYOUT, check_layout_name, cross_attention_blocks, family_name,
                                     layout_blocks, paths_family, paths_layout, refuse_other_family, unet_family)
 from facefact.model.resampler import Resampler, ResamplerConfig
@@ -173,10 +173,10 @@ class FaceAdapter(nn.Module):
         self.check_fits(unet)
         blocks = cross_attention_blocks(unet)
         # checked before touching anything: a refused attach leaves the UNet as it was
-        taken = [p for p in self.block_paths if getattr(blocks[p], "fuser", None) is not None]
+        taken = [p for p, block in blocks.items() if getattr(block, "fuser", None) is not None]
         if taken or getattr(unet, "position_net", None) is not None:
             what = "a FACT adapter" if isinstance(getattr(blocks[taken[0]], "fuser", None) if taken else None,
-                                                   FACTFuser) else "a GLIGEN fuser / position_net"
+                                                   (FACTFuser, EmptyFuserSlot)) else "a GLIGEN fuser / position_net"
             raise RuntimeError(f"{taken[0] if taken else 'the UNet'} already carries {what} "
                                "(another adapter is attached, or this is a GLIGEN UNet)")
         param = next(unet.parameters())
@@ -192,6 +192,10 @@ class FaceAdapter(nn.Module):
                 block.norm2.bias.copy_(norm.bias)
             block.fuser = fuser
             self._attached.append(block)
+        for path, block in blocks.items():  # blocks outside the layout: diffusers calls their fuser too
+            if path not in self.block_paths:
+                block.fuser = EmptyFuserSlot()
+                self._attached.append(block)
         unet.position_net = FaceTokenPassthrough(self)
         self._unet = [unet]
         self.set_scale(self.scale)
@@ -203,10 +207,10 @@ class FaceAdapter(nn.Module):
             return
         for block in self._attached:
             fuser = block.fuser
-            if fuser.original_norm is not None:
+            if getattr(fuser, "original_norm", None) is not None:
                 block.norm2.weight.copy_(fuser.original_norm[0])
                 block.norm2.bias.copy_(fuser.original_norm[1])
-            fuser.original_norm = None
+                fuser.original_norm = None
             del block.fuser
         del self._unet[0].position_net
         self._attached, self._unet = [], []

@@ -10,6 +10,7 @@ import torch
 
 from facefact.model.encoder import EncoderConfig, TransFaceEncoder
 from facefact.model.face_adapter import FaceAdapter
+from facefact.model.layouts import DEFAULT_LAYOUT
 from facefact.model.resampler import ResamplerConfig
 
 TINY_ENCODER = EncoderConfig(img_size=112, patch_size=9, embed_dim=32, depth=2, num_heads=4, num_classes=32)
@@ -29,12 +30,13 @@ def tiny_encoder(seed: int = 0) -> TransFaceEncoder:
     return encoder.eval().requires_grad_(False)
 
 
-def tiny_face_adapter(unet, seed: int = 1, trained_like: bool = True) -> FaceAdapter:
-    """An adapter for `unet`. With `trained_like`, the gates are opened (alpha != 0) so the face
-    actually changes the output, as with a trained checkpoint; otherwise it is the identity."""
+def tiny_face_adapter(unet, seed: int = 1, trained_like: bool = True, layout: str = DEFAULT_LAYOUT) -> FaceAdapter:
+    """An adapter for `unet` (SD1.5 or SDXL, fusers on the blocks of `layout`). With `trained_like`,
+    the gates are opened (alpha != 0) so the face actually changes the output, as with a trained
+    checkpoint; otherwise it is the identity."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        adapter = FaceAdapter.for_unet(unet, tiny_resampler_config(unet.config.cross_attention_dim))
+        adapter = FaceAdapter.for_unet(unet, tiny_resampler_config(unet.config.cross_attention_dim), layout)
         if trained_like:
             for fuser in adapter.all_fusers():
                 torch.nn.init.uniform_(fuser.alpha_attn, 0.3, 0.8)

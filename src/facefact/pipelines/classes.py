@@ -1,4 +1,4 @@
-"""FACT on every SD1.5 pipeline of diffusers: each class is its diffusers parent plus `FACTMixin`.
+"""FACT on diffusers' SD1.5 and SDXL pipelines: each class is its diffusers parent plus `FACTMixin`.
 
     FACTStableDiffusionPipeline                      text-to-image
     FACTStableDiffusionImg2ImgPipeline               image-to-image
@@ -6,6 +6,10 @@
     FACTStableDiffusionControlNetPipeline            ControlNet (one, or several as a list / MultiControlNetModel)
     FACTStableDiffusionControlNetImg2ImgPipeline     ControlNet image-to-image
     FACTStableDiffusionControlNetInpaintPipeline     ControlNet inpainting
+
+and their SDXL twins, `FACTStableDiffusionXL...Pipeline` (text-to-image, img2img, inpaint, ControlNet,
+ControlNet img2img, ControlNet inpaint), the same FACT on SDXL bases with an SDXL FACT adapter (an
+adapter made for the other family is refused by name when it is loaded).
 
 Load them as their parents (`from_pretrained`, `from_single_file`, `from_pipe`, or from another
 pipeline's components: `FACTStableDiffusionInpaintPipeline(**pipe.components)`), then
@@ -30,7 +34,10 @@ from facefact.logfilters import quiet_transformers_imports
 with quiet_transformers_imports():  # facefact uses the PIL image processors; torchvision is never needed
     from diffusers import (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetInpaintPipeline,
                            StableDiffusionControlNetPipeline, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionInpaintPipeline, StableDiffusionPipeline)
+                           StableDiffusionInpaintPipeline, StableDiffusionPipeline,
+                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetInpaintPipeline,
+                           StableDiffusionXLControlNetPipeline, StableDiffusionXLImg2ImgPipeline,
+                           StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline)
 
 from facefact.pipelines.mixin import FACTMixin
 
@@ -62,3 +69,33 @@ class FACTStableDiffusionControlNetInpaintPipeline(FACTMixin, StableDiffusionCon
 FACT_PIPELINES = (FACTStableDiffusionPipeline, FACTStableDiffusionImg2ImgPipeline, FACTStableDiffusionInpaintPipeline,
                   FACTStableDiffusionControlNetPipeline, FACTStableDiffusionControlNetImg2ImgPipeline,
                   FACTStableDiffusionControlNetInpaintPipeline)
+
+
+# ---- SDXL ----------------------------------------------------------------------------------------
+class FACTStableDiffusionXLPipeline(FACTMixin, StableDiffusionXLPipeline):
+    """SDXL text-to-image portraits of the person in `face_images=`."""
+
+
+class FACTStableDiffusionXLImg2ImgPipeline(FACTMixin, StableDiffusionXLImg2ImgPipeline):
+    """SDXL image-to-image with the person in `face_images=`."""
+
+
+class FACTStableDiffusionXLInpaintPipeline(FACTMixin, StableDiffusionXLInpaintPipeline):
+    """SDXL inpainting (4-channel base or 9-channel inpainting UNet) with the person in `face_images=`."""
+
+
+class FACTStableDiffusionXLControlNetPipeline(FACTMixin, StableDiffusionXLControlNetPipeline):
+    """SDXL ControlNet text-to-image; ControlNets see the text tokens only (they get no face tokens)."""
+
+
+class FACTStableDiffusionXLControlNetImg2ImgPipeline(FACTMixin, StableDiffusionXLControlNetImg2ImgPipeline):
+    """SDXL ControlNet image-to-image with the person in `face_images=`."""
+
+
+class FACTStableDiffusionXLControlNetInpaintPipeline(FACTMixin, StableDiffusionXLControlNetInpaintPipeline):
+    """SDXL ControlNet inpainting with the person in `face_images=`."""
+
+
+FACT_XL_PIPELINES = (FACTStableDiffusionXLPipeline, FACTStableDiffusionXLImg2ImgPipeline,
+                     FACTStableDiffusionXLInpaintPipeline, FACTStableDiffusionXLControlNetPipeline,
+                     FACTStableDiffusionXLControlNetImg2ImgPipeline, FACTStableDiffusionXLControlNetInpaintPipeline)

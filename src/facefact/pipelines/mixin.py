@@ -88,17 +88,18 @@ class FACTMixin(LoraProvenanceMixin):
 
     @classmethod
     def tiny(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1, face_analysis=None,
-             cpu_threads: int | None = 1):
-        """This pipeline on tiny random-weight models with a tiny FACT loaded, built offline in about a
-        second: the whole path, no download (the images are noise). `inpainting_unet`: a 9-channel
-        UNet (inpainting classes); ControlNet classes get `num_controlnets` tiny ControlNets.
+             cpu_threads: int | None = 1, layout: str | None = None):
+        """This pipeline on tiny random-weight models (SD1.5 or SDXL, as the class) with a tiny FACT
+        loaded, built offline in about a second: the whole path, no download (the images are noise).
+        `inpainting_unet`: a 9-channel UNet (inpainting classes); ControlNet classes get
+        `num_controlnets` tiny ControlNets; `layout`: the adapter's block layout ("first" or "all").
         `cpu_threads`: torch threads during its calls (1: several only cost time on tiny layers;
         None: the process's count). A tiny adapter trained by `facefact train` loads into it with
         `load_fact_adapter(path, encoder="tiny")`."""
         from facefact.pipelines.tiny import tiny_fact_pipeline
 
         pipe = tiny_fact_pipeline(cls, seed, inpainting_unet=inpainting_unet, num_controlnets=num_controlnets,
-                                  face_analysis=face_analysis)
+                                  face_analysis=face_analysis, layout=layout)
         pipe.cpu_threads = cpu_threads
         return pipe
 

@@ -1,4 +1,4 @@
-"""A complete tiny Stable Diffusion 1.5-layout pipeline with random weights, built offline.
+"""A complete tiny Stable Diffusion 1.5-layout pipeline with random weights, built offline (SDXL: tiny_xl).
 
 Tokenizer (byte-level CLIP BPE with no merges), CLIP text encoder, UNet with the SD1.5 block
 layout (3 cross-attention down blocks, 1 plain; mid; 1 plain up block, 3 cross-attention), VAE
@@ -115,29 +115,39 @@ def save_tiny_sd_pipeline(directory: str | Path, seed: int = 0) -> Path:
 
 
 def tiny_fact_pipeline(cls, seed: int = 0, *, inpainting_unet: bool = False, num_controlnets: int = 1,
-                       face_analysis=None):
-    """`cls` (a FACT pipeline class) on the tiny base of `seed`, with a tiny FACT adapter and encoder
-    loaded. ControlNet classes get `num_controlnets` tiny ControlNets (several: a MultiControlNetModel)."""
+                       face_analysis=None, layout: str | None = None):
+    """`cls` (a FACT pipeline class, SD1.5 or SDXL) on the tiny base of its family and `seed`, with a
+    tiny FACT adapter (of block `layout`, default "first") and encoder loaded. ControlNet classes get
+    `num_controlnets` tiny ControlNets (several: a MultiControlNetModel)."""
     import inspect
 
     from diffusers import MultiControlNetModel
 
+    from facefact.model.layouts import DEFAULT_LAYOUT
     from facefact.model.tiny import tiny_encoder, tiny_face_adapter
 
-    sd = tiny_sd_pipeline(seed)
-    parts = {k: v for k, v in sd.components.items() if k != "image_encoder"}
+    parameters = inspect.signature(cls.__init__).parameters
+    if "text_encoder_2" in parameters:  # an SDXL pipeline
+        from facefact.pipelines.tiny_xl import tiny_sdxl_pipeline, tiny_xl_inpainting_unet
+
+        base, inpainting, extra = tiny_sdxl_pipeline(seed), tiny_xl_inpainting_unet, {}
+    else:
+        def inpainting(seed):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return tiny_unet(in_channels=9)
+        base, extra = tiny_sd_pipeline(seed), {"requires_safety_checker": False}
+    parts = {k: v for k, v in base.components.items() if k in parameters and k != "image_encoder"}
     if inpainting_unet:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            parts["unet"] = tiny_unet(in_channels=9)
-    if "controlnet" in inspect.signature(cls.__init__).parameters:
-        nets = [tiny_controlnet(sd.unet, seed + k) for k in range(num_controlnets)]  # from the 4-channel UNet
+        parts["unet"] = inpainting(seed)
+    if "controlnet" in parameters:
+        nets = [tiny_controlnet(base.unet, seed + k) for k in range(num_controlnets)]  # from the 4-channel UNet
         parts["controlnet"] = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
-    pipe = cls(**parts, requires_safety_checker=False)
+    pipe = cls(**parts, **extra)
     pipe.set_progress_bar_config(disable=True)
     pipe._facefact_tiny = seed
-    pipe.load_fact_adapter(tiny_face_adapter(pipe.unet, seed=seed + 1), encoder=tiny_encoder(seed),
-                           face_analysis=face_analysis)
+    adapter = tiny_face_adapter(pipe.unet, seed=seed + 1, layout=layout or DEFAULT_LAYOUT)
+    pipe.load_fact_adapter(adapter, encoder=tiny_encoder(seed), face_analysis=face_analysis)
     pipe._fact_models.update({name: {"id": f"facefact-tiny/{name}", "seed": seed} for name in ("adapter", "encoder")})
     if "controlnet" in parts:
         pipe._facefact_controlnet_info = [{"id": "facefact-tiny/controlnet", "seed": seed + k}
