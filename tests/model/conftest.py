@@ -60,9 +60,30 @@ def encoder_tokens(n: int, seed: int = 7, width: int = 32) -> torch.Tensor:
     return torch.randn(n, 144, width, generator=g)
 
 
+def make_xl_unet(seed: int = 0):
+    """The tiny SDXL-layout UNet (two text encoders' width, text_time conditioning, stacks of 2 blocks)."""
+    from facefact.pipelines.tiny_xl import tiny_xl_unet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return tiny_xl_unet().eval().requires_grad_(False)
+
+
+def family_kwargs(unet, batch: int) -> dict:
+    """What the UNet takes besides latents, timestep and text: SDXL's micro-conditioning (a pooled
+    text embedding and the size / crop numbers), deterministic; nothing for SD1.5."""
+    if unet.config.get("addition_embed_type") != "text_time":
+        return {}
+    g = torch.Generator().manual_seed(321)
+    pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+    time_ids = torch.tensor([[128.0, 128.0, 0.0, 0.0, 128.0, 128.0]]).repeat(batch, 1)
+    return {"added_cond_kwargs": {"text_embeds": torch.randn(batch, pooled, generator=g), "time_ids": time_ids}}
+
+
 def run(unet, inputs, faces=None) -> torch.Tensor:
     """The UNet on `inputs`; `faces` ([1 or B, 16n, C] face tokens) go to FACT's fusers out of band."""
     latents, timestep, text = inputs
     kwargs = {} if faces is None else {"cross_attention_kwargs": {"gligen": {"objs": faces}}}
     with torch.no_grad():
-        return unet(latents, timestep, encoder_hidden_states=text, **kwargs).sample
+        return unet(latents, timestep, encoder_hidden_states=text, **family_kwargs(unet, len(latents)),
+                    **kwargs).sample

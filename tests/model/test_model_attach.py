@@ -1,5 +1,5 @@
-"""FaceAdapter attach / detach on the tiny SD1.5-layout UNet: reversible, exact at scale 0, `ln.*` checkpoints,
-several photos."""
+"""FaceAdapter attach / detach on the tiny SD1.5-layout and SDXL-layout UNets: reversible, exact at scale 0,
+`ln.*` checkpoints, several photos, per-level scales."""
 from __future__ import annotations
 
 import copy
@@ -8,10 +8,23 @@ import pytest
 import torch
 
 from facefact.model import FaceAdapter, cross_attention_blocks
-from facefact.model.adapter import FACTFuser
+from facefact.model.adapter import EmptyFuserSlot, FACTFuser
 from facefact.model.tiny import tiny_face_adapter, tiny_resampler_config
 
-from .conftest import encoder_tokens, run
+from .conftest import encoder_tokens, family_kwargs, make_unet, make_xl_unet, run
+
+# family -> (cross-attention blocks of its tiny UNet, fusers of the default layout "first")
+BLOCKS = {"sd15": (16, 16), "sdxl": (17, 11)}
+
+
+@pytest.fixture(scope="module", params=list(BLOCKS))
+def base_unet(request):
+    """Every test here runs on the tiny SD1.5 UNet and on the tiny SDXL one (shared, never modified)."""
+    return make_unet() if request.param == "sd15" else make_xl_unet()
+
+
+def family(unet) -> str:
+    return "sdxl" if unet.config.get("addition_embed_type") == "text_time" else "sd15"
 
 
 def snapshot(unet):
@@ -28,13 +41,15 @@ def hooks(unet) -> int:
 def test_detach_restores_the_unet_exactly(unet, adapter, inputs):
     before = run(unet, inputs)
     state, processors, norms, modules = snapshot(unet)
-    assert len(norms) == 16  # the SD1.5 block layout
+    assert (len(norms), len(adapter.block_paths)) == BLOCKS[family(unet)]
 
     adapter.attach(unet)
     assert adapter.is_attached
     # diffusers' own slots, nothing replaced: the same processors, no hook, every norm2 in place
     blocks = cross_attention_blocks(unet)
-    assert all(isinstance(block.fuser, FACTFuser) for block in blocks.values())
+    assert all(isinstance(blocks[p].fuser, FACTFuser) for p in adapter.block_paths)
+    # the blocks outside the layout get an empty slot (diffusers calls every block's fuser)
+    assert all(isinstance(b.fuser, EmptyFuserSlot) for p, b in blocks.items() if p not in adapter.block_paths)
     assert unet.attn_processors == processors and hooks(unet) == 0
     assert all(blocks[p].norm2 is norms[p] for p in norms)
     adapter.set_scale(0.7)
@@ -90,7 +105,8 @@ def test_attaching_twice_raises(unet, adapter):
         with pytest.raises(RuntimeError, match="already carries a FACT adapter"):
             other.attach(unet)
         assert not other.is_attached
-        assert all(block.fuser is adapter.fuser(path) for path, block in cross_attention_blocks(unet).items())
+        blocks = cross_attention_blocks(unet)
+        assert all(blocks[path].fuser is adapter.fuser(path) for path in adapter.block_paths)
     finally:
         adapter.detach()
 
@@ -139,12 +155,15 @@ def adapter_with_ln(adapter, seed: int = 11):
 
 def test_ln_checkpoint_replaces_the_block_norm_and_detach_restores_it(unet, adapter, inputs):
     loaded, ln = adapter_with_ln(adapter)
-    assert loaded.owns_block_norms and len(loaded.block_norms) == 16
+    assert loaded.owns_block_norms and len(loaded.block_norms) == len(adapter.block_paths)
+    assert (loaded.family, loaded.layout) == (adapter.family, adapter.layout)  # read from the block paths
     assert all(k in loaded.released_state_dict() for k in (f"{p}.attn2.processor.ln.weight" for p in ln))
 
     # independent expectation: a copy of the UNet with the checkpoint's norm2 parameters copied in
     expected_unet = copy.deepcopy(unet)
     for path, block in cross_attention_blocks(expected_unet).items():
+        if path not in ln:
+            continue  # a block without a fuser keeps its norm
         block.norm2.weight.copy_(ln[path][0])
         block.norm2.bias.copy_(ln[path][1])
     expected = run(expected_unet, inputs)
@@ -221,7 +240,8 @@ def test_per_level_scales_equal_to_s_are_the_scalar_s(unet, adapter, inputs):
         adapter.set_scale({"down": 0.6, "mid": 0.6, "up": 0.6})
         assert torch.equal(run(unet, inputs, faces), scalar)
         adapter.set_scale({"up": 0.6})  # the levels not named get 0, as with set_ip_adapter_scale
-        assert [f.scale for f in adapter.all_fusers()].count(0.6) == 9
+        up = sum(path.startswith("up_blocks.") for path in adapter.block_paths)  # SD1.5 9, tiny SDXL 6
+        assert [f.scale for f in adapter.all_fusers()].count(0.6) == up > 0
         assert not torch.equal(run(unet, inputs, faces), scalar)
         with pytest.raises(ValueError, match="names no block"):
             adapter.set_scale({"sideways": 1.0})
@@ -263,7 +283,7 @@ def test_the_whole_unet_with_fact_compiles_in_one_graph(unet, adapter, inputs):
         compiled = torch.compile(unet, fullgraph=True, backend="eager")
         latents, timestep, text = inputs
         with torch.no_grad():
-            out = compiled(latents, timestep, encoder_hidden_states=text,
+            out = compiled(latents, timestep, encoder_hidden_states=text, **family_kwargs(unet, len(latents)),
                            cross_attention_kwargs={"gligen": {"objs": faces}}).sample
         torch.testing.assert_close(out, run(unet, inputs, faces))
     finally:
