@@ -1,5 +1,5 @@
-"""The six FACT pipelines (diffusers' SD1.5 pipelines + FACTMixin) on tiny random models: each runs
-with a face, the face acts, scale 0 is the diffusers parent bit for bit; batches, outputs, LoRA,
+"""The twelve FACT pipelines (diffusers' SD1.5 and SDXL pipelines + FACTMixin) on tiny random models: each
+runs with a face, the face acts, scale 0 is the diffusers parent bit for bit; batches, outputs, LoRA,
 CPU offload, saving with provenance, face tokens. 64 px, 2 steps."""
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from facefact.errors import ConfigError
 from facefact.pipelines import (FACTStableDiffusionControlNetImg2ImgPipeline,
                                 FACTStableDiffusionControlNetInpaintPipeline, FACTStableDiffusionControlNetPipeline,
                                 FACTStableDiffusionImg2ImgPipeline, FACTStableDiffusionInpaintPipeline,
-                                FACTStableDiffusionPipeline, FACTPipelineOutput)
+                                FACTStableDiffusionPipeline, FACTStableDiffusionXLControlNetImg2ImgPipeline,
+                                FACTStableDiffusionXLControlNetInpaintPipeline, FACTStableDiffusionXLControlNetPipeline,
+                                FACTStableDiffusionXLImg2ImgPipeline, FACTStableDiffusionXLInpaintPipeline,
+                                FACTStableDiffusionXLPipeline, FACTPipelineOutput)
 from facefact.pipelines.mixin import FACTMixin
 
 PROMPT = "a portrait in a garden"
@@ -57,6 +60,14 @@ def inputs(cls, pictures, num_controlnets: int = 1) -> dict:
         FACTStableDiffusionControlNetImg2ImgPipeline: {"image": pictures["init"], "control_image": control},
         FACTStableDiffusionControlNetInpaintPipeline: {"image": pictures["init"], "mask_image": pictures["mask"],
                                                        "control_image": control},
+        # SDXL img2img's default strength (0.3) leaves no step of 2
+        FACTStableDiffusionXLPipeline: {},
+        FACTStableDiffusionXLImg2ImgPipeline: {"image": pictures["init"], "strength": 0.8},
+        FACTStableDiffusionXLInpaintPipeline: {"image": pictures["init"], "mask_image": pictures["mask"]},
+        FACTStableDiffusionXLControlNetPipeline: {"image": control},
+        FACTStableDiffusionXLControlNetImg2ImgPipeline: {"image": pictures["init"], "control_image": control},
+        FACTStableDiffusionXLControlNetInpaintPipeline: {"image": pictures["init"], "mask_image": pictures["mask"],
+                                                         "control_image": control},
     }[cls]
 
 
@@ -69,6 +80,13 @@ CASES = [
     pytest.param(FACTStableDiffusionControlNetImg2ImgPipeline, {}, id="controlnet-img2img"),
     pytest.param(FACTStableDiffusionControlNetInpaintPipeline, {}, id="controlnet-inpaint"),
     pytest.param(FACTStableDiffusionControlNetInpaintPipeline, {"num_controlnets": 2}, id="controlnet-inpaint-two"),
+    pytest.param(FACTStableDiffusionXLPipeline, {}, id="xl-txt2img"),
+    pytest.param(FACTStableDiffusionXLImg2ImgPipeline, {}, id="xl-img2img"),
+    pytest.param(FACTStableDiffusionXLInpaintPipeline, {}, id="xl-inpaint"),
+    pytest.param(FACTStableDiffusionXLInpaintPipeline, {"inpainting_unet": True}, id="xl-inpaint-9-channel-unet"),
+    pytest.param(FACTStableDiffusionXLControlNetPipeline, {}, id="xl-controlnet"),
+    pytest.param(FACTStableDiffusionXLControlNetImg2ImgPipeline, {}, id="xl-controlnet-img2img"),
+    pytest.param(FACTStableDiffusionXLControlNetInpaintPipeline, {}, id="xl-controlnet-inpaint"),
 ]
 
 
@@ -98,7 +116,8 @@ def test_each_pipeline_runs_with_a_face_and_scale_zero_is_its_diffusers_parent(c
     # the diffusers parent itself, on the same parts with FACT unloaded: the same pixels, bit for bit
     pipe.unload_fact_adapter()
     parent_cls = next(base for base in cls.__bases__ if base is not FACTMixin)
-    parent = parent_cls(**pipe.components, requires_safety_checker=False)
+    sd15_only = {"requires_safety_checker": False} if not cls.__name__.startswith("FACTStableDiffusionXL") else {}
+    parent = parent_cls(**pipe.components, **sd15_only)
     parent.set_progress_bar_config(disable=True)
     assert not isinstance(parent, FACTMixin)
     reference = parent(PROMPT, generator=generator(), **extra).images
@@ -217,3 +236,34 @@ def test_face_tokens_reproduce_face_images_bit_for_bit(astronaut, analysis):
     from_tensor = pipe(PROMPT, face_tokens=tokens.tokens, generator=generator(), **common)  # a [1, 16n, C] tensor
     np.testing.assert_array_equal(pixels(from_tensor.images), pixels(from_photos.images))
     assert from_tokens.metadata[0]["num_reference_photos"] == from_tensor.metadata[0]["num_reference_photos"] == 1
+
+
+@pytest.mark.parametrize("pipe_cls, adapter_family", [(FACTStableDiffusionXLPipeline, "sd15"),
+                                                      (FACTStableDiffusionPipeline, "sdxl")])
+def test_an_adapter_for_the_other_family_is_refused_before_any_work(pipe_cls, adapter_family, tmp_path, monkeypatch):
+    """An SD1.5 adapter file on an SDXL pipeline (and the reverse): refused by name, before the encoder
+    is read; the adapter loaded before stays loaded, the UNet untouched."""
+    from facefact.errors import CheckpointError
+    from facefact.model.checkpoints import save_adapter, save_encoder
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+    from facefact.pipelines.tiny import tiny_sd_pipeline
+    from facefact.pipelines.tiny_xl import tiny_sdxl_pipeline
+
+    other_unet = (tiny_sd_pipeline if adapter_family == "sd15" else tiny_sdxl_pipeline)(0).unet
+    adapter_file = save_adapter(tiny_face_adapter(other_unet), tmp_path / "other.safetensors")
+    encoder_file = save_encoder(tiny_encoder(), tmp_path / "encoder.safetensors")
+    pipe = pipe_cls.tiny()
+    loaded, state = pipe.fact_adapter, {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the encoder was read before the adapter was refused")
+
+    monkeypatch.setattr("facefact.pipelines.mixin.TransFaceEncoder.from_checkpoint", no_work)
+    with pytest.raises(CheckpointError) as refused:
+        pipe.load_fact_adapter(adapter_file, encoder=encoder_file)
+    names = {"sd15": "Stable Diffusion 1.5", "sdxl": "SDXL"}
+    base_family = "sd15" if adapter_family == "sdxl" else "sdxl"
+    assert (f"made for {names[adapter_family]} base models, but the base model is {names[base_family]}"
+            in str(refused.value))
+    assert pipe.fact_adapter is loaded
+    assert all(torch.equal(v, state[k]) for k, v in pipe.unet.state_dict().items())

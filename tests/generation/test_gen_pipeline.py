@@ -8,8 +8,9 @@ import torch
 
 from facefact.errors import ConfigError
 from facefact.model import FACTFuser
-from facefact.pipelines import FACTStableDiffusionPipeline
+from facefact.pipelines import FACTStableDiffusionPipeline, FACTStableDiffusionXLPipeline
 from facefact.pipelines.tiny import tiny_sd_pipeline
+from facefact.pipelines.tiny_xl import tiny_sdxl_pipeline
 
 PROMPT = "a portrait in a garden"
 
@@ -26,20 +27,28 @@ def as_array(image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-def base_pixels(seed: int = 7) -> np.ndarray:
+# family -> (FACT text-to-image class, the plain diffusers pipeline on the same tiny weights)
+FAMILIES = {"sd15": (FACTStableDiffusionPipeline, tiny_sd_pipeline),
+            "sdxl": (FACTStableDiffusionXLPipeline, tiny_sdxl_pipeline)}
+
+
+def base_pixels(seed: int = 7, family: str = "sd15") -> np.ndarray:
     """The plain diffusers pipeline on the same tiny weights, no adapter anywhere."""
-    return as_array(tiny_sd_pipeline(0)(PROMPT, **fast(seed)).images[0])
+    return as_array(FAMILIES[family][1](0)(PROMPT, **fast(seed)).images[0])
 
 
 def fusers(pipe) -> list:
     return [m for m in pipe.unet.modules() if isinstance(m, FACTFuser)]
 
 
-def test_scale_zero_gives_the_base_pipeline_pixels(tiny_pipe, face):
-    ours = tiny_pipe(PROMPT, face_tokens=face, fact_scale=0.0, **fast()).images[0]
-    reference = base_pixels()
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_scale_zero_gives_the_base_pipeline_pixels(family, face_pixels):
+    pipe = FAMILIES[family][0].tiny()
+    face = pipe.encode_faces(face_pixels=face_pixels)
+    ours = pipe(PROMPT, face_tokens=face, fact_scale=0.0, **fast()).images[0]
+    reference = base_pixels(family=family)
     np.testing.assert_array_equal(as_array(ours), reference)
-    with_face = tiny_pipe(PROMPT, face_tokens=face, fact_scale=0.5, **fast()).images[0]
+    with_face = pipe(PROMPT, face_tokens=face, fact_scale=0.5, **fast()).images[0]
     assert np.abs(as_array(with_face) - reference).max() > 0  # and the face does change it
 
 
@@ -154,10 +163,13 @@ def test_controlnet_sees_only_the_text_tokens_and_the_unet_gets_the_faces_apart(
     assert seen["objs"] and all(objs is None for objs in seen["objs"])
 
 
-def test_adapter_state_after_a_request_and_after_unloading(face):
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_adapter_state_after_a_request_and_after_unloading(family, face_pixels):
     """A per-call fact_scale leaves the set scale as it was; unload_fact_adapter gives back the
     base model, bit for bit, with no fuser or position_net left in the UNet."""
-    pipe = FACTStableDiffusionPipeline.tiny()
+    pipe = FAMILIES[family][0].tiny()
+    state = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    face = pipe.encode_faces(face_pixels=face_pixels)
     pipe.set_fact_scale(0.3)
     out = pipe(PROMPT, face_tokens=face, fact_scale=0.8, **fast())
     assert out.metadata[0]["fact_scale"] == 0.8
@@ -165,8 +177,10 @@ def test_adapter_state_after_a_request_and_after_unloading(face):
     assert pipe(PROMPT, face_tokens=face, **fast()).metadata[0]["fact_scale"] == 0.3
     pipe.unload_fact_adapter()
     assert not fusers(pipe) and getattr(pipe.unet, "position_net", None) is None
+    assert not any(name.endswith(".fuser") for name, _ in pipe.unet.named_modules())
+    assert all(torch.equal(v, state[k]) for k, v in pipe.unet.state_dict().items())
     direct = pipe(PROMPT, **fast()).images[0]
-    np.testing.assert_array_equal(as_array(direct), base_pixels())
+    np.testing.assert_array_equal(as_array(direct), base_pixels(family=family))
     with pytest.raises(ConfigError, match="no FACT adapter is loaded"):
         pipe(PROMPT, face_tokens=face, **fast())
 

@@ -1,5 +1,5 @@
-"""Identity controls, each proven by an exact property on the tiny models: combine modes, the
-timestep window, per-level scales, regions for several people, saved identities."""
+"""Identity controls, each proven by an exact property on the tiny models, SD1.5 and SDXL: combine modes,
+the timestep window, per-level scales, regions for several people, saved identities."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +11,14 @@ from facefact.model.regions import FaceRegions, box_masks
 from facefact.pipelines.identity import load_identity, save_identity
 
 SMALL = dict(num_inference_steps=3, output_type="np", height=64, width=64)
+
+
+@pytest.fixture(scope="module", params=["sd15", "sdxl"])
+def pipe(request):
+    """The tiny FACT text-to-image pipeline of each base family (shared by the module)."""
+    from facefact.pipelines import FACTStableDiffusionPipeline, FACTStableDiffusionXLPipeline
+
+    return {"sd15": FACTStableDiffusionPipeline, "sdxl": FACTStableDiffusionXLPipeline}[request.param].tiny()
 
 
 def gen(pipe, **kwargs):
@@ -153,12 +161,11 @@ def test_bad_regions_are_refused(pipe, astronaut, grace_hopper, regions, match):
 # ---- saved identities -------------------------------------------------------------------------------
 def test_saved_identity_reproduces_the_photo_path_and_refuses_another_adapter(pipe, astronaut, tmp_path):
     from facefact.model.tiny import tiny_face_adapter
-    from facefact.pipelines import FACTStableDiffusionPipeline
 
     path = save_identity(pipe, pipe.encode_faces([astronaut]), tmp_path / "alice.fid")
     assert np.array_equal(gen(pipe, face_tokens=path), gen(pipe, face_images=[astronaut]))
 
-    other = FACTStableDiffusionPipeline.tiny()
+    other = type(pipe).tiny()
     other.load_fact_adapter(tiny_face_adapter(other.unet, seed=9), encoder=other.face_encoder)
     with pytest.raises(CheckpointError, match="another adapter"):
         load_identity(other, path)
