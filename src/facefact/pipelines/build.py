@@ -7,7 +7,10 @@
 
 "tiny" is one model source like any other: each of base model, adapter, encoder and ControlNet
 is "tiny" or a real location, so a trained adapter runs on the tiny base and encoder it was
-trained with. Loading writes nothing: provenance hashes are added where images are written.
+trained with ("tiny-sdxl": the tiny SDXL base). The base model's UNet config says its family
+(SD1.5 or SDXL), which picks the FACT classes (`FACTStableDiffusion...` or `FACTStableDiffusionXL...`);
+an adapter made for the other family is refused by name. Loading writes nothing: provenance hashes
+are added where images are written.
 """
 from __future__ import annotations
 
@@ -19,21 +22,34 @@ from facefact.errors import ConfigError
 from facefact.pipelines.classes import (FACTStableDiffusionControlNetImg2ImgPipeline,
                                         FACTStableDiffusionControlNetInpaintPipeline,
                                         FACTStableDiffusionControlNetPipeline, FACTStableDiffusionImg2ImgPipeline,
-                                        FACTStableDiffusionInpaintPipeline, FACTStableDiffusionPipeline)
-from facefact.pipelines.loading import check_controlnet_fits, load_base_pipeline, load_controlnet, pick_device_dtype
+                                        FACTStableDiffusionInpaintPipeline, FACTStableDiffusionPipeline,
+                                        FACTStableDiffusionXLControlNetImg2ImgPipeline,
+                                        FACTStableDiffusionXLControlNetInpaintPipeline,
+                                        FACTStableDiffusionXLControlNetPipeline, FACTStableDiffusionXLImg2ImgPipeline,
+                                        FACTStableDiffusionXLInpaintPipeline, FACTStableDiffusionXLPipeline)
+from facefact.pipelines.loading import (base_family, check_controlnet_fits, load_base_pipeline, load_controlnet,
+                                        pick_device_dtype)
 
 TINY = "tiny"
+TINY_XL = "tiny-sdxl"
 KINDS = {  # kind -> (class without ControlNet, class with ControlNet)
     "txt2img": (FACTStableDiffusionPipeline, FACTStableDiffusionControlNetPipeline),
     "img2img": (FACTStableDiffusionImg2ImgPipeline, FACTStableDiffusionControlNetImg2ImgPipeline),
     "inpaint": (FACTStableDiffusionInpaintPipeline, FACTStableDiffusionControlNetInpaintPipeline),
 }
+XL_KINDS = {
+    "txt2img": (FACTStableDiffusionXLPipeline, FACTStableDiffusionXLControlNetPipeline),
+    "img2img": (FACTStableDiffusionXLImg2ImgPipeline, FACTStableDiffusionXLControlNetImg2ImgPipeline),
+    "inpaint": (FACTStableDiffusionXLInpaintPipeline, FACTStableDiffusionXLControlNetInpaintPipeline),
+}
 
 
-def pipeline_class(kind: str = "txt2img", controlnet: bool = False):
+def pipeline_class(kind: str = "txt2img", controlnet: bool = False, family: str = "sd15"):
+    """The FACT class for `kind` (txt2img / img2img / inpaint), with or without ControlNet, for the
+    base family ("sd15" or "sdxl")."""
     if kind not in KINDS:
         raise ConfigError(f"unknown pipeline kind '{kind}'", hint=f"use one of: {', '.join(KINDS)}")
-    return KINDS[kind][1 if controlnet else 0]
+    return (XL_KINDS if family == "sdxl" else KINDS)[kind][1 if controlnet else 0]
 
 
 def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encoder: str | Path | None, *, kind: str = "txt2img", controlnet=None,
@@ -44,8 +60,9 @@ def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encod
     if isinstance(controlnet, (list, tuple)) and not controlnet:
         raise ConfigError("controlnet=[] names no ControlNet", hint="pass None for none, or one or more locations")
     nets = [] if controlnet is None else (list(controlnet) if isinstance(controlnet, (list, tuple)) else [controlnet])
-    cls = pipeline_class(kind, bool(nets))
-    tiny_base = str(base_model) == TINY
+    tiny_base = str(base_model) in (TINY, TINY_XL)
+    family = ("sdxl" if str(base_model) == TINY_XL else "sd15") if tiny_base else base_family(base_model)
+    cls = pipeline_class(kind, bool(nets), family)
     device, dtype = pick_device_dtype(device or ("cpu" if tiny_base else None), dtype or
                                       (torch.float32 if tiny_base else None))
     if tiny_base:

@@ -61,15 +61,35 @@ def quiet_libraries() -> None:
         sys.modules["transformers"].logging.set_verbosity_error()
 
 
+def base_family(location: str | Path) -> str:
+    """'sdxl' or 'sd15': the family a base model's UNet config says (a diffusers folder, a single
+    .safetensors file, a cached hub id), read without loading weights. Where the config cannot be read
+    here (a .ckpt file, a hub id not in the cache offline) it is 'sd15', and loading the base reports
+    what is wrong with it."""
+    from facefact.model.layouts import unet_family
+
+    path = Path(str(location)).expanduser()
+    if path.is_file() and path.suffix != ".safetensors":
+        return "sd15"
+    try:
+        return unet_family(base_unet_config(str(location)))
+    except (FacefactError, OSError, ValueError):
+        return "sd15"
+
+
 def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None, cls=None):
-    """A diffusers SD1.5-family pipeline of class `cls` (default: StableDiffusionPipeline, or the
+    """A diffusers SD1.5-family or SDXL pipeline of class `cls` (default: StableDiffusionPipeline, or the
     ControlNet one) from a diffusers folder, a single .safetensors/.ckpt file or a hub id."""
+    import inspect
+
     from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
     if cls is None:
         cls = StableDiffusionControlNetPipeline if controlnet is not None else StableDiffusionPipeline
     extra = {"controlnet": controlnet} if controlnet is not None else {}
-    kwargs = dict(dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    if "requires_safety_checker" in inspect.signature(cls.__init__).parameters:  # SD1.5; SDXL has no checker
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    kwargs = dict(dtype=dtype, **extra)
     path = Path(str(location)).expanduser()
     try:
         if path.is_file():
