@@ -14,6 +14,12 @@ One run prints one table - it never asserts a timing. For each dtype (fp32, bf16
     python bench/bench_adapter.py --dtypes float32 --no-compile --repeats 1   # quick look
     python bench/bench_adapter.py --tiny --repeats 1 --dtypes float32 --no-compile   # smoke test, seconds
     python bench/bench_adapter.py --device cuda            # on a GPU machine
+    python bench/bench_adapter.py --family sdxl --device cuda   # SDXL-size UNet, 1024², FACT layout "first"
+    python bench/bench_adapter.py --layouts                # SD1.5 vs SDXL layouts: params + FLOP ratio (meta, no timing)
+
+With --family sdxl the UNet is SDXL base 1.0's (1024x1024 = 128x128 latents, its micro-conditioning
+passed as the pipeline does) and `--layout` picks the fusers ("first": 11, "all": 70); the table of
+parameters and FLOP ratios of SD1.5 and both SDXL layouts (bench/layouts.py) is printed first.
 
 "Bare" is the same UNet called without face tokens: diffusers' blocks call the fuser only when
 `gligen` kwargs are passed, so the attached adapter does no work there (and one compiled module
@@ -34,8 +40,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from base_unets import BASE_UNETS, DEFAULT_SIZE, extra_inputs  # noqa: E402
 from flops import count_flops  # noqa: E402
-from sd15 import official_adapter, sd15_unet  # noqa: E402
+from sd15 import official_adapter  # noqa: E402
 from timing import peak_memory_mib, synchronize, timed  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -45,18 +52,19 @@ TARGETS = {"fp32": 0.45, "bf16": 0.50}  # issue 9: overhead per step, through su
 
 
 # ---- models (random weights) --------------------------------------------------------------------
-def build_models(tiny: bool, size: int):
-    """(UNet, FaceAdapter): SD1.5-size + official adapter, or the test suite's tiny pair."""
+def build_models(tiny: bool, size: int, family: str = "sd15", layout: str = "first"):
+    """(UNet, FaceAdapter): the family's real-size UNet + official adapter, or the test suite's tiny pair."""
     if tiny:
         from facefact.model.tiny import tiny_face_adapter
         from facefact.pipelines.tiny import tiny_unet
+        from facefact.pipelines.tiny_xl import tiny_xl_unet
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            unet = tiny_unet().eval().requires_grad_(False)
-        return unet, tiny_face_adapter(unet).eval().requires_grad_(False)
-    unet = sd15_unet(size // 8)
-    return unet, official_adapter(unet)
+            unet = (tiny_xl_unet if family == "sdxl" else tiny_unet)().eval().requires_grad_(False)
+        return unet, tiny_face_adapter(unet, layout=layout).eval().requires_grad_(False)
+    unet = BASE_UNETS[family](size // 8)
+    return unet, official_adapter(unet, layout=layout)
 
 
 def n_params(module) -> int:
@@ -125,13 +133,14 @@ def bench_dtype(unet, adapter, dtype, args, device) -> list[dict]:
     adapter.to(device, dtype)
     x, text, faces = step_inputs(unet, adapter, args.size, args.batch, args.photos, dtype, device)
     timestep = torch.tensor(500, device=device)
+    extra = extra_inputs(unet, args.batch, device, dtype)  # SDXL's micro-conditioning
 
     def calls(model):
         def bare():
-            return model(x, timestep, encoder_hidden_states=text).sample
+            return model(x, timestep, encoder_hidden_states=text, **extra).sample
 
         def fact():  # a fresh dict each call: the UNet pops "gligen" out of the one it is given
-            return model(x, timestep, encoder_hidden_states=text,
+            return model(x, timestep, encoder_hidden_states=text, **extra,
                          cross_attention_kwargs={"gligen": {"objs": faces}}).sample
         return bare, fact
 
@@ -276,7 +285,12 @@ def report(rows: list[dict], args, device, models: str) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, help="image size, a multiple of 8 (latents are size/8); "
-                                                 "default 512, 128 with --tiny")
+                                                 "default 512 (SD1.5) / 1024 (SDXL), 128 with --tiny")
+    parser.add_argument("--family", choices=sorted(BASE_UNETS), default="sd15", help="base UNet: sd15 or sdxl")
+    parser.add_argument("--layout", choices=["first", "all"], default="first",
+                        help="FACT block layout: one fuser per transformer stack (first) or every block (all)")
+    parser.add_argument("--layouts", action="store_true",
+                        help="print SD1.5 vs SDXL layouts (params, FLOP ratio; meta device, seconds) and stop")
     parser.add_argument("--batch", type=int, default=2, help="UNet batch (2 = one image with classifier-free guidance)")
     parser.add_argument("--repeats", type=int, default=3, help="timed bare / FACT call pairs per config, after a warm-up")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16, float16")
@@ -291,7 +305,7 @@ def parse_args(argv):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory call of each config")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args(argv)
-    args.size = args.size or (128 if args.tiny else 512)
+    args.size = args.size or (128 if args.tiny else DEFAULT_SIZE[args.family])
     if args.size % 8 or args.size < 64:
         parser.error("--size must be a multiple of 8, at least 64")
     if args.batch < 1 or args.repeats < 1 or args.photos < 1:
@@ -320,13 +334,20 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print("\n".join([machine(device)] + bf16_note(args, device)), flush=True)
+    if args.layouts or (args.family == "sdxl" and not args.tiny):
+        from layouts import all_layouts, layout_table
+
+        print("\n".join(["FACT block layouts (meta device; batch 2, 1 photo):"] + layout_table(all_layouts())), flush=True)
+        if args.layouts:
+            return 0
     torch.manual_seed(0)
-    unet, adapter = build_models(args.tiny, args.size)
+    unet, adapter = build_models(args.tiny, args.size, args.family, args.layout)
     adapter.attach(unet)
     adapter.set_scale(args.scale)
-    models = (f"{'tiny' if args.tiny else 'SD1.5-size'} UNet ({n_params(unet) / 1e6 - n_params(adapter.fusers) / 1e6:.1f} M "
+    size_name = {"sd15": "SD1.5-size", "sdxl": "SDXL-size"}[args.family]
+    models = (f"{'tiny ' + args.family if args.tiny else size_name} UNet ({n_params(unet) / 1e6 - n_params(adapter.fusers) / 1e6:.1f} M "
               f"params, random weights) + FACT adapter ({n_params(adapter) / 1e6:.1f} M: resampler "
-              f"{n_params(adapter.resampler) / 1e6:.1f} M, {len(adapter.block_paths)} fusers)")
+              f"{n_params(adapter.resampler) / 1e6:.1f} M, {len(adapter.block_paths)} fusers, layout {args.layout})")
     print(models, flush=True)
     rows = []
     for dtype in args.dtype_list:

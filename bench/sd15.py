@@ -70,12 +70,14 @@ def sd15_controlnet(unet, seed: int = 0):
     return acting_controlnet(unet, seed, residual_std=0.02).eval().requires_grad_(False)
 
 
-def official_adapter(unet, seed: int = 0):
-    """FaceAdapter.for_unet with the official resampler sizes, gates opened like a trained checkpoint."""
+def official_adapter(unet, seed: int = 0, layout: str = "first"):
+    """FaceAdapter.for_unet with the official resampler sizes (face tokens as wide as the UNet's text:
+    768 on SD1.5, 2048 on SDXL) and block `layout`, gates opened like a trained checkpoint."""
     from facefact.model import FaceAdapter, ResamplerConfig
 
     torch.manual_seed(seed)
-    adapter = FaceAdapter.for_unet(unet, ResamplerConfig()).eval().requires_grad_(False)
+    config = ResamplerConfig(output_dim=unet.config.cross_attention_dim)
+    adapter = FaceAdapter.for_unet(unet, config, layout).eval().requires_grad_(False)
     for fuser in adapter.all_fusers():
         fuser.alpha_attn.fill_(0.6)
         fuser.alpha_dense.fill_(0.4)

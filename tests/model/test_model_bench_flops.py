@@ -72,3 +72,25 @@ def test_bench_script_runs_end_to_end_on_the_tiny_models(tmp_path):
                 for lq, width, n in levels)
     assert result["attention_flops_fact"] - result["attention_flops_bare"] == added
     assert result["flops_fact"] > result["flops_bare"] + added  # plus the fusers' linears
+
+
+def test_bench_script_runs_on_the_tiny_sdxl_models_with_either_layout(tmp_path):
+    """`--family sdxl` runs the SDXL UNet with its micro-conditioning; `--layout all` puts a fuser on
+    every block of the tiny SDXL UNet (17) and costs more FLOPs than "first" (11)."""
+    import json
+    import os
+    import subprocess
+
+    script = Path(__file__).parents[2] / "bench" / "bench_adapter.py"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    ratios = {}
+    for layout, fusers in (("first", 11), ("all", 17)):
+        out_json = tmp_path / f"{layout}.json"
+        proc = subprocess.run([sys.executable, str(script), "--tiny", "--family", "sdxl", "--layout", layout,
+                               "--repeats", "1", "--dtypes", "float32", "--no-compile", "--no-breakdown", "--no-memory",
+                               "--json", str(out_json)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "tiny sdxl UNet" in proc.stdout and f"{fusers} fusers, layout {layout}" in proc.stdout
+        (row,) = json.loads(out_json.read_text())["rows"]
+        ratios[layout] = row["flops_fact"] / row["flops_bare"]
+    assert 1 < ratios["first"] < ratios["all"]
