@@ -1,4 +1,4 @@
-"""`FaceAdapter`: the trained part of FACT (resampler + 16 block fusers) as one object.
+"""`FaceAdapter`: the trained part of FACT (resampler + block fusers) as one object, for SD1.5 or SDXL.
 
     adapter = FaceAdapter.from_checkpoint("adapter.safetensors")   # or the released .ckpt
     adapter.attach(unet)                                # block.fuser = FACTFuser, unet.position_net
@@ -9,9 +9,11 @@
     adapter.detach()                                    # the UNet is exactly as before
     FaceAdapter.attached_to(unet)                       # the adapter attached to a UNet, or None
 
-Attaching sets diffusers' own GLIGEN slots: ``block.fuser`` in each of the 16 cross-attention
-blocks and a passthrough ``unet.position_net`` (an SD1.5 UNet has neither; a UNet that has one
-is refused). No hook, processor or existing attribute of the UNet is touched, except that
+Attaching sets diffusers' own GLIGEN slots: ``block.fuser`` in each block of the adapter's layout
+(SD1.5: the 16 cross-attention blocks; SDXL "first": the first block of each of the 11 stacks, the
+other blocks an empty slot, since diffusers calls every block's fuser) and a passthrough
+``unet.position_net`` (a base UNet has neither; a UNet that has one is refused). An adapter made for
+the other base family (facefact.model.layouts) is refused by name before anything is touched. No hook, processor or existing attribute of the UNet is touched, except that
 checkpoints carrying ``processor.ln.*`` (the block norm the reference moved into its processor,
 spec section 4) have those values copied into the block's ``norm2`` while attached; detach
 copies the originals back. While attached, the UNet's ``state_dict()`` leaves the fusers out and

@@ -1,4 +1,4 @@
-"""`FACTMixin`: FACT for any diffusers SD1.5 pipeline, in the pattern of diffusers' IP-Adapter.
+"""`FACTMixin`: FACT for any diffusers SD1.5 or SDXL pipeline, in the pattern of diffusers' IP-Adapter.
 
     pipe = FACTStableDiffusionPipeline.from_pretrained("stable-diffusion-v1-5/stable-diffusion-v1-5")
     pipe.load_fact_adapter("fact_adapter.safetensors", encoder="ms1mv2_model_TransFace_S.pt")
