@@ -51,3 +51,20 @@ def test_an_sd15_adapter_on_an_sdxl_folder_is_refused_by_name(sdxl_files):
     base, _, sd15_adapter, encoder = sdxl_files
     with pytest.raises(CheckpointError, match="made for Stable Diffusion 1.5 base models, but the base model is SDXL"):
         load_fact_pipeline(base, sd15_adapter, encoder)
+
+
+def test_generate_on_an_sdxl_folder(cli, sdxl_files, astronaut, tmp_path):
+    """`facefact generate --base-model SDXL-FOLDER --adapter SDXL-ADAPTER`: the SDXL twin, provenance saved."""
+    from facefact.pipelines.metadata import read_png_metadata
+
+    base, xl_adapter, sd15_adapter, encoder = sdxl_files
+    code, out, err = cli("generate", "--base-model", base, "--adapter", xl_adapter, "--encoder", encoder, "--face",
+                         astronaut, "--prompt", "a portrait", "--steps", 1, "--size", 64, "--out", tmp_path / "out",
+                         "--device", "cpu")
+    assert code == 0, err
+    (png,) = sorted((tmp_path / "out").glob("*.png"))
+    meta = read_png_metadata(png)
+    assert meta["pipeline"] == "FACTStableDiffusionXLPipeline" and meta["method"] == "FaceChain-FACT"
+    code, out, err = cli("generate", "--base-model", base, "--adapter", sd15_adapter, "--encoder", encoder, "--face",
+                         astronaut, "--prompt", "a portrait", "--steps", 1, "--size", 64, "--out", tmp_path / "no")
+    assert code == 2 and "made for Stable Diffusion 1.5 base models, but the base model is SDXL" in err
