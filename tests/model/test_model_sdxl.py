@@ -9,7 +9,8 @@ import torch
 
 from facefact.errors import CheckpointError
 from facefact.model import FaceAdapter, cross_attention_blocks, layout_blocks
-from facefact.model.checkpoints import adapter_base_family, read_safetensors, save_adapter
+from facefact.model.checkpoints import read_safetensors, save_adapter
+from facefact.model.layouts import adapter_base_family
 from facefact.model.tiny import tiny_face_adapter
 
 from .conftest import encoder_tokens, make_unet, make_xl_unet, run

@@ -89,7 +89,8 @@ def _same_tensors(a: dict, b: dict) -> bool:
 
 def convert_adapter(src: Path, out: Path, heads, dim_head, base: str | None) -> dict:
     from facefact.model import FaceAdapter
-    from facefact.model.checkpoints import adapter_base_family, read_adapter_file, save_adapter, sniff_kind
+    from facefact.model.checkpoints import read_adapter_file, save_adapter, sniff_kind
+    from facefact.model.layouts import adapter_base_family
     from facefact.pipelines.hashing import file_sha256
 
     state, config = read_adapter_file(src)  # config: the sizes a facefact safetensors file records

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from facefact.errors import CheckpointError, ModelNotFoundError
-from facefact.model.layouts import SD15_BLOCK_PATHS
 from facefact.model.resampler import ResamplerConfig
 
 ADAPTER_FORMAT = "facefact.fact-adapter"
@@ -342,30 +341,6 @@ def adapter_target(metadata: dict, state: dict, source=None) -> tuple[str | None
             raise CheckpointError(f"the file's metadata says cross_attention_dim {width!r} but its face tokens "
                                   f"are {made.shape[0]} wide", path=source, hint=hint)
     return family, layout
-
-
-# Widths that belong to no family an adapter's layout could be for
-_OTHER_WIDTHS = {1024: "Stable Diffusion 2.x", 1280: "the SDXL refiner"}
-
-
-def adapter_base_family(block_paths, cross_width: int, source=None) -> str:
-    """'sd15' / 'sdxl' for an adapter made for the SD1.5 UNet (768-wide face tokens) / SDXL's
-    (2048), 'sd15-layout-N' / 'sdxl-layout-N' for the same layout at a test width N; any other
-    layout, or a width of the other family (or of SD2), is refused, not labelled."""
-    from facefact.model.layouts import FAMILY_WIDTHS, family_name, known_layout_family
-
-    family = known_layout_family(block_paths)
-    if family is None:
-        raise CheckpointError(f"the adapter's {len(set(block_paths))} blocks are neither the Stable Diffusion 1.5 "
-                              f"UNet layout ({len(SD15_BLOCK_PATHS)} blocks) nor an SDXL layout", path=source,
-                              hint="FACT adapters are for SD1.5-family or SDXL models; this file mixes layouts")
-    wrong = {**_OTHER_WIDTHS, **{w: family_name(n) for n, w in FAMILY_WIDTHS.items() if n != family}}
-    if cross_width in wrong:
-        raise CheckpointError(f"the adapter's face tokens are {cross_width} wide, the width of {wrong[cross_width]}; "
-                              f"its blocks are the {family_name(family)} layout, whose face tokens are "
-                              f"{FAMILY_WIDTHS[family]} wide", path=source,
-                              hint="use an adapter made consistently for one base family")
-    return family if cross_width == FAMILY_WIDTHS[family] else f"{family}-layout-{cross_width}"
 
 
 def adapter_metadata(adapter, base_family: str | None = None, extra: dict | None = None) -> dict[str, str]:
