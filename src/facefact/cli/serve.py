@@ -41,6 +41,18 @@ def add_limit_arguments(parser) -> None:
                    help="seconds results are kept after a job ends, then deleted (default 600)")
 
 
+def add_batch_argument(parser) -> None:
+    parser.add_argument("--max-batch", dest="max_batch", type=int, default=None, metavar="N",
+                        help="run up to N queued portrait jobs of the same settings (all but prompt, seed and "
+                             "person) as one UNet batch (default: 4 on a GPU, 1 on the CPU, where batching "
+                             "gains nothing; not with --redis: each worker runs one job at a time)")
+
+
+def default_max_batch(devices: list[str | None]) -> int:
+    """4 where every engine is on a GPU, else 1: a CPU is already busy with one image's layers."""
+    return 4 if devices and all(d is not None and d.startswith("cuda") for d in devices) else 1
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="web UI + HTTP API over one bounded job queue",
                               description="Serve the web UI (/ui) and the HTTP API (/v1, docs at /docs) with the "
@@ -49,6 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=7860, help="TCP port to listen on (default 7860)")
     add_model_arguments(p)
     add_limit_arguments(p)
+    add_batch_argument(p.add_argument_group("batching"))
     g = p.add_argument_group("access")
     g.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0,
                    help="largest request body, checked while it streams (default 20)")
@@ -195,6 +208,8 @@ def check_limits(args) -> None:
     """Limits that make no sense are refused before any model is loaded."""
     if args.queue_size < 1:
         raise ConfigError("--queue-size must be at least 1")
+    if args.max_batch is not None and not 1 <= args.max_batch <= 16:
+        raise ConfigError(f"--max-batch must be 1 to 16 (got {args.max_batch})", hint="1 runs every job alone")
     for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-photo-megapixels", args.max_photo_mp),
                         ("--job-timeout", args.job_timeout), ("--result-ttl", args.result_ttl)):
         if not value > 0:
@@ -214,8 +229,10 @@ def make_jobs(args, config):
                          result_ttl_s=config.result_ttl_s, default_size=128 if args.model == "tiny" else 512)
     from facefact.serving.jobs import LocalJobs
 
-    return LocalJobs(load_engines(args), queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
-                     result_ttl_s=config.result_ttl_s)
+    engines = load_engines(args)
+    max_batch = args.max_batch or default_max_batch([str(engine.pipeline.device) for engine in engines])
+    return LocalJobs(engines, queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
+                     result_ttl_s=config.result_ttl_s, max_batch=max_batch)
 
 
 def run_worker(args) -> int:

@@ -7,6 +7,8 @@
 
 `guidance_objs` lays them out for diffusers' UNet batch: [uncond rows..., cond rows...], the
 null face tokens on the unconditional side when `cfg_face` (what the released apps do).
+`per_prompt_tokens` stacks one person's FaceTokens per prompt (`face_tokens=[a, b]`): each prompt's
+images get their own person, so different people share one UNet batch (the server's batching).
 
 Several photos of one person are combined on purpose (`combine`):
 - "concat" (FACT's own, the default): 16 tokens per photo, concatenated in the order given;
@@ -35,10 +37,34 @@ class FaceTokens:
     notes: list[str] = field(default_factory=list)
     combine: str = "concat"
     weights: list[float] | None = None   # per photo, "weighted" only (sum 1)
+    # One per prompt when these are several people stacked by per_prompt_tokens (tokens [P, T, C]);
+    # each prompt's images take their provenance (photos, combination, notes) from theirs.
+    rows: list["FaceTokens"] | None = None
 
     def to(self, device, dtype) -> "FaceTokens":
         return FaceTokens(self.tokens.to(device, dtype), self.null.to(device, dtype), self.num_photos, self.notes,
-                          self.combine, self.weights)
+                          self.combine, self.weights, self.rows)
+
+
+def per_prompt_tokens(rows: list[FaceTokens]) -> FaceTokens:
+    """One person's FaceTokens per prompt -> one FaceTokens whose row p is prompt p's ([P, T, C]).
+    Every prompt must have the same number of tokens T (the UNet batch is one tensor)."""
+    if not rows:
+        raise ConfigError("face_tokens is an empty list", hint="pass one FaceTokens per prompt, or one for all")
+    count = rows[0].tokens.shape[1]
+    for k, row in enumerate(rows[1:], start=2):
+        if row.tokens.shape[1] != count:
+            raise ConfigError(f"face_tokens for prompt {k} are {row.tokens.shape[1]} tokens, for prompt 1 {count}: "
+                              "every prompt's face tokens must have the same count", setting="face_tokens",
+                              hint="give each prompt as many photos (or combine them with 'mean'), or call once "
+                                   "per person")
+    device = rows[0].tokens.device
+    tokens = torch.cat([row.tokens.to(device) for row in rows])
+    null = torch.cat([row.null.to(device) for row in rows])
+    notes = [f"prompt {k}: {note}" for k, row in enumerate(rows, start=1) for note in row.notes]
+    combines = {row.combine for row in rows}
+    return FaceTokens(tokens, null, rows[0].num_photos, notes, combines.pop() if len(combines) == 1 else "per prompt",
+                      None, list(rows))
 
 
 def quality_weight(quality) -> float:
@@ -113,12 +139,19 @@ def face_tokens_problem(tokens: torch.Tensor, adapter, width: int, num_photos: i
 
 def guidance_objs(faces: FaceTokens, batch: int, do_cfg: bool, cfg_face: bool) -> torch.Tensor:
     """Face tokens for each row of the UNet batch: `batch` rows, twice that under guidance with the
-    unconditional rows first (diffusers' order)."""
-    cond = faces.tokens.expand(batch, -1, -1)
+    unconditional rows first (diffusers' order). Per-prompt tokens ([P, T, C]) go to their prompt's
+    images, which diffusers keeps together: prompt p's images are rows p*k .. p*k + k - 1."""
+    cond = _each_row(faces.tokens, batch)
     if not do_cfg:
         return cond
-    uncond = (faces.null if cfg_face else faces.tokens).expand(batch, -1, -1)
+    uncond = _each_row(faces.null if cfg_face else faces.tokens, batch)
     return torch.cat([uncond, cond])
+
+
+def _each_row(tokens: torch.Tensor, batch: int) -> torch.Tensor:
+    if tokens.shape[0] == 1:
+        return tokens.expand(batch, -1, -1)
+    return tokens.repeat_interleave(batch // tokens.shape[0], dim=0)  # [P] -> [P * images per prompt]
 
 
 def face_pixels_from_photos(analysis, face_images, notes: list[str] | None = None) -> torch.Tensor:

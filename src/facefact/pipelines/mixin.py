@@ -28,7 +28,7 @@ from facefact.model import FaceAdapter, TransFaceEncoder
 from facefact.pipelines import fact_state
 from facefact.pipelines.call_signature import fact_keywords, twin_docstring, twin_signature
 from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
-                                            face_tokens_problem, guidance_objs)
+                                            face_tokens_problem, guidance_objs, per_prompt_tokens)
 from facefact.pipelines.requests import FaceRequest, fact_window_callback, regions_for
 from facefact.pipelines.lora import LoraProvenanceMixin
 from facefact.pipelines.output import FACTPipelineOutput
@@ -251,14 +251,17 @@ class FACTMixin(LoraProvenanceMixin):
                               hint="face_images= are photos; face_tokens= what pipe.encode_faces(...) returned")
         if face_tokens is None:
             return None if face_images is None else self.encode_faces(face_images, combine=combine)
+        if isinstance(face_tokens, (list, tuple)):  # one person per prompt: each prompt's own, checked
+            return per_prompt_tokens([self._face_condition(None, one) for one in face_tokens])
         adapter = self._require_fact()
         if isinstance(face_tokens, (str, Path)):  # a saved identity (.fid): checked as it is read
             from facefact.pipelines.identity import load_identity
 
             return load_identity(self, face_tokens)
         if not isinstance(face_tokens, FaceTokens) and (not torch.is_tensor(face_tokens) or face_tokens.ndim != 3):
-            raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces), a saved identity (.fid) "
-                              "or a [1, 16n, C] tensor", hint="make them with pipe.encode_faces(face_images)")
+            raise ConfigError("face_tokens must be FaceTokens (from pipe.encode_faces), a saved identity (.fid), "
+                              "a [1, 16n, C] tensor or a list of those (one per prompt)",
+                              hint="make them with pipe.encode_faces(face_images)")
         given = face_tokens.tokens if isinstance(face_tokens, FaceTokens) else face_tokens
         width = self.unet.config.cross_attention_dim
         counts = (face_tokens.num_photos, face_tokens.combine) if isinstance(face_tokens, FaceTokens) else ()
@@ -287,14 +290,20 @@ class FACTMixin(LoraProvenanceMixin):
         request.check()
         check_call_numbers(given)
         fact_scale, cfg_face = request.fact_scale, request.cfg_face
-        prompt_notes: list[str] = []
-        prompts = self._prompt_list(given("prompt"), given("prompt_embeds"), prompt_notes)
+        prompts, notes_per_prompt = self._prompt_list(given("prompt"), given("prompt_embeds"))
+        prompt_notes = list(dict.fromkeys(note for notes in notes_per_prompt for note in notes))
         per_prompt = given("num_images_per_prompt") or 1
         batch = len(prompts) * per_prompt
         generator = given("generator")  # handed on as given: None is torch's global RNG, as in the parent
         seeds = call_seeds(generator, batch, self._execution_device)  # before anything could draw from it
         faces, regions = self._request_faces(request, given)
         notes = (list(faces.notes) if faces is not None else []) + prompt_notes
+        row_notes = None  # one person per prompt: each prompt's images carry only their own notes
+        if faces is not None and faces.rows is not None:
+            if len(faces.rows) != len(prompts):
+                raise ConfigError(f"{len(faces.rows)} face_tokens for {len(prompts)} prompts", setting="face_tokens",
+                                  hint="pass one FaceTokens per prompt, or one FaceTokens for every prompt")
+            row_notes = [row.notes + own for row, own in zip(faces.rows, notes_per_prompt)]
         if "gligen" in (given("cross_attention_kwargs") or {}):
             raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
                               hint="pass face_images= or face_tokens= instead")
@@ -319,7 +328,7 @@ class FACTMixin(LoraProvenanceMixin):
             return result
         shared_generator = not isinstance(generator, list) and batch > 1
         metadata = image_metadata(self, result.images, given, prompts, per_prompt, seeds, shared_generator, faces,
-                                  used_scale if faces is not None else None, cfg_face, notes, request)
+                                  used_scale if faces is not None else None, cfg_face, notes, request, row_notes)
         return FACTPipelineOutput(images=result.images,  # SDXL's output has no safety checker field
                                   nsfw_content_detected=getattr(result, "nsfw_content_detected", None),
                                   metadata=metadata, notes=notes, model_files=self._model_files())
@@ -340,22 +349,23 @@ class FACTMixin(LoraProvenanceMixin):
             attention_kwargs["gligen"]["regions"] = regions
         return attention_kwargs
 
-    def _prompt_list(self, prompt, prompt_embeds, notes: list[str]) -> list[str | None]:
+    def _prompt_list(self, prompt, prompt_embeds) -> tuple[list[str | None], list[list[str]]]:
+        """The call's prompts, and each one's notes (the part the text encoder cuts off)."""
         if prompt is None:
-            return [None] * (prompt_embeds.shape[0] if prompt_embeds is not None else 1)
+            count = prompt_embeds.shape[0] if prompt_embeds is not None else 1
+            return [None] * count, [[] for _ in range(count)]
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         tokenizer = getattr(self, "tokenizer", None) or getattr(self, "tokenizer_2", None)  # SDXL refiner: only the 2nd
         if tokenizer is None:
-            return prompts
+            return prompts, [[] for _ in prompts]
+        notes = []
         for text in prompts:
             ids = tokenizer(text, truncation=False).input_ids
             limit = tokenizer.model_max_length
-            if len(ids) > limit:
-                cut = tokenizer.decode(ids[limit - 1:-1]).strip()
-                note = f"the prompt is {len(ids)} tokens but the text encoder takes {limit}; this part was cut: '{cut}'"
-                if note not in notes:
-                    notes.append(note)
-        return prompts
+            cut = tokenizer.decode(ids[limit - 1:-1]).strip() if len(ids) > limit else None
+            notes.append([f"the prompt is {len(ids)} tokens but the text encoder takes {limit}; this part was cut: "
+                          f"'{cut}'"] if cut is not None else [])
+        return prompts, notes
 
     def _model_files(self) -> dict:
         loaded = fact_state.loaded_fact(self.unet)

@@ -54,7 +54,9 @@ def _scalar(value):
 
 
 def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_generator, faces, fact_scale, cfg_face,
-                   notes, request=None) -> list[dict]:
+                   notes, request=None, row_notes=None) -> list[dict]:
+    """Each image's provenance. With one person per prompt (`faces.rows`), prompt p's images name
+    that person's photos and carry `row_notes[p]` instead of the whole call's notes."""
     models = {"base_model": base_model_entry(pipe), **copy.deepcopy(getattr(pipe, "_fact_models", {}) or {})}
     controlnet = getattr(pipe, "controlnet", None)
     if controlnet is not None:
@@ -72,25 +74,24 @@ def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_gener
         "scheduler": type(pipe.scheduler).__name__, "dtype": str(pipe.unet.dtype).replace("torch.", ""),
         "fact_scale": fact_scale if not isinstance(fact_scale, dict) else dict(fact_scale),
         "cfg_face": bool(cfg_face) if faces is not None else None,
-        "num_reference_photos": faces.num_photos if faces is not None else 0,
     }
     if faces is not None and request is not None:
         settings.update(request.as_metadata())
-        settings["face_combine"] = faces.combine  # what the tokens are (face_tokens= may come combined)
-        if faces.weights is not None:
-            settings["photo_weights"] = [round(w, 4) for w in faces.weights]
     for name in RECORDED_ARGUMENTS:
         value = _scalar(given(name))
         if value is not None:
             settings[name] = value
     out = []
     for index, image in enumerate(images):
-        prompt = prompts[index // per_prompt] if index // per_prompt < len(prompts) else None
+        row = index // per_prompt
+        prompt = prompts[row] if row < len(prompts) else None
+        row_faces = faces.rows[row] if faces is not None and faces.rows is not None else faces
         meta = {"generator": f"facefact {__version__}", "method": "FaceChain-FACT" if faces is not None else "base model",
                 "ai_generated": True, "prompt": prompt if prompt is not None else "<prompt_embeds>",
-                "negative_prompt": (negative[index // per_prompt] if isinstance(negative, list) else negative) or "",
+                "negative_prompt": (negative[row] if isinstance(negative, list) else negative) or "",
                 "seed": seeds[index] if index < len(seeds) else None, **settings,
-                "models": copy.deepcopy(models), "notes": list(notes)}
+                **_face_settings(row_faces, request is not None), "models": copy.deepcopy(models),
+                "notes": list(row_notes[row] if row_notes is not None else notes)}
         if hasattr(image, "getpixel"):  # PIL
             meta["width"], meta["height"] = image.size
         elif hasattr(image, "shape") and len(image.shape) == 3:  # one image of output_type "np" / "pt"
@@ -99,4 +100,14 @@ def image_metadata(pipe, images, given, prompts, per_prompt, seeds, shared_gener
         if shared_generator:
             meta["batch_index"], meta["batch_size"] = index, len(images)
         out.append({k: v for k, v in meta.items() if v is not None})
+    return out
+
+
+def _face_settings(faces, with_request: bool) -> dict:
+    """The reference photos behind one image's face tokens, and how they were combined."""
+    out = {"num_reference_photos": faces.num_photos if faces is not None else 0}
+    if faces is not None and with_request:
+        out["face_combine"] = faces.combine  # what the tokens are (face_tokens= may come combined)
+        if faces.weights is not None:
+            out["photo_weights"] = [round(w, 4) for w in faces.weights]
     return out

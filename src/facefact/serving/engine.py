@@ -13,6 +13,7 @@ for real models one on the loaded pipeline's own modules (`FACTStableDiffusionIn
 """
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from facefact.errors import FacefactError
 from facefact.pipelines.metadata import png_bytes
 from facefact.serving.presets import apply_style
 from facefact.serving.schemas import GenerateSettings, TemplateJobSettings
@@ -36,6 +38,38 @@ class GeneratedPNG:
 class EngineResult:
     images: list[GeneratedPNG]
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PortraitJob:
+    photos: list[np.ndarray]     # one person's reference photos
+    settings: GenerateSettings
+
+
+def batch_class(settings: GenerateSettings, num_photos: int) -> str | None:
+    """Jobs of one class make the same pipeline call but for their prompt, negative prompt (style),
+    seed and face tokens - so they can run as one UNet batch (`Engine.generate_batch`). Everything
+    else must match: steps, guidance, size, scheduler, FACT scale / levels / window, cfg_face,
+    images per job, LoRAs, and the number of face tokens (16 per photo, or 16 combined). None: the
+    job runs alone (several people in one image)."""
+    if settings.face_regions:
+        return None
+    shared = settings.model_dump(exclude={"prompt", "negative_prompt", "style", "seed", "face_combine"})
+    shared["face_token_blocks"] = num_photos if settings.face_combine == "concat" else 1
+    return json.dumps(shared, sort_keys=True)
+
+
+def progress_callback(on_step: Callable[[int, int], None] | None, steps: int):
+    """diffusers' `callback_on_step_end` calling `on_step(step, total)` after every step."""
+    total = steps
+
+    def callback(pipe, step, timestep, kwargs):
+        nonlocal total
+        total = int(getattr(pipe, "num_timesteps", None) or total)  # PNDM runs steps + 1 model calls
+        if on_step is not None:
+            on_step(step + 1, total)
+        return kwargs
+    return callback
 
 
 class Engine:
@@ -59,36 +93,77 @@ class Engine:
 
     def generate(self, photos: list[np.ndarray], settings: GenerateSettings,
                  on_step: Callable[[int, int], None] | None = None) -> EngineResult:
+        """One portrait job: a batch of one (see generate_batch), or several people in one image."""
+        if not settings.face_regions:
+            result, = self.generate_batch([PortraitJob(photos, settings)], on_step)
+            if isinstance(result, Exception):
+                raise result
+            return result
+        with self._busy:
+            pipe, seed, generation = self._prepare(settings)
+            prompt, _ = apply_style(settings.style, settings.prompt, settings.negative_prompt)
+            out = pipe(prompt, face_images=[[photo] for photo in photos], face_regions=settings.face_regions,
+                       **generation.pipeline_kwargs(), generator=generation.generators(),
+                       callback_on_step_end=progress_callback(on_step, settings.steps))
+        return EngineResult(images=self._pngs(out.images, out.metadata_with_hashes(), settings),
+                            notes=list(out.notes or []))
+
+    def generate_batch(self, jobs: list[PortraitJob], on_step: Callable[[int, int], None] | None = None
+                       ) -> list[EngineResult | FacefactError]:
+        """Portrait jobs of one batch class (`batch_class`) as one pipeline call, so one UNet batch:
+        each job's photos become its own face tokens (`face_tokens=[...]`, one person per prompt),
+        prompt, negative prompt and seeds. Returns each job's result, or the error of a job whose
+        photos or settings failed (the others run without it). `on_step` follows the whole batch."""
+        if len({batch_class(job.settings, len(job.photos)) for job in jobs}) != 1 or jobs[0].settings.face_regions:
+            raise ValueError("generate_batch takes jobs of one batch class, without face regions")
+        results: list[EngineResult | FacefactError | None] = [None] * len(jobs)
+        with self._busy:
+            pipe, _, shared = self._prepare(jobs[0].settings)
+            rows = []  # (job index, prompt, negative prompt, generation settings, face tokens)
+            for index, job in enumerate(jobs):
+                try:
+                    prompt, negative = apply_style(job.settings.style, job.settings.prompt, job.settings.negative_prompt)
+                    seed = secrets.randbelow(2**31) if job.settings.seed is None else job.settings.seed
+                    generation = job.settings.generation(seed, negative)
+                    tokens = pipe.encode_faces(job.photos, combine=job.settings.face_combine)
+                except FacefactError as err:  # this job's photos or settings: the others go on
+                    results[index] = err
+                    continue
+                rows.append((index, prompt, negative or "", generation, tokens))
+            if rows:
+                out = pipe([row[1] for row in rows], face_tokens=[row[4] for row in rows],
+                           **{**shared.pipeline_kwargs(), "negative_prompt": [row[2] for row in rows]},
+                           generator=[g for row in rows for g in row[3].generators()],
+                           callback_on_step_end=progress_callback(on_step, shared.steps))
+        if rows:
+            per_job, metadata = shared.num_images, out.metadata_with_hashes()
+            for k, (index, *_) in enumerate(rows):
+                part = slice(k * per_job, (k + 1) * per_job)
+                results[index] = EngineResult(images=self._pngs(out.images[part], metadata[part], jobs[index].settings),
+                                              notes=list(metadata[part][0]["notes"]))
+        return results
+
+    def _prepare(self, settings: GenerateSettings):
+        """(pipeline, seed, GenerationSettings) with the request's LoRAs and scheduler set (holding the lock)."""
         from facefact.pipelines.loading import make_scheduler
 
-        prompt, negative = apply_style(settings.style, settings.prompt, settings.negative_prompt)
+        _, negative = apply_style(settings.style, settings.prompt, settings.negative_prompt)
         seed = secrets.randbelow(2**31) if settings.seed is None else settings.seed
-        total = settings.steps
+        self._set_loras(settings.loras)
+        self.pipeline.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
+        generation = replace(settings.generation(seed, negative), width=settings.width or self.default_size,
+                             height=settings.height or self.default_size)
+        return self.pipeline, seed, generation
 
-        def callback(pipe, step, timestep, kwargs):
-            nonlocal total
-            total = int(getattr(pipe, "num_timesteps", None) or total)  # PNDM runs steps + 1 model calls
-            if on_step is not None:
-                on_step(step + 1, total)
-            return kwargs
-
-        with self._busy:
-            pipe = self.pipeline
-            self._set_loras(settings.loras)
-            pipe.scheduler = make_scheduler(settings.scheduler, self._scheduler_config)
-            generation = replace(settings.generation(seed, negative), width=settings.width or self.default_size,
-                                 height=settings.height or self.default_size)
-            faces = ({"face_images": [[photo] for photo in photos], "face_regions": settings.face_regions}
-                     if settings.face_regions else {"face_images": list(photos)})  # photo k is person k
-            out = pipe(prompt, **faces, **generation.pipeline_kwargs(), generator=generation.generators(),
-                       callback_on_step_end=callback)
-        images = []
-        for image, meta in zip(out.images, out.metadata_with_hashes()):
+    @staticmethod
+    def _pngs(images, metadata, settings: GenerateSettings) -> list[GeneratedPNG]:
+        out = []
+        for image, meta in zip(images, metadata):
             meta["scheduler"] = settings.scheduler
             if settings.style:
                 meta["style"] = settings.style
-            images.append(GeneratedPNG(png=png_bytes(image, meta), seed=int(meta["seed"]), metadata=meta))
-        return EngineResult(images=images, notes=list(out.notes or []))
+            out.append(GeneratedPNG(png=png_bytes(image, meta), seed=int(meta["seed"]), metadata=meta))
+        return out
 
     def generate_template(self, template, photos: list[np.ndarray], targets: dict[int, list[int]] | None,
                           settings: TemplateJobSettings, on_step: Callable[[int, int], None] | None = None) -> EngineResult:

@@ -4,6 +4,13 @@ Both the HTTP API and the web UI submit here, so they never compete for a GPU. A
 raises `QueueFull` at once (the API answers 429, the UI "busy, try again"). A job is stopped
 between denoising steps when cancelled or past its timeout. Photos are dropped as soon as the
 job has run; result PNGs are deleted `result_ttl` seconds after the job ends.
+
+Batching (`max_batch` > 1): a worker takes the oldest queued job and up to `max_batch - 1` more
+of its batch class (`engine.batch_class`: the same call but for prompt, seed and person) and runs
+them as one pipeline call, one UNet batch. A job of the batch cancelled while it runs is
+reported cancelled at the next step and its images are dropped when the batch ends; the batch
+stops only once every job in it is cancelled. The batch shares one deadline (its jobs started
+together), so a timeout fails them all. A job whose photos fail fails alone.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from facefact.errors import FacefactError
-from facefact.serving.engine import Engine, GeneratedPNG
+from facefact.serving.engine import Engine, GeneratedPNG, PortraitJob, batch_class
 from facefact.serving.metrics import Metrics
 from facefact.serving.photos import decode_photo
 from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress, TemplateJobSettings
@@ -84,10 +91,12 @@ class LocalJobs:
 
     def __init__(self, engines: list[Engine], queue_size: int = 8, job_timeout_s: float = 600.0,
                  result_ttl_s: float = 600.0, metrics: Metrics | None = None, clock=time.monotonic,
-                 max_kept_jobs: int = 256):
+                 max_kept_jobs: int = 256, max_batch: int = 1):
         if not engines:
             raise ValueError("LocalJobs needs at least one engine")
-        self.engines, self.queue_size = engines, queue_size
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.engines, self.queue_size, self.max_batch = engines, queue_size, max_batch
         self.job_timeout_s, self.result_ttl_s = job_timeout_s, result_ttl_s
         # Finished jobs kept at once, so memory stays bounded whatever the TTL: the oldest go first.
         self.max_kept_jobs = max_kept_jobs
@@ -210,59 +219,98 @@ class LocalJobs:
                                   ("timeout" if error.code == "timeout" else "failed"))
         job.done.set()
 
-    def _next_job(self) -> tuple[Job, JobInput] | None:
+    def _next_jobs(self) -> list[tuple[Job, JobInput]] | None:
+        """The oldest queued job and up to max_batch - 1 later ones of its batch class."""
         with self._lock:
             while not self._stop.is_set() and (self._paused or not self._waiting):
                 self._wakeup.wait()
             if self._stop.is_set():
                 return None
-            job = self._waiting.popleft()
-            job.state, job.total = "running", job.input.settings.steps
-            return job, job.input
+            first = self._waiting.popleft()
+            taken = [first]
+            kind = _batch_class(first.input)
+            if kind is not None and self.max_batch > 1:
+                taken += [job for job in self._waiting if _batch_class(job.input) == kind][:self.max_batch - 1]
+                for job in taken[1:]:
+                    self._waiting.remove(job)
+            for job in taken:
+                job.state, job.total = "running", job.input.settings.steps
+            return [(job, job.input) for job in taken]
 
     def _work(self, engine: Engine) -> None:
-        while (taken := self._next_job()) is not None:
-            self._run(engine, *taken)
+        while (taken := self._next_jobs()) is not None:
+            self._run(engine, taken)
 
-    def _run(self, engine: Engine, job: Job, job_input: JobInput) -> None:
+    def _run(self, engine: Engine, taken: list[tuple[Job, JobInput]]) -> None:
+        jobs = [job for job, _ in taken]
         started = self._clock()
-        deadline = started + self.job_timeout_s
-        last_step = [started]
+        self.metrics.batch_jobs.observe(len(jobs))
+        try:
+            outcomes = self._call_engine(engine, taken, self._step_watch(jobs, started + self.job_timeout_s))
+        except JobStopped as stop:
+            outcomes = [stop] * len(jobs)
+        except Exception as err:
+            if not isinstance(err, FacefactError):
+                logger.exception("job failed")  # the settings and photos are not logged
+            outcomes = [err] * len(jobs)
+        for job, outcome in zip(jobs, outcomes):
+            if isinstance(outcome, JobStopped):
+                self._finish(job, outcome.state, outcome.detail)
+            elif isinstance(outcome, Exception):
+                self._finish(job, "failed", error_detail(outcome))
+            elif job.state not in FINISHED:  # a job cancelled inside a batch: its images are dropped
+                job.images, job.notes = outcome.images, outcome.notes
+                self._finish(job, "succeeded")
+        elapsed = self._clock() - started
+        for _ in jobs:
+            self.metrics.job_seconds.observe(elapsed)
+        self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * elapsed / len(jobs)
+
+    def _step_watch(self, jobs: list[Job], deadline: float):
+        """on_step for the engine: progress, and stopping between steps (cancel, timeout)."""
+        last_step = [self._clock()]
+        cancelled = ErrorDetail(code="cancelled", message="the job was cancelled")
 
         def on_step(step: int, total: int) -> None:
             now = self._clock()
             self.metrics.step_seconds.observe(now - last_step[0])
             last_step[0] = now
-            job.step, job.total = step, total
-            if job.cancel.is_set():
-                raise JobStopped("cancelled", ErrorDetail(code="cancelled", message="the job was cancelled"))
+            for job in jobs:
+                job.step, job.total = step, total
+                if job.cancel.is_set() and len(jobs) > 1:
+                    self._finish(job, "cancelled", cancelled)  # the batch goes on for the others
+            if all(job.cancel.is_set() for job in jobs):
+                raise JobStopped("cancelled", cancelled)
             if now > deadline:
                 raise JobStopped("failed", ErrorDetail(
                     code="timeout", message=f"the job ran past the server's limit of {self.job_timeout_s:g} s",
                     hint="ask for fewer steps, fewer or smaller images"))
+        return on_step
 
-        try:
-            settings = job_input.settings
+    @staticmethod
+    def _call_engine(engine: Engine, taken: list[tuple[Job, JobInput]], on_step) -> list:
+        """Each job's EngineResult or error. The uploads are dropped once decoded."""
+        (job, job_input), *_ = taken
+        if job_input.template is not None:
             photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
-            if job_input.template is not None:
-                template = decode_photo(job_input.template, 0, job_input.max_pixels, name="template")
-                job.input = None  # the uploads go now; the decoded photos when this call returns
-                result = engine.generate_template(template, photos, job_input.targets, settings, on_step)
-            else:
-                job.input = None
-                result = engine.generate(photos, settings, on_step)
-        except JobStopped as stop:
-            self._finish(job, stop.state, stop.detail)
-        except Exception as err:
-            if not isinstance(err, FacefactError):
-                logger.exception("job failed")  # the settings and photos are not logged
-            self._finish(job, "failed", error_detail(err))
-        else:
-            job.images, job.notes = result.images, result.notes
-            self._finish(job, "succeeded")
-        finally:
-            self.metrics.job_seconds.observe(self._clock() - started)
-            self._mean_job_s = 0.8 * self._mean_job_s + 0.2 * (self._clock() - started)
+            template = decode_photo(job_input.template, 0, job_input.max_pixels, name="template")
+            job.input = None  # the uploads go now; the decoded photos when this call returns
+            return [engine.generate_template(template, photos, job_input.targets, job_input.settings, on_step)]
+        if job_input.settings.face_regions:
+            photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
+            job.input = None
+            return [engine.generate(photos, job_input.settings, on_step)]
+        outcomes, portraits = [], []
+        for job, job_input in taken:
+            try:
+                photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
+                portraits.append(PortraitJob(photos, job_input.settings))
+                outcomes.append(None)
+            except FacefactError as err:  # this job's upload: the others go on
+                outcomes.append(err)
+            job.input = None
+        results = iter(engine.generate_batch(portraits, on_step) if portraits else [])
+        return [outcome if outcome is not None else next(results) for outcome in outcomes]
 
     def _sweep(self) -> None:
         interval = min(5.0, max(0.05, self.result_ttl_s / 4))
@@ -279,3 +327,10 @@ class LocalJobs:
         """Forget the oldest finished jobs beyond `max_kept_jobs` (ids already expired just drop out)."""
         while len(self._finished) > self.max_kept_jobs or (self._finished and self._finished[0] not in self._jobs):
             self._jobs.pop(self._finished.popleft(), None)
+
+
+def _batch_class(job_input: JobInput) -> str | None:
+    """The batch class of a queued job (None: it runs alone - template jobs, several people)."""
+    if job_input.template is not None:
+        return None
+    return batch_class(job_input.settings, len(job_input.photos))

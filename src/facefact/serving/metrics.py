@@ -20,6 +20,8 @@ class Metrics:
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=self.registry)
         self.job_seconds = Histogram("facefact_job_seconds", "time a job ran on a worker",
                                      buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600), registry=self.registry)
+        self.batch_jobs = Histogram("facefact_batch_jobs", "jobs run together as one pipeline call (one UNet "
+                                    "batch); 1: alone", buckets=(1, 2, 3, 4, 6, 8, 12, 16), registry=self.registry)
 
     def bind_queue_depth(self, read: Callable[[], int]) -> None:
         self.queue_depth.set_function(read)
