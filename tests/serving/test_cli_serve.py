@@ -96,7 +96,8 @@ def test_worker_refuses_several_devices(capsys):
 
 @pytest.mark.parametrize("flags, words", [(["--queue-size", "0"], "--queue-size"),
                                           (["--result-ttl", "-1"], "--result-ttl"),
-                                          (["--port", "70000"], "not a TCP port")])
+                                          (["--port", "70000"], "not a TCP port"),
+                                          (["--max-batch", "0"], "--max-batch must be 1 to 16")])
 def test_serve_refuses_bad_limits_before_loading(capsys, flags, words):
     from facefact.cli.main import main
 
@@ -122,3 +123,10 @@ def test_serve_refuses_a_taken_port_before_loading_models(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.splitlines() == [f"facefact serve: error: port {port} on 127.0.0.1 is already in use by another "
                                 "process", "  hint: stop that process, or choose another --port"]
+
+
+def test_batching_is_on_only_where_every_device_is_a_gpu():
+    from facefact.cli.serve import default_max_batch
+
+    assert default_max_batch(["cuda:0", "cuda:1"]) == 4
+    assert default_max_batch(["cpu"]) == default_max_batch(["cuda:0", "cpu"]) == default_max_batch(["mps"]) == 1
