@@ -116,6 +116,7 @@ def test_a_job_cancelled_inside_a_batch_leaves_the_others(engine, people):
     try:
         assert [s.state for s in statuses] == ["cancelled", "succeeded"]
         assert jobs.images(ids[0]) == [] and len(jobs.images(ids[1])) == 1
+        assert statuses[0].progress.step == 1 and statuses[1].progress.step == 2  # stopped after its first step
         assert sizes == [4] * 2  # the batch went on for the other job
     finally:
         close_jobs(jobs)
@@ -136,3 +137,18 @@ def test_max_batch_must_be_positive(engine):
 
     with pytest.raises(ValueError, match="max_batch"):
         LocalJobs([engine], max_batch=0)
+
+
+def test_batch_classes_differ_by_everything_but_prompt_seed_and_person():
+    from facefact.serving.engine import batch_class
+    from facefact.serving.schemas import GenerateSettings
+
+    def kind(num_photos: int = 1, **settings):
+        return batch_class(GenerateSettings(**{**SMALL, **settings}), num_photos)
+
+    assert kind() == kind(prompt="another", negative_prompt="dark", seed=9, style="cinematic")
+    assert kind() == kind(2, face_combine="mean")  # 16 tokens either way
+    for other in (kind(steps=3), kind(width=128), kind(scheduler="euler"), kind(fact_scale=0.7), kind(num_images=2),
+                  kind(fact_window=(0.3, 1.0)), kind(cfg_face=False), kind(2)):
+        assert other != kind()
+    assert kind(2, face_regions=[(0, 0, 0.5, 1), (0.5, 0, 1, 1)]) is None  # several people in one image: alone

@@ -276,6 +276,8 @@ class LocalJobs:
             self.metrics.step_seconds.observe(now - last_step[0])
             last_step[0] = now
             for job in jobs:
+                if job.state in FINISHED:  # cancelled earlier in this batch: its progress stays where it stopped
+                    continue
                 job.step, job.total = step, total
                 if job.cancel.is_set() and len(jobs) > 1:
                     self._finish(job, "cancelled", cancelled)  # the batch goes on for the others
