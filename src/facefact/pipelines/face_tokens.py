@@ -137,6 +137,17 @@ def face_tokens_problem(tokens: torch.Tensor, adapter, width: int, num_photos: i
     return None
 
 
+def notes_of_each_prompt(faces: FaceTokens | None, prompt_notes: list[list[str]]) -> list[list[str]] | None:
+    """With one person per prompt, each prompt's notes (its person's, then its own prompt's), which
+    are all its images carry; None otherwise (every image carries the call's notes)."""
+    if faces is None or faces.rows is None:
+        return None
+    if len(faces.rows) != len(prompt_notes):
+        raise ConfigError(f"{len(faces.rows)} face_tokens for {len(prompt_notes)} prompts", setting="face_tokens",
+                          hint="pass one FaceTokens per prompt, or one FaceTokens for every prompt")
+    return [row.notes + own for row, own in zip(faces.rows, prompt_notes)]
+
+
 def guidance_objs(faces: FaceTokens, batch: int, do_cfg: bool, cfg_face: bool) -> torch.Tensor:
     """Face tokens for each row of the UNet batch: `batch` rows, twice that under guidance with the
     unconditional rows first (diffusers' order). Per-prompt tokens ([P, T, C]) go to their prompt's

@@ -28,7 +28,8 @@ from facefact.model import FaceAdapter, TransFaceEncoder
 from facefact.pipelines import fact_state
 from facefact.pipelines.call_signature import fact_keywords, twin_docstring, twin_signature
 from facefact.pipelines.face_tokens import (FaceTokens, analyse_photos, combine_photos, encode_face_pixels,
-                                            face_tokens_problem, guidance_objs, per_prompt_tokens)
+                                            face_tokens_problem, guidance_objs, notes_of_each_prompt,
+                                            per_prompt_tokens)
 from facefact.pipelines.requests import FaceRequest, fact_window_callback, regions_for
 from facefact.pipelines.lora import LoraProvenanceMixin
 from facefact.pipelines.output import FACTPipelineOutput
@@ -298,12 +299,7 @@ class FACTMixin(LoraProvenanceMixin):
         seeds = call_seeds(generator, batch, self._execution_device)  # before anything could draw from it
         faces, regions = self._request_faces(request, given)
         notes = (list(faces.notes) if faces is not None else []) + prompt_notes
-        row_notes = None  # one person per prompt: each prompt's images carry only their own notes
-        if faces is not None and faces.rows is not None:
-            if len(faces.rows) != len(prompts):
-                raise ConfigError(f"{len(faces.rows)} face_tokens for {len(prompts)} prompts", setting="face_tokens",
-                                  hint="pass one FaceTokens per prompt, or one FaceTokens for every prompt")
-            row_notes = [row.notes + own for row, own in zip(faces.rows, notes_per_prompt)]
+        row_notes = notes_of_each_prompt(faces, notes_per_prompt)
         if "gligen" in (given("cross_attention_kwargs") or {}):
             raise ConfigError("cross_attention_kwargs['gligen'] is FACT's channel for the face tokens",
                               hint="pass face_images= or face_tokens= instead")
