@@ -64,3 +64,15 @@ def test_different_token_counts_or_counts_of_prompts_are_refused(tiny_pipe, two_
         tiny_pipe(["one", "two", "three"], face_tokens=[a, b], **CALL)
     with pytest.raises(ConfigError, match="empty list"):
         tiny_pipe(["one"], face_tokens=[], **CALL)
+
+
+def test_sdxl_pipelines_take_one_person_per_prompt_too(astronaut, grace_hopper):
+    from facefact.pipelines import FACTStableDiffusionXLPipeline
+
+    pipe = FACTStableDiffusionXLPipeline.tiny()
+    a, b = pipe.encode_faces([astronaut]), pipe.encode_faces([grace_hopper])
+    batch = pipe(["a portrait", "a painting"], face_tokens=[a, b], generator=generators(1, 2), **CALL)
+    alone = pipe("a painting", face_tokens=b, generator=generators(2), **CALL)
+    assert np.abs(pixels(batch.images)[1] - pixels(alone.images)[0]).max() <= 1  # float rounding at most
+    assert np.abs(pixels(batch.images)[0] - pixels(alone.images)[0]).max() > 0
+    assert batch.metadata[1] == alone.metadata[0]
