@@ -5,36 +5,43 @@
     atomic_write_bytes("manifest.json", data)        # bytes already in memory
 
 Readers never see a half-written file, a failed write leaves the old file (or none) and no
-temporary behind, and the result has the user's usual permissions (mkstemp's are 0600).
+temporary behind, and the result has the user's usual permissions (mkstemp's would be 0600).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-import tempfile
+import secrets
 import time
 from pathlib import Path
 from typing import Iterator
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def temporary_sibling(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A new empty temporary file in `path`'s folder (created if needed), with normal permissions;
-    removed on exit unless the caller moved it away (os.replace / os.link + rename)."""
+    """A new empty temporary file in `path`'s folder (created if needed), with normal permissions
+    (the process's umask applies, as for any new file); removed on exit unless the caller moved it
+    away (os.replace / os.link + rename).
+
+    The name is chosen before the file is made, so an interrupt (Ctrl-C, SIGTERM as KeyboardInterrupt)
+    that lands right after the file appears still knows what to remove: mkstemp's own window between
+    creating the file and returning its name left empty temporaries behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue  # another writer's name: never ours to remove
+        except BaseException:  # interrupted, maybe after the file appeared (an OSError made no file)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        break
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        yield Path(tmp)
+        yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -66,7 +73,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
 
 
-# temporary_sibling's names: "." + target name + "." + mkstemp's 8 random characters + suffix.
+# temporary_sibling's names: "." + target name + "." + 8 random hex characters + suffix.
 _TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp$")
 STALE_AFTER_S = 120  # a live writer touches its temporary continuously; two idle minutes = left behind
 

@@ -97,3 +97,22 @@ def test_a_full_disk_is_an_os_error_naming_the_file_for_every_writer(tmp_path):
     assert done.stdout.split("\n")[:4] == [f"{name} EFBIG True" for name in
                                            ("a.safetensors", "state.pt", "b.png", "c.json")], done.stdout + done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_right_after_the_temporary_appears_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C / SIGTERM (KeyboardInterrupt) lands between bytecodes, so also just after the temporary
+    file is made and before its writer holds it: an empty temporary was left there (seen when `prepare
+    --ray` was stopped mid-run), which a resumed run then kept beside the finished files."""
+    import facefact.atomic as atomic
+
+    real_close = os.close
+
+    def close_then_interrupted(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "close", close_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.atomic_write_bytes(tmp_path / "sample.txt", b"caption")
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
