@@ -6,14 +6,13 @@
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 import warnings
 from pathlib import Path
 
 from facefact.cli.formatting import DefaultsHelpFormatter
 from facefact.cli.model_flags import add_model_flags, model_locations
 from facefact.cli.outputs import prepare_output_file, prepare_output_folder
+from facefact.cli.ray_flags import add_ray_flag, ray_run
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
@@ -71,11 +70,8 @@ def register(subparsers) -> None:
     parser.add_argument("--show-references", action="store_true",
                         help="embed thumbnails of the reference photos in report.html (off: the report is made "
                              "to be shared, the references are the users' own photos)")
-    parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                        help="generate the images on a Ray cluster (Ray Data actors, one pipeline each, on a GPU "
-                             "when the cluster has them): ADDRESS is the head's HOST:PORT that `ray start --head` "
-                             "prints; 'auto' (or no value): a private Ray instance on this machine. The same images "
-                             "and metrics, written and measured here; needs the ray extra (pip install -e \".[ray]\")")
+    add_ray_flag(parser, "generate the images on a Ray cluster (Ray Data actors, one pipeline each, on a GPU "
+                         "when the cluster has them); the metrics are measured here")
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None, metavar="N",
                         help="with --ray: pipelines across the cluster (one per GPU of the cluster when not given, "
                              "else one per CPU)")
@@ -140,18 +136,13 @@ def run_evaluate(args) -> int:
     if args.workers is not None and args.ray is None:
         raise ConfigError("--workers is the number of pipelines on a Ray cluster; it needs --ray",
                           hint="add --ray ADDRESS (or --ray for a private Ray instance on this machine)")
-    if args.ray is not None:
-        from facefact.ray_batch import require_ray
-
-        require_ray()  # before any image is planned: a missing extra is a one-line error
+    ray_context = ray_run(args)  # before any image is planned
     generation = settings_from_args(args, GenerationSettings, defaults={"steps": EVAL_STEPS})
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
     where = models_of_run(args)
     threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
-    # Ray prints its own notes (a lost worker's rows retried...) on stdout: they go to stderr instead
-    to_stderr = contextlib.redirect_stdout(sys.stderr) if args.ray is not None else contextlib.nullcontext()
-    with warnings.catch_warnings(record=True) as caught, threads, to_stderr:
+    with warnings.catch_warnings(record=True) as caught, threads, ray_context:
         warnings.simplefilter("always")
         results = evaluate(
             args.identities, args.prompts, methods=args.methods or ["fact:0.5", "base"], seeds=args.seeds,

@@ -1,12 +1,12 @@
 """`facefact prepare PHOTOS --out DIR`: photos grouped by identity -> a FACT training set."""
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from facefact.cli.exit_codes import ExitCode
 from facefact.cli.formatting import DefaultsHelpFormatter
 from facefact.cli.outputs import prepare_output_folder
+from facefact.cli.ray_flags import add_ray_flag, ray_run
 from facefact.cli.settings_flags import add_setting_flags
 from facefact.validation import arg_int
 
@@ -29,11 +29,7 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=arg_int("--workers", low=1, high=4096), default=None,
                         help="processes analysing photos in parallel (default 1); with --ray: Ray actors across "
                              "the cluster, one per CPU of the cluster when not given")
-    parser.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                        help="analyse the photos on a Ray cluster (Ray Data actors): ADDRESS is the head's "
-                             "HOST:PORT that `ray start --head` prints; 'auto' (or no value): a private Ray "
-                             "instance on this machine. The same files as a local run, written here; needs the "
-                             "ray extra (pip install -e \".[ray]\")")
+    add_ray_flag(parser, "analyse the photos on a Ray cluster (Ray Data actors)")
     add_setting_flags(parser.add_argument_group("photo checks, crops and captions"), PrepareSettings)
     cache = parser.add_argument_group(
         "optional caches", "store the frozen encoders' outputs beside each sample, so `facefact train` skips "
@@ -62,13 +58,7 @@ def run(args) -> int:
                           hint="add --encoder PATH, or --encoder tiny")
     prepare_output_folder(args.out, "--out", recursive=True)  # samples/ab/ hold the per-sample temporaries
     settings = settings_from_args(args, PrepareSettings)
-    if args.ray is not None:
-        from facefact.ray_batch import require_ray
-
-        require_ray()  # before any photo is listed: a missing extra is a one-line error
-    # Ray prints its own notes (a lost worker's rows retried...) on stdout: to stderr with the progress
-    # bar, so stdout carries the summary only, as in a local run.
-    with contextlib.redirect_stdout(sys.stderr) if args.ray is not None else contextlib.nullcontext():
+    with ray_run(args):  # before any photo is listed
         summary = prepare_dataset(args.photos, args.out, settings, workers=args.workers, progress=not args.quiet,
                                   ray=args.ray,
                                   cache_latents=args.base_model if args.cache_latents else None,
