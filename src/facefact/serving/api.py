@@ -40,7 +40,7 @@ from facefact.serving.schemas import (
 )
 
 STATUS_OF_CODE = {"no_face": 422, "several_faces": 422, "face_quality": 422, "bad_settings": 422, "bad_target": 422,
-                  "bad_image": 415, "not_supported": 501, "too_many_pixels": 413, "timeout": 504, "cancelled": 409, "out_of_memory": 507, "internal": 500}
+                  "bad_image": 415, "too_many_pixels": 413, "timeout": 504, "cancelled": 409, "out_of_memory": 507, "internal": 500}
 
 
 @dataclass

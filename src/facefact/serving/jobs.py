@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from facefact.errors import FacefactError
-from facefact.serving.engine import Engine, GeneratedPNG, PortraitJob, batch_class
+from facefact.serving.engine import Engine, EngineResult, GeneratedPNG, PortraitJob, batch_class
 from facefact.serving.metrics import Metrics
 from facefact.serving.photos import decode_photo
 from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress, TemplateJobSettings
@@ -75,8 +75,7 @@ def error_detail(err: BaseException) -> ErrorDetail:
     """The library's message and hint; anything unexpected gets a generic message (no internals)."""
     if isinstance(err, FacefactError):
         code = {"NoFaceError": "no_face", "MultipleFacesError": "several_faces", "FaceQualityError": "face_quality",
-                "ConfigError": "bad_settings", "ImageError": "bad_image", "TargetError": "bad_target",
-                "NotSupported": "not_supported"}.get(type(err).__name__, "error")
+                "ConfigError": "bad_settings", "ImageError": "bad_image", "TargetError": "bad_target"}.get(type(err).__name__, "error")
         message = f"{err.path}: {err.message}" if err.path and err.path not in err.message else err.message
         return ErrorDetail(code=code, message=message, hint=err.hint)
     if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
@@ -139,6 +138,7 @@ class LocalJobs:
                 raise QueueFull(self._retry_after_locked())
             self._waiting.append(job)
             self._jobs[job.id] = job
+            self.metrics.job_submitted(job_kind(job_input))
             self._evict_locked()
             self._wakeup.notify()
         return job.id
@@ -293,15 +293,9 @@ class LocalJobs:
     def _call_engine(engine: Engine, taken: list[tuple[Job, JobInput]], on_step) -> list:
         """Each job's EngineResult or error. The uploads are dropped once decoded."""
         (job, job_input), *_ = taken
-        if job_input.template is not None:
-            photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
-            template = decode_photo(job_input.template, 0, job_input.max_pixels, name="template")
-            job.input = None  # the uploads go now; the decoded photos when this call returns
-            return [engine.generate_template(template, photos, job_input.targets, job_input.settings, on_step)]
-        if job_input.settings.face_regions:
-            photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
-            job.input = None
-            return [engine.generate(photos, job_input.settings, on_step)]
+        if _batch_class(job_input) is None:
+            job.input = None  # the job's own reference; the uploads go when this call returns
+            return [run_alone(engine, job_input, on_step)]
         outcomes, portraits = [], []
         for job, job_input in taken:
             try:
@@ -329,6 +323,22 @@ class LocalJobs:
         """Forget the oldest finished jobs beyond `max_kept_jobs` (ids already expired just drop out)."""
         while len(self._finished) > self.max_kept_jobs or (self._finished and self._finished[0] not in self._jobs):
             self._jobs.pop(self._finished.popleft(), None)
+
+
+def job_kind(job_input: JobInput) -> str:
+    """What /metrics counts a submitted job as: "template" or "portrait"."""
+    return "template" if job_input.template is not None else "portrait"
+
+
+def run_alone(engine: Engine, job_input: JobInput, on_step=None) -> EngineResult:
+    """One job run by itself: a template job, or a portrait job (a batch of one, or several people in
+    one image). Every queue runs such a job through here - the in-process one and the Redis workers -
+    so the same job gives the same pixels on either."""
+    photos = [decode_photo(data, i, job_input.max_pixels) for i, data in enumerate(job_input.photos)]
+    if job_input.template is None:
+        return engine.generate(photos, job_input.settings, on_step)
+    template = decode_photo(job_input.template, 0, job_input.max_pixels, name="template")
+    return engine.generate_template(template, photos, job_input.targets, job_input.settings, on_step)
 
 
 def _batch_class(job_input: JobInput) -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 OUTCOMES = ("succeeded", "failed", "cancelled", "timeout", "rejected")
+KINDS = ("portrait", "template")
 
 
 class Metrics:
@@ -16,6 +17,12 @@ class Metrics:
                             registry=self.registry)
         for outcome in OUTCOMES:  # every series exists from the start, at 0
             self.jobs.labels(outcome)
+        # Counted where jobs enter the queue, so a server over Redis counts them too (outcomes happen
+        # in the workers, which have no /metrics).
+        self.submitted = Counter("facefact_jobs_submitted", "jobs accepted into the queue, by kind", ["kind"],
+                                 registry=self.registry)
+        for kind in KINDS:
+            self.submitted.labels(kind)
         self.step_seconds = Histogram("facefact_step_seconds", "time of one denoising step",
                                       buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=self.registry)
         self.job_seconds = Histogram("facefact_job_seconds", "time a job ran on a worker",
@@ -25,6 +32,9 @@ class Metrics:
 
     def bind_queue_depth(self, read: Callable[[], int]) -> None:
         self.queue_depth.set_function(read)
+
+    def job_submitted(self, kind: str) -> None:
+        self.submitted.labels(kind).inc()
 
     def job_finished(self, outcome: str) -> None:
         self.jobs.labels(outcome).inc()

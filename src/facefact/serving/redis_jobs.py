@@ -4,9 +4,13 @@
 stateless. Jobs go through RQ with its JSON serializer (no pickle between machines); workers are
 RQ `SimpleWorker`s (no fork per job: forking after CUDA init is unsafe) that load the models once.
 
-Keys, all with a TTL: `facefact:photos:<id>` (the uploads; the worker deletes them when it takes
-the job), `facefact:png:<id>:<k>` (results, `result_ttl`), `facefact:cancel:<id>` (a flag the
-worker checks after every step). Progress is the RQ job's `meta`.
+Portrait and template jobs travel alike: the job holds the settings (and a template job's
+`targets`), the uploads sit beside it in keys the worker takes (reads and deletes) when it starts
+the job, and the worker runs it with the in-process queue's own `run_alone`, so the pixels are the
+in-process server's. Keys, all with a TTL: `facefact:photos:<id>` (the face photos, base64 in JSON),
+`facefact:template:<id>` (a template job's template photo, the bytes as uploaded),
+`facefact:png:<id>:<k>` (results, `result_ttl`), `facefact:cancel:<id>` (a flag the worker checks
+after every step). Progress is the RQ job's `meta`.
 
 Liveness does not depend on how long a step takes: a thread in each worker refreshes
 `facefact:worker:<name>` and, while a job runs, `facefact:alive:<id>` every quarter of
@@ -18,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import json
+import logging
 import secrets
 import threading
 import time
@@ -27,13 +32,15 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 
 from facefact.errors import FacefactError
 from facefact.serving.engine import Engine, GeneratedPNG
-from facefact.serving.jobs import JobInput, JobStopped, QueueFull, UnknownJob, error_detail
+from facefact.serving.jobs import JobInput, JobStopped, QueueFull, UnknownJob, error_detail, job_kind, run_alone
 from facefact.serving.metrics import Metrics
-from facefact.serving.photos import decode_photo
-from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress
+from facefact.serving.schemas import ErrorDetail, GenerateSettings, JobStatus, Progress, TemplateJobSettings
+
+logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "facefact"
 RQ_STATE = {"queued": "queued", "deferred": "queued", "scheduled": "queued", "started": "running",
@@ -44,6 +51,32 @@ _CURRENT_WORKER: contextvars.ContextVar[FacefactWorker] = contextvars.ContextVar
 
 def _key(kind: str, job_id: str, index: int | None = None) -> str:
     return f"facefact:{kind}:{job_id}" + (f":{index}" if index is not None else "")
+
+
+def put_uploads(redis: Redis, job_id: str, job_input: JobInput, ttl_s: int) -> None:
+    """A job's uploads into Redis (JSON and raw bytes, never pickle), for `take_uploads` on a worker."""
+    with redis.pipeline() as pipe:
+        pipe.set(_key("photos", job_id), json.dumps([base64.b64encode(data).decode() for data in job_input.photos]),
+                 ex=ttl_s)
+        if job_input.template is not None:
+            pipe.set(_key("template", job_id), job_input.template, ex=ttl_s)
+        pipe.execute()
+
+
+def take_uploads(redis: Redis, job_id: str, template: bool) -> tuple[list[bytes], bytes | None] | None:
+    """(photos, template photo or None), read and deleted at once; None when they expired (or the
+    job was cancelled) before a worker took it."""
+    with redis.pipeline() as pipe:  # MULTI: both keys leave together
+        pipe.getdel(_key("photos", job_id))
+        pipe.getdel(_key("template", job_id))
+        photos, template_data = pipe.execute()
+    if photos is None or (template and template_data is None):
+        return None
+    return [base64.b64decode(data) for data in json.loads(photos)], template_data
+
+
+def drop_uploads(redis: Redis, job_id: str) -> None:
+    redis.delete(_key("photos", job_id), _key("template", job_id))
 
 
 class RedisJobs:
@@ -87,16 +120,18 @@ class RedisJobs:
         if self.queue.count >= self.queue_size:
             self.metrics.job_finished("rejected")
             raise QueueFull(max(1, round(10 * (self.queue.count + 1) / max(1, self.workers))))
-        job_id = secrets.token_urlsafe(12)
-        photos_ttl = int(self.queue_wait_s + self.job_timeout_s) + 60
-        self.redis.set(_key("photos", job_id), json.dumps([base64.b64encode(data).decode() for data in job_input.photos]), ex=photos_ttl)
-        payload = {"settings": job_input.settings.model_dump(), "max_pixels": job_input.max_pixels,
+        job_id, kind = secrets.token_urlsafe(12), job_kind(job_input)
+        put_uploads(self.redis, job_id, job_input, ttl_s=int(self.queue_wait_s + self.job_timeout_s) + 60)
+        payload = {"kind": kind, "settings": job_input.settings.model_dump(), "max_pixels": job_input.max_pixels,
                    "timeout_s": self.job_timeout_s, "result_ttl_s": self.result_ttl_s}
+        if job_input.targets is not None:  # JSON object keys are strings: the worker turns them back
+            payload["targets"] = {str(number): indices for number, indices in job_input.targets.items()}
         # A fixed description: RQ's default is the call with its arguments, which would put the prompt in logs.
         self.queue.enqueue("facefact.serving.redis_jobs.run_job", payload, job_id=job_id, description="facefact job",
                            job_timeout=int(self.job_timeout_s) + 60, result_ttl=int(self.result_ttl_s),
                            failure_ttl=int(self.result_ttl_s), ttl=int(self.queue_wait_s),
                            meta={"step": 0, "total": job_input.settings.steps})
+        self.metrics.job_submitted(kind)
         return job_id
 
     def _fetch(self, job_id: str) -> RQJob:
@@ -156,7 +191,7 @@ class RedisJobs:
         self.redis.set(_key("cancel", job_id), 1, ex=int(self.job_timeout_s + self.queue_wait_s) + 60)
         if job.get_status(refresh=True).value in ("queued", "deferred", "scheduled"):
             job.cancel()
-            self.redis.delete(_key("photos", job_id))
+            drop_uploads(self.redis, job_id)
         return self.status(job_id)
 
     def close(self) -> None:
@@ -229,17 +264,46 @@ class FacefactWorker(SimpleWorker):
 
 
 def run_job(payload: dict) -> dict:
-    """The RQ job function, run inside a FacefactWorker: photos from Redis, PNGs back to Redis."""
+    """The RQ job function, run inside a FacefactWorker: uploads from Redis, PNGs back to Redis."""
     from rq import get_current_job
 
     worker, job = _CURRENT_WORKER.get(), get_current_job()
     redis = job.connection
-    raw = redis.getdel(_key("photos", job.id))  # the uploads leave Redis as the job starts
-    if raw is None:
+    template = payload.get("kind") == "template"
+    uploads = take_uploads(redis, job.id, template)  # the uploads leave Redis as the job starts
+    if uploads is None:
         return {"state": "failed", "error": {"code": "expired", "message": "the job's photos expired before it ran",
                                              "hint": "submit it again"}}
-    settings = GenerateSettings.model_validate(payload["settings"])
-    deadline = time.monotonic() + float(payload["timeout_s"])
+    photos, template_data = uploads
+    settings_model = TemplateJobSettings if template else GenerateSettings
+    targets = payload.get("targets")
+    job_input = JobInput(photos=photos, settings=settings_model.model_validate(payload["settings"]),
+                         max_pixels=payload["max_pixels"], template=template_data,
+                         targets={int(number): indices for number, indices in targets.items()} if targets else None)
+    del photos, template_data, uploads
+    try:
+        result = run_alone(worker.engine, job_input, _step_watch(worker, job, payload))
+    except JobStopped as stop:
+        return {"state": stop.state, "error": stop.detail.model_dump(), "worker": worker.name}
+    except JobTimeoutException:
+        raise  # RQ's own limit (a step ran a minute past the job's deadline): RQ fails the job
+    except Exception as err:  # the in-process queue's answer for the same error (a FacefactError's own message)
+        if not isinstance(err, FacefactError):
+            logger.exception("job failed")  # the settings and photos are not logged
+        return {"state": "failed", "error": error_detail(err).model_dump(), "worker": worker.name}
+    ttl = int(payload["result_ttl_s"])
+    with redis.pipeline() as pipe:
+        for index, image in enumerate(result.images):
+            pipe.set(_key("png", job.id, index), image.png, ex=ttl)
+        pipe.execute()
+    return {"state": "succeeded", "notes": result.notes, "worker": worker.name,
+            "images": [{"seed": image.seed, "metadata": image.metadata} for image in result.images]}
+
+
+def _step_watch(worker: FacefactWorker, job: RQJob, payload: dict):
+    """on_step for the engine: progress into the job's meta, and stopping between steps (the worker
+    stopping, cancel, timeout)."""
+    redis, deadline = job.connection, time.monotonic() + float(payload["timeout_s"])
 
     def on_step(step: int, total: int) -> None:
         job.meta.update(step=step, total=total)
@@ -253,17 +317,4 @@ def run_job(payload: dict) -> dict:
             raise JobStopped("failed", ErrorDetail(code="timeout", message=(
                 f"the job ran past the server's limit of {payload['timeout_s']:g} s"),
                 hint="ask for fewer steps, fewer or smaller images"))
-
-    try:
-        photos = [decode_photo(base64.b64decode(data), i, payload["max_pixels"]) for i, data in enumerate(json.loads(raw))]
-        del raw
-        result = worker.engine.generate(photos, settings, on_step)
-    except JobStopped as stop:
-        return {"state": stop.state, "error": stop.detail.model_dump(), "worker": worker.name}
-    except FacefactError as err:
-        return {"state": "failed", "error": error_detail(err).model_dump(), "worker": worker.name}
-    ttl = int(payload["result_ttl_s"])
-    for index, image in enumerate(result.images):
-        redis.set(_key("png", job.id, index), image.png, ex=ttl)
-    return {"state": "succeeded", "notes": result.notes, "worker": worker.name,
-            "images": [{"seed": image.seed, "metadata": image.metadata} for image in result.images]}
+    return on_step

@@ -4,8 +4,8 @@
     POST /v1/template/jobs    template + face photos + targets + TemplateJobSettings -> 202, a job id
     POST /v1/template         the same, waiting for the result (base64 PNGs, as POST /v1/generate)
 
-Template jobs share the queue, the limits and the job routes (`GET /v1/jobs/{id}`, its images,
-`DELETE`) with portrait jobs.
+Template jobs share the queue (in process, or over Redis with `facefact worker`s), the limits and
+the job routes (`GET /v1/jobs/{id}`, its images, `DELETE`) with portrait jobs.
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from facefact.errors import FacefactError
 from facefact.serving.api import ApiError, library_error, parse_settings, submit, wait_for_result
 from facefact.serving.schemas import (ErrorResponse, GenerateResponse, JobCreated, TemplateFaces,
                                       TemplateJobSettings)
-from facefact.serving.template_jobs import faces_report, require_template_support, template_job_input
+from facefact.serving.template_jobs import faces_report, template_job_input
 
 SETTINGS_EXAMPLE = '{"strength": 0.6, "fact_scale": 0.55, "steps": 50, "seed": 7, "num_images": 2}'
 
 
 def add_template_routes(app: FastAPI, jobs, checker, config, require_key) -> None:
-    errors = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 429, 501)}
+    errors = {code: {"model": ErrorResponse} for code in (401, 413, 415, 422, 429)}
     template_field = File(..., description="the photo whose face(s) are redrawn")
     photos_field = File(..., description="photos of the new person (or people: see targets)")
     targets_field = Form(None, description='template face number -> photo index (or list), e.g. {"1": 0, "2": 1}; '
@@ -33,19 +33,12 @@ def add_template_routes(app: FastAPI, jobs, checker, config, require_key) -> Non
 
     async def read(template: UploadFile, photos: list[UploadFile], targets: str | None, settings: str):
         parsed = parse_settings(settings, TemplateJobSettings)
-        require_supported()
         if len(photos) > config.max_photos:
             raise ApiError(422, "too_many_photos", f"{len(photos)} photos sent; the server takes at most {config.max_photos}")
         template_data, data = await template.read(), [await photo.read() for photo in photos]
         try:
             return await run_in_threadpool(template_job_input, checker, template_data, data, targets, parsed,
                                            config.max_photo_pixels)
-        except FacefactError as err:
-            raise library_error(err) from None
-
-    def require_supported():
-        try:
-            require_template_support(jobs)
         except FacefactError as err:
             raise library_error(err) from None
 

@@ -21,16 +21,6 @@ class TargetError(ConfigError):
     """`targets` names a face the template does not have, or photos that were not sent."""
 
 
-class NotSupported(ConfigError):
-    """The job queue in use cannot run template jobs (scale-out through Redis)."""
-
-
-def require_template_support(jobs) -> None:
-    if getattr(jobs, "backend", "local") != "local":
-        raise NotSupported("template jobs run only in the single-process server for now, not through Redis",
-                           hint="start `facefact serve` without --redis for the template mode")
-
-
 def parse_targets(text: str | None, photo_count: int) -> dict[int, list[int]] | None:
     """'{"1": 0, "2": [1, 2]}' -> {1: [0], 2: [1, 2]}; None or '' -> None (all photos, largest face)."""
     if text is None or not text.strip():

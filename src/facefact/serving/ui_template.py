@@ -13,7 +13,7 @@ import gradio as gr
 from facefact.errors import FacefactError
 from facefact.serving.jobs import QueueFull
 from facefact.serving.schemas import SCHEDULER_NAMES, TemplateJobSettings
-from facefact.serving.template_jobs import TEMPLATE, faces_report, require_template_support, template_job_input
+from facefact.serving.template_jobs import TEMPLATE, faces_report, template_job_input
 
 NO_FACE = "(none)"
 
@@ -181,7 +181,6 @@ def _submit(jobs, checker, config, template_file, pairs, fields: dict) -> str:
 
     settings = checked_settings(TemplateJobSettings, fields)
     try:
-        require_template_support(jobs)
         job_input = template_job_input(checker, Path(template_file).read_bytes(), photos, targets, settings,
                                        config.max_photo_pixels)
         return jobs.submit(job_input)
