@@ -197,3 +197,41 @@ def test_a_killed_worker_fails_its_job_and_the_other_finishes_the_rest(redis_url
         finished = [jobs.wait(job_id, 300) for job_id in others]
         assert [s.state for s in finished] == ["succeeded", "succeeded"], finished
         assert {s.worker for s in finished} == {"gpu-a", "gpu-b"} - {runner}
+
+
+def test_a_worker_makes_the_template_pipeline_once(redis_url, engine, checker, astronaut_bytes, grace_hopper_path):
+    """A FacefactWorker in this process (burst: it runs the queued jobs, then returns): two template
+    jobs and a portrait job, one template pipeline made, on the first template job."""
+    import signal
+
+    from redis import Redis
+
+    from facefact.serving.engine import Engine, default_template_pipeline
+    from facefact.serving.jobs import JobInput
+    from facefact.serving.redis_jobs import FacefactWorker, RedisJobs
+    from facefact.serving.schemas import GenerateSettings, TemplateJobSettings
+    from facefact.serving.template_jobs import template_job_input
+
+    made = []
+
+    def template_pipeline():
+        made.append(len(made))
+        return default_template_pipeline(engine.pipeline)
+
+    face = open(grace_hopper_path, "rb").read()
+    jobs = RedisJobs(redis_url, queue_size=8, result_ttl_s=60, queue_name="facefact-burst")
+    ids = [jobs.submit(template_job_input(checker, astronaut_bytes, [face], '{"1": 0}',
+                                          TemplateJobSettings(**TEMPLATE, seed=seed), 10**7)) for seed in (3, 4)]
+    ids.append(jobs.submit(JobInput(photos=[astronaut_bytes], settings=GenerateSettings(**SMALL, seed=1))))
+    worker = FacefactWorker(["facefact-burst"], Engine(engine.pipeline, name="burst", template_pipeline=template_pipeline),
+                            connection=Redis.from_url(redis_url), name="burst-worker", heartbeat_s=60)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    finally:
+        for sig, handler in handlers.items():  # RQ sets its own for the worker: pytest's come back
+            signal.signal(sig, handler)
+    statuses = [jobs.status(job_id) for job_id in ids]
+    assert [s.state for s in statuses] == ["succeeded"] * 3 and {s.worker for s in statuses} == {"burst-worker"}
+    assert made == [0]  # made on the first template job, reused by the second
+    assert [decoded(image.png)[1]["seed"] for job_id in ids[:2] for image in jobs.images(job_id)] == [3, 4]
