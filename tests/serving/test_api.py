@@ -128,6 +128,8 @@ def test_full_queue_answers_429_with_retry_after(serve, astronaut_bytes):
     metrics = httpx.get(url + "/metrics").text
     assert 'facefact_jobs_total{outcome="rejected"} 1.0' in metrics
     assert 'facefact_jobs_total{outcome="succeeded"} 2.0' in metrics
+    assert 'facefact_jobs_submitted_total{kind="portrait"} 2.0' in metrics  # accepted only
+    assert 'facefact_jobs_submitted_total{kind="template"} 0.0' in metrics
     assert "facefact_queue_depth 0.0" in metrics and "facefact_step_seconds_count" in metrics
 
 
