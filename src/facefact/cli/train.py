@@ -2,6 +2,7 @@
 
     facefact train --config examples/train_config.yaml --max-steps 2000
     facefact train --data tinyset/ --model tiny --max-steps 20       # try the loop with random models
+    facefact train --data tinyset/ --model tiny-sdxl --max-steps 20  # the same on a random SDXL-layout base
     accelerate launch --multi_gpu -m facefact.cli.main train --config cfg.yaml   # several GPUs / nodes
     torchrun --nproc_per_node 2 -m facefact.cli.main train --config cfg.yaml     # several CPU processes
 
@@ -20,7 +21,11 @@ from facefact.cli.exit_codes import ExitCode
 from facefact.cli.settings_flags import add_setting_flags, given_flags
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
-from facefact.training.config import FIELD_HELP, TrainConfig
+from facefact.training.config import FIELD_HELP, TINY_BASE_MODELS, TrainConfig
+
+# --model NAME: the built-in random-weight models it stands for
+TINY_MODELS = {"tiny": {"base_model": "tiny", "encoder": "tiny"},
+               "tiny-sdxl": {"base_model": "tiny-sdxl", "encoder": "tiny"}}
 
 
 def register(subparsers) -> None:
@@ -28,13 +33,15 @@ def register(subparsers) -> None:
         "train", help="train a FACT adapter (resampler + block adapters) on a prepared set",
         description="Trains on a folder written by `facefact prepare`. Settings come from --config "
                     "(YAML or JSON, keys = the flag names with underscores) and flags given here override "
-                    "it. --base-model and --encoder are required (or --model tiny for random-weight models). "
+                    "it. --base-model (SD1.5-family or SDXL) and --encoder are required (or --model tiny / "
+                    "tiny-sdxl for random-weight models). "
                     "Checkpoints go to OUTPUT_DIR/checkpoints; --resume latest continues exactly; Ctrl-C "
                     "saves a checkpoint first.")
     parser.add_argument("--config", help="YAML or JSON file with training settings")
-    parser.add_argument("--model", choices=["fact", "tiny"], default=None,
+    parser.add_argument("--model", choices=["fact", *TINY_MODELS], default=None,
                         help="'tiny': built-in random-weight base model and encoder (offline, seconds; the adapter "
-                             "learns nothing useful) - the same as --base-model tiny --encoder tiny")
+                             "learns nothing useful) - the same as --base-model tiny --encoder tiny; 'tiny-sdxl': "
+                             "the same with a random SDXL-layout base (--base-model tiny-sdxl --encoder tiny)")
     add_threads_flag(parser)
     add_setting_flags(parser, TrainConfig, help_texts=FIELD_HELP)
     parser.add_argument("--quiet", dest="progress", action="store_false", default=None,
@@ -46,11 +53,12 @@ def config_from_args(args) -> TrainConfig:
     from facefact.training.config import config_from_dict, load_config
 
     given = given_flags(args, TrainConfig)
-    if getattr(args, "model", None) == "tiny":
-        for name in ("base_model", "encoder"):
-            if given.get(name, "tiny") != "tiny":
-                raise ConfigError(f"--model tiny uses the built-in random models; drop --{name.replace('_', '-')}")
-            given[name] = "tiny"
+    model = getattr(args, "model", None)
+    if model in TINY_MODELS:
+        for name, tiny in TINY_MODELS[model].items():
+            if given.get(name, tiny) != tiny:
+                raise ConfigError(f"--model {model} uses the built-in random models; drop --{name.replace('_', '-')}")
+            given[name] = tiny
     if args.config:
         return load_config(args.config, given)
     return config_from_dict(given)
@@ -100,7 +108,7 @@ def run(args) -> int:
     config = config_from_args(args).check()
     prepare_output_folder(config.output_dir, "--output-dir")
     main_process = os.environ.get("RANK", "0") == "0"  # one message per run, not one per process
-    tiny = config.base_model == "tiny" and config.encoder == "tiny"
+    tiny = config.base_model in TINY_BASE_MODELS and config.encoder == "tiny"
     try:
         with torch_threads(args.threads, tiny=tiny, device=None), signals_as_interrupt(), \
                 (training_notes() if main_process else contextlib.nullcontext()):

@@ -38,18 +38,25 @@ LEVELS = {"down_blocks": "down", "mid_block": "mid", "up_blocks": "up"}
 SD15_CROSS_ATTENTION_BLOCKS = 16
 
 
+def check_trainable_layout(unet: nn.Module, source=None) -> None:
+    """The UNet is one FACT training takes: an SDXL UNet (text-time conditioning, cross-attention
+    blocks), or one of the SD1.5 block layout (`check_sd15_layout`)."""
+    if unet_family(unet) != "sdxl":
+        check_sd15_layout(unet, source)
+    elif not cross_attention_blocks(unet) or not unet.config.get("addition_time_embed_dim"):
+        raise CheckpointError("the base model's UNet says it is SDXL (text_time conditioning) but has no "
+                              "cross-attention blocks or no addition_time_embed_dim", path=source,
+                              hint="use an SDXL base model saved by diffusers (or an SD1.5-family one)")
+
+
 def check_sd15_layout(unet: nn.Module, source=None) -> None:
-    """The UNet has the SD1.5 block layout (16 cross-attention blocks): what FACT *training* takes
-    for now (generation takes SD1.5 and SDXL bases; see FaceAdapter.check_fits)."""
-    if unet_family(unet) == "sdxl":
-        raise CheckpointError("training FACT on SDXL base models is not supported yet; generation is", path=source,
-                              hint="train on a Stable Diffusion 1.5-family base model")
+    """The UNet has the SD1.5 block layout (16 cross-attention blocks)."""
     blocks = cross_attention_blocks(unet)
     if len(blocks) != SD15_CROSS_ATTENTION_BLOCKS or "mid_block.attentions.0.transformer_blocks.0" not in blocks:
         raise CheckpointError(
             f"the base model's UNet has {len(blocks)} cross-attention blocks; FACT training needs the Stable "
             f"Diffusion 1.5 layout with {SD15_CROSS_ATTENTION_BLOCKS}", path=source,
-            hint="use an SD1.5-family base model (SD2 and other layouts are not supported)")
+            hint="use an SD1.5-family or SDXL base model (SD2 and other layouts are not supported)")
 
 
 class FaceAdapter(nn.Module):

@@ -7,11 +7,16 @@ of each setting and examples/train_config.yaml for a complete file.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from facefact.errors import ConfigError
 from facefact.validation import MAX_IMAGE_SIDE, MAX_SEED, finite_float, strict_bool, whole_number
+
+# The built-in random-weight bases (pipelines.build's TINY / TINY_XL; this module stays free of torch).
+TINY_BASE_MODELS = ("tiny", "tiny-sdxl")
+# FACT's block layouts (model.layouts.BLOCK_LAYOUTS, named here without importing torch).
+BLOCK_LAYOUTS = ("first", "all")
 
 
 @dataclass
@@ -19,10 +24,13 @@ class TrainConfig:
     # data and models
     data: str = ""                     # a folder written by `facefact prepare`
     output_dir: str = "facefact-train"
-    base_model: str = ""               # diffusers SD1.5-family folder, or 'tiny' (random, built in-process); required
+    base_model: str = ""               # diffusers SD1.5-family or SDXL folder / hub id / file, or 'tiny' /
+                                       #   'tiny-sdxl' (random, built in-process); required
     encoder: str = ""                  # TransFace checkpoint (ms1mv2_model_TransFace_S.pt), or 'tiny'; required
     init_adapter: str | None = None    # start from an adapter checkpoint instead of a fresh one
     resolution: int | None = None      # training size; default: the size the data set was prepared at
+    layout: str | None = field(default=None, metadata={"choices": BLOCK_LAYOUTS})  # FACT fuser blocks:
+                                       #   'first' (one per transformer stack, the default) or 'all'
     # optimisation
     max_steps: int = 1000              # optimizer steps
     batch_size: int = 1                # per process and micro-step
@@ -83,6 +91,8 @@ class TrainConfig:
         need(self.mixed_precision in ("no", "bf16", "fp16"), f"mixed_precision must be no, bf16 or fp16, "
              f"not {self.mixed_precision!r}")
         need(self.optimizer in ("adamw", "adamw8bit"), f"optimizer must be adamw or adamw8bit, not {self.optimizer!r}")
+        need(self.layout is None or self.layout in BLOCK_LAYOUTS, f"layout must be first or all, not {self.layout!r}",
+             "first: one fuser per transformer stack (FACT's own); all: every transformer block", "layout")
         for name in ("face_drop_prob", "text_drop_prob", "shuffle_prob_start", "shuffle_prob_end"):
             need(0.0 <= getattr(self, name) <= 1.0, f"{name} = {getattr(self, name)} is not a probability in [0, 1]")
         need(self.fair_weight >= 0, "fair_weight must be >= 0")
@@ -129,7 +139,7 @@ class TrainConfig:
 
     @property
     def uses_random_models(self) -> bool:
-        return "tiny" in (self.base_model, self.encoder)
+        return self.base_model in TINY_BASE_MODELS or self.encoder == "tiny"
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -147,10 +157,13 @@ FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 FIELD_HELP = {
     "data": "training set folder written by `facefact prepare`",
     "output_dir": "where checkpoints, log.csv, validation images and adapter.safetensors go",
-    "base_model": "SD1.5-family diffusers folder to train on ('tiny': random weights, to try the loop)",
+    "base_model": "SD1.5-family or SDXL base model to train on: diffusers folder, hub id or single file ('tiny' / "
+                  "'tiny-sdxl': random weights, to try the loop); its UNet config says which family",
     "encoder": "TransFace checkpoint, e.g. ms1mv2_model_TransFace_S.pt ('tiny': random weights)",
     "init_adapter": "start from this adapter (.safetensors or the released .ckpt) instead of a fresh one",
     "resolution": "training image size in px (default: the size the set was prepared at)",
+    "layout": "blocks that carry a FACT fuser: first (one per transformer stack, FACT's own; default) or all "
+              "(every block: SDXL 70 instead of 11); default with init_adapter: that adapter's",
     "max_steps": "optimizer steps of the whole run (a resumed run counts from its checkpoint)",
     "batch_size": "samples per process and micro-step",
     "gradient_accumulation_steps": "micro-steps per optimizer step (effective batch = batch x this x processes)",

@@ -16,6 +16,7 @@ from facefact.faces.image_io import DEFAULT_MAX_PIXELS
 from facefact.safe_open import open_regular
 from facefact.training.cache import LATENTS, TOKENS, cache_path, load_cached
 from facefact.training.dataset_format import load_index
+from facefact.training.micro_conditioning import FIELDS as MICRO_CONDITIONING_FIELDS, time_ids
 from facefact.training.schedule import choose_condition, generator_for, micro_batch_indices, shuffle_probability
 
 
@@ -57,6 +58,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
         self.root = root
         self.samples = load_index(root)
         self.caches: dict[str, str] = {}  # kind -> expected fingerprint; set by use_caches()
+        self._target_size: int | None = None
         self.resolution = resolution
         self.seed, self.accumulation = seed, gradient_accumulation_steps
         self.face_drop_prob, self.text_drop_prob = face_drop_prob, text_drop_prob
@@ -119,6 +121,8 @@ class FaceTrainingSet(torch.utils.data.Dataset):
             "face_mask": torch.from_numpy(mask.astype(np.float32) / 255.0)[None],     # [1, R, R], 1 = face
             "condition": _to_unit_range(condition),                                   # [3, 112, 112] in [-1, 1]
             "caption": "" if choice["drop_text"] else sample["caption"],
+            # SDXL's add_time_ids of the target crop (unused by SD1.5): original size, crop, target size
+            "time_ids": torch.tensor(time_ids(sample, self.target_size), dtype=torch.float32),
             "drop_face": choice["drop_face"],
             "sample_index": key.index,
             "slot": key.slot,
@@ -140,6 +144,18 @@ class FaceTrainingSet(torch.utils.data.Dataset):
             raise
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
             raise DatasetError(f"cannot read a training file: {err}", path=path, hint=_REPAIR) from err
+
+    @property
+    def lacks_micro_conditioning(self) -> int:
+        """How many samples have no SDXL size/crop fields (prepared before they were recorded)."""
+        return sum(MICRO_CONDITIONING_FIELDS[0] not in s for s in self.samples)
+
+    @property
+    def target_size(self) -> int:
+        """The side the target crops are trained at (read once: an item must not open another file)."""
+        if self._target_size is None:
+            self._target_size = self.image_size
+        return self._target_size
 
     @property
     def image_size(self) -> int:

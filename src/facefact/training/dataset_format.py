@@ -9,6 +9,8 @@
       samples/ab/<id>.mask.png    face mask aligned with the crop, 0/255 (FAIR's M)
       samples/ab/<id>.txt         the caption
       samples/ab/<id>.json        the sample's record; written last, so it marks a finished sample
+                                  (with SDXL's original_size, crops_coords_top_left, target_size:
+                                  micro_conditioning.py)
       samples/ab/<id>.latents.safetensors, <id>.tokens.safetensors   optional caches (training/cache.py)
 
 A JSONL index plus plain files streams well (read the index, open files lazily, shard by line) and
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from facefact.atomic import atomic_write_bytes  # noqa: F401  (re-exported for the training modules)
 from facefact.errors import DatasetError
+from facefact.training.micro_conditioning import field_problem
 
 FORMAT = "facefact.fact-training-set"
 FORMAT_VERSION = 1
@@ -125,6 +128,9 @@ def _check_entry(root: Path, index: Path, number: int, sample) -> None:
         raise DatasetError(f"{where} lacks {missing}", path=index, hint=_REPAIR)
     if not isinstance(sample.get("caption", ""), str) or not isinstance(sample["identity"], (str, int)):
         raise DatasetError(f"{where} has a caption or identity that is not text", path=index, hint=_REPAIR)
+    problem = field_problem(sample)  # SDXL's size/crop fields (optional: older sets lack them)
+    if problem:
+        raise DatasetError(f"{where} {problem}", path=index, hint=_REPAIR)
     resolved_root = root.resolve()
     for key in ENTRY_FILES:
         value = sample[key]

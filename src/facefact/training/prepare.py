@@ -24,6 +24,7 @@ from PIL import Image
 from facefact.errors import ConfigError, DatasetError, FacefactError
 from facefact.safe_open import read_text_file
 from facefact.training.cache import remove_cache_files
+from facefact.training.micro_conditioning import crop_fields
 from facefact.training.prepare_settings import PrepareSettings
 from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
@@ -157,7 +158,9 @@ def analyse_photo(job: PhotoJob, settings: PrepareSettings,
     names = {"image": f"{job.sid}.image.{settings.image_format}", "condition": f"{job.sid}.cond.png",
              "mask": f"{job.sid}.mask.png"}
     record = {**base, "status": "accepted", "caption": caption, "face": face.as_dict(), "mask_method": masks.method,
-              **{key: f"{folder}/{name}" for key, name in names.items()}}
+              **{key: f"{folder}/{name}" for key, name in names.items()},
+              # SDXL's size/crop micro-conditioning of this crop (training/micro_conditioning.py)
+              **crop_fields(rgb.shape[0], rgb.shape[1], face.bbox, settings.crop_scale, settings.size)}
     return record, files
 
 

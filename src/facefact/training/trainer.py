@@ -4,7 +4,8 @@ One step, per micro-batch:
     latents  = VAE(target crop) * scaling          (frozen)
     tokens   = TransFace(condition photo)           (frozen; zeroed where the face is dropped)
     faces    = resampler(tokens)                    (trained)
-    pred     = UNet(noisy latents, t, cat[text, faces])   with the adapters attached (trained)
+    pred     = UNet(noisy latents, t, text, faces)  with the adapters attached (trained); SDXL: both text
+                                                    encoders + pooled text + size/crop time ids
     loss     = MSE(pred, noise) + fair_weight * FAIR      (FAIR recorded in the same forward pass)
 
 accelerate runs it: the same command trains on a CPU, one GPU, DDP or several nodes
@@ -29,14 +30,16 @@ from facefact.logfilters import dropped_log_messages, empty_fp32_notice
 from facefact.model.checkpoints import save_adapter
 from facefact.training import checkpointing
 from facefact.training.cache import caches_for_training
-from facefact.training.config import TrainConfig
+from facefact.training.config import TINY_BASE_MODELS, TrainConfig
 from facefact.training.data import FaceTrainingSet, MicroBatchSampler
 from facefact.training.fair import FairRegularizer
 from facefact.training.models import (AdapterTrainingModule, build_adapter, copy_adapter_weights, encode_conditions,
                                       load_base_model,
                                       load_encoder, trainable_parameters)
 from facefact.training.schedule import generator_for
-from facefact.training.validation import encode_prompts, save_validation_grid, validation_pipeline
+from facefact.training.micro_conditioning import MISSING_NOTE
+from facefact.training.text_conditioning import added_conditions, encode_prompts
+from facefact.training.validation import save_validation_grid, validation_pipeline
 
 logger = logging.getLogger(__name__)  # the CLI prints facefact.training's records; library users choose
 
@@ -155,10 +158,15 @@ def train(config: TrainConfig) -> TrainResult:
     dataset.use_caches(caches_for_training(config.data, use_cache=config.use_cache, base_model=config.base_model,
                                            encoder_spec=config.encoder, vae=base.vae, encoder=encoder,
                                            image_size=dataset.image_size, resolution=config.resolution))
-    adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model == "tiny")
+    adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model in TINY_BASE_MODELS,
+                            layout=config.layout)
+    if base.family == "sdxl" and dataset.lacks_micro_conditioning and accelerator.is_main_process:
+        logger.warning("%s (%d of %d samples)", MISSING_NOTE, dataset.lacks_micro_conditioning, len(dataset))
     with dropped_log_messages("diffusers.models.modeling_utils", empty_fp32_notice):
-        for module in (base.unet, base.vae, base.text_encoder):
+        for module in base.frozen_modules():
             module.to(device, dtype=weight_dtype)
+        if weight_dtype == torch.float16 and base.family == "sdxl" and base.vae.config.get("force_upcast"):
+            base.vae.to(dtype=torch.float32)  # SDXL's VAE overflows in fp16 (its config says so)
     if config.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
 
@@ -215,7 +223,7 @@ def train(config: TrainConfig) -> TrainResult:
             if "latent_mean" in batch:  # cached posterior
                 mean, std = batch["latent_mean"].to(device), batch["latent_std"].to(device)
             else:
-                posterior = base.vae.encode(batch["pixel_values"].to(device, weight_dtype)).latent_dist
+                posterior = base.vae.encode(batch["pixel_values"].to(device, base.vae.dtype)).latent_dist
                 mean, std = posterior.mean, posterior.std
             latent_noise = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
             latents = mean.float() + std.float() * latent_noise.to(device)
@@ -234,7 +242,8 @@ def train(config: TrainConfig) -> TrainResult:
         target = noise if prediction_type == "epsilon" else base.noise_scheduler.get_velocity(latents, noise, timesteps)
         fair_context = fair_regularizer.measuring(face_mask) if measure_fair else contextlib.nullcontext()
         with fair_context:
-            prediction, fair = module(noisy.to(weight_dtype), timesteps, text, tokens, measure_fair=measure_fair)
+            prediction, fair = module(noisy.to(weight_dtype), timesteps, text.embeds, tokens, measure_fair=measure_fair,
+                                      added_cond_kwargs=added_conditions(text, batch["time_ids"], weight_dtype))
             mse = F.mse_loss(prediction.float(), target.float())
             mse_value, fair_value = mse.item(), fair.item()
             if not (math.isfinite(mse_value) and math.isfinite(fair_value)):  # before it reaches the weights

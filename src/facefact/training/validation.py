@@ -1,8 +1,9 @@
 """Validation images during training, made by the real inference pipeline.
 
 A diffusers `StableDiffusionPipeline` is assembled from the training run's own components (the
-frozen UNet with the adapter attached, VAE, text encoder, tokenizer, and a fresh scheduler from the
-base model's scheduler config) as a `FACTStableDiffusionPipeline`, which uses the already-attached
+frozen UNet with the adapter attached, VAE, text encoder(s), tokenizer(s), and a fresh scheduler from
+the base model's scheduler config) as a `FACTStableDiffusionPipeline` (SDXL:
+`FACTStableDiffusionXLPipeline`), which uses the already-attached
 adapter as it is. So a validation image is exactly what that pipeline makes with the current
 weights: face tokens of the data set's condition face, null-face classifier-free guidance (the
 empty prompt *and* the null face tokens on the unconditional side, spec section 5 `cfg_face`),
@@ -28,24 +29,24 @@ VALIDATION_SCHEDULER = "ddim"
 VALIDATION_ADAPTER_SCALE = 1.0  # the scale the adapter is trained at
 
 
-@torch.no_grad()
-def encode_prompts(base, prompts: list[str], device) -> torch.Tensor:
-    ids = base.tokenizer(prompts, padding="max_length", max_length=base.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(device)
-    return base.text_encoder(ids)[0]
-
-
 def validation_pipeline(base, unet, encoder, adapter: FaceAdapter):
     """A FACT pipeline over the training components; `unet` is the bare UNet (not a DDP wrapper)
     that `adapter` is attached to."""
-    from facefact.pipelines import FACTStableDiffusionPipeline
+    from facefact.pipelines import FACTStableDiffusionPipeline, FACTStableDiffusionXLPipeline
     from facefact.pipelines.loading import make_scheduler
 
     # The base model's own inference scheduler (never training's noise scheduler), then switched the
     # diffusers way - what a user does with the pipeline
-    pipe = FACTStableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
-                                       unet=unet, scheduler=make_scheduler("pndm", base.scheduler_config),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    scheduler = make_scheduler("pndm", base.scheduler_config)
+    if base.text_encoder_2 is not None:  # SDXL: both text encoders, as the base pipeline has them
+        pipe = FACTStableDiffusionXLPipeline(vae=base.vae, text_encoder=base.text_encoder,
+                                             text_encoder_2=base.text_encoder_2, tokenizer=base.tokenizer,
+                                             tokenizer_2=base.tokenizer_2, unet=unet, scheduler=scheduler,
+                                             add_watermarker=False)
+    else:
+        pipe = FACTStableDiffusionPipeline(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                                           unet=unet, scheduler=scheduler, safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False)
     pipe.scheduler = make_scheduler(VALIDATION_SCHEDULER, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     pipe.load_fact_adapter(adapter, encoder=encoder)
