@@ -1,8 +1,10 @@
 """Shared fixtures: a few "identities" made from two real photos (flips, crops, colour jitter), and
-that folder prepared once at the tiny model's 128 px for the training tests."""
+that folder prepared once at the tiny model's 128 px for the training tests; and an adapter trained
+on the tiny SDXL base through the CLI (`trained_sdxl_adapter`), which the SDXL closed loop continues."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -74,3 +76,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+class TrainedSDXL(NamedTuple):
+    """A FACT adapter trained on the tiny SDXL base through the CLI (`prepare --size 1024`, then
+    `train --model tiny-sdxl` with FAIR on): what the SDXL closed loop continues from."""
+    photos: Path              # the photo folder (two people, three photos each)
+    data: Path                # the prepared set (1024 px crops)
+    run: Path                 # the training run's output folder
+    adapter: Path             # run/adapter.safetensors
+    train_args: list[str]     # `facefact train` arguments that made it, without --output-dir
+
+
+SDXL_TRAIN_ARGS = ["--model", "tiny-sdxl", "--resolution", "64", "--max-steps", "6", "--seed", "4",
+                   "--fair-weight", "0.5", "--learning-rate", "0.02", "--face-drop-prob", "0.3",
+                   "--text-drop-prob", "0.3", "--shuffle-ramp-steps", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def trained_sdxl_adapter(tmp_path_factory, photo_folder) -> TrainedSDXL:
+    """Prepared at SDXL's 1024 px and trained (64 px, 6 steps) once per session, through the CLI."""
+    from facefact.cli.main import main
+
+    root = tmp_path_factory.mktemp("sdxl-loop")
+    data, run = root / "set", root / "run"
+    assert main(["prepare", str(photo_folder), "--out", str(data), "--size", "1024", "--workers", "1",
+                 "--no-progress"]) == 0
+    args = ["--data", str(data), *SDXL_TRAIN_ARGS]
+    assert main(["train", *args, "--output-dir", str(run)]) == 0
+    return TrainedSDXL(photo_folder, data, run, run / "adapter.safetensors", args)

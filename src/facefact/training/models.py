@@ -112,10 +112,11 @@ def trainable_parameters(adapter: FaceAdapter) -> list[tuple[str, nn.Parameter]]
 def copy_adapter_weights(source: FaceAdapter, target: FaceAdapter, where=None) -> None:
     """Load `source`'s trained weights into `target` (which may be attached), exactly; a checkpoint
     of another base family or block layout is refused naming both."""
-    if (source.family, source.layout, source.block_paths) != (target.family, target.layout, target.block_paths):
+    if (source.family, source.layout, set(source.block_paths)) != (target.family, target.layout,
+                                                                   set(target.block_paths)):
         raise CheckpointError(
-            f"the checkpoint holds a {family_name(source.family)} adapter (layout '{source.layout}', "
-            f"{len(source.block_paths)} fusers), this run trains a {family_name(target.family)} one (layout "
+            f"the checkpoint holds an adapter for {family_name(source.family)} (layout '{source.layout}', "
+            f"{len(source.block_paths)} fusers), this run trains one for {family_name(target.family)} (layout "
             f"'{target.layout}', {len(target.block_paths)} fusers)", path=where,
             hint="resume with the base_model and layout the checkpoint was trained with, or start a new output_dir")
     target.resampler.load_state_dict(source.resampler.state_dict())

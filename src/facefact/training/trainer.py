@@ -192,7 +192,7 @@ def train(config: TrainConfig) -> TrainResult:
     resume_from = checkpointing.resolve_resume(config.resume, output_dir)
     if resume_from is not None:
         saved_adapter, state = checkpointing.load_checkpoint(resume_from)
-        copy_adapter_weights(saved_adapter, adapter)
+        copy_adapter_weights(saved_adapter, adapter, resume_from)
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         if accelerator.scaler is not None and state["scaler"]:
