@@ -134,3 +134,29 @@ def test_train_cli_takes_tiny_sdxl_and_a_layout(tmp_path, prepared, capsys):
                  "--resolution", "64", "--no-progress", "--output-dir", str(tmp_path / "run")]) == 0
     assert "trained adapter:" in capsys.readouterr().out
     assert FaceAdapter.from_checkpoint(tmp_path / "run" / "adapter.safetensors").layout == "all"
+
+
+def test_an_sdxl_folder_trains_from_the_sdxl_example_config_with_validation(tmp_path, prepared, capsys):
+    """A diffusers SDXL folder is an SDXL base because its UNet config says so; the example config is
+    complete and valid; validation images come from the SDXL FACT pipeline."""
+    from pathlib import Path
+
+    from facefact.model.tiny import tiny_encoder
+    from facefact.pipelines.tiny_xl import save_tiny_sdxl_pipeline
+    from facefact.training.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "train_config_sdxl.yaml"
+    config = load_config(example, {"data": "x"}).check()
+    assert (config.layout, config.gradient_checkpointing, config.mixed_precision) == ("first", True, "bf16")
+    base = save_tiny_sdxl_pipeline(tmp_path / "sdxl")
+    encoder = tmp_path / "transface.pt"
+    torch.save(tiny_encoder().state_dict(), encoder)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(example), "--data", str(prepared), "--base-model", str(base), "--encoder",
+                 str(encoder), "--output-dir", str(out), "--max-steps", "2", "--resolution", "64",
+                 "--mixed-precision", "no", "--optimizer", "adamw", "--lr-warmup-steps", "0", "--validate-every",
+                 "2", "--validation-steps", "2", "--num-workers", "0", "--no-progress"]) == 0
+    assert "trained adapter" in capsys.readouterr().out
+    assert FaceAdapter.from_checkpoint(out / "adapter.safetensors").family == "sdxl"
+    grid = Image.open(out / "validation" / "step-00000002.png")
+    assert len(json.loads(grid.text["facefact:validation"])["columns"]) == 3
