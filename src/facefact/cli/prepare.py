@@ -37,7 +37,8 @@ def register(subparsers) -> None:
     cache.add_argument("--cache-latents", action="store_true",
                        help="store the VAE posterior (mean, std) of each training crop; needs --base-model")
     cache.add_argument("--base-model", metavar="DIR|tiny",
-                       help="the SD1.5-family diffusers folder you will train with (its VAE), or 'tiny'")
+                       help="the SD1.5-family or SDXL base model you will train with (its VAE), or 'tiny' / "
+                            "'tiny-sdxl'")
     cache.add_argument("--cache-encoder-tokens", action="store_true",
                        help="store the TransFace tokens of each condition face; needs --encoder")
     cache.add_argument("--encoder", metavar="PATH|tiny", help="the TransFace checkpoint you will train with, or 'tiny'")

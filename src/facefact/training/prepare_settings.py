@@ -15,7 +15,8 @@ class PrepareSettings:
     """Everything that changes the written files; stored in dataset.json and checked on resume. Each
     field's help and range (`setting(...)`) make `facefact prepare`'s flags."""
 
-    size: int = setting(512, "side of the training crop in px (the training resolution), a multiple of 8",
+    size: int = setting(512, "side of the training crop in px (the training resolution: 512 for SD1.5, 1024 for "
+                             "SDXL), a multiple of 8",
                         low=64, high=MAX_IMAGE_SIDE)
     crop_scale: float = setting(1.5, "crop side / longer side of the face box (the release's 1.5x)", low=0.5, high=10.0)
     mask: str = setting("face", "the region FAIR lets the adapter change: face (skin, brows to chin) or head "
