@@ -47,6 +47,17 @@ def test_prepare_records_where_each_crop_comes_from(trained_sdxl_adapter):
         assert difference(60, 60) > 2 * here
 
 
+def test_a_crop_past_the_photo_edge_starts_at_zero_there():
+    from facefact.training.micro_conditioning import crop_fields, time_ids
+
+    # face box 40 px at (40..80): crop side 60 px from x = y = 30, resized by 64/60 -> starts at 32
+    inside = crop_fields(100, 120, (40, 40, 80, 80), 1.5, 64)
+    assert inside == {"original_size": [100, 120], "crops_coords_top_left": [32, 32], "target_size": [64, 64]}
+    # face box at the corner: the crop starts 10 px before the photo (black padding): 0, not -11
+    assert crop_fields(100, 120, (0, 0, 40, 40), 1.5, 64)["crops_coords_top_left"] == [0, 0]
+    assert time_ids(inside, 128) == [100.0, 120.0, 64.0, 64.0, 128.0, 128.0]  # top-left scales with the size
+
+
 def test_the_unet_gets_the_text_and_time_ids_diffusers_gives_it(trained_sdxl_adapter):
     from facefact.training.data import FaceTrainingSet
     from facefact.training.models import load_base_model
