@@ -172,3 +172,29 @@ def test_an_sdxl_folder_trains_from_the_sdxl_example_config_with_validation(tmp_
     assert FaceAdapter.from_checkpoint(out / "adapter.safetensors").family == "sdxl"
     grid = Image.open(out / "validation" / "step-00000001.png")
     assert len(json.loads(grid.text["facefact:validation"])["columns"]) == 3
+
+
+def test_sdxl_training_from_caches_equals_training_without(tmp_path, prepared, photo_folder, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    from facefact.model import TransFaceEncoder
+    from facefact.training.prepare import PrepareSettings, prepare_dataset
+
+    data = shutil.copytree(prepared, tmp_path / "set")
+    summary = prepare_dataset(photo_folder, data, PrepareSettings(size=128), progress=False,
+                              cache_latents="tiny-sdxl", cache_encoder_tokens="tiny")
+    assert summary["caches"]["latents"]["model"] == "tiny-sdxl"
+    common = dict(data=str(data), max_steps=2, seed=4, learning_rate=1e-3, face_drop_prob=0.5,
+                  **{**XL, "resolution": None})
+    plain = train(TrainConfig(output_dir=str(tmp_path / "plain"), use_cache=False, **common))
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached model was run")
+
+    monkeypatch.setattr(AutoencoderKL, "encode", must_not_run)
+    monkeypatch.setattr(TransFaceEncoder, "forward", must_not_run)
+    cached = train(TrainConfig(output_dir=str(tmp_path / "cached"), **common))
+    monkeypatch.undo()
+    assert [r["mse"] for r in plain.history] == pytest.approx([r["mse"] for r in cached.history], rel=1e-5)
+    a, b = read_safetensors(plain.adapter_path)[0], read_safetensors(cached.adapter_path)[0]
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
