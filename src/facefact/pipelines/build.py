@@ -27,8 +27,8 @@ from facefact.pipelines.classes import (FACTStableDiffusionControlNetImg2ImgPipe
                                         FACTStableDiffusionXLControlNetInpaintPipeline,
                                         FACTStableDiffusionXLControlNetPipeline, FACTStableDiffusionXLImg2ImgPipeline,
                                         FACTStableDiffusionXLInpaintPipeline, FACTStableDiffusionXLPipeline)
-from facefact.pipelines.loading import (base_family, check_controlnet_fits, load_base_pipeline, load_controlnet,
-                                        pick_device_dtype)
+from facefact.pipelines.loading import (base_family, check_controlnet_family, check_controlnet_fits,
+                                        load_base_pipeline, load_controlnet, pick_device_dtype)
 
 TINY = "tiny"
 TINY_XL = "tiny-sdxl"
@@ -75,18 +75,20 @@ def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encod
     else:
         if any(str(n) == TINY for n in nets):
             raise ConfigError("tiny ControlNets fit only the tiny base model", hint="pass a real ControlNet")
-        pipe = _load_real_base(cls, base_model, nets, dtype)
+        pipe = _load_real_base(cls, base_model, nets, dtype, family)
     if not tiny_base or str(adapter) != TINY or str(encoder) != TINY:
         _load_adapter(pipe, adapter, encoder, adapter_weight_name, encoder_weight_name, face_analysis)
     return pipe.to(device)
 
 
-def _load_real_base(cls, base_model, nets, dtype):
+def _load_real_base(cls, base_model, nets, dtype, family: str):
     from diffusers import MultiControlNetModel
 
     from facefact.pipelines.provenance import model_entry
 
     loaded = [load_controlnet(n, dtype) for n in nets]
+    for net, name in zip(loaded, nets):  # the other family's ControlNet: refused before the base loads
+        check_controlnet_family(net, family, str(name))
     controlnet = None if not loaded else (loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded))
     pipe = load_base_pipeline(base_model, dtype, controlnet=controlnet, cls=cls)
     pipe.set_progress_bar_config(disable=True)

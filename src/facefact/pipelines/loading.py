@@ -226,13 +226,38 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
                               path=location, hint=hint) from err
 
 
+CONTROLNET_EXAMPLES = {"sd15": "lllyasviel/control_v11p_sd15_canny", "sdxl": "diffusers/controlnet-canny-sdxl-1.0"}
+
+
+def check_controlnet_family(controlnet, family: str, name: str | list | None = None) -> None:
+    """A ControlNet made for the other base family (an SD1.5 one on an SDXL base, or the reverse) is
+    refused naming both families; each ControlNet's family is its config's, as a UNet's is. For
+    several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
+    from facefact.model.layouts import family_name, unet_family
+
+    nets = list(getattr(controlnet, "nets", [controlnet]))
+    names = list(name) if isinstance(name, (list, tuple)) else [name] * len(nets)
+    for net, label in zip(nets, names + [None] * (len(nets) - len(names))):
+        mine = unet_family(net.config)
+        if mine != family:
+            raise CheckpointError(
+                f"the ControlNet{f' {label}' if label else ''} was made for {family_name(mine)} base models, but the "
+                f"base model is {family_name(family)}", path=label, setting="controlnet",
+                hint=f"use a ControlNet made for {family_name(family)} (e.g. {CONTROLNET_EXAMPLES[family]}), or a "
+                     f"{family_name(mine)} base model")
+
+
 def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> None:
-    """A ControlNet adds its outputs to the UNet's blocks and reads the same text tokens: its widths
-    must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside otherwise).
-    For several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
+    """A ControlNet adds its outputs to the UNet's blocks and reads the same text tokens: its family
+    and widths must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside
+    otherwise). For several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
+    from facefact.model.layouts import unet_family
+
     def as_list(value):
         return list(value) if isinstance(value, (list, tuple)) else [value]
 
+    family = unet_family(unet)
+    check_controlnet_family(controlnet, family, name)
     nets = list(getattr(controlnet, "nets", [controlnet]))  # MultiControlNetModel holds several
     names = list(name) if isinstance(name, (list, tuple)) else [name] * len(nets)
     for net, name in zip(nets, names + [None] * (len(nets) - len(names))):
@@ -242,7 +267,7 @@ def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> N
                 raise CheckpointError(
                     f"the ControlNet{f' {name}' if name else ''} does not fit this base model: its {key} is "
                     f"{mine}, the UNet's {theirs}",
-                    hint="use a ControlNet made for this model family (SD1.5: e.g. lllyasviel/control_v11p_sd15_canny)")
+                    hint=f"use a ControlNet made for this model family (e.g. {CONTROLNET_EXAMPLES[family]})")
 
 
 def weight_files(folder: str | Path) -> list[Path]:
