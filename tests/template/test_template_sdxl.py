@@ -155,5 +155,6 @@ def test_template_cli_on_sdxl_files_with_controlnets(cli, photo_files, sdxl_mode
     code, out, err = cli("template", "--template", photo_files["astronaut"], "--face", photo_files["grace"],
                          *models, *TINY, "--controlnet", files["sd15-openpose"], "--controls", "face_pose",
                          "--out", tmp_path / "no")
-    assert code == 2 and "sd15-openpose was made for Stable Diffusion 1.5 base models, but the base model is SDXL" in err
+    assert code == 2 and "sd15-openpose was made for Stable Diffusion 1.5 base models, but the base model is " \
+                         "SDXL" in err
     assert not list((tmp_path / "no").glob("*.png"))

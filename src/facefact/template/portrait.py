@@ -223,8 +223,9 @@ class TemplatePortrait:
         if prepared.family is not None and prepared.family != self.info.family:
             from facefact.model.layouts import family_name
 
-            raise ConfigError(f"these inputs were prepared for a {family_name(prepared.family)} base ({settings.crop_size} "
-                              f"px crops), but the pipeline's base model is {family_name(self.info.family)}",
+            raise ConfigError(f"these inputs were prepared for a {family_name(prepared.family)} base "
+                              f"({settings.crop_size} px crops), but the pipeline's base model is "
+                              f"{family_name(self.info.family)}",
                               hint="prepare them again with this pipeline (or set crop_size)", setting="crop_size")
         notes = list(prepared.notes)
         self._check_controls(settings, notes)

@@ -3,9 +3,9 @@ its face - landmarks and region shaped by the identity as the model draws it - w
 warped onto the template face (by the same 5-point similarity as a photo's).
 
 It runs on a text-to-image sibling of the inpainting pipeline, of its base family (the same
-modules: UNet with FACT, VAE, text encoder(s)). As in the release, the portrait follows the template crop's body pose: the pose
-(MediaPipe, facefact.faces.pose) is drawn as an OpenPose map for the pipeline's own OpenPose
-ControlNet (the one `controls` reads "face_pose" with). Without MediaPipe, a pose found or an
+modules: UNet with FACT, VAE, text encoder(s)). As in the release, the portrait follows the
+template crop's body pose: the pose (MediaPipe, facefact.faces.pose) is drawn as an OpenPose map
+for the pipeline's own OpenPose ControlNet (the one `controls` reads "face_pose" with). Without MediaPipe, a pose found or an
 OpenPose ControlNet the stage runs unconditioned, and says so. A 9-channel inpainting UNet cannot
 draw from noise alone, so there the stage is skipped with a note, as it is when the portrait shows
 no face; the face photo's own geometry is used then.
