@@ -117,7 +117,9 @@ def test_check_base_reads_single_files_by_their_keys(cli, tmp_path):
     code, out, err = cli("convert", "--adapter", PARITY / "adapter.ckpt", "--heads", 4, "--out",
                          tmp_path / "a.safetensors", "--check-base", sd1)
     assert code == 0 and "cross-attention 48" in out, err
-    sdxl = tmp_path / "sdxl.safetensors"
-    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(4)}, sdxl)
+    sdxl = tmp_path / "sdxl.safetensors"  # SDXL's keys: its second text encoder, 2048-wide cross-attention
+    save_file({"conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": torch.zeros(4),
+               "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(8, 2048)},
+              sdxl)
     refused(cli("convert", "--adapter", PARITY / "adapter.ckpt", "--heads", 4, "--out", tmp_path / "b.safetensors",
                 "--check-base", sdxl), "SDXL")

@@ -18,9 +18,11 @@ def _values(model_size: int) -> dict:
 
 
 def test_sd15_sized_models_start_from_the_release_values():
-    release = TemplateSettings()
+    release = TemplateSettings().for_family("sd15")
     assert _values(512) == {"t_steps": release.steps, "t_crop": release.crop_size} == {"t_steps": 50, "t_crop": 512}
     assert knob_defaults(512)["note"] == ""
+    sdxl = TemplateSettings().for_family("sdxl")  # an SDXL model works at its own 1024 px
+    assert _values(1024) == {"t_steps": sdxl.steps, "t_crop": sdxl.crop_size} == {"t_steps": 50, "t_crop": 1024}
 
 
 def test_tiny_models_start_small_and_the_tab_says_why():

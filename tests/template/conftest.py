@@ -15,15 +15,15 @@ def analysis():
 
 @pytest.fixture(scope="session")
 def inpaint_pipes(analysis):
-    """kind -> a tiny FACT inpainting pipeline (built once per session, on demand)."""
+    """(kind, family="sd15") -> a tiny FACT inpainting pipeline (built once per session, on demand)."""
     made = {}
 
-    def get(kind: str):
-        if kind not in made:
+    def get(kind: str, family: str = "sd15"):
+        if (kind, family) not in made:
             from facefact.template.tiny import tiny_template_pipeline
 
-            made[kind] = tiny_template_pipeline(kind, analysis=analysis)
-        return made[kind]
+            made[kind, family] = tiny_template_pipeline(kind, analysis=analysis, family=family)
+        return made[kind, family]
     return get
 
 

@@ -11,27 +11,14 @@ from PIL import Image
 
 from facefact.errors import ConfigError, NoFaceError
 from facefact.template.portrait import TemplatePortrait
+from template_checks import changed_pixels as _changed
+from template_checks import reach as _reach
 
 
-def _changed(a: np.ndarray, b) -> np.ndarray:
-    return np.any(np.asarray(a) != np.asarray(b), axis=2)
-
-
-def _reach(plan, shape, margin_crop_px: int) -> np.ndarray:
-    """Template pixels within ``margin_crop_px`` crop pixels of the plan's inpaint mask (independent of
-    the paste code: the mask grown generously, mapped back by nearest neighbour)."""
-    grown = cv2.dilate(plan.mask, np.ones((2 * margin_crop_px + 1,) * 2, np.uint8))
-    crop = plan.crop
-    region = crop.uncrop(grown, shape, interpolation=cv2.INTER_NEAREST) > 0
-    full = np.zeros(shape[:2], bool)
-    x1, y1, x2, y2 = crop.inside(shape)
-    full[y1:y2, x1:x2] = region
-    return full
-
-
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
 @pytest.mark.parametrize("kind", ["controlnet2", "unet9", "plain"])
-def test_only_the_face_changes(kind, inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper):
-    maker = TemplatePortrait(inpaint_pipes(kind), analysis=analysis, settings=fast_settings())
+def test_only_the_face_changes(kind, family, inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper):
+    maker = TemplatePortrait(inpaint_pipes(kind, family), analysis=analysis, settings=fast_settings())
     out = maker(astronaut, grace_hopper, seed=5)
     result = np.asarray(out.images[0])
     assert result.shape == astronaut.shape

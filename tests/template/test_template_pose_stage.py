@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from facefact.template import pose_stage
@@ -13,17 +14,23 @@ from facefact.template.portrait import TemplatePortrait
 from facefact.template.prepare import Identity, plan_target
 
 
-def test_on_tiny_models_it_runs_and_falls_back(inpaint_pipes, fast_settings, analysis, astronaut, grace_hopper):
-    pipe = inpaint_pipes("controlnet2")
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_on_tiny_models_it_runs_and_falls_back(family, inpaint_pipes, fast_settings, analysis, astronaut,
+                                               grace_hopper):
+    from facefact.pipelines.build import pipeline_class
+
+    pipe = inpaint_pipes("controlnet2", family)
     maker = TemplatePortrait(pipe, analysis=analysis, settings=fast_settings(pose_stage=True, refine=False))
     out = maker(astronaut, grace_hopper, seed=4)
     assert any("no face in the generated portrait" in n for n in out.notes)  # tiny weights draw noise
     assert out.metadata[0]["redrawn_faces"][0]["shape_from"] == "face photo"
     assert out.metadata[0]["template_settings"]["pose_stage"] is True
     assert maker._sibling.unet is pipe.unet and pipe.fact_adapter.is_attached_to(pipe.unet)
+    with_pose = hasattr(maker._sibling, "controlnet")  # a body pose found (MediaPipe): the ControlNet twin
+    assert type(maker._sibling) is pipeline_class("txt2img", controlnet=with_pose, family=family)
     again = maker(astronaut, grace_hopper, seed=4, settings=fast_settings(refine=False))  # FACT still attached
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(out.images[0]))  # same geometry, same seed
-    nine = TemplatePortrait(inpaint_pipes("unet9"), analysis=analysis, settings=fast_settings(pose_stage=True))
+    nine = TemplatePortrait(inpaint_pipes("unet9", family), analysis=analysis, settings=fast_settings(pose_stage=True))
     assert any("cannot draw a portrait from noise" in n for n in nine(astronaut, grace_hopper, seed=0).notes)
 
 

@@ -7,17 +7,22 @@ from pathlib import Path
 
 from facefact.errors import ConfigError, ModelNotFoundError
 
+# The built-in random-weight base models (`--model NAME` / `--base-model NAME`); "tiny" as an adapter or
+# encoder location is the chosen tiny base's own. Plain names: the parsers stay free of torch.
+TINY_MODELS = ("tiny", "tiny-sdxl")
 DEVICE_HELP = "cuda, cuda:1, mps or cpu (default: the best available)"
 
 
 def add_model_flags(parser, title: str = "models", device_help: str = DEVICE_HELP, base_help: str | None = None):
     """The model flags every generating command shares (same names, same meaning); returns the group."""
     m = parser.add_argument_group(title)
-    m.add_argument("--model", choices=["fact", "tiny"], default="fact",
-                   help="'tiny': built-in random-weight models (offline, seconds; images are noise); --adapter / "
-                        "--encoder may still be files")
+    m.add_argument("--model", choices=["fact", *TINY_MODELS], default="fact",
+                   help="'tiny' / 'tiny-sdxl': built-in random-weight SD1.5 / SDXL models (offline, seconds; images "
+                        "are noise; 128 px); --adapter / --encoder may still be files")
     m.add_argument("--base-model", dest="base_model",
-                   help=base_help or "diffusers folder, hub id or single .safetensors file ('tiny': the built-in one)")
+                   help=base_help or "SD1.5 or SDXL base: diffusers folder, hub id or single .safetensors file (its "
+                                     "UNet config picks the family; images default to 512 px on SD1.5, 1024 on "
+                                     "SDXL); 'tiny' / 'tiny-sdxl': the built-in ones")
     m.add_argument("--adapter", help="FACT adapter file, or a known name: maj, film ('tiny': the built-in one)")
     m.add_argument("--encoder", help="TransFace encoder file ('tiny': the built-in one)")
     m.add_argument("--models-dir", dest="models_dir", help="where known models live (default ~/.cache/facefact)")
@@ -45,20 +50,30 @@ def check_device(device: str | None) -> None:
                           hint="drop --device to use the best available one, or install a torch build for it")
 
 
+def is_tiny(args) -> bool:
+    """Whether the command runs a built-in tiny base (`--model tiny|tiny-sdxl` or `--base-model tiny...`)."""
+    return args.model in TINY_MODELS or getattr(args, "base_model", None) in TINY_MODELS
+
+
 def model_locations(args, config: dict, config_path) -> dict:
-    """base_model / adapter / encoder: 'tiny' (built in) or a location - flag > env > config >
-    default; `--model tiny` makes 'tiny' the default of each, so `--model tiny --adapter run/adapter.safetensors`
-    is a trained adapter on the tiny base and encoder it was trained with."""
+    """base_model / adapter / encoder: 'tiny' / 'tiny-sdxl' (built in) or a location - flag > env >
+    config > default; `--model tiny` (or tiny-sdxl) makes the tiny models the default of each, so
+    `--model tiny --adapter run/adapter.safetensors` is a trained adapter on the tiny base and encoder
+    it was trained with."""
     from facefact.cli import config as cli_config
     from facefact.pipelines import registry
 
-    tiny = args.model == "tiny"
-    if tiny and args.base_model not in (None, "tiny"):
-        raise ConfigError("--model tiny is the built-in tiny base model; drop --base-model (or --model tiny)")
+    tiny = args.model in TINY_MODELS
+    if tiny and args.base_model not in (None, args.model):
+        raise ConfigError(f"--model {args.model} is the built-in {args.model} base model; drop --base-model "
+                          f"(or --model {args.model})", setting="base_model")
     directory = cli_config.models_dir(args.models_dir, config)
     where, missing = {}, []
     for setting in ("base_model", "adapter", "encoder"):
         flag = getattr(args, setting)
+        if setting == "base_model" and (flag in TINY_MODELS or tiny):
+            where[setting] = flag or args.model
+            continue
         if flag == "tiny" or (tiny and flag is None):
             where[setting] = "tiny"
             continue
@@ -70,7 +85,7 @@ def model_locations(args, config: dict, config_path) -> dict:
         where[setting] = value
     if missing:
         raise _missing_models(missing)
-    if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] != "tiny":
+    if "tiny" in (where["adapter"], where["encoder"]) and where["base_model"] not in TINY_MODELS:
         raise ConfigError("the tiny adapter and encoder fit only the tiny base model",
                           hint="pass --adapter and --encoder files for a real base model")
     return where

@@ -73,12 +73,15 @@ def register(subparsers) -> None:
     _knob_flags(p)
     from facefact.cli.model_flags import add_model_flags
 
-    m = add_model_flags(p, base_help="SD1.5 diffusers folder, hub id or .safetensors file (a 9-channel inpainting "
-                                     "checkpoint works too)")
+    m = add_model_flags(p, base_help="SD1.5 or SDXL base: diffusers folder, hub id or .safetensors/.ckpt file (its "
+                                     "UNet config picks the family and the crop size; a 9-channel inpainting "
+                                     "checkpoint works too); 'tiny' / 'tiny-sdxl': the built-in ones")
     m.add_argument("--tiny-kind", choices=["controlnet2", "unet9", "plain"], default="controlnet2",
-                   help="with --model tiny: two ControlNets (as released), a 9-channel inpainting UNet, or neither")
+                   help="with --model tiny / tiny-sdxl: two ControlNets (as released), a 9-channel inpainting UNet, "
+                        "or neither")
     m.add_argument("--controlnet", action="append", default=[], metavar="PATH_OR_HUB_ID",
-                   help="a ControlNet, repeat in --controls order (released: an OpenPose one, then a Canny one)")
+                   help="a ControlNet of the base's family, repeat in --controls order (released: an OpenPose one, "
+                        "then a Canny one)")
     p.set_defaults(func=run)
 
 
@@ -151,13 +154,16 @@ def list_faces(args, maker, settings) -> int:
     return 0 if faces else ExitCode.PROBLEM_FOUND  # as `faces inspect`: a check that found a problem
 
 
-def check_model_files(args) -> None:
-    """Every missing model file named at once, before the template and photos are analysed."""
+def check_model_files(args) -> str:
+    """Every missing model file named at once, before the template and photos are analysed; returns
+    the base model's family ("sd15" / "sdxl", from its UNet config), which sets the crop size."""
     from facefact.cli import config as cli_config
     from facefact.cli import model_flags
+    from facefact.pipelines.loading import base_family
 
     config, config_path = cli_config.load_config(args.config)
-    model_flags.model_locations(args, config, config_path)
+    base = model_flags.model_locations(args, config, config_path)["base_model"]
+    return {"tiny": "sd15", "tiny-sdxl": "sdxl"}.get(base) or base_family(base)
 
 
 def load_pipeline(args, analysis):
@@ -167,9 +173,10 @@ def load_pipeline(args, analysis):
     from facefact.template.tiny import tiny_kind_options
 
     config, config_path = cli_config.load_config(args.config)
-    if model_flags.model_locations(args, config, config_path)["base_model"] == "tiny":
+    if model_flags.model_locations(args, config, config_path)["base_model"] in model_flags.TINY_MODELS:
         if args.controlnet:
-            raise ConfigError("--model tiny has its own ControlNets; choose them with --tiny-kind, drop --controlnet")
+            raise ConfigError(f"--model {args.model} has its own ControlNets; choose them with --tiny-kind, drop "
+                              "--controlnet")
         options = tiny_kind_options(args.tiny_kind)
     else:
         options = {"controlnet": list(args.controlnet) or None}
@@ -178,8 +185,10 @@ def load_pipeline(args, analysis):
 
 def check_controlnet_count(args, settings) -> None:
     """One control map per ControlNet: said now, not after the weights are loaded."""
-    count = (2 if args.tiny_kind == "controlnet2" else 0) if args.model == "tiny" and not args.base_model \
-        else len(args.controlnet)
+    from facefact.cli.model_flags import TINY_MODELS
+
+    tiny = args.model in TINY_MODELS and not args.base_model
+    count = (2 if args.tiny_kind == "controlnet2" else 0) if tiny else len(args.controlnet)
     if count and count != len(settings.controls):
         raise ConfigError(f"{count} ControlNet{'s' if count != 1 else ''} but {len(settings.controls)} control "
                           f"map{'s' if len(settings.controls) != 1 else ''} ({', '.join(settings.controls)})",
@@ -206,10 +215,10 @@ def run(args) -> int:
     images = args.num_images or 1  # the range was checked by the flag (GenerationSettings.num_images)
     people = parse_faces(args.face, args.target)
     check_controlnet_count(args, settings)
-    check_model_files(args)
+    family = check_model_files(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FaceWarning)  # the same words come back as notes, printed once
-        prepared = maker.prepare(args.template, people)  # every photo checked before any weights load
+        prepared = maker.prepare(args.template, people, family=family)  # every photo checked before weights load
         maker.use_pipeline(load_pipeline(args, maker.analysis))
         return generate_and_write(args, maker, prepared, images)
 
@@ -237,6 +246,7 @@ def generate_and_write(args, maker, prepared, images: int) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from facefact.cli.model_flags import is_tiny
     from facefact.pipelines.metadata import slug, write_png
     from facefact.template.debug import faces_overlay, save_png, write_plan_images
 
@@ -245,7 +255,7 @@ def generate_and_write(args, maker, prepared, images: int) -> int:
     total = images * len(prepared.plans)
     bar = tqdm(total=total, desc="faces", unit="face", file=sys.stderr, disable=args.quiet or args.json, leave=False)
     threads = torch.get_num_threads()
-    if args.model == "tiny":  # tiny layers gain nothing from threads and lose a lot on a busy machine
+    if is_tiny(args):  # tiny layers gain nothing from threads and lose a lot on a busy machine
         torch.set_num_threads(1)
     try:
         out = maker.generate(prepared, seed=args.seed, num_images=images, progress=lambda plan: bar.update(1))

@@ -104,8 +104,10 @@ def _refuse_raw_pickle(path: Path, not_weights: CheckpointError) -> None:
                           hint="use the official weights file (a PyTorch .ckpt/.pt archive) or a .safetensors copy")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A flat {name: tensor} dict from a .safetensors, .pt, .pth, .ckpt or .bin file, safely."""
+def read_state_dict(path: str | Path, *, check_values: bool = True) -> dict[str, torch.Tensor]:
+    """A flat {name: tensor} dict from a .safetensors, .pt, .pth, .ckpt or .bin file, safely.
+    `check_values=False` is for reading names and shapes only (a base model's kind): a PyTorch zip
+    archive is memory-mapped rather than read, and its values are not checked."""
     path = Path(path)
     _check_file(path)
     if path.suffix == ".safetensors":
@@ -120,23 +122,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         _check_zip_sizes(path)
     else:
         _refuse_raw_pickle(path, not_weights)
-    state = _torch_load(path, not_weights)
+    state = _torch_load(path, not_weights, mmap=not check_values and head.startswith(b"PK"))
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]  # Lightning-style wrapper
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat dict of tensors", path=path,
                               hint="expected a state dict such as the released FACT .ckpt or TransFace .pt")
-    check_tensors(state, path)
+    if check_values:
+        check_tensors(state, path)
     return state
 
 
-def _torch_load(path: Path, not_weights: CheckpointError):
+def _torch_load(path: Path, not_weights: CheckpointError, mmap: bool = False):
     import warnings
 
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol notes: our message says what matters
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found:

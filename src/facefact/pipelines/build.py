@@ -27,8 +27,8 @@ from facefact.pipelines.classes import (FACTStableDiffusionControlNetImg2ImgPipe
                                         FACTStableDiffusionXLControlNetInpaintPipeline,
                                         FACTStableDiffusionXLControlNetPipeline, FACTStableDiffusionXLImg2ImgPipeline,
                                         FACTStableDiffusionXLInpaintPipeline, FACTStableDiffusionXLPipeline)
-from facefact.pipelines.loading import (base_family, check_controlnet_fits, load_base_pipeline, load_controlnet,
-                                        pick_device_dtype)
+from facefact.pipelines.loading import (base_family, check_controlnet_family, check_controlnet_fits,
+                                        load_base_pipeline, load_controlnet, pick_device_dtype)
 
 TINY = "tiny"
 TINY_XL = "tiny-sdxl"
@@ -63,6 +63,7 @@ def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encod
     tiny_base = str(base_model) in (TINY, TINY_XL)
     family = ("sdxl" if str(base_model) == TINY_XL else "sd15") if tiny_base else base_family(base_model)
     cls = pipeline_class(kind, bool(nets), family)
+    _refuse_adapter_of_other_family(adapter, family)  # before any weights load
     device, dtype = pick_device_dtype(device or ("cpu" if tiny_base else None), dtype or
                                       (torch.float32 if tiny_base else None))
     if tiny_base:
@@ -75,18 +76,36 @@ def load_fact_pipeline(base_model: str | Path, adapter: str | Path | None, encod
     else:
         if any(str(n) == TINY for n in nets):
             raise ConfigError("tiny ControlNets fit only the tiny base model", hint="pass a real ControlNet")
-        pipe = _load_real_base(cls, base_model, nets, dtype)
+        pipe = _load_real_base(cls, base_model, nets, dtype, family)
     if not tiny_base or str(adapter) != TINY or str(encoder) != TINY:
         _load_adapter(pipe, adapter, encoder, adapter_weight_name, encoder_weight_name, face_analysis)
     return pipe.to(device)
 
 
-def _load_real_base(cls, base_model, nets, dtype):
+def _refuse_adapter_of_other_family(adapter, family: str) -> None:
+    """A facefact adapter file records the base family it was made for (its safetensors metadata):
+    one for the other family is refused here, naming both, before the base model loads. Other
+    sources (released .ckpt files, hub ids) are checked as they attach."""
+    from facefact.model.layouts import family_of_label, refuse_other_family
+    from facefact.pipelines.single_file import safetensors_header
+
+    path = Path(str(adapter)).expanduser() if isinstance(adapter, (str, Path)) else None
+    if path is None or path.suffix != ".safetensors" or not path.is_file():
+        return
+    with safetensors_header(path, "a FACT adapter", "the file is damaged; download or convert it again") as f:
+        label = (f.metadata() or {}).get("base_family")
+    if label is not None:
+        refuse_other_family(family_of_label(label, path), family, path)
+
+
+def _load_real_base(cls, base_model, nets, dtype, family: str):
     from diffusers import MultiControlNetModel
 
     from facefact.pipelines.provenance import model_entry
 
     loaded = [load_controlnet(n, dtype) for n in nets]
+    for net, name in zip(loaded, nets):  # the other family's ControlNet: refused before the base loads
+        check_controlnet_family(net, family, str(name))
     controlnet = None if not loaded else (loaded[0] if len(loaded) == 1 else MultiControlNetModel(loaded))
     pipe = load_base_pipeline(base_model, dtype, controlnet=controlnet, cls=cls)
     pipe.set_progress_bar_config(disable=True)

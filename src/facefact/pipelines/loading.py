@@ -15,6 +15,7 @@ from facefact.errors import CheckpointError, ConfigError, FacefactError, ModelNo
 from facefact.pipelines.hashing import HashCache
 from facefact.pipelines.registry import looks_like_hub_id, offline
 from facefact.pipelines.scheduler_names import SCHEDULERS
+from facefact.pipelines.single_file import safetensors_header, single_file_unet_config
 
 
 def make_scheduler(name: str, base_config):
@@ -62,15 +63,18 @@ def quiet_libraries() -> None:
 
 
 def base_family(location: str | Path) -> str:
-    """'sdxl' or 'sd15': the family a base model's UNet config says (a diffusers folder, a single
-    .safetensors file, a cached hub id), read without loading weights. Where the config cannot be read
-    here (a .ckpt file, a hub id not in the cache offline) it is 'sd15', and loading the base reports
-    what is wrong with it."""
+    """'sdxl' or 'sd15': the family a base model's UNet config says (a diffusers folder, a cached hub
+    id), or diffusers' own detection says of a single .safetensors / .ckpt file - read without loading
+    weights. A single file that is no SD1.5 / SDXL base is refused naming what it is; where a folder's
+    or hub id's config cannot be read here (not in the cache offline) it is 'sd15', and loading the
+    base reports what is wrong with it."""
     from facefact.model.layouts import unet_family
 
     path = Path(str(location)).expanduser()
-    if path.is_file() and path.suffix != ".safetensors":
-        return "sd15"
+    if path.is_file():
+        if path.suffix not in (".safetensors", ".ckpt"):
+            return "sd15"  # load_base_pipeline names the file and the suffixes it takes
+        return unet_family(single_file_unet_config(path))
     try:
         return unet_family(base_unet_config(str(location)))
     except (FacefactError, OSError, ValueError):
@@ -121,28 +125,12 @@ def load_base_pipeline(location: str | Path, dtype: torch.dtype, controlnet=None
 _CONTROLNET_KEY_MARKS = ("input_hint_block.", "controlnet_cond_embedding.")
 
 
-def _safetensors_header(path: Path, what: str, hint: str):
-    """The open safetensors file (its header read, no tensor loaded) for a `with`; a file that is not
-    one (a damaged header, a FIFO, ...) is a CheckpointError naming it."""
-    from safetensors import SafetensorError, safe_open
-
-    from facefact.safe_open import require_regular_file
-
-    require_regular_file(path, CheckpointError, missing_cls=ModelNotFoundError, hint=hint)
-    try:
-        return safe_open(str(path), framework="pt")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not {what}: not a readable .safetensors file "
-                              f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
-                              path=path, hint=hint) from err
-
-
 def _check_single_file_controlnet(path: Path, hint: str) -> None:
     """A .safetensors file's key names (its header only) say whether it is a ControlNet at all -
     before diffusers fetches a config for it from the hub."""
     if path.suffix != ".safetensors":
         return  # a pickle can only be told apart by loading it: diffusers' own error is mapped below
-    with _safetensors_header(path, "a ControlNet checkpoint", hint) as f:
+    with safetensors_header(path, "a ControlNet checkpoint", hint) as f:
         keys = list(f.keys())
     if not any(mark in key for key in keys for mark in _CONTROLNET_KEY_MARKS):
         raise CheckpointError(f"{path} is not a ControlNet checkpoint: it holds no ControlNet hint block "
@@ -226,13 +214,38 @@ def load_controlnet(location: str | Path, dtype: torch.dtype):
                               path=location, hint=hint) from err
 
 
+CONTROLNET_EXAMPLES = {"sd15": "lllyasviel/control_v11p_sd15_canny", "sdxl": "diffusers/controlnet-canny-sdxl-1.0"}
+
+
+def check_controlnet_family(controlnet, family: str, name: str | list | None = None) -> None:
+    """A ControlNet made for the other base family (an SD1.5 one on an SDXL base, or the reverse) is
+    refused naming both families; each ControlNet's family is its config's, as a UNet's is. For
+    several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
+    from facefact.model.layouts import family_name, unet_family
+
+    nets = list(getattr(controlnet, "nets", [controlnet]))
+    names = list(name) if isinstance(name, (list, tuple)) else [name] * len(nets)
+    for net, label in zip(nets, names + [None] * (len(nets) - len(names))):
+        mine = unet_family(net.config)
+        if mine != family:
+            raise CheckpointError(
+                f"the ControlNet{f' {label}' if label else ''} was made for {family_name(mine)} base models, but the "
+                f"base model is {family_name(family)}", path=label, setting="controlnet",
+                hint=f"use a ControlNet made for {family_name(family)} (e.g. {CONTROLNET_EXAMPLES[family]}), or a "
+                     f"{family_name(mine)} base model")
+
+
 def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> None:
-    """A ControlNet adds its outputs to the UNet's blocks and reads the same text tokens: its widths
-    must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside otherwise).
-    For several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
+    """A ControlNet adds its outputs to the UNet's blocks and reads the same text tokens: its family
+    and widths must be the UNet's (an SDXL or SD2 ControlNet on an SD1.5 model fails deep inside
+    otherwise). For several (a MultiControlNetModel), `name` may be a list: one name per ControlNet."""
+    from facefact.model.layouts import unet_family
+
     def as_list(value):
         return list(value) if isinstance(value, (list, tuple)) else [value]
 
+    family = unet_family(unet)
+    check_controlnet_family(controlnet, family, name)
     nets = list(getattr(controlnet, "nets", [controlnet]))  # MultiControlNetModel holds several
     names = list(name) if isinstance(name, (list, tuple)) else [name] * len(nets)
     for net, name in zip(nets, names + [None] * (len(nets) - len(names))):
@@ -242,7 +255,7 @@ def check_controlnet_fits(controlnet, unet, name: str | list | None = None) -> N
                 raise CheckpointError(
                     f"the ControlNet{f' {name}' if name else ''} does not fit this base model: its {key} is "
                     f"{mine}, the UNet's {theirs}",
-                    hint="use a ControlNet made for this model family (SD1.5: e.g. lllyasviel/control_v11p_sd15_canny)")
+                    hint=f"use a ControlNet made for this model family (e.g. {CONTROLNET_EXAMPLES[family]})")
 
 
 def weight_files(folder: str | Path) -> list[Path]:
@@ -326,7 +339,7 @@ def base_unet_config(base: str) -> dict:
                                                          "again")
         raise ModelNotFoundError(f"{path} holds no UNet config (unet/config.json)", path=path)
     if path.is_file():
-        return _single_file_unet_config(path)
+        return single_file_unet_config(path)
     if not looks_like_hub_id(base):
         raise ModelNotFoundError(f"base model not found: {base}", path=base)
     try:
@@ -335,19 +348,3 @@ def base_unet_config(base: str) -> dict:
         offline_note = " (offline: the hub cache only)" if offline() else ""
         raise ModelNotFoundError(f"could not read the UNet config of '{base}'{offline_note}: "
                                  f"{str(err).splitlines()[0]}", path=base, hint="pass a local diffusers folder") from err
-
-
-def _single_file_unet_config(path: Path) -> dict:
-    """Family of an original-layout checkpoint from its key names and one tensor shape."""
-    if path.suffix != ".safetensors":
-        raise ConfigError(f"a base model's family is read from .safetensors single files or diffusers folders, "
-                          f"not {path.suffix}", path=path, setting="check_base")
-    with _safetensors_header(path, "a Stable Diffusion checkpoint", "the file is damaged or not a base model; "
-                             "download it again") as f:
-        keys = set(f.keys())
-        if any(k.startswith("conditioner.embedders.") for k in keys):
-            return {"addition_embed_type": "text_time"}  # SDXL's layout
-        key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
-        if key not in keys:
-            raise CheckpointError("not a Stable Diffusion checkpoint (no UNet cross-attention found)", path=path)
-        return {"cross_attention_dim": f.get_slice(key).get_shape()[1], "single_file": True}

@@ -105,12 +105,12 @@ def knob_defaults(model_size: int) -> dict:
     from facefact.template.settings import TemplateSettings
 
     release = TemplateSettings()
-    if model_size >= RELEASE_MODEL_SIZE:
-        return {"crop_size": release.crop_size, "steps": release.steps, "note": ""}
+    if model_size >= RELEASE_MODEL_SIZE:  # the model's own size: 512 on SD1.5 (the release's), 1024 on SDXL
+        return {"crop_size": model_size, "steps": release.steps, "note": ""}
     return {"crop_size": model_size, "steps": SMALL_MODEL_STEPS,
             "note": f"This server's model works at {model_size} px (the tiny test models): the face crop starts "
                     f"at {model_size} px and {SMALL_MODEL_STEPS} steps so a job takes seconds; the release's "
-                    f"values for SD1.5 models are {release.crop_size} px and {release.steps} steps."}
+                    f"values for SD1.5 models are {RELEASE_MODEL_SIZE} px and {release.steps} steps."}
 
 
 def _knob_inputs(model_size: int) -> list:

@@ -1,11 +1,14 @@
 """The one place the template mode touches a generation pipeline.
 
-It runs on the diffusers-native FACT inpainting pipelines, ``FACTStableDiffusionInpaintPipeline``
-(a 4-channel base, or a 9-channel inpainting checkpoint) and
-``FACTStableDiffusionControlNetInpaintPipeline`` (one ControlNet, or several), called with
-``face_tokens`` (encoded once per person), ``fact_scale``, ``cfg_face`` and a seeded ``generator`` beside the diffusers
-parent's own arguments (whose mask processor binarises the mask, and whose 4-channel branch
-keeps the latents outside it). One call makes one image of one pass from an :class:`InpaintRequest`.
+It runs on the diffusers-native FACT inpainting pipelines of either base family:
+``FACTStableDiffusionInpaintPipeline`` / ``FACTStableDiffusionXLInpaintPipeline`` (a 4-channel base,
+or a 9-channel inpainting checkpoint) and ``FACTStableDiffusionControlNetInpaintPipeline`` /
+``FACTStableDiffusionXLControlNetInpaintPipeline`` (one ControlNet, or several), called with
+``face_tokens`` (encoded once per person), ``fact_scale``, ``cfg_face`` and a seeded ``generator`` beside
+the diffusers parent's own arguments (whose mask processor binarises the mask, and whose 4-channel
+branch keeps the latents outside it). The family is the UNet config's (SDXL: text-time
+conditioning), never a guess from names. One call makes one image of one pass from an
+:class:`InpaintRequest`.
 """
 from __future__ import annotations
 
@@ -42,28 +45,43 @@ class PipelineInfo:
     """What the template mode needs to know about a pipeline before calling it."""
 
     num_controlnets: int     # 0, 1 or more
-    unet_in_channels: int    # 4 (plain SD1.5, latent blending) or 9 (an inpainting checkpoint)
+    unet_in_channels: int    # 4 (a plain base, latent blending) or 9 (an inpainting checkpoint)
     name: str
+    family: str = "sd15"     # the base family, from the UNet config: "sd15" or "sdxl"
+
+
+def _inpaint_classes(family: str) -> tuple[str, str]:
+    return (("FACTStableDiffusionXLInpaintPipeline", "FACTStableDiffusionXLControlNetInpaintPipeline")
+            if family == "sdxl" else
+            ("FACTStableDiffusionInpaintPipeline", "FACTStableDiffusionControlNetInpaintPipeline"))
 
 
 def inspect_pipeline(pipe) -> PipelineInfo:
-    """Classify ``pipe`` and refuse one that cannot inpaint, naming what to use instead."""
+    """Classify ``pipe`` and refuse one that cannot inpaint (naming what to use instead), and one
+    whose ControlNets are for the other base family (naming both)."""
+    from facefact.model.layouts import unet_family
+    from facefact.pipelines.loading import check_controlnet_fits
+
     call = inspect.signature(type(pipe).__call__).parameters
+    unet = getattr(pipe, "unet", None)
+    family = unet_family(unet) if unet is not None else "sd15"
+    plain, with_controlnet = _inpaint_classes(family)
     if not hasattr(pipe, "set_fact_scale"):
         raise ConfigError(f"{type(pipe).__name__} is not a FACT pipeline",
-                          hint="use FACTStableDiffusionInpaintPipeline or FACTStableDiffusionControlNetInpaintPipeline "
-                               "(facefact.pipelines), with load_fact_adapter(...) done")
+                          hint=f"use {plain} or {with_controlnet} (facefact.pipelines), with load_fact_adapter(...) "
+                               "done")
     if "mask_image" not in call:  # a FACT twin's __call__ shows its diffusers parent's parameters
         raise ConfigError(f"{type(pipe).__name__} cannot inpaint (it takes no mask_image); the template mode "
                           "redraws a face inside an existing photo",
-                          hint="use FACTStableDiffusionInpaintPipeline, or FACTStableDiffusionControlNetInpaintPipeline "
-                               "for the released OpenPose + Canny setup (e.g. FACTStableDiffusionInpaintPipeline"
-                               "(**pipe.components) from a text-to-image one)")
+                          hint=f"use {plain}, or {with_controlnet} for the released OpenPose + Canny setup (e.g. "
+                               f"{plain}.from_pipe(pipe) from a text-to-image one)")
     pipe._require_fact()  # no adapter loaded: a clear error now, not after the first pass
     controlnet = getattr(pipe, "controlnet", None)
     count = 0 if controlnet is None else len(getattr(controlnet, "nets", [controlnet]))
+    if controlnet is not None:  # an SD1.5 ControlNet on SDXL fails deep inside the first step otherwise
+        check_controlnet_fits(controlnet, pipe.unet)
     return PipelineInfo(num_controlnets=count, unet_in_channels=int(pipe.unet.config.in_channels),
-                        name=type(pipe).__name__)
+                        name=type(pipe).__name__, family=family)
 
 
 def _control_kwargs(request: InpaintRequest, info: PipelineInfo) -> dict:

@@ -4,8 +4,9 @@
     faces = maker.faces("group.jpg")                            # numbered left to right
     out = maker("group.jpg", {1: "alice.jpg", 2: ["bob.jpg", "bob2.jpg"]}, seed=7, num_images=2)
 
-For every output and every target face: the main inpaint of the 512 crop (strength 0.6, guidance 5,
-50 PNDM steps, FACT scale 0.55, cfg_face, controls face landmarks 1.0 + Canny 0.2), an optional
+For every output and every target face: the main inpaint of the face crop (512 px on SD1.5, 1024 on
+SDXL: the base family's own size, from the UNet config, unless ``crop_size`` is set; strength 0.6,
+guidance 5, 50 PNDM steps, FACT scale 0.55, cfg_face, controls face landmarks 1.0 + Canny 0.2), an optional
 refine pass (strength 0.1, controls 0.8 / 0.8, face mask + 0.02 sqrt(area)), then the crop is pasted
 into the full-resolution template through a feathered mask; every pixel outside it is the
 template's own. Output i is made from seed + i.
@@ -77,6 +78,7 @@ class Prepared:
     plans: list[TargetPlan]
     settings: TemplateSettings
     notes: list[str]
+    family: str | None = None   # the base family the crop size was chosen for (None: crop_size was set)
 
 
 def load_template(source, analysis) -> LoadedTemplate:
@@ -161,15 +163,20 @@ class TemplatePortrait:
                      "(the release: OpenPose -> face_pose, Canny -> canny)", setting="controls")
 
     # ---- the call -----------------------------------------------------------------------------
-    def prepare(self, template, people, *, settings: TemplateSettings | None = None) -> "Prepared":
+    def prepare(self, template, people, *, settings: TemplateSettings | None = None,
+                family: str | None = None) -> "Prepared":
         """Everything before diffusion - template, faces, targets, identities, crops, masks,
         controls - so that every bad input fails before any denoising step (the CLI calls this
-        before it loads weights, with ``pipe=None``)."""
+        before it loads weights, with ``pipe=None``). ``family``: the base family ("sd15" / "sdxl")
+        whose crop size to use where ``crop_size`` is not set; default: the pipeline's."""
         from facefact.pipelines.loading import SCHEDULERS
 
         settings = (settings or self.settings).validate()
         if settings.scheduler not in SCHEDULERS:
             raise ConfigError(f"unknown scheduler '{settings.scheduler}'", hint=f"choose one of: {', '.join(SCHEDULERS)}")
+        family = self._crop_family(settings, family)
+        if family is not None:
+            settings = settings.for_family(family)
         notes: list[str] = []
         loaded = load_template(template, self.analysis)
         faces = find_faces(self.analysis, loaded.rgb, max_faces=settings.max_faces)
@@ -180,7 +187,24 @@ class TemplatePortrait:
                  for target, (_, identity) in zip(targets, pairs)]
         for _, identity in pairs:
             notes.extend(identity.notes)
-        return Prepared(template=loaded, faces=faces, plans=plans, settings=settings, notes=notes)
+        return Prepared(template=loaded, faces=faces, plans=plans, settings=settings, notes=notes, family=family)
+
+    def _crop_family(self, settings: TemplateSettings, family: str | None) -> str | None:
+        """The family whose crop size applies (None where ``crop_size`` is set): the pipeline's, or
+        ``family`` before there is one; a ``family`` other than the pipeline's is refused."""
+        from facefact.model.layouts import family_name
+
+        mine = self.info.family if self.info is not None else None
+        if family is not None and mine is not None and family != mine:
+            raise ConfigError(f"family '{family}' given, but the pipeline's base model is {family_name(mine)}",
+                              hint="leave family out: the pipeline's own is used")
+        if settings.crop_size is not None:
+            return None
+        if (family or mine) is None:
+            raise ConfigError("the crop size follows the base model's family, and there is no pipeline yet",
+                              hint="pass family='sd15' or 'sdxl' (or the pipeline first), or set crop_size",
+                              setting="crop_size")
+        return family or mine
 
     def __call__(self, template, people, *, seed: int | None = None, num_images: int = 1,
                  settings: TemplateSettings | None = None, progress=None) -> TemplateOutput:
@@ -196,6 +220,13 @@ class TemplatePortrait:
         if num_images < 1:
             raise ConfigError("num_images must be at least 1")
         settings, plans = prepared.settings, prepared.plans
+        if prepared.family is not None and prepared.family != self.info.family:
+            from facefact.model.layouts import family_name
+
+            raise ConfigError(f"these inputs were prepared for a {family_name(prepared.family)} base "
+                              f"({settings.crop_size} px crops), but the pipeline's base model is "
+                              f"{family_name(self.info.family)}",
+                              hint="prepare them again with this pipeline (or set crop_size)", setting="crop_size")
         notes = list(prepared.notes)
         self._check_controls(settings, notes)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
@@ -310,7 +341,7 @@ class TemplatePortrait:
             "controls": ([{"map": c, "scale": s, "refine_scale": r} for c, s, r in
                           zip(settings.controls, settings.control_scales, settings.refine_control_scales)]
                          if self.info.num_controlnets else []),
-            "pipeline": {"class": self.info.name, "unet_in_channels": self.info.unet_in_channels,
-                         "controlnets": self.info.num_controlnets},
+            "pipeline": {"class": self.info.name, "base_family": self.info.family,
+                         "unet_in_channels": self.info.unet_in_channels, "controlnets": self.info.num_controlnets},
             "template_settings": knobs, "models": models, "notes": list(notes),
         }

@@ -2,10 +2,10 @@
 its face - landmarks and region shaped by the identity as the model draws it - which are then
 warped onto the template face (by the same 5-point similarity as a photo's).
 
-It runs on a text-to-image sibling of the inpainting pipeline (the same modules: UNet with FACT,
-VAE, text encoder). As in the release, the portrait follows the template crop's body pose: the pose
-(MediaPipe, facefact.faces.pose) is drawn as an OpenPose map for the pipeline's own OpenPose
-ControlNet (the one `controls` reads "face_pose" with). Without MediaPipe, a pose found or an
+It runs on a text-to-image sibling of the inpainting pipeline, of its base family (the same
+modules: UNet with FACT, VAE, text encoder(s)). As in the release, the portrait follows the
+template crop's body pose: the pose (MediaPipe, facefact.faces.pose) is drawn as an OpenPose map
+for the pipeline's own OpenPose ControlNet (the one `controls` reads "face_pose" with). Without MediaPipe, a pose found or an
 OpenPose ControlNet the stage runs unconditioned, and says so. A 9-channel inpainting UNet cannot
 draw from noise alone, so there the stage is skipped with a note, as it is when the portrait shows
 no face; the face photo's own geometry is used then.
@@ -39,16 +39,16 @@ def openpose_controlnet(pipe, controls: tuple[str, ...]):
 
 
 def text_to_image_sibling(pipe, controlnet=None):
-    """A FACTStableDiffusionPipeline (FACTStableDiffusionControlNetPipeline with `controlnet`) on
-    ``pipe``'s modules: FACT lives with the shared UNet, so the sibling has ``pipe``'s adapter."""
-    from facefact.pipelines import FACTStableDiffusionControlNetPipeline, FACTStableDiffusionPipeline
+    """The text-to-image FACT pipeline of ``pipe``'s base family (FACTStableDiffusion[XL]Pipeline, or
+    its ControlNet twin with `controlnet`) on ``pipe``'s modules: FACT lives with the shared UNet, so
+    the sibling has ``pipe``'s adapter."""
+    from facefact.logfilters import dropped_log_messages, empty_fp32_notice
+    from facefact.model.layouts import unet_family
+    from facefact.pipelines.build import pipeline_class
 
-    parts = {k: v for k, v in pipe.components.items() if k != "controlnet"}
-    if controlnet is not None:
-        sibling = FACTStableDiffusionControlNetPipeline(**{**parts, "controlnet": controlnet,
-                                                           "requires_safety_checker": False})
-    else:
-        sibling = FACTStableDiffusionPipeline(**{**parts, "requires_safety_checker": False})
+    cls = pipeline_class("txt2img", controlnet=controlnet is not None, family=unet_family(pipe.unet))
+    with dropped_log_messages("diffusers.models.modeling_utils", empty_fp32_notice):  # from_pipe's .to(dtype)
+        sibling = cls.from_pipe(pipe, **({"controlnet": controlnet} if controlnet is not None else {}))
     sibling.set_progress_bar_config(disable=True)
     return sibling
 

@@ -2,7 +2,7 @@
 help and range (`setting(...)`) make `facefact template`'s flags (facefact.cli.settings_flags)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from facefact.errors import ConfigError
 from facefact.pipelines.scheduler_names import SCHEDULER_NAMES
@@ -16,6 +16,8 @@ RELEASE_NEGATIVE_PROMPT = ("nsfw, paintings, sketches, (worst quality:2), (low q
 CONTROL_KINDS = ("face_pose", "canny")
 LANDMARK_SOURCES = ("face_photo", "template")
 FACE_POINTS = ("five", "dlib68")
+# The face crop each base family works at, its native image size: the crop size unless one is set.
+FAMILY_CROP_SIZES = {"sd15": 512, "sdxl": 1024}
 
 
 @dataclass
@@ -32,7 +34,8 @@ class TemplateSettings:
     min_face_px: float = setting(48.0, "smallest face to redraw, in px (a smaller one would be mostly upscaling)",
                                  low=1.0)
     face_fraction: float = setting(0.7, "face box side / crop side (the crop is ~1.43x the face)", low=0.1, high=1.0)
-    crop_size: int = setting(512, "the face crop the model works on, a multiple of 8", low=64, high=2048)
+    crop_size: int | None = setting(None, "the face crop the model works on, a multiple of 8 (default: the base "
+                                          "model's own size, 512 for SD1.5, 1024 for SDXL)", low=64, high=2048)
     black_out_others: bool = setting(True, "paint the other kept faces black in the model's input (they are never "
                                            "pasted over either way)")
     # main pass
@@ -88,9 +91,9 @@ class TemplateSettings:
         _range("face_fraction", self.face_fraction, 0.1, 1.0)
         for name in ("mask_grow", "mask_grow_below_eyes", "refine_mask_grow", "canny_face_grow"):
             _range(name, getattr(self, name), 0.0, 1.0)
-        if self.crop_size < 64 or self.crop_size % 8:
+        if self.crop_size is not None and (self.crop_size < 64 or self.crop_size % 8):
             raise ConfigError(f"crop_size {self.crop_size} must be a multiple of 8, at least 64",
-                              hint="512 is SD1.5's size")
+                              hint="512 is SD1.5's size, 1024 SDXL's", setting="crop_size")
         if self.steps < 1 or (self.refine_steps is not None and self.refine_steps < 1):
             raise ConfigError("steps must be at least 1")
         for name, strength, steps in (("main", self.strength, self.steps),
@@ -114,6 +117,15 @@ class TemplateSettings:
         if self.max_faces is not None and self.max_faces < 1:
             raise ConfigError("max_faces must be at least 1 (or None for all faces)")
         return self
+
+    def for_family(self, family: str) -> "TemplateSettings":
+        """These settings for a base of ``family`` ("sd15" / "sdxl"): the crop size, where none is
+        set, that family's own (FAMILY_CROP_SIZES)."""
+        if family not in FAMILY_CROP_SIZES:
+            raise ConfigError(f"unknown base family '{family}'", hint=f"one of: {', '.join(FAMILY_CROP_SIZES)}")
+        if self.crop_size is not None:
+            return self
+        return replace(self, crop_size=FAMILY_CROP_SIZES[family])
 
     def as_dict(self) -> dict:
         out = asdict(self)
