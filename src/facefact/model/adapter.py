@@ -20,6 +20,13 @@ Efficiency: only the len(h) visual queries are needed, so the attention runs as 
 ``scaled_dot_product_attention`` over [len(h)] queries x [len(h) + 16n] keys instead of
 GLIGEN's full (len(h) + 16n)^2 self-attention followed by a slice. Plain modules and ops only, so
 ``torch.compile`` captures it without graph breaks.
+
+The scale s reaches the arithmetic as a tensor (a non-persistent buffer, filled in place by
+`set_scale`), not as a Python float: dynamo specialises a float attribute, so a compiled UNet would
+compile again for each new `fact_scale` (and per-level scale); a tensor is a graph input whose
+value may change freely. Whether a fuser acts at all (s != 0) stays a Python flag: at s = 0 the
+block is untouched bit for bit and costs nothing, and a compiled UNet keeps one graph per pattern
+of acting levels (all on, all off for a `fact_window`'s off steps), not one per value.
 """
 from __future__ import annotations
 
@@ -43,10 +50,39 @@ class FACTFuser(GatedSelfAttentionDense):
         # Same parameters, plain module.
         self.attn = FaceSelfAttention(block_dim)
         self.heads = heads
+        # s as a tensor (see the module's docs): in float32, or float64 for a float64 fuser - the
+        # precision torch computes `python_float * half_tensor` in - kept there by `_apply`
+        self.register_buffer("scale_tensor", torch.ones(()), persistent=False)
         self.scale = 1.0
         # The block's own norm2 values while a checkpoint's `ln.*` stands in for them (set by attach)
         self.original_norm: tuple[torch.Tensor, torch.Tensor] | None = None
         self.register_state_dict_post_hook(_leave_out_of_the_unet_state)
+
+    @property
+    def scale(self) -> float:
+        """FACT's s for this block (0: the block is left exactly as it is)."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self._scale = float(value)
+        self.active = self._scale != 0.0  # a Python flag on purpose: the one thing compiled graphs branch on
+        with torch.no_grad():
+            self.scale_tensor.fill_(self._scale)  # in place: the same graph input, a kernel, no host sync
+
+    def _apply(self, fn, recurse=True):
+        """`module.to(dtype)` casts every floating buffer; the scale keeps the gate's precision, so
+        a float16 fuser computes round16(float(s) * tanh(alpha)) exactly as with a Python float."""
+        super()._apply(fn, recurse)
+        wanted = torch.promote_types(self.alpha_attn.dtype, torch.float32)
+        if self.scale_tensor.dtype != wanted:
+            self.scale_tensor = torch.full((), self._scale, dtype=wanted, device=self.scale_tensor.device)
+        return self
+
+    def gate(self, alpha: torch.Tensor) -> torch.Tensor:
+        """s * tanh(alpha) in the fuser's dtype, bit for bit what the Python float s gave."""
+        tanh = torch.tanh(alpha)
+        return (self.scale_tensor * tanh).to(tanh.dtype)
 
     @property
     def block_dim(self) -> int:
@@ -61,7 +97,7 @@ class FACTFuser(GatedSelfAttentionDense):
         regions = None
         if isinstance(objs, tuple):
             objs, regions = objs
-        if objs is None or self.scale == 0 or not self.enabled:
+        if objs is None or not self.active or not self.enabled:
             return x  # adds exactly nothing: the same tensor, so the same bits
         if objs.shape[0] != x.shape[0]:
             if objs.shape[0] != 1:
@@ -71,8 +107,8 @@ class FACTFuser(GatedSelfAttentionDense):
         faces = self.norm1(self.linear(objs))
         visual = self.norm1(x)  # LayerNorm is per token: norm1(cat[h, f']) = cat[norm1(h), norm1(f')]
         attended = self.attend(visual, torch.cat([visual, faces], dim=1), attn_mask)
-        h1 = x + (self.scale * torch.tanh(self.alpha_attn)) * attended
-        h2 = h1 + (self.scale * torch.tanh(self.alpha_dense)) * self.ff(self.norm2(h1))
+        h1 = x + self.gate(self.alpha_attn) * attended
+        h2 = h1 + self.gate(self.alpha_dense) * self.ff(self.norm2(h1))
         return h2 if inside is None else torch.where(inside, h2, x)  # outside every region: untouched
 
     def attend(self, visual: torch.Tensor, context: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:

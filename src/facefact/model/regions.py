@@ -27,9 +27,26 @@ class FaceRegions:
     def latent_size(self) -> tuple[int, int]:
         return tuple(self.masks.shape[-2:])
 
+    @property
+    def num_face_tokens(self) -> int:
+        return self.spans[-1][1] if self.spans else 0
+
+    def prepare(self, device) -> "FaceRegions":
+        """Build every layer's masks on `device` now - each ceil-halving of the latent down to one
+        cell - so that inside the denoising loop the fusers only look them up: no mask work, no
+        host -> device copy (a synchronising one on a GPU), nothing for torch.compile to break on."""
+        device = torch.empty(0, device=device).device  # "cuda" -> "cuda:0": the key the fusers' tensors give
+        height, width = self.latent_size
+        while True:
+            self.layer(height * width, self.num_face_tokens, device)
+            if height * width == 1:
+                return self
+            height, width = (height + 1) // 2, (width + 1) // 2
+
     def layer(self, n_tokens: int, n_faces: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(attention mask [N, N + F] or None when nothing is masked, inside-any-region [N, 1] or
-        None when every token is inside one), for a layer of N visual tokens; cached per layer size."""
+        None when every token is inside one), for a layer of N visual tokens; cached per layer size
+        (all of them built up front by `prepare`)."""
         key = (n_tokens, n_faces, str(device))
         if key not in self._per_layer:
             self._per_layer[key] = self._build(n_tokens, n_faces, device)

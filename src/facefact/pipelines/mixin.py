@@ -341,8 +341,8 @@ class FACTMixin(LoraProvenanceMixin):
         guidance = given("guidance_scale")
         do_cfg = guidance is not None and guidance > 1 and self.unet.config.get("time_cond_proj_dim") is None
         attention_kwargs["gligen"] = {"objs": guidance_objs(faces, batch, do_cfg, cfg_face)}
-        if regions is not None:
-            attention_kwargs["gligen"]["regions"] = regions
+        if regions is not None:  # every layer's masks on the device before the loop (FaceRegions.prepare)
+            attention_kwargs["gligen"]["regions"] = regions.prepare(self._execution_device)
         return attention_kwargs
 
     def _prompt_list(self, prompt, prompt_embeds) -> tuple[list[str | None], list[list[str]]]:
