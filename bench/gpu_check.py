@@ -20,6 +20,13 @@ Checks (names for --only / --skip), each result printed as PASS / FAIL / SKIP wi
              fused QKV, batch 4 / 8, a 4-step LCM schedule with a random LoRA, template vs
              text-to-image, torch.compile (cold compile time) - per portrait (face tokens -> PNG)
              and per UNet step, with peak VRAM
+  compile    a torch.compile'd UNet (inductor; on a CPU backend "eager": dynamo's guards without C++)
+             warmed up once serves other scales, per-level scales, the other person, a window,
+             cfg_face off and two people's regions without compiling again (error_on_recompile),
+             the eager pixels, and each fuser is one graph under torch._dynamo.explain
+  syncs      no host<->device synchronisation added by FACT inside the denoising loop: a UNet step
+             under torch.cuda.set_sync_debug_mode("error"), the loop's synchronising lines against
+             the base pipeline's (CUDA only; SKIP on a CPU)
 
 Models: random weights, no download - SD1.5 at full size from its configs and FACT at the official
 sizes (bench/sd15.py), or with --tiny the test suite's tiny models. The JSON (--out) is rewritten
@@ -39,7 +46,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 DEFAULT_COMPILE_MODES = "max-autotune-no-cudagraphs,max-autotune"  # without and with CUDA graphs
-CHECK_NAMES = ("pipelines", "numerics", "template", "offload", "training", "speed")
+CHECK_NAMES = ("pipelines", "numerics", "template", "offload", "training", "speed", "compile", "syncs")
 # Rough seconds of each unit of work, for --budget-s (H100, full size / CPU, tiny).
 ESTIMATES = {"pipeline": (8, 2), "numerics": (40, 3), "offload": (60, 1), "training": (90, 15),
              "row": (15, 2), "lora": (40, 5), "template": (40, 8), "compile": (200, 60)}

@@ -140,6 +140,50 @@ def test_pipeline_records_loras_and_their_weights(face, tiny_lora):
     assert "loras" not in after.metadata[0]["models"] and not any(k.startswith("lora:") for k in after.model_files)
 
 
+def test_a_sibling_pipeline_lists_the_lora_that_acts_in_its_images(face, tiny_lora):
+    """The LoRA lives in the shared UNet, so does its record: a from_pipe sibling's metadata lists it,
+    a weight set from either pipeline is the one both report, unloading from either drops it for both."""
+    from facefact.pipelines import FACTStableDiffusionImg2ImgPipeline, FACTStableDiffusionPipeline
+
+    pipe = FACTStableDiffusionPipeline.tiny()
+    sibling = FACTStableDiffusionPipeline.from_pipe(pipe)
+    img2img = FACTStableDiffusionImg2ImgPipeline.from_pipe(pipe)
+    plain = np.asarray(sibling(PROMPT, face_tokens=face, **fast()).images[0], dtype=np.int16)
+    lora = tiny_lora()
+    pipe.load_lora_weights(lora, adapter_name="style")
+    styled = sibling(PROMPT, face_tokens=face, **fast())
+    assert np.abs(np.asarray(styled.images[0], dtype=np.int16) - plain).max() > 10  # it acts in the sibling...
+    assert styled.metadata[0]["models"]["loras"] == [{"id": lora.name, "adapter_name": "style", "weight": 1.0}]
+    assert styled.model_files["lora:style"] == lora  # ...and is named and hashed there
+    sibling.set_adapters("style", 0.4)
+    for one in (pipe, img2img):
+        assert one.lora_provenance() == [{"id": lora.name, "adapter_name": "style", "weight": 0.4}]
+    img2img.unload_lora_weights()
+    again = pipe(PROMPT, face_tokens=face, **fast())
+    assert "loras" not in again.metadata[0]["models"] and sibling.lora_provenance() == []
+    np.testing.assert_array_equal(np.asarray(again.images[0], dtype=np.int16), plain)
+
+
+def test_a_fused_lora_is_listed_as_fused_while_its_weights_act(face, tiny_lora):
+    from facefact.pipelines import FACTStableDiffusionPipeline
+
+    pipe = FACTStableDiffusionPipeline.tiny()
+    sibling = FACTStableDiffusionPipeline.from_pipe(pipe)
+    plain = np.asarray(pipe(PROMPT, face_tokens=face, **fast()).images[0], dtype=np.int16)
+    lora = tiny_lora()
+    pipe.load_lora_weights(lora, adapter_name="style")
+    pipe.fuse_lora(lora_scale=0.5)
+    fused = [{"id": lora.name, "adapter_name": "style", "weight": 0.5, "fused": True}]
+    assert sibling.lora_provenance() == fused
+    pipe.unfuse_lora()
+    assert sibling.lora_provenance() == [{"id": lora.name, "adapter_name": "style", "weight": 1.0}]
+    sibling.fuse_lora(lora_scale=0.5)
+    sibling.unload_lora_weights()  # the fused weights stay in the UNet: so does their record
+    after = pipe(PROMPT, face_tokens=face, **fast())
+    assert after.metadata[0]["models"]["loras"] == fused and after.model_files["lora:style"] == lora
+    assert np.abs(np.asarray(after.images[0], dtype=np.int16) - plain).max() > 5
+
+
 def test_lora_weight_zero_gives_the_pixels_without_it(face, tiny_lora):
     from facefact.pipelines import FACTStableDiffusionPipeline
 

@@ -51,6 +51,12 @@ def test_every_check_runs_on_the_cpu_and_passes(tiny_run):
     assert [r["status"] for r in by_check["offload"]] == ["SKIP"] and "CPU" in by_check["offload"][0]["detail"]
     assert [r["status"] for r in by_check["training"]] == ["PASS", "PASS"]
     assert by_check["training"][0]["values"]["fair"] > 0
+    compiled = {r["name"]: r for r in by_check["compile"]}
+    assert set(compiled) == {"recompiles", "fuser graph breaks"} and all(r["status"] == "PASS" for r in compiled.values())
+    recompiles = compiled["recompiles"]["values"]
+    assert recompiles["problems"] == [] and recompiles["graph_breaks"] == 0 and recompiles["max_pixel_diff"] == 0
+    assert recompiles["warm_graphs"] == 2 and recompiles["region_graphs"] == 1  # FACT on / off; the regions layout
+    assert [r["status"] for r in by_check["syncs"]] == ["SKIP"] and "CPU" in by_check["syncs"][0]["detail"]
 
 
 def test_the_speed_table_has_its_rows_and_never_a_verdict(tiny_run):

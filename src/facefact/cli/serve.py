@@ -48,6 +48,29 @@ def add_batch_argument(parser) -> None:
                              "gains nothing; not with --redis: each worker runs one job at a time)")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def add_compile_arguments(parser) -> None:
+    g = parser.add_argument_group("compilation (off by default)")
+    g.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the UNet (MODE: " + ", ".join(COMPILE_MODES) + "; default 'default') and warm it "
+                        "up at start for the default size and each batch size, so no request pays a compile; "
+                        "/health says ready (200) only then. Any FACT scale, person or window reuses the graphs")
+    g.add_argument("--compile-backend", dest="compile_backend", default="inductor", metavar="NAME",
+                   help="torch.compile backend (default inductor; 'eager' checks the capture without compiling)")
+
+
+def compile_engines(engines, args, max_batch: int) -> None:
+    """With --compile: each engine's UNet compiled, warmed up (by its worker) for batch 1 and max_batch
+    (dynamo makes the batch size dynamic on the second, so the sizes between reuse that graph)."""
+    if not args.compile:
+        return
+    mode = None if args.compile == "default" or args.compile_backend != "inductor" else args.compile
+    for engine in engines:
+        engine.compile_unet(batch_sizes=(1, max_batch), mode=mode, backend=args.compile_backend)
+
+
 def default_max_batch(devices: list[str | None]) -> int:
     """4 where every engine is on a GPU, else 1: a CPU is already busy with one image's layers."""
     return 4 if devices and all(d is not None and d.startswith("cuda") for d in devices) else 1
@@ -62,6 +85,7 @@ def register(subparsers) -> None:
     add_model_arguments(p)
     add_limit_arguments(p)
     add_batch_argument(p.add_argument_group("batching"))
+    add_compile_arguments(p)
     g = p.add_argument_group("access")
     g.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, default=20.0,
                    help="largest request body, checked while it streams (default 20)")
@@ -82,6 +106,7 @@ def register(subparsers) -> None:
     w.add_argument("--name", help="worker name (default: RQ's; shown in job status)")
     w.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     add_model_arguments(w)
+    add_compile_arguments(w)
     w.set_defaults(func=run_worker)
 
 
@@ -231,6 +256,7 @@ def make_jobs(args, config):
 
     engines = load_engines(args)
     max_batch = args.max_batch or default_max_batch([str(engine.pipeline.device) for engine in engines])
+    compile_engines(engines, args, max_batch)  # warmed up by each engine's worker thread before its first job
     return LocalJobs(engines, queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
                      result_ttl_s=config.result_ttl_s, max_batch=max_batch)
 
@@ -244,6 +270,10 @@ def run_worker(args) -> int:
     if args.device and "," in args.device:
         raise ConfigError("one `facefact worker` runs one device", hint="start one worker per GPU: --device cuda:1")
     engine, = load_engines(args)
+    compile_engines([engine], args, 1)
+    if engine.warm_up_batches:
+        print("facefact worker: warming up the compiled UNet", file=sys.stderr)
+        engine.warm_up()
     connection = Redis.from_url(args.redis)
     worker = FacefactWorker([QUEUE_NAME], engine, connection=connection, name=args.name)
     print(f"facefact worker {worker.name}: waiting for jobs", file=sys.stderr)

@@ -4,6 +4,13 @@
 activation rules), with failures turned into CheckpointErrors that name the file - including the
 silent one, a file with no key for this model - and each LoRA's file name, short sha256 and
 current weight recorded for the images' metadata (`set_adapters` keeps the weights true).
+
+The records live with the models that carry the LoRA (the UNet, the text encoders: each one's
+`_facefact_lora_records`), as FACT lives with its UNet: every pipeline built on those models
+(`from_pipe`, `Cls(**pipe.components)`) lists the LoRAs that really act in its images, whichever
+pipeline loaded them. Whether a LoRA is fused is read from the models' LoRA layers; a fused LoRA
+stays listed (`"fused": true`, at the weight it was fused with) after `unload_lora_weights`, since
+its weights are then part of the model's own.
 """
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from pathlib import Path
 from facefact.errors import CheckpointError, ConfigError, ModelNotFoundError
 from facefact.pipelines.loading import describe_file
 from facefact.pipelines.registry import looks_like_hub_id
+
+RECORDS = "_facefact_lora_records"  # attribute of each model carrying a LoRA: adapter name -> record
 
 
 class LoraProvenanceMixin:
@@ -27,7 +36,10 @@ class LoraProvenanceMixin:
         entry = {"id": file.name if file is not None else ("<state dict>" if isinstance(lora, dict) else str(lora))}
         if file is None and kwargs.get("weight_name"):
             entry["weight_name"] = "/".join(p for p in (kwargs.get("subfolder"), kwargs["weight_name"]) if p)
-        records[name] = {"entry": entry, "file": file, "weight": 1.0}
+        record = {"entry": entry, "file": file, "weight": 1.0, "fused_scale": None, "baked": False}
+        for component, names in self.get_list_adapters().items():  # one record, on every model it went into
+            if name in names:
+                _model_records(getattr(self, component))[name] = record
 
     def set_adapters(self, adapter_names, adapter_weights=None):
         names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
@@ -43,35 +55,81 @@ class LoraProvenanceMixin:
                 records[name]["weight"] = 1.0 if weight is None else (float(weight) if isinstance(weight, (int, float))
                                                                        else weight)
 
+    def fuse_lora(self, components=None, lora_scale: float = 1.0, safe_fusing: bool = False, adapter_names=None,
+                  **kwargs):
+        before = self._merged_lora_names()
+        if components is None:
+            super().fuse_lora(lora_scale=lora_scale, safe_fusing=safe_fusing, adapter_names=adapter_names, **kwargs)
+        else:
+            super().fuse_lora(components, lora_scale, safe_fusing, adapter_names, **kwargs)
+        for name in self._merged_lora_names() - before:
+            if name in self._lora_records():
+                self._lora_records()[name]["fused_scale"] = float(lora_scale)
+
     def unload_lora_weights(self, *args, **kwargs):
+        fused = self._merged_lora_names()
         super().unload_lora_weights(*args, **kwargs)
-        self._lora_records().clear()
+        for model in self._lora_models():
+            records = getattr(model, RECORDS, {})
+            for name in list(records):
+                if name in fused or records[name]["baked"]:
+                    records[name]["baked"] = True  # fused into the weights, which stay: still acting
+                else:
+                    del records[name]
 
     def delete_adapters(self, adapter_names):
         super().delete_adapters(adapter_names)
         for name in [adapter_names] if isinstance(adapter_names, str) else adapter_names:
-            self._lora_records().pop(name, None)
+            for model in self._lora_models():
+                getattr(model, RECORDS, {}).pop(name, None)
 
     def lora_provenance(self) -> list[dict]:
-        """The LoRAs acting now, each {id, sha256 (when a file), weight}."""
+        """The LoRAs acting now, each {id, sha256 (when a file), weight}, fused ones with "fused": true."""
         records = self._lora_records()
         if not records:
             return []
-        active = set(self.get_active_adapters())
-        return [{**r["entry"], "adapter_name": name, "weight": r["weight"]} for name, r in records.items()
-                if name in active]
+        active, merged = set(self.get_active_adapters()), self._merged_lora_names()
+        out = []
+        for name, r in records.items():
+            fused = r["baked"] or name in merged
+            if fused or name in active:
+                weight = r["weight"] * r["fused_scale"] if fused and r["fused_scale"] is not None else r["weight"]
+                out.append({**r["entry"], "adapter_name": name, "weight": weight, **({"fused": True} if fused else {})})
+        return out
 
     def lora_files(self) -> dict:
         """"lora:<adapter name>" -> the local file, for hashes where images are written."""
         return {f"lora:{name}": r["file"] for name, r in self._lora_records().items() if r["file"] is not None}
 
+    def _lora_models(self) -> list:
+        """The models of this pipeline a LoRA can go into (UNet, text encoders) that are there."""
+        names = getattr(self, "_lora_loadable_modules", None) or ("unet", "text_encoder")
+        return [m for m in (getattr(self, n, None) for n in names) if m is not None]
+
     def _lora_records(self) -> dict:
-        if getattr(self, "_facefact_loras", None) is None:
-            self._facefact_loras = {}
-        return self._facefact_loras
+        """Adapter name -> record, from this pipeline's models (a view: records live on the models)."""
+        out: dict = {}
+        for model in self._lora_models():
+            for name, record in getattr(model, RECORDS, {}).items():
+                out.setdefault(name, record)
+        return out
+
+    def _merged_lora_names(self) -> set:
+        """The LoRAs fused into this pipeline's models now (read from their LoRA layers)."""
+        names: set = set()
+        for model in self._lora_models():
+            for module in model.modules() if hasattr(model, "modules") else ():
+                names.update(getattr(module, "merged_adapters", None) or ())
+        return names
 
     def _all_lora_names(self) -> set:
         return {n for names in self.get_list_adapters().values() for n in names}
+
+
+def _model_records(model) -> dict:
+    if getattr(model, RECORDS, None) is None:
+        setattr(model, RECORDS, {})
+    return getattr(model, RECORDS)
 
 
 def require_peft() -> None:

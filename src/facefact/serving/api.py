@@ -288,10 +288,14 @@ def _add_sync_routes(app: FastAPI, jobs, checker: FaceChecker, config: ServerCon
 
 
 def _add_service_routes(app: FastAPI, jobs, config: ServerConfig, require_key) -> None:
-    @app.get("/health", response_model=Health, tags=["service"])
+    @app.get("/health", response_model=Health, tags=["service"],
+             responses={503: {"model": Health, "description": "warming up (a compiled UNet's graphs at start)"}})
     async def health():
-        return Health(queue_depth=jobs.depth(), queue_size=config.queue_size, workers=jobs.workers,
-                      backend=jobs.backend)
+        ready = bool(jobs.ready)
+        health = Health(status="ok" if ready else "warming_up", ready=ready, queue_depth=jobs.depth(),
+                        queue_size=config.queue_size, workers=jobs.workers, backend=jobs.backend)
+        # 503 while warming up: a load balancer's readiness probe sends no traffic yet
+        return health if ready else JSONResponse(health.model_dump(), status_code=503)
 
     @app.get("/v1/models", response_model=ModelsInfo, dependencies=[Depends(require_key)], tags=["service"])
     async def models():

@@ -86,6 +86,39 @@ class Engine:
         # Every request builds its scheduler from the base model's own config, never from the last request's.
         self._scheduler_config = pipeline.scheduler.config
         pipeline.set_progress_bar_config(disable=True)  # progress goes to the job, not to stderr
+        self.warm_up_batches: tuple[int, ...] = ()  # set by compile_unet: what warm_up runs
+        self.ready = threading.Event()  # set once warm (at once when nothing is compiled)
+        self.ready.set()
+
+    def compile_unet(self, batch_sizes=(1,), mode: str | None = None, backend: str = "inductor") -> None:
+        """`pipe.unet = torch.compile(pipe.unet)` (diffusers' way), to be warmed up before the first
+        job (`warm_up`, by the worker thread): the UNet batches `batch_sizes` will run get their graphs
+        then. FACT's scale is a tensor inside the fusers, so any scale, person and level reuses them."""
+        import torch
+
+        self.pipeline.unet = torch.compile(self.pipeline.unet, mode=mode, backend=backend)
+        self.warm_up_batches = tuple(sorted(set(batch_sizes)))
+        self.ready.clear()
+
+    def warm_up(self) -> None:
+        """Run each warm-up batch size once at the server's default settings (2 steps, a synthetic face:
+        no photo needed), with FACT acting and with no fuser acting (scale 0: a fact_window's off steps):
+        the graphs every request of that shape uses. Then `ready` is set."""
+        import torch
+
+        from facefact.pipelines.mixin import DEFAULT_FACT_SCALE
+
+        try:
+            with self._busy:
+                pipe, _, generation = self._prepare(GenerateSettings(prompt="warm-up", seed=0))
+                tokens = pipe.encode_faces(face_pixels=torch.zeros(1, 3, 112, 112))
+                kwargs = {**generation.pipeline_kwargs(), "num_inference_steps": 2, "output_type": "np"}
+                for batch in self.warm_up_batches:
+                    for scale in (DEFAULT_FACT_SCALE, 0.0):
+                        pipe(["warm-up"] * batch, face_tokens=[tokens] * batch,
+                             **{**kwargs, "fact_scale": scale, "negative_prompt": [kwargs["negative_prompt"] or ""] * batch})
+        finally:
+            self.ready.set()  # a failed warm-up is logged by the worker; jobs then compile as they come
 
     @property
     def default_size(self) -> int:

@@ -237,7 +237,17 @@ class LocalJobs:
                 job.state, job.total = "running", job.input.settings.steps
             return [(job, job.input) for job in taken]
 
+    @property
+    def ready(self) -> bool:
+        """Every engine warmed up (a compiled UNet has its graphs): what /health reports."""
+        return all(engine.ready.is_set() for engine in self.engines)
+
     def _work(self, engine: Engine) -> None:
+        if engine.warm_up_batches:
+            try:
+                engine.warm_up()  # before the first job: queued jobs wait for it, none pays a compile
+            except Exception:  # noqa: BLE001 - serve anyway; the first jobs then compile as they come
+                logger.exception("warm-up of %s failed", engine.name)
         while (taken := self._next_jobs()) is not None:
             self._run(engine, taken)
 

@@ -81,6 +81,7 @@ def drop_uploads(redis: Redis, job_id: str) -> None:
 
 class RedisJobs:
     backend = "redis"
+    ready = True  # the API is ready at once; each `facefact worker --compile` warms up before it takes a job
 
     def __init__(self, redis_url: str, queue_size: int = 8, job_timeout_s: float = 600.0,
                  result_ttl_s: float = 600.0, queue_wait_s: float = 3600.0, metrics: Metrics | None = None,

@@ -245,7 +245,8 @@ class ModelsInfo(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "warming_up"] = "ok"
+    ready: bool = Field(default=True, description="false (HTTP 503) while a compiled UNet is warmed up at start")
     queue_depth: int
     queue_size: int
     workers: int
