@@ -1,12 +1,12 @@
 """Check 8 ("syncs"): FACT adds no host <-> device synchronisation to the denoising loop (CUDA only).
 
-1. One UNet step with FACT (plain face tokens, and two people's regions) under
-   `torch.cuda.set_sync_debug_mode("error")`: any synchronising operation (`.item()`, `bool(t)`,
-   `nonzero`, a copy to the host, a blocking copy from it) raises, and the error names the op - FAIL.
-2. The whole call, base and FACT (scale, a fact_window switching FACT per step, regions), with the
-   debug mode at "warn": every synchronising call inside the loop - from the first UNet call to the
-   last step's callback - is recorded with the Python line that made it. The base pipeline's own (the
-   scheduler's, diffusers' loop) are allowed; a line only the FACT calls reach is a FAIL naming it.
+Both run under `torch.cuda.set_sync_debug_mode("warn")`, which reports every synchronising operation
+(`.item()`, `bool(t)`, `nonzero`, a copy to the host, a blocking copy from it); each is recorded with
+the innermost facefact / diffusers line that made it. The bare UNet's and the base pipeline's own
+(the scheduler's, diffusers' loop) are allowed; a line only the FACT calls reach is a FAIL naming it.
+1. One UNet step: bare, with face tokens, with two people's regions.
+2. The whole call, base and FACT (scale, a fact_window switching FACT per step, regions): the
+   synchronising calls inside the loop - from the first UNet call to the last step's callback.
 On a CPU there is no device to wait for: SKIP, saying so.
 """
 from __future__ import annotations
@@ -41,6 +41,8 @@ def run(setup) -> None:
 
 
 def unet_step(setup, pipe, people, dtype) -> None:
+    """One UNet step bare, with face tokens and with two people's regions: the synchronising lines of
+    each (debug mode "warn"); a line only the FACT steps reach is a FAIL naming it."""
     from facefact.model.regions import FaceRegions, box_masks
     from facefact.pipelines.face_tokens import guidance_objs
 
@@ -50,24 +52,24 @@ def unet_step(setup, pipe, people, dtype) -> None:
     x = torch.randn(2, 4, side, side, generator=g).to(setup.device, dtype)
     text = torch.randn(2, 77, pipe.unet.config.cross_attention_dim, generator=g).to(setup.device, dtype)
     t = pipe.scheduler.timesteps[0].to(setup.device)
-    faces = guidance_objs(a, 1, True, True)
     both = torch.cat([guidance_objs(a, 1, True, True), guidance_objs(b, 1, True, True)], dim=1)
     spans = [(0, a.tokens.shape[1]), (a.tokens.shape[1], both.shape[1])]
     regions = FaceRegions(box_masks(REGIONS, (side, side)), spans).prepare(setup.device)
-    errors = {}
-    for name, gligen in (("face tokens", {"objs": faces}), ("regions", {"objs": both, "regions": regions})):
-        pipe.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"gligen": gligen})  # warm: first-use work
-        torch.cuda.synchronize(setup.device)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            pipe.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs={"gligen": gligen})
-        except RuntimeError as err:
-            errors[name] = f"{(str(err).splitlines() or [''])[0][:160]} at {own_frame(err.__traceback__)}"
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    setup.report.require(CHECK, f"UNet step {SHORT[dtype]}", not errors,
-                         "; ".join(f"{k}: {v}" for k, v in errors.items()) or "no synchronising op (face tokens, regions)",
-                         errors=errors)
+    variants = {"bare": None, "face tokens": {"gligen": {"objs": guidance_objs(a, 1, True, True)}},
+                "regions": {"gligen": {"objs": both, "regions": regions}}}
+    sites = {}
+    for name, kwargs in variants.items():
+        def step(kwargs=kwargs):
+            return pipe.unet(x, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs)
+        step()  # warm: first-use work (allocator, kernel choice) is not the step's
+        sites[name] = synchronising_lines(setup, step, always=True)
+    added = {name: sorted(set(found) - set(sites["bare"])) for name, found in sites.items() if name != "bare"}
+    offending = {name: lines for name, lines in added.items() if lines}
+    detail = ("FACT adds " + "; ".join(f"{name}: {', '.join(lines[:3])}" for name, lines in offending.items())
+              if offending else "FACT adds no synchronising op (face tokens, regions)")
+    detail += f"; the bare step's own: {sum(sites['bare'].values())}"
+    setup.report.require(CHECK, f"UNet step {SHORT[dtype]}", not offending, detail,
+                         bare_sites=sorted(sites["bare"]), added=offending)
 
 
 def whole_loop(setup, pipe, people, dtype) -> None:
@@ -88,8 +90,8 @@ def whole_loop(setup, pipe, people, dtype) -> None:
 
 def loop_syncs(setup, pipe, kwargs: dict) -> dict[str, int]:
     """'file:line' -> how many synchronising calls it made between the first UNet call and the last
-    step's end, in one 4-step call (debug mode "warn"; one warm call first)."""
-    steps, found, state = 4, {}, {"in_loop": False}
+    step's end, in one 4-step call (one warm call first)."""
+    steps, state = 4, {"in_loop": False}
 
     def call(**extra):
         return pipe("a portrait photo", num_inference_steps=steps, height=setup.size, width=setup.size,
@@ -100,23 +102,33 @@ def loop_syncs(setup, pipe, kwargs: dict) -> dict[str, int]:
             state["in_loop"] = False
         return callback_kwargs
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        if state["in_loop"] and "synchroniz" in str(message):
-            site = own_frame(None) or f"{filename}:{lineno}"
-            found[site] = found.get(site, 0) + 1
-
     call()
     handle = pipe.unet.register_forward_pre_hook(lambda module, args: state.update(in_loop=True))
     try:
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("always")
-            warnings.showwarning = show
-            torch.cuda.synchronize(setup.device)
-            torch.cuda.set_sync_debug_mode("warn")
-            call(callback_on_step_end=on_step_end)
+        return synchronising_lines(setup, lambda: call(callback_on_step_end=on_step_end), lambda: state["in_loop"])
     finally:
-        torch.cuda.set_sync_debug_mode("default")
         handle.remove()
+
+
+def synchronising_lines(setup, fn, counting=None, always: bool = False) -> dict[str, int]:
+    """Runs `fn` under torch.cuda.set_sync_debug_mode("warn"): 'file:line' -> the synchronising calls
+    made from it (the innermost facefact / diffusers frame) while `counting()` is true (or always)."""
+    found: dict[str, int] = {}
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if (always or counting()) and "synchroniz" in str(message):
+            site = own_frame(None) or f"{filename}:{lineno}"
+            found[site] = found.get(site, 0) + 1
+
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        torch.cuda.synchronize(setup.device)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
     return found
 
 

@@ -24,7 +24,7 @@ def tiny_run(tmp_path_factory):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(BENCH.parent / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--device", "cpu", "--tiny", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=900)  # an upper bound on a hang only
+                          capture_output=True, text=True, env=env, timeout=2400)  # an upper bound on a hang only
     return proc, json.loads(out.read_text()) if out.exists() else None
 
 
