@@ -130,3 +130,28 @@ def test_batching_is_on_only_where_every_device_is_a_gpu():
 
     assert default_max_batch(["cuda:0", "cuda:1"]) == 4
     assert default_max_batch(["cpu"]) == default_max_batch(["cuda:0", "cpu"]) == default_max_batch(["mps"]) == 1
+
+
+def test_compile_is_off_by_default_and_prepares_a_warm_up(capsys):
+    """--compile wraps each engine's UNet and plans its warm-up (batch 1 and --max-batch); the warm-up
+    itself runs in the engine's worker (tests/serving/test_compile_warmup.py)."""
+    import argparse
+
+    from facefact.cli.main import build_parser, main
+    from facefact.cli.serve import compile_engines
+    from facefact.pipelines import FACTStableDiffusionPipeline
+    from facefact.serving.engine import Engine
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--model", "tiny"]).compile is None
+    assert parser.parse_args(["serve", "--compile"]).compile == "default"
+    assert parser.parse_args(["worker", "--redis", "redis://x", "--compile", "max-autotune"]).compile == "max-autotune"
+    assert main(["serve", "--model", "tiny", "--compile", "--compile-backend", "nope"]) == 2
+    assert "--compile-backend 'nope' is not a torch.compile backend" in capsys.readouterr().err
+    engine = Engine(FACTStableDiffusionPipeline.tiny())
+    compile_engines([engine], argparse.Namespace(compile=None), 4)
+    assert engine.ready.is_set() and not engine.warm_up_batches
+    compile_engines([engine], argparse.Namespace(compile="default", compile_backend="eager"), 4)
+    assert type(engine.pipeline.unet).__name__ == "OptimizedModule" and engine.warm_up_batches == (1, 4)
+    assert not engine.ready.is_set()
+    assert engine.pipeline.fact_adapter is not None  # FACT is found through the compiled wrapper

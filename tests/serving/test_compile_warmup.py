@@ -50,7 +50,7 @@ def test_a_compiled_engine_is_warm_before_its_first_job(checker, astronaut_bytes
         ready = client.get("/health")
         assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["status"] == "ok"
         graphs = counters["stats"]["unique_graphs"]
-        assert graphs == 3  # batch 1 with FACT acting and with none acting (scale 0); batch 2 (dynamic batch)
+        assert graphs == 4  # batch 1 and 2 (dynamic batch from then on), each with FACT acting and with none (scale 0)
         with torch._dynamo.config.patch(error_on_recompile=True):
             jobs.pause()  # two people queued together: one UNet batch of 2
             ids = [jobs.submit(job(astronaut_bytes, fact_scale=0.8, seed=1)),

@@ -61,6 +61,18 @@ def add_compile_arguments(parser) -> None:
                    help="torch.compile backend (default inductor; 'eager' checks the capture without compiling)")
 
 
+def check_compile_backend(args) -> None:
+    """--compile-backend names one of torch.compile's backends (checked before any model loads)."""
+    if not args.compile:
+        return
+    import torch._dynamo
+
+    known = set(torch._dynamo.list_backends(exclude_tags=())) | {"inductor"}
+    if args.compile_backend not in known:
+        raise ConfigError(f"--compile-backend {args.compile_backend!r} is not a torch.compile backend",
+                          hint=f"use one of: {', '.join(sorted(known))}")
+
+
 def compile_engines(engines, args, max_batch: int) -> None:
     """With --compile: each engine's UNet compiled, warmed up (by its worker) for batch 1 and max_batch
     (dynamo makes the batch size dynamic on the second, so the sizes between reuse that graph)."""
@@ -182,6 +194,7 @@ def run(args) -> int:
 
     api_key = args.api_key or os.environ.get("FACEFACT_API_KEY") or None
     check_limits(args)
+    check_compile_backend(args)
     listening = bind_port(args.host, args.port)  # before any model loads: a taken port is said at once
     if args.host not in LOOPBACK and api_key is None:
         print(f"facefact serve: warning: listening on {args.host} without --api-key: anyone who can reach "
@@ -269,6 +282,7 @@ def run_worker(args) -> int:
 
     if args.device and "," in args.device:
         raise ConfigError("one `facefact worker` runs one device", hint="start one worker per GPU: --device cuda:1")
+    check_compile_backend(args)
     engine, = load_engines(args)
     compile_engines([engine], args, 1)
     if engine.warm_up_batches:
