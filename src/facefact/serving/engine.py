@@ -113,10 +113,11 @@ class Engine:
                 pipe, _, generation = self._prepare(GenerateSettings(prompt="warm-up", seed=0))
                 tokens = pipe.encode_faces(face_pixels=torch.zeros(1, 3, 112, 112))
                 kwargs = {**generation.pipeline_kwargs(), "num_inference_steps": 2, "output_type": "np"}
-                for batch in self.warm_up_batches:
+                negative = kwargs.pop("negative_prompt") or ""
+                for batch in self.warm_up_batches:  # as generate_batch calls it: one prompt and person per job
                     for scale in (DEFAULT_FACT_SCALE, 0.0):
-                        pipe(["warm-up"] * batch, face_tokens=[tokens] * batch,
-                             **{**kwargs, "fact_scale": scale, "negative_prompt": [kwargs["negative_prompt"] or ""] * batch})
+                        pipe(["warm-up"] * batch, face_tokens=[tokens] * batch, negative_prompt=[negative] * batch,
+                             **{**kwargs, "fact_scale": scale})
         finally:
             self.ready.set()  # a failed warm-up is logged by the worker; jobs then compile as they come
 
