@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from facefact.cli.formatting import DefaultsHelpFormatter
-from facefact.cli.model_flags import add_model_flags, model_locations
+from facefact.cli.model_flags import add_model_flags, is_tiny, model_locations
 from facefact.cli.outputs import prepare_output_file, prepare_output_folder
 from facefact.cli.ray_flags import add_ray_flag, ray_run
 from facefact.cli.terminal import safe_text
@@ -141,7 +141,7 @@ def run_evaluate(args) -> int:
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
     where = models_of_run(args)
-    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
+    threads = torch_threads(args.threads, tiny=is_tiny(args), device=args.device)
     with warnings.catch_warnings(record=True) as caught, threads, ray_context:
         warnings.simplefilter("always")
         results = evaluate(

@@ -200,6 +200,12 @@ async def checked_job_input(data: list[bytes], settings: GenerateSettings, check
 
 
 def submit(jobs, job_input: JobInput) -> str:
+    from facefact.serving.families import check_request_size
+
+    try:
+        check_request_size(job_input.settings.width, job_input.settings.height, jobs.base_family() or "sd15")
+    except FacefactError as err:
+        raise library_error(err) from None
     try:
         return jobs.submit(job_input)
     except QueueFull as full:
@@ -291,15 +297,18 @@ def _add_service_routes(app: FastAPI, jobs, config: ServerConfig, require_key) -
     @app.get("/health", response_model=Health, tags=["service"])
     async def health():
         return Health(queue_depth=jobs.depth(), queue_size=config.queue_size, workers=jobs.workers,
-                      backend=jobs.backend)
+                      backend=jobs.backend, base_family=jobs.base_family())
 
     @app.get("/v1/models", response_model=ModelsInfo, dependencies=[Depends(require_key)], tags=["service"])
     async def models():
         from facefact.serving.presets import STYLE_PRESETS
         from facefact.serving.schemas import SCHEDULER_NAMES
 
+        from facefact.serving.families import max_side
+
+        family = jobs.base_family()
         return ModelsInfo(loras=jobs.loras(), styles=list(STYLE_PRESETS), schedulers=list(SCHEDULER_NAMES),
-                          default_size=jobs.default_size())
+                          default_size=jobs.default_size(), base_family=family, max_size=max_side(family or "sd15"))
 
     @app.get("/metrics", dependencies=[Depends(require_key)], response_class=Response, tags=["service"])
     async def metrics():

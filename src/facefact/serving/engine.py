@@ -73,7 +73,7 @@ def progress_callback(on_step: Callable[[int, int], None] | None, steps: int):
 
 
 class Engine:
-    """One loaded FACT pipeline (a `FACTStableDiffusionPipeline`) on one device. One worker thread owns it."""
+    """One loaded FACT pipeline (SD1.5 or SDXL text-to-image) on one device. One worker thread owns it."""
 
     def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None,
                  template_pipeline: Callable[[], object] | None = None):
@@ -90,6 +90,17 @@ class Engine:
     @property
     def default_size(self) -> int:
         return int(self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor)
+
+    @property
+    def base_family(self) -> str:
+        """'sd15' or 'sdxl': what the loaded UNet is (its config says)."""
+        from facefact.model.layouts import unet_family
+
+        return unet_family(self.pipeline.unet)
+
+    def model_info(self) -> dict:
+        """What the API tells clients about this engine's model (JSON: a Redis worker publishes it)."""
+        return {"base_family": self.base_family, "default_size": self.default_size}
 
     def generate(self, photos: list[np.ndarray], settings: GenerateSettings,
                  on_step: Callable[[int, int], None] | None = None) -> EngineResult:
