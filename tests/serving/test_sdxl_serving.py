@@ -1,0 +1,96 @@
+"""The server on an SDXL FACT (the tiny SDXL models): the API says the family, sizes follow it,
+OpenAI's route and batching (pooled text embeddings and size conditioning per row) work on it."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from serve_helpers import SMALL, close_jobs, running_server
+from test_batching import job, pixels, run_queued
+
+
+@pytest.fixture(scope="module")
+def xl_engine():
+    from facefact.pipelines import FACTStableDiffusionXLPipeline
+    from facefact.serving.engine import Engine
+
+    return Engine(FACTStableDiffusionXLPipeline.tiny(seed=0))
+
+
+@contextlib.contextmanager
+def served(engine, checker, **options):
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.jobs import LocalJobs
+
+    config = ServerConfig(ui=False, **options)
+    jobs = LocalJobs([engine], queue_size=config.queue_size)
+    try:
+        with running_server(create_app(jobs, checker, config)) as url:
+            yield url
+    finally:
+        close_jobs(jobs)
+
+
+def test_health_and_models_say_the_family_and_its_sizes(xl_engine, engine, checker):
+    with served(xl_engine, checker) as url:
+        assert httpx.get(url + "/health").json()["base_family"] == "sdxl"
+        models = httpx.get(url + "/v1/models").json()
+        assert (models["base_family"], models["default_size"], models["max_size"]) == ("sdxl", 128, 2048)
+    with served(engine, checker) as url:
+        models = httpx.get(url + "/v1/models").json()
+        assert (models["base_family"], models["max_size"]) == ("sd15", 1536)
+
+
+def test_an_sd15_server_refuses_sdxl_sizes_before_any_work(engine, checker, astronaut_bytes):
+    with served(engine, checker) as url:
+        answer = httpx.post(url + "/v1/jobs", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
+                            data={"settings": json.dumps({**SMALL, "width": 2048})})
+        assert answer.status_code == 422 and "1536" in answer.json()["error"]["message"]
+        assert "width 2048" in answer.json()["error"]["message"]
+
+
+def test_openai_edits_on_sdxl_give_sdxl_portraits(xl_engine, checker, astronaut_bytes):
+    with served(xl_engine, checker) as url:
+        answer = httpx.post(url + "/v1/images/edits", timeout=120,
+                            files=[("image[]", ("me.jpg", astronaut_bytes, "image/jpeg"))],
+                            data={"prompt": "a portrait", "size": "64x64", "response_format": "b64_json",
+                                  "steps": "2", "seed": "5"})
+        assert answer.status_code == 200, answer.text
+        from PIL import Image
+
+        with Image.open(io.BytesIO(base64.b64decode(answer.json()["data"][0]["b64_json"]))) as png:
+            meta = json.loads(png.info["facefact"])
+            assert png.size == (64, 64)
+        assert meta["pipeline"] == "FACTStableDiffusionXLPipeline" and meta["num_reference_photos"] == 1
+
+
+def test_sdxl_jobs_batched_give_the_images_they_give_alone(xl_engine, astronaut_bytes, grace_hopper_path):
+    """Two people, prompts and seeds in one UNet batch: each row keeps its own pooled text embedding
+    and size conditioning, so each job's image is the one it gets alone (up to CPU float rounding)."""
+    with open(grace_hopper_path, "rb") as f:
+        hopper = f.read()
+    people = [job(astronaut_bytes, prompt="a portrait in a garden", seed=11),
+              job(hopper, prompt="a painting", negative_prompt="dark", seed=12)]
+    alone, ids, statuses, sizes = run_queued(xl_engine, people, max_batch=1)
+    try:
+        assert [s.state for s in statuses] == ["succeeded"] * 2 and sizes == [2] * 4
+        expected = [alone.images(job_id)[0] for job_id in ids]
+    finally:
+        close_jobs(alone)
+    batched, ids, statuses, sizes = run_queued(xl_engine, people, max_batch=4)
+    try:
+        assert [s.state for s in statuses] == ["succeeded"] * 2 and sizes == [4] * 2
+        for job_id, want in zip(ids, expected):
+            got, = batched.images(job_id)
+            assert got.metadata == want.metadata
+            assert got.metadata["pipeline"] == "FACTStableDiffusionXLPipeline"
+            assert np.abs(pixels(got.png) - pixels(want.png)).max() <= 1
+            assert np.mean(pixels(got.png) == pixels(want.png)) > 0.99
+        assert np.abs(pixels(batched.images(ids[0])[0].png) - pixels(batched.images(ids[1])[0].png)).max() > 0
+    finally:
+        close_jobs(batched)
