@@ -6,11 +6,15 @@ import base64
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
+import time
 
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import SMALL, close_jobs, running_server
+from serve_helpers import REPO, SMALL, close_jobs, free_port, running_server, start_worker
 from test_batching import job, pixels, run_queued
 
 
@@ -94,3 +98,68 @@ def test_sdxl_jobs_batched_give_the_images_they_give_alone(xl_engine, astronaut_
         assert np.abs(pixels(batched.images(ids[0])[0].png) - pixels(batched.images(ids[1])[0].png)).max() > 0
     finally:
         close_jobs(batched)
+
+
+def wait_for(condition, process, what: str, limit_s: float = 600) -> None:
+    """Poll `condition` until true; `limit_s` only bounds a hang (a start loads torch and the models)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, f"{what} did not come up"
+        time.sleep(0.3)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.slow
+def test_serve_tiny_sdxl_as_a_user_starts_it(astronaut_bytes, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    server = subprocess.Popen([sys.executable, "-m", "facefact.cli.main", "serve", "--model", "tiny-sdxl", "--port",
+                               str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(url), server, "facefact serve --model tiny-sdxl")
+        assert httpx.get(url + "/health").json()["base_family"] == "sdxl"
+        assert httpx.get(url + "/ui/", follow_redirects=True).status_code == 200
+        answer = httpx.post(url + "/v1/generate", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
+                            data={"settings": json.dumps({"prompt": "a portrait", "steps": 1, "seed": 5})},
+                            timeout=300)
+        assert answer.status_code == 200, answer.text
+        meta = answer.json()["images"][0]["metadata"]
+        assert meta["pipeline"] == "FACTStableDiffusionXLPipeline" and meta["width"] == 128  # the model's own size
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_redis_workers_on_tiny_sdxl_tell_the_api_their_family(redis_url, checker, astronaut_bytes):
+    pytest.importorskip("rq")
+    from facefact.serving.api import ServerConfig, create_app
+    from facefact.serving.redis_jobs import RedisJobs
+
+    jobs = RedisJobs(redis_url, queue_size=4, result_ttl_s=60, queue_name="facefact")
+    assert jobs.base_family() is None and jobs.default_size() == 512  # no worker yet: the serve command's guess
+    worker = start_worker(redis_url, "xl", text=True, model="tiny-sdxl")
+    try:
+        wait_for(lambda: jobs.workers == 1, worker, "facefact worker --model tiny-sdxl")
+        with running_server(create_app(jobs, checker, ServerConfig(ui=False))) as url:
+            assert httpx.get(url + "/health").json()["base_family"] == "sdxl"
+            models = httpx.get(url + "/v1/models").json()
+            assert (models["base_family"], models["default_size"], models["max_size"]) == ("sdxl", 128, 2048)
+            answer = httpx.post(url + "/v1/generate", files=[("photos", ("a.jpg", astronaut_bytes, "image/jpeg"))],
+                                data={"settings": json.dumps({**SMALL, "seed": 3})}, timeout=300)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["images"][0]["metadata"]["pipeline"] == "FACTStableDiffusionXLPipeline"
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        jobs.close()
