@@ -10,19 +10,27 @@ A method turns (prompt, reference photos, seed, size) into one image. Built in:
 * ``ipadapter-faceid:PATH[@SCALE]`` - diffusers' IP-Adapter-FaceID, only when its weights exist at
   PATH and an ArcFace ONNX file is given for its embeddings (otherwise reported as skipped).
 
+A method runs on the run's models, or on another one named after a ``+``: ``fact:0.5+tiny-sdxl``
+(the built-in tiny SDXL), ``fact:0.5+xl`` (``xl`` one of the run's ``named_models``: a base, adapter
+and encoder). So one run compares an SDXL FACT with the SD1.5 one on the same identities, prompts
+and seeds; each model's methods get their own ``base+MODEL`` control, and each method's base
+family (sd15 / sdxl) is recorded with its images and shown in the report.
+
 Add your own with :func:`register_method`, or pass objects with the :class:`Method` shape to
 ``evaluate(methods=[...])``.
 """
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 from PIL import Image
 
 from facefact.errors import ConfigError, FacefactError
+from facefact.pipelines.registry import TINY_BASES
 from facefact.pipelines.settings import GenerationSettings
 
 DEFAULT_FACT_SCALE = 0.5
@@ -50,9 +58,11 @@ class Method(Protocol):
 class RunSettings:
     """What every method of a run shares (part of each image's cache key): the models, where they
     run, and the generation settings (facefact.pipelines.settings; evaluation's default is 30 steps).
-    Evaluation images are square: ``size`` is their side (None: the pipeline's default, 512; 128 tiny)."""
+    Evaluation images are square: ``size`` is their side (None: each pipeline's default: 512 on SD1.5,
+    1024 on SDXL, 128 on the tiny models). ``named_models``: further models methods may name
+    (``fact:0.5+NAME``), each {"model": base, "adapter": ..., "encoder": ...}."""
 
-    model: str = "tiny"                      # "tiny" or a diffusers SD1.5 folder / hub id
+    model: str = "tiny"                      # "tiny", "tiny-sdxl" or an SD1.5 / SDXL folder, file or hub id
     adapter: str | None = None
     encoder: str | None = None
     generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(steps=EVAL_STEPS))
@@ -60,6 +70,7 @@ class RunSettings:
     dtype: str | None = None
     arcface_onnx: str | None = None          # for ipadapter-faceid's embeddings
     cpu_threads: int | None = None           # torch threads in the FACT pipeline's calls (None: its own, 1 tiny)
+    named_models: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.generation, dict):
@@ -88,14 +99,14 @@ class RunSettings:
         from facefact.pipelines.loading import describe_file
         from facefact.pipelines.registry import looks_like_hub_id
 
-        tiny = self.model == "tiny"
+        tiny = self.model in TINY_BASES
         out = {}
         for role, given in (("base_model", self.model), ("adapter", self.adapter), ("encoder", self.encoder)):
             value = given if given is not None else ("tiny" if tiny else None)
             if value is None:
                 continue
-            if value == "tiny":
-                out[role] = {"id": f"facefact-tiny/{role}"}
+            if value in TINY_BASES or (value == "tiny" and tiny):  # the tiny base's own part
+                out[role] = {"id": f"facefact-{self.model if tiny else value}/{role}"}
             elif Path(str(value)).expanduser().exists() or looks_like_hub_id(value):
                 out[role] = describe_file(value)
             else:
@@ -103,6 +114,35 @@ class RunSettings:
                                   hint="give an existing file or folder (or 'tiny' parts with the tiny model)",
                                   setting=role)
         return out
+
+    def base_family(self) -> str:
+        """'sd15' or 'sdxl': what the base model's UNet config says (read without loading weights)."""
+        if self.model in TINY_BASES:
+            return TINY_BASES[self.model]
+        from facefact.pipelines.loading import base_family
+
+        return base_family(self.model)
+
+    def for_model(self, name: str, spec: str) -> "RunSettings":
+        """These settings on the model a method names after '+' (a tiny base, or one of named_models)."""
+        if name in self.named_models:
+            given = self.named_models[name]
+            if not isinstance(given, dict) or not given.get("model"):
+                raise ConfigError(f"named model '{name}' must give at least its base model",
+                                  hint="e.g. {'model': 'path/to/sdxl', 'adapter': ..., 'encoder': ...}",
+                                  setting="named_models")
+            unknown = sorted(set(given) - {"model", "adapter", "encoder"})
+            if unknown:
+                raise ConfigError(f"named model '{name}': unknown keys {', '.join(unknown)}",
+                                  hint="use model, adapter and encoder", setting="named_models")
+            parts = {"model": given["model"], "adapter": given.get("adapter"), "encoder": given.get("encoder")}
+        elif name in TINY_BASES:
+            parts = {"model": name, "adapter": None, "encoder": None}
+        else:
+            known = ", ".join([*TINY_BASES, *self.named_models])
+            raise ConfigError(f"bad method '{spec}': no model named '{name}'", setting="methods",
+                              hint=f"known: {known} (name more with named_models / evaluate --named-model)")
+        return replace(self, **parts, named_models={})
 
 
 @dataclass
@@ -118,6 +158,21 @@ class MethodContext:
     # What the face analysis said about the reference photos ("several faces; used the largest"...),
     # once per reference set, for the run's notes.
     notes: list = field(default_factory=list)
+    # the contexts of the other models methods name (``fact:0.5+NAME``), each with its own pipeline
+    _others: dict = field(default_factory=dict, repr=False)
+
+    def for_model(self, name: str, spec: str) -> "MethodContext":
+        """The context of the model `name` (built once); it shares this one's notes and face crops
+        (the photos' analysis does not depend on the model)."""
+        if name not in self._others:
+            other = MethodContext(self.settings.for_model(name, spec))
+            other.notes, other._face_pixels = self.notes, self._face_pixels
+            self._others[name] = other
+        return self._others[name]
+
+    def other_models(self) -> dict:
+        """{name: model provenance} of the other models methods used."""
+        return {name: other.models() for name, other in self._others.items()}
 
     def face_pixels(self, references) -> object:
         key = tuple(str(p) for p in references)
@@ -142,7 +197,7 @@ class MethodContext:
             from facefact.pipelines.loading import make_scheduler
 
             s = self.settings
-            tiny = s.model == "tiny"  # "tiny" is the default of each part; a given file replaces it
+            tiny = s.model in TINY_BASES  # "tiny" is the default of each part; a given file replaces it
             pipe = load_fact_pipeline(s.model, s.adapter or ("tiny" if tiny else None),
                                       s.encoder or ("tiny" if tiny else None), device=s.device, dtype=s.dtype)
             pipe.scheduler = make_scheduler(s.generation.scheduler, pipe.scheduler.config)
@@ -164,6 +219,10 @@ class FactMethod:
         self.uses_references = use_face
         self.uses_fact = True  # runs on the FACT pipeline (the run records its models)
         self.control = "base" if use_face else None
+
+    @property
+    def base_family(self) -> str:
+        return self.context.settings.base_family()
 
     def prepare(self) -> None:
         """Load the models now, so the first image's time and memory do not include loading them."""
@@ -204,8 +263,9 @@ class IPAdapterFaceIDMethod:
         if not weights.is_file():
             raise MethodUnavailable(f"skipped {self.name}: weights not found at {weights}",
                                     hint="download ip-adapter-faceid_sd15.bin yourself and pass its path")
-        if context.settings.model == "tiny":
-            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not 'tiny'")
+        if context.settings.model in TINY_BASES or context.settings.base_family() != "sd15":
+            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not "
+                                    f"'{context.settings.model}'")
         if importlib.util.find_spec("insightface") is None or not context.settings.arcface_onnx:
             raise MethodUnavailable(f"skipped {self.name}: its identity embeddings need insightface and "
                                     "an ArcFace ONNX file (arcface_onnx)",
@@ -312,12 +372,26 @@ def register_method(name: str, factory: MethodFactory) -> None:
 
 
 def parse_method(spec: str, context: MethodContext) -> Method:
-    """Build the method a ``--method`` value names; ConfigError if malformed, MethodUnavailable if it cannot run."""
-    kind, _, arg = spec.strip().partition(":")
+    """Build the method a ``--method`` value names (``SPEC`` or ``SPEC+MODEL``: on another model);
+    ConfigError if malformed, MethodUnavailable if it cannot run."""
+    text, plus, model = spec.strip().rpartition("+")
+    if not plus or not re.fullmatch(r"[\w-]*", model):  # "+" in a path (ipadapter-faceid:c++/x.bin): no model
+        text, plus, model = spec.strip(), "", ""
+    kind, _, arg = text.partition(":")
     if kind not in METHODS:
         raise ConfigError(f"unknown method '{spec}'",
-                          hint=f"choose from: {', '.join(METHODS)} (e.g. fact:0.5 and base)", setting="methods")
-    return METHODS[kind](arg or None, context)
+                          hint=f"choose from: {', '.join(METHODS)} (e.g. fact:0.5 and base; fact:0.5+tiny-sdxl on "
+                               "another model)", setting="methods")
+    if not plus:
+        return METHODS[kind](arg or None, context)
+    if not model:
+        raise ConfigError(f"bad method '{spec}': no model named after '+'", hint="e.g. fact:0.5+tiny-sdxl",
+                          setting="methods")
+    method = METHODS[kind](arg or None, context.for_model(model, spec))
+    method.name = f"{method.name}+{model}"
+    if method.control:
+        method.control = f"{method.control}+{model}"  # the same model's control
+    return method
 
 
 def method_slug(name: str) -> str:
