@@ -77,10 +77,13 @@ class Engine:
 
     def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None,
                  template_pipeline: Callable[[], object] | None = None):
+        from facefact.model.layouts import unet_family  # here: the API process behind Redis stays free of torch
+
         self.pipeline = pipeline
         self._make_template_pipeline = template_pipeline or (lambda: default_template_pipeline(pipeline))
         self._template = None  # the TemplatePortrait, made on the first template job
         self.name = name
+        self.base_family = unet_family(pipeline.unet)  # 'sd15' or 'sdxl', as the UNet's config says
         self.lora_weights = dict(lora_weights or {})  # LoRAs loaded into the pipeline, at their default weights
         self._busy = threading.Lock()  # two requests at once would interleave the scheduler and FACT scale
         # Every request builds its scheduler from the base model's own config, never from the last request's.
@@ -90,13 +93,6 @@ class Engine:
     @property
     def default_size(self) -> int:
         return int(self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor)
-
-    @property
-    def base_family(self) -> str:
-        """'sd15' or 'sdxl': what the loaded UNet is (its config says)."""
-        from facefact.model.layouts import unet_family
-
-        return unet_family(self.pipeline.unet)
 
     def model_info(self) -> dict:
         """What the API tells clients about this engine's model (JSON: a Redis worker publishes it)."""
