@@ -163,3 +163,23 @@ def test_redis_workers_on_tiny_sdxl_tell_the_api_their_family(redis_url, checker
         worker.terminate()
         worker.wait(30)
         jobs.close()
+
+
+def test_template_jobs_on_an_sdxl_server_use_the_sdxl_inpaint_twin(xl_engine, checker, astronaut_bytes,
+                                                                 grace_hopper_path):
+    """The server's template mode on SDXL: the inpaint twin on the served pipeline's own modules."""
+    from PIL import Image
+
+    with open(grace_hopper_path, "rb") as f:
+        face = f.read()
+    with served(xl_engine, checker) as url:
+        answer = httpx.post(url + "/v1/template", timeout=300,
+                            files=[("template", ("t.jpg", astronaut_bytes, "image/jpeg")),
+                                   ("photos", ("p.jpg", face, "image/jpeg"))],
+                            data={"settings": json.dumps({"steps": 2, "strength": 1.0, "refine": False,
+                                                          "crop_size": 64, "seed": 5})})
+        assert answer.status_code == 200, answer.text
+    with Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]["png_base64"]))) as png:
+        meta = json.loads(png.info["facefact"])
+    assert meta["mode"] == "template" and "FACTStableDiffusionXLInpaintPipeline" in json.dumps(meta)
+    assert xl_engine._template.pipe.unet is xl_engine.pipeline.unet  # no second copy of the weights

@@ -202,8 +202,10 @@ async def checked_job_input(data: list[bytes], settings: GenerateSettings, check
 def submit(jobs, job_input: JobInput) -> str:
     from facefact.serving.families import check_request_size
 
+    settings = job_input.settings  # a portrait's size (a template job's crop size has its own bound)
     try:
-        check_request_size(job_input.settings.width, job_input.settings.height, jobs.base_family() or "sd15")
+        check_request_size(getattr(settings, "width", None), getattr(settings, "height", None),
+                           jobs.base_family() or "sd15")
     except FacefactError as err:
         raise library_error(err) from None
     try:

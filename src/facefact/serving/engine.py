@@ -7,9 +7,10 @@ every denoising step and may raise (cancel, timeout) to stop the job between ste
 
 `Engine.generate_template` runs FACT's template mode (`facefact.template.TemplatePortrait`) on an
 inpainting pipeline made on the first template job, once: by `template_pipeline()` when given;
-else, for the tiny models, the tiny two-ControlNet one `facefact template --model tiny` uses, and
-for real models one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
-**pipe.components)`, the adapter already attached to that UNet used as is: no second copy).
+else, for the tiny SD1.5 models, the tiny two-ControlNet one `facefact template --model tiny` uses,
+and otherwise one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
+**pipe.components)`, or the SDXL inpaint twin on an SDXL base; the adapter already attached to
+that UNet used as is: no second copy).
 """
 from __future__ import annotations
 
@@ -230,8 +231,11 @@ class Engine:
 
 def default_template_pipeline(pipe):
     """The template mode's pipeline for an engine on ``pipe`` (see the module's docstring)."""
+    from facefact.model.layouts import unet_family
+
     tiny_seed = getattr(pipe, "_facefact_tiny", None)
-    if tiny_seed is not None:  # as `facefact template --model tiny` (--tiny-kind controlnet2, the release's layout)
+    if tiny_seed is not None and unet_family(pipe.unet) == "sd15":
+        # as `facefact template --model tiny` (--tiny-kind controlnet2, the release's layout)
         from facefact.template.tiny import tiny_template_pipeline
 
         return tiny_template_pipeline("controlnet2", seed=tiny_seed, analysis=getattr(pipe, "face_analysis", None))
@@ -239,11 +243,14 @@ def default_template_pipeline(pipe):
 
 
 def inpaint_sibling(pipe):
-    """A FACT inpainting pipeline on ``pipe``'s own modules (no second copy of the weights): FACT lives
-    with the shared UNet, so the sibling has ``pipe``'s adapter, encoder and their provenance."""
-    from facefact.pipelines import FACTStableDiffusionInpaintPipeline
+    """A FACT inpainting pipeline (SD1.5 or SDXL, as ``pipe``'s UNet) on ``pipe``'s own modules (no
+    second copy of the weights): FACT lives with the shared UNet, so the sibling has ``pipe``'s
+    adapter, encoder and their provenance."""
+    from facefact.model.layouts import unet_family
+    from facefact.pipelines.build import pipeline_class
 
-    sibling = FACTStableDiffusionInpaintPipeline(**pipe.components)
+    cls = pipeline_class("inpaint", controlnet=False, family=unet_family(pipe.unet))
+    sibling = cls(**pipe.components)
     if getattr(pipe.config, "_name_or_path", None):
         sibling.register_to_config(_name_or_path=pipe.config._name_or_path)  # the base model in the provenance
     return sibling
