@@ -167,7 +167,8 @@ def test_redis_workers_on_tiny_sdxl_tell_the_api_their_family(redis_url, checker
 
 def test_template_jobs_on_an_sdxl_server_use_the_sdxl_inpaint_twin(xl_engine, checker, astronaut_bytes,
                                                                  grace_hopper_path):
-    """The server's template mode on SDXL: the inpaint twin on the served pipeline's own modules."""
+    """The server's template mode on tiny SDXL: the tiny SDXL two-ControlNet inpaint pipeline, as
+    `facefact template --model tiny-sdxl`; on a real SDXL base the inpaint twin on the served modules."""
     from PIL import Image
 
     with open(grace_hopper_path, "rb") as f:
@@ -181,5 +182,9 @@ def test_template_jobs_on_an_sdxl_server_use_the_sdxl_inpaint_twin(xl_engine, ch
         assert answer.status_code == 200, answer.text
     with Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]["png_base64"]))) as png:
         meta = json.loads(png.info["facefact"])
-    assert meta["mode"] == "template" and "FACTStableDiffusionXLInpaintPipeline" in json.dumps(meta)
-    assert xl_engine._template.pipe.unet is xl_engine.pipeline.unet  # no second copy of the weights
+    assert meta["mode"] == "template" and "FACTStableDiffusionXLControlNetInpaintPipeline" in json.dumps(meta)
+    from facefact.pipelines import FACTStableDiffusionXLInpaintPipeline
+    from facefact.serving.engine import inpaint_sibling
+
+    sibling = inpaint_sibling(xl_engine.pipeline)  # a real base's: no second copy of the weights
+    assert type(sibling) is FACTStableDiffusionXLInpaintPipeline and sibling.unet is xl_engine.pipeline.unet

@@ -7,8 +7,8 @@ every denoising step and may raise (cancel, timeout) to stop the job between ste
 
 `Engine.generate_template` runs FACT's template mode (`facefact.template.TemplatePortrait`) on an
 inpainting pipeline made on the first template job, once: by `template_pipeline()` when given;
-else, for the tiny SD1.5 models, the tiny two-ControlNet one `facefact template --model tiny` uses,
-and otherwise one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
+else, for the tiny models, the tiny two-ControlNet one `facefact template --model tiny|tiny-sdxl`
+uses (of the served family), and otherwise one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
 **pipe.components)`, or the SDXL inpaint twin on an SDXL base; the adapter already attached to
 that UNet used as is: no second copy).
 """
@@ -234,11 +234,11 @@ def default_template_pipeline(pipe):
     from facefact.model.layouts import unet_family
 
     tiny_seed = getattr(pipe, "_facefact_tiny", None)
-    if tiny_seed is not None and unet_family(pipe.unet) == "sd15":
-        # as `facefact template --model tiny` (--tiny-kind controlnet2, the release's layout)
+    if tiny_seed is not None:  # as `facefact template --model tiny|tiny-sdxl` (--tiny-kind controlnet2, as released)
         from facefact.template.tiny import tiny_template_pipeline
 
-        return tiny_template_pipeline("controlnet2", seed=tiny_seed, analysis=getattr(pipe, "face_analysis", None))
+        return tiny_template_pipeline("controlnet2", seed=tiny_seed, analysis=getattr(pipe, "face_analysis", None),
+                                      family=unet_family(pipe.unet))
     return inpaint_sibling(pipe)
 
 
