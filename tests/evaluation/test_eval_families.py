@@ -62,3 +62,24 @@ def test_methods_name_unknown_models_clearly(cli, tmp_path, one_identity):
     code, _, err = cli("evaluate", "--identities", one_identity, "--named-model", "xl=/no/such/base", "--model",
                        "tiny", "--out", tmp_path / "run2")
     assert code == 2 and "/no/such/base does not exist" in err
+
+
+def test_a_named_sdxl_model_from_files(tmp_path, one_identity):
+    """`named_models` (CLI: --named-model xl=BASE,ADAPTER,ENCODER): an SDXL diffusers folder's family
+    comes from its UNet config; its files are described in the run's provenance."""
+    from facefact.evaluation import evaluate
+    from facefact.model.checkpoints import save_adapter, save_encoder
+    from facefact.model.tiny import tiny_encoder, tiny_face_adapter
+    from facefact.pipelines.tiny_xl import save_tiny_sdxl_pipeline, tiny_sdxl_pipeline
+
+    base = save_tiny_sdxl_pipeline(tmp_path / "sdxl-base")
+    adapter = save_adapter(tiny_face_adapter(tiny_sdxl_pipeline().unet), tmp_path / "xl.safetensors")
+    encoder = save_encoder(tiny_encoder(), tmp_path / "encoder.safetensors")
+    res = evaluate(one_identity, "default", methods=["fact:0.5+xl"],
+                   seeds=1, max_prompts=1, out=tmp_path / "run", generation={"steps": 1, "size": 64},
+                   add_controls=False, progress=False, report=False,
+                   named_models={"xl": {"model": str(base), "adapter": str(adapter), "encoder": str(encoder)}})
+    (agg,) = res.aggregate
+    assert (agg["method"], agg["base_family"]) == ("fact:0.5+xl", "sdxl")
+    models = res.config["named_models"]["xl"]
+    assert models["base_model"]["id"] == "sdxl-base" and models["adapter"]["id"] == "xl.safetensors"
