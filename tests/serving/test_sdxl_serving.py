@@ -188,3 +188,19 @@ def test_template_jobs_on_an_sdxl_server_use_the_sdxl_inpaint_twin(xl_engine, ch
 
     sibling = inpaint_sibling(xl_engine.pipeline)  # a real base's: no second copy of the weights
     assert type(sibling) is FACTStableDiffusionXLInpaintPipeline and sibling.unet is xl_engine.pipeline.unet
+
+
+def test_the_ui_sliders_follow_the_family(xl_engine, engine, checker):
+    pytest.importorskip("gradio")
+    from facefact.serving.api import ServerConfig
+    from facefact.serving.jobs import LocalJobs
+    from facefact.serving.ui import build_ui
+
+    for served_engine, top in ((xl_engine, 2048), (engine, 1024)):
+        jobs = LocalJobs([served_engine])
+        try:
+            demo = build_ui(jobs, checker, ServerConfig())
+            sliders = {c.elem_id: c for c in demo.blocks.values() if getattr(c, "elem_id", None) in ("width", "height")}
+            assert {(s.maximum, s.value) for s in sliders.values()} == {(top, 128)}
+        finally:
+            close_jobs(jobs)
