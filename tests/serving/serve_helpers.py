@@ -48,8 +48,8 @@ def running_server(app):
         thread.join(10)
 
 
-def start_worker(url: str, name: str, text: bool = False) -> subprocess.Popen:
-    """`facefact worker --model tiny` on the Redis at `url`; its stdout and stderr in one pipe (.stdout)."""
+def start_worker(url: str, name: str, text: bool = False, model: str = "tiny") -> subprocess.Popen:
+    """`facefact worker --model MODEL` on the Redis at `url`; its stdout and stderr in one pipe (.stdout)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "facefact.cli.main", "worker", "--redis", url, "--model", "tiny",
+    return subprocess.Popen([sys.executable, "-m", "facefact.cli.main", "worker", "--redis", url, "--model", model,
                              "--name", name], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=text)

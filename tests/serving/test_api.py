@@ -200,7 +200,7 @@ def test_results_are_deleted_after_the_ttl(serve, astronaut_bytes):
 def test_health_faces_and_openapi(serve, grace_hopper_path):
     url, _ = serve()
     assert httpx.get(url + "/health").json() == {"status": "ok", "ready": True, "queue_depth": 0, "queue_size": 8,
-                                                 "workers": 1, "backend": "local"}
+                                                 "workers": 1, "backend": "local", "base_family": "sd15"}
     with open(grace_hopper_path, "rb") as f:
         faces = httpx.post(url + "/v1/faces", files=[("photos", ("g.jpg", f.read(), "image/jpeg"))]).json()
     assert faces[0]["photo"] == 1 and faces[0]["faces_found"] == 1 and len(faces[0]["bbox"]) == 4

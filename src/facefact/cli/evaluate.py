@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from facefact.cli.formatting import DefaultsHelpFormatter
-from facefact.cli.model_flags import add_model_flags, model_locations
+from facefact.cli.model_flags import add_model_flags, is_tiny, model_locations
 from facefact.cli.outputs import prepare_output_file, prepare_output_folder
 from facefact.cli.ray_flags import add_ray_flag, ray_run
 from facefact.cli.terminal import safe_text
@@ -43,19 +43,27 @@ def register(subparsers) -> None:
     parser.add_argument("--seeds", type=arg_int("--seeds", low=1, high=10_000), default=2, metavar="N",
                         help="seeds per prompt (seed, seed+1, ...)")
     parser.add_argument("--seed", type=arg_seed("--seed"), default=0, help="first seed")
-    parser.add_argument("--method", action="append", dest="methods", metavar="SPEC",
+    parser.add_argument("--method", action="append", dest="methods", metavar="SPEC[+MODEL]",
                         help="fact:SCALE | base | ipadapter-faceid:PATH[@SCALE]; repeat to compare "
-                             "(default: fact:0.5 and base)")
+                             "(default: fact:0.5 and base). +MODEL: on another model than the run's - tiny, "
+                             "tiny-sdxl or a --named-model - e.g. --model tiny --method fact:0.5 --method "
+                             "fact:0.5+tiny-sdxl compares SDXL FACT with SD1.5 FACT (each gets its own base control)")
+    parser.add_argument("--named-model", action="append", dest="named_models", default=[],
+                        metavar="NAME=BASE[,ADAPTER,ENCODER]",
+                        help="a further model for methods written SPEC+NAME (e.g. xl=sdxl-folder,fact-xl.safetensors,"
+                             "transface.pt with --method fact:0.5+xl); its base family (SD1.5 / SDXL) comes from its "
+                             "UNet config")
     parser.add_argument("--no-control", action="store_true",
                         help="do not add the 'base' control automatically (no decoupling metrics)")
     parser.add_argument("--out", type=Path, default=Path("facefact-eval"), metavar="DIR", help="run folder")
-    add_model_flags(parser, base_help="the SD1.5 base model: diffusers folder, hub id or single .safetensors "
-                                      "file ('tiny': the built-in one)")
+    add_model_flags(parser, base_help="the run's base model, SD1.5 or SDXL: diffusers folder, hub id or single "
+                                      ".safetensors file ('tiny' / 'tiny-sdxl': the built-in ones)")
     g = parser.add_argument_group("generation settings (as in `facefact generate`; FACT's scale, window and "
                                   "combine mode are per --method)")
     add_setting_flags(g, GenerationSettings, only=EVAL_SETTINGS, defaults={"steps": EVAL_STEPS},
                       help_texts={"negative_prompt": "what the images should not show (default: the prompt set's)"})
-    add_size_flag(g, "the model's, 512; 128 tiny", one_side_flags=False)
+    add_size_flag(g, "each model's own: 512 on SD1.5, 1024 on SDXL, 128 on the tiny models; give one to compare "
+                     "families at one size", one_side_flags=False)
     add_threads_flag(parser)
     parser.add_argument("--embedder", action="append", dest="embedders", metavar="NAME",
                         help="identity model for evaluation: sface | dlib | arcface:PATH.onnx; repeat for "
@@ -104,10 +112,10 @@ def run_report(args) -> int:
 def _print_summary(results) -> None:
     primary = results.config["embedders"][0]
     cols = ["detection_rate", f"id_sim_{primary}", "clip_t", "drift_outside_px", "div_image_px", "time_s"]
-    print("method".ljust(24) + "".join(c.rjust(18) for c in cols))
+    print("method".ljust(24) + "base".ljust(6) + "".join(c.rjust(18) for c in cols))
     for agg in results.aggregate:
         cells = "".join(("-" if agg.get(c) != agg.get(c) else f"{agg[c]:.3f}").rjust(18) for c in cols)
-        print(agg["method"].ljust(24) + cells)
+        print(agg["method"].ljust(24) + (agg.get("base_family") or "-").ljust(6) + cells)
 
 
 def models_of_run(args) -> dict:
@@ -119,11 +127,37 @@ def models_of_run(args) -> dict:
     config, config_path = cli_config.load_config(args.config)
     if any(spec.startswith("fact") for spec in (args.methods or ["fact"])):
         return model_locations(args, config, config_path)
-    if args.model == "tiny":
-        return {"base_model": "tiny", "adapter": None, "encoder": None}
+    if is_tiny(args):
+        return {"base_model": args.base_model or args.model, "adapter": None, "encoder": None}
     directory = cli_config.models_dir(args.models_dir, config)
     return {"base_model": cli_config.resolve_setting("base_model", args.base_model, config, config_path,
                                                      directory).value, "adapter": None, "encoder": None}
+
+
+def named_models(specs: list[str]) -> dict[str, dict]:
+    """--named-model NAME=BASE[,ADAPTER,ENCODER] values -> {NAME: {model, adapter, encoder}}, each
+    local file that does not exist named now (hub ids are looked up when loaded)."""
+    import re
+
+    from facefact.cli.model_flags import TINY_MODELS
+    from facefact.pipelines.registry import looks_like_hub_id
+
+    out = {}
+    for spec in specs:
+        name, equals, rest = spec.partition("=")
+        parts = rest.split(",") if equals else []
+        if not re.fullmatch(r"[\w-]+", name) or len(parts) not in (1, 3) or not all(parts):
+            raise ConfigError(f"--named-model {spec}: write NAME=BASE or NAME=BASE,ADAPTER,ENCODER",
+                              hint="NAME: letters, digits, - and _; e.g. xl=sdxl-folder,fact-xl.safetensors,transface.pt")
+        if name in TINY_MODELS or name in out:
+            raise ConfigError(f"--named-model {spec}: the name {name} is taken", hint="choose another NAME")
+        for part in parts:
+            if part not in ("tiny", *TINY_MODELS) and not Path(part).expanduser().exists() \
+                    and not looks_like_hub_id(part):
+                raise ConfigError(f"--named-model {spec}: {part} does not exist", path=part,
+                                  hint="give an existing file or folder, or a hub id")
+        out[name] = dict(zip(("model", "adapter", "encoder"), parts))
+    return out
 
 
 def run_evaluate(args) -> int:
@@ -140,8 +174,9 @@ def run_evaluate(args) -> int:
     generation = settings_from_args(args, GenerationSettings, defaults={"steps": EVAL_STEPS})
     prepare_output_folder(args.out, "--out")
     earlier = [EvalResults.load(d) for d in args.compare]  # before any image is generated
+    others = named_models(args.named_models)
     where = models_of_run(args)
-    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=args.device)
+    threads = torch_threads(args.threads, tiny=is_tiny(args), device=args.device)
     with warnings.catch_warnings(record=True) as caught, threads, ray_context:
         warnings.simplefilter("always")
         results = evaluate(
@@ -152,7 +187,7 @@ def run_evaluate(args) -> int:
             embedders=args.embedders or ["sface"], clip=args.clip, max_prompts=args.max_prompts,
             arcface_onnx=args.arcface, add_controls=not args.no_control, keep_embeddings=args.keep_embeddings,
             show_references=args.show_references, progress=not args.no_progress, cpu_threads=args.threads, ray=args.ray,
-            workers=args.workers)
+            workers=args.workers, named_models=others)
     for w in caught:
         if issubclass(w.category, UserWarning):
             print(f"note: {safe_text(w.message)}")

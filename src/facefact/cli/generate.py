@@ -20,7 +20,7 @@ from pathlib import Path
 
 from facefact.cli.identity_flags import (analyse_people, face_arguments, parse_scale, parse_window, people,
                                         photo_names)
-from facefact.cli.model_flags import add_model_flags, load_pipeline, model_locations
+from facefact.cli.model_flags import add_model_flags, is_tiny, load_pipeline, model_locations
 from facefact.cli.outputs import check_file_name, check_name_stem, prepare_output_folder
 from facefact.cli.terminal import safe_text
 from facefact.cli.threads import add_threads_flag, torch_threads
@@ -57,7 +57,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-sheet", action="store_true", help="do not write the contact sheet")
     g = p.add_argument_group("generation settings (also config keys of the `generate:` section)")
     add_setting_flags(g, GenerationSettings, parsers=CLI_SYNTAX)
-    add_size_flag(g)
+    add_size_flag(g, "the model's own: 512 on SD1.5, 1024 on SDXL, 128 on the tiny models")
     m = add_model_flags(p)
     add_threads_flag(m)
     e = p.add_argument_group("LoRA and ControlNet")
@@ -143,7 +143,7 @@ def run(args) -> int:
     if args.save_control:
         prepare_output_folder(args.save_control, "--save-control")
     extras = generate_extras.check_settings(args.lora, args.controlnet, args.control_image, args.control_scale,
-                                            tiny=args.model == "tiny", pose_from=args.pose_from,
+                                            tiny=is_tiny(args), pose_from=args.pose_from,
                                             pose_detector=args.pose_detector)
     model_locations(args, config, config_path)  # every missing model file named now, before any photo work
     notes: list[str] = []
@@ -179,7 +179,7 @@ def generate_and_write(args, settings: GenerationSettings, out_dir: Path, config
     settings = replace(settings, width=settings.width or default_size, height=settings.height or default_size,
                        seed=secrets.randbelow(2**31) if settings.seed is None else settings.seed)
     control = generate_extras.control_kwargs(extras, settings.width, settings.height, notes)
-    threads = torch_threads(args.threads, tiny=args.model == "tiny", device=str(pipe.device))
+    threads = torch_threads(args.threads, tiny=is_tiny(args), device=str(pipe.device))
     # the pipeline's own note names the cut words (once); diffusers' copy of it is dropped
     with contextlib.closing(bar), threads, dropped_log_messages("diffusers", clip_truncation_notice):
         out = pipe(args.prompt, **face_arguments(pipe, analysed, settings.face_combine), **settings.pipeline_kwargs(),

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from facefact.errors import ConfigError, ModelNotFoundError
+from facefact.pipelines.registry import TINY_BASES
 
 # The built-in random-weight base models (`--model NAME` / `--base-model NAME`); "tiny" as an adapter or
-# encoder location is the chosen tiny base's own. Plain names: the parsers stay free of torch.
-TINY_MODELS = ("tiny", "tiny-sdxl")
+# encoder location is the chosen tiny base's own.
+TINY_MODELS = tuple(TINY_BASES)
 DEVICE_HELP = "cuda, cuda:1, mps or cpu (default: the best available)"
 
 

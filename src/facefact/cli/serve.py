@@ -144,7 +144,7 @@ def load_engines(args):
 
     import torch
 
-    from facefact.cli.model_flags import load_pipeline
+    from facefact.cli.model_flags import is_tiny, load_pipeline
     from facefact.faces import FaceAnalysis
     from facefact.cli import extras as lora_extras
     from facefact.cli import config as cli_config
@@ -152,11 +152,11 @@ def load_engines(args):
     from facefact.serving.engine import Engine
 
     quiet_libraries()
-    extras = lora_extras.check_settings(args.lora, tiny=args.model == "tiny")
+    extras = lora_extras.check_settings(args.lora, tiny=is_tiny(args))
     lora_extras.check_files(extras)
     config, config_path = cli_config.load_config(args.config)
     devices = [d.strip() for d in args.device.split(",")] if args.device else [None]
-    if args.model == "tiny":  # 32-channel layers gain nothing from threads and lose a lot on a busy machine
+    if is_tiny(args):  # 32-channel layers gain nothing from threads and lose a lot on a busy machine
         torch.set_num_threads(1)
     engines = []
     for index, device in enumerate(devices):
@@ -260,11 +260,16 @@ def make_jobs(args, config):
     if args.redis:
         from facefact.serving.redis_jobs import RedisJobs
 
-        if args.model == "tiny" or args.base_model or args.adapter or args.encoder or args.device:
+        from facefact.cli.model_flags import TINY_MODELS
+
+        if args.model != "fact" or args.base_model or args.adapter or args.encoder or args.device:
             print("facefact serve: note: with --redis the models load in `facefact worker`; model flags here "
-                  "are not used", file=sys.stderr)
+                  "are not used (the workers say which base family they serve)", file=sys.stderr)
+        # until a worker reports its model: the tiny models' size for --model tiny*, else SD1.5's
+        tiny = args.model in TINY_MODELS
         return RedisJobs(args.redis, queue_size=config.queue_size, job_timeout_s=config.job_timeout_s,
-                         result_ttl_s=config.result_ttl_s, default_size=128 if args.model == "tiny" else 512)
+                         result_ttl_s=config.result_ttl_s, default_size=128 if tiny else 512,
+                         base_family=("sdxl" if args.model == "tiny-sdxl" else "sd15") if tiny else None)
     from facefact.serving.jobs import LocalJobs
 
     engines = load_engines(args)

@@ -10,12 +10,19 @@ A method turns (prompt, reference photos, seed, size) into one image. Built in:
 * ``ipadapter-faceid:PATH[@SCALE]`` - diffusers' IP-Adapter-FaceID, only when its weights exist at
   PATH and an ArcFace ONNX file is given for its embeddings (otherwise reported as skipped).
 
+A method runs on the run's models, or on another one named after a ``+``: ``fact:0.5+tiny-sdxl``
+(the built-in tiny SDXL), ``fact:0.5+xl`` (``xl`` one of the run's ``named_models``: a base, adapter
+and encoder). So one run compares an SDXL FACT with the SD1.5 one on the same identities, prompts
+and seeds; each model's methods get their own ``base+MODEL`` control, and each method's base
+family (sd15 / sdxl) is recorded with its images and shown in the report.
+
 Add your own with :func:`register_method`, or pass objects with the :class:`Method` shape to
 ``evaluate(methods=[...])``.
 """
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
@@ -23,10 +30,10 @@ from typing import Callable, Protocol, runtime_checkable
 from PIL import Image
 
 from facefact.errors import ConfigError, FacefactError
-from facefact.pipelines.settings import GenerationSettings
+from facefact.evaluation.run_settings import EVAL_STEPS, RunSettings  # noqa: F401 (EVAL_STEPS: its public name here)
+from facefact.pipelines.registry import TINY_BASES
 
 DEFAULT_FACT_SCALE = 0.5
-EVAL_STEPS = 30  # evaluation's default: many images; the identity metrics settle well before 50 steps
 
 
 class MethodUnavailable(FacefactError):
@@ -47,65 +54,6 @@ class Method(Protocol):
 
 
 @dataclass
-class RunSettings:
-    """What every method of a run shares (part of each image's cache key): the models, where they
-    run, and the generation settings (facefact.pipelines.settings; evaluation's default is 30 steps).
-    Evaluation images are square: ``size`` is their side (None: the pipeline's default, 512; 128 tiny)."""
-
-    model: str = "tiny"                      # "tiny" or a diffusers SD1.5 folder / hub id
-    adapter: str | None = None
-    encoder: str | None = None
-    generation: GenerationSettings = field(default_factory=lambda: GenerationSettings(steps=EVAL_STEPS))
-    device: str | None = None
-    dtype: str | None = None
-    arcface_onnx: str | None = None          # for ipadapter-faceid's embeddings
-    cpu_threads: int | None = None           # torch threads in the FACT pipeline's calls (None: its own, 1 tiny)
-
-    def __post_init__(self):
-        if isinstance(self.generation, dict):
-            self.generation = GenerationSettings.from_mapping(self.generation, GenerationSettings(steps=EVAL_STEPS),
-                                                              where="generation settings")
-        g = self.generation.check()
-        if g.width != g.height:
-            raise ConfigError(f"evaluation images are square, not {g.width}x{g.height}",
-                              hint="give one size (width = height)")
-
-    @property
-    def size(self) -> int | None:
-        return self.generation.width
-
-    def as_dict(self) -> dict:
-        g = self.generation
-        return {"model": self.model, "adapter": self.adapter, "encoder": self.encoder, "steps": g.steps,
-                "size": g.width, "guidance_scale": g.guidance, "scheduler": g.scheduler,
-                "negative_prompt": g.negative_prompt, "cfg_face": g.cfg_face, "device": self.device, "dtype": self.dtype,
-                "arcface_onnx": self.arcface_onnx}
-
-    def model_provenance(self) -> dict:
-        """What the FACT methods run on: each part 'tiny' (built in) or the file / folder / hub id
-        given, with its hash - part of every FACT image's cache key, so a retrained adapter at the
-        same path is generated again. A given part that does not exist is refused here, before work."""
-        from facefact.pipelines.loading import describe_file
-        from facefact.pipelines.registry import looks_like_hub_id
-
-        tiny = self.model == "tiny"
-        out = {}
-        for role, given in (("base_model", self.model), ("adapter", self.adapter), ("encoder", self.encoder)):
-            value = given if given is not None else ("tiny" if tiny else None)
-            if value is None:
-                continue
-            if value == "tiny":
-                out[role] = {"id": f"facefact-tiny/{role}"}
-            elif Path(str(value)).expanduser().exists() or looks_like_hub_id(value):
-                out[role] = describe_file(value)
-            else:
-                raise ConfigError(f"the {role.replace('_', ' ')} {value} does not exist", path=value,
-                                  hint="give an existing file or folder (or 'tiny' parts with the tiny model)",
-                                  setting=role)
-        return out
-
-
-@dataclass
 class MethodContext:
     """Heavy objects shared by the methods of one run, built on first use."""
 
@@ -118,6 +66,21 @@ class MethodContext:
     # What the face analysis said about the reference photos ("several faces; used the largest"...),
     # once per reference set, for the run's notes.
     notes: list = field(default_factory=list)
+    # the contexts of the other models methods name (``fact:0.5+NAME``), each with its own pipeline
+    _others: dict = field(default_factory=dict, repr=False)
+
+    def for_model(self, name: str, spec: str) -> "MethodContext":
+        """The context of the model `name` (built once); it shares this one's notes and face crops
+        (the photos' analysis does not depend on the model)."""
+        if name not in self._others:
+            other = MethodContext(self.settings.for_model(name, spec))
+            other.notes, other._face_pixels = self.notes, self._face_pixels
+            self._others[name] = other
+        return self._others[name]
+
+    def other_models(self) -> dict:
+        """{name: model provenance} of the other models methods used."""
+        return {name: other.models() for name, other in self._others.items()}
 
     def face_pixels(self, references) -> object:
         key = tuple(str(p) for p in references)
@@ -142,7 +105,7 @@ class MethodContext:
             from facefact.pipelines.loading import make_scheduler
 
             s = self.settings
-            tiny = s.model == "tiny"  # "tiny" is the default of each part; a given file replaces it
+            tiny = s.model in TINY_BASES  # "tiny" is the default of each part; a given file replaces it
             pipe = load_fact_pipeline(s.model, s.adapter or ("tiny" if tiny else None),
                                       s.encoder or ("tiny" if tiny else None), device=s.device, dtype=s.dtype)
             pipe.scheduler = make_scheduler(s.generation.scheduler, pipe.scheduler.config)
@@ -164,6 +127,10 @@ class FactMethod:
         self.uses_references = use_face
         self.uses_fact = True  # runs on the FACT pipeline (the run records its models)
         self.control = "base" if use_face else None
+
+    @property
+    def base_family(self) -> str:
+        return self.context.settings.base_family()
 
     def prepare(self) -> None:
         """Load the models now, so the first image's time and memory do not include loading them."""
@@ -204,8 +171,9 @@ class IPAdapterFaceIDMethod:
         if not weights.is_file():
             raise MethodUnavailable(f"skipped {self.name}: weights not found at {weights}",
                                     hint="download ip-adapter-faceid_sd15.bin yourself and pass its path")
-        if context.settings.model == "tiny":
-            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not 'tiny'")
+        if context.settings.model in TINY_BASES or context.settings.base_family() != "sd15":
+            raise MethodUnavailable(f"skipped {self.name}: it needs a real SD1.5 base model, not "
+                                    f"'{context.settings.model}'")
         if importlib.util.find_spec("insightface") is None or not context.settings.arcface_onnx:
             raise MethodUnavailable(f"skipped {self.name}: its identity embeddings need insightface and "
                                     "an ArcFace ONNX file (arcface_onnx)",
@@ -312,12 +280,26 @@ def register_method(name: str, factory: MethodFactory) -> None:
 
 
 def parse_method(spec: str, context: MethodContext) -> Method:
-    """Build the method a ``--method`` value names; ConfigError if malformed, MethodUnavailable if it cannot run."""
-    kind, _, arg = spec.strip().partition(":")
+    """Build the method a ``--method`` value names (``SPEC`` or ``SPEC+MODEL``: on another model);
+    ConfigError if malformed, MethodUnavailable if it cannot run."""
+    text, plus, model = spec.strip().rpartition("+")
+    if not plus or not re.fullmatch(r"[\w-]*", model):  # "+" in a path (ipadapter-faceid:c++/x.bin): no model
+        text, plus, model = spec.strip(), "", ""
+    kind, _, arg = text.partition(":")
     if kind not in METHODS:
         raise ConfigError(f"unknown method '{spec}'",
-                          hint=f"choose from: {', '.join(METHODS)} (e.g. fact:0.5 and base)", setting="methods")
-    return METHODS[kind](arg or None, context)
+                          hint=f"choose from: {', '.join(METHODS)} (e.g. fact:0.5 and base; fact:0.5+tiny-sdxl on "
+                               "another model)", setting="methods")
+    if not plus:
+        return METHODS[kind](arg or None, context)
+    if not model:
+        raise ConfigError(f"bad method '{spec}': no model named after '+'", hint="e.g. fact:0.5+tiny-sdxl",
+                          setting="methods")
+    method = METHODS[kind](arg or None, context.for_model(model, spec))
+    method.name = f"{method.name}+{model}"
+    if method.control:
+        method.control = f"{method.control}+{model}"  # the same model's control
+    return method
 
 
 def method_slug(name: str) -> str:

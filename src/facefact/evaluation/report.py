@@ -281,7 +281,9 @@ def render_report(results_list: list[EvalResults], *, title: str = "facefact eva
     for label, res in zip(labels, results_list):
         c = res.config
         gen = c.get("generation", {})
-        parts.append(f"<p class='note'><b>{_esc(label)}</b>: model {_esc(gen.get('model'))}, "
+        others = "".join(f" and {_esc(name)} = {_esc(gen_of.get('base_model', {}).get('id'))}"
+                         for name, gen_of in (c.get("named_models") or {}).items())
+        parts.append(f"<p class='note'><b>{_esc(label)}</b>: model {_esc(gen.get('model'))}{others}, "
                      f"{len(res.identities)} identities, {c.get('num_prompts')} prompts ({_esc(c.get('prompt_set'))}), "
                      f"seeds {_esc(c.get('seeds'))}, {gen.get('steps')} steps, size {_esc(gen.get('size') or 'default')}, "
                      f"embedders {_esc(', '.join(c.get('embedders', [])))}, CLIP {_esc(c.get('clip') or 'none')}, "
@@ -290,12 +292,14 @@ def render_report(results_list: list[EvalResults], *, title: str = "facefact eva
         parts += [f"<p class='note'>{_esc(n)}</p>" for n in res.notes]
     of_first = f" (run {_esc(labels[0])})" if len(results_list) > 1 else ""
     parts.append(f"<h2>Per method{of_first}</h2><p class='note'>{BEST_NOTE}</p>")
-    parts.append(_aggregate_table(first.aggregate, columns, info, ["method"], _sources(first)))
+    # which base family (sd15 / sdxl) each method ran on, where the runs recorded it
+    family = ["base_family"] if any(agg.get("base_family") for res in results_list for agg in res.aggregate) else []
+    parts.append(_aggregate_table(first.aggregate, columns, info, ["method", *family], _sources(first)))
     if len(results_list) > 1:
         parts.append(f"<h2>Comparison of runs ({_esc(', '.join(labels))})</h2>")
         rows = [{"run": label, **agg} for label, res in zip(labels, results_list) for agg in res.aggregate]
         sources = [src for res in results_list for src in _sources(res)]
-        parts.append(_aggregate_table(rows, columns, info, ["run", "method"], sources))
+        parts.append(_aggregate_table(rows, columns, info, ["run", "method", *family], sources))
     parts.append("<h2>Plots</h2>" + _plots(results_list, labels))
     primary = (first.config.get("embedders") or ["sface"])[0]
     parts.append(f"<h2>By prompt category{of_first}</h2>" + _category_table(first, f"id_sim_{primary}")

@@ -134,7 +134,9 @@ def generate_image(method: Method, text: str, references, seed: int, size, cuda:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     record = {"time_s": m.seconds, "peak_mb": m.peak_mb, "mem_kind": m.mem_kind, "method": method.name,
-              "prompt": text, "seed": seed}
+              "prompt": text, "seed": seed, "width": image.width, "height": image.height}
+    if getattr(method, "base_family", None):  # which base family made it (sd15 / sdxl)
+        record["base_family"] = method.base_family
     return buffer.getvalue(), record
 
 
@@ -196,13 +198,17 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
              dtype: str | None = None, embedders=("sface",), clip=None, max_prompts: int | None = None,
              arcface_onnx: str | None = None, add_controls: bool = True, keep_embeddings: bool = False,
              report: bool = True, show_references: bool = False, progress: bool = True, ray: str | None = None,
-             workers: int | None = None, cpu_threads: int | None = None) -> EvalResults:
+             workers: int | None = None, cpu_threads: int | None = None,
+             named_models: dict | None = None) -> EvalResults:
     """Run an evaluation; writes results.json/.csv, aggregate.csv and report.html under ``out``.
 
     ``generation``: the generation settings (facefact.pipelines.settings.GenerationSettings, or a dict
     of them, e.g. ``{"steps": 2, "size": 64}``); evaluation's default is 30 steps, and a negative prompt
     not given is the prompt set's. Images are square.
-    ``methods``: specs ("fact:0.5", "base", ...) or :class:`~facefact.evaluation.methods.Method` objects.
+    ``methods``: specs ("fact:0.5", "base", ...) or :class:`~facefact.evaluation.methods.Method` objects;
+    ``fact:0.5+tiny-sdxl`` / ``fact:0.5+NAME``: on the tiny SDXL base, or on ``named_models[NAME]``
+    ({"model": base, "adapter": ..., "encoder": ...}) instead of the run's model - an SDXL FACT
+    against the SD1.5 one in one run, each with its own ``base+MODEL`` control.
     ``clip``: a CLIP folder / cached hub id, a :class:`ClipScorer`, or None (CLIP-T reported unavailable).
     ``embedders``: evaluation identity models ("sface", "dlib", "arcface:PATH.onnx"); the first is primary.
     ``keep_embeddings``: also save output embeddings to embeddings.npz (references are never saved).
@@ -218,7 +224,8 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
     out = Path(out)
     check_run_settings(seeds=seeds, max_prompts=max_prompts)
     settings = RunSettings(model=model, adapter=adapter, encoder=encoder, generation=generation or {},
-                           device=device, dtype=dtype, arcface_onnx=arcface_onnx, cpu_threads=cpu_threads)
+                           device=device, dtype=dtype, arcface_onnx=arcface_onnx, cpu_threads=cpu_threads,
+                           named_models=dict(named_models or {}))
     if ray is not None and not all(isinstance(m, str) for m in methods):
         raise ConfigError("on a Ray cluster the methods are given by their specs (e.g. 'fact:0.5'): each worker "
                           "builds its own from the spec", hint="pass method specs, or run without a Ray cluster",
@@ -253,15 +260,18 @@ def evaluate(identities, prompts="default", *, methods=DEFAULT_METHODS, seeds: i
         np.savez(out / "embeddings.npz", **kept)
 
     embedder_names = list(analyzer.embedders)
+    families = {m.name: m.base_family for m in method_list if getattr(m, "base_family", None)}
     config = {"facefact_version": __version__, "identities_dir": str(identities), "prompts": str(prompts),
               "prompt_set": prompt_set.name, "num_prompts": len(prompt_set.prompts), "seeds": seed_list,
               "methods": [m.name for m in method_list], "method_settings": {m.name: m.settings() for m in method_list},
-              "generation": settings.as_dict(), "embedders": embedder_names,
-              "models": models, "thresholds": analyzer.thresholds(),
+              "method_families": families, "generation": settings.as_dict(), "embedders": embedder_names,
+              "models": models, "named_models": context.other_models(), "thresholds": analyzer.thresholds(),
               "clip": getattr(scorer, "name", None), "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
               "wall_s": round(time.time() - started, 2)}
-    results = EvalResults(config=config, rows=rows, groups=groups,
-                          aggregate=aggregate(rows, groups, embedder_names, analyzer.thresholds()),
+    table = aggregate(rows, groups, embedder_names, analyzer.thresholds())
+    for agg in table:
+        agg["base_family"] = families.get(agg["method"])
+    results = EvalResults(config=config, rows=rows, groups=groups, aggregate=table,
                           identities=[{"name": p.name, "subject": p.subject, "references": [r.name for r in p.references]}
                                       for p in people],
                           skipped=skipped, notes=notes,
@@ -316,7 +326,9 @@ def _analyse(jobs, gen_info, analyzer: ImageAnalyzer, scorer, out: Path, progres
             row = {"identity": who, "prompt_id": job.prompt.id, "category": job.prompt.category,
                    "prompt": job.text, "seed": job.seed, "method": job.method.name,
                    "image": job.path.relative_to(out).as_posix(),
-                   **{k: gen_info[job.path][k] for k in ("time_s", "peak_mb", "mem_kind", "cached")}, **obs.row()}
+                   **{k: gen_info[job.path][k] for k in ("time_s", "peak_mb", "mem_kind", "cached")},
+                   **{k: gen_info[job.path][k] for k in ("base_family", "width", "height") if k in gen_info[job.path]},
+                   **obs.row()}
             for name in analyzer.embedders:
                 vec = obs.embeddings.get(name)
                 row[f"id_sim_{name}"] = (metrics.identity_similarity(vec, refs[who][name])

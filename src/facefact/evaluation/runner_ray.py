@@ -22,6 +22,7 @@ import numpy as np
 from facefact.evaluation.measure import generation_uses_cuda
 from facefact.evaluation.methods import MethodContext, RunSettings
 from facefact.evaluation.runner import build_methods, generate_image, write_image
+from facefact.pipelines.registry import TINY_BASES
 from facefact.pipelines.settings import GenerationSettings
 from facefact.ray_batch import ItemActor
 
@@ -94,12 +95,14 @@ def _plain(settings: RunSettings) -> dict:
     """The run's settings as plain values (what an actor on another machine rebuilds them from);
     model files given by a relative path made absolute (an actor's working folder is not ours)."""
     def located(value):
-        return os.path.abspath(value) if value and value != "tiny" and os.path.exists(value) else value
+        return os.path.abspath(value) if value and value not in TINY_BASES and os.path.exists(value) else value
 
     return {"model": located(settings.model), "adapter": located(settings.adapter),
             "encoder": located(settings.encoder), "generation": asdict(settings.generation),
             "device": settings.device, "dtype": settings.dtype, "arcface_onnx": located(settings.arcface_onnx),
-            "cpu_threads": settings.cpu_threads}
+            "cpu_threads": settings.cpu_threads,
+            "named_models": {name: {role: located(value) for role, value in parts.items()}
+                             for name, parts in settings.named_models.items()}}
 
 
 def _bar(total: int, initial: int, enabled: bool):

@@ -24,6 +24,8 @@ MODELSCOPE_REVISION = "v1.0.0"
 # Where the file lives, shown by `facefact models list`; downloads go through ModelScope's own client.
 MODELSCOPE_URL = "https://modelscope.cn/models/{repo}/resolve/{revision}/{filename}"
 DEFAULT_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# The built-in random-weight bases (pipelines/tiny.py, tiny_xl.py), named like any base model location.
+TINY_BASES = {"tiny": "sd15", "tiny-sdxl": "sdxl"}
 MANIFEST_NAME = "manifest.json"
 
 

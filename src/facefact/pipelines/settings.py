@@ -55,8 +55,10 @@ class GenerationSettings:
     fact_window: tuple[float, float] | None = setting(
         None, "FACT only from START to END of the denoising steps (fractions, e.g. 0.3,1: a late start keeps the "
               "base model's composition); 1,1 = the base model", metavar="START,END")
-    width: int | None = setting(None, "image width, a multiple of 8 (default: the model's)", metavar="PX")
-    height: int | None = setting(None, "image height, a multiple of 8 (default: the model's)", metavar="PX")
+    width: int | None = setting(None, "image width, a multiple of 8 (default: the model's own: 512 on SD1.5, 1024 "
+                                      "on SDXL, 128 on the tiny models)", metavar="PX")
+    height: int | None = setting(None, "image height, a multiple of 8 (default: the model's own: 512 on SD1.5, "
+                                       "1024 on SDXL, 128 on the tiny models)", metavar="PX")
     scheduler: str = setting("pndm", "sampler (pndm: the release's)", choices=SCHEDULER_NAMES)
 
     def check(self) -> "GenerationSettings":

@@ -200,6 +200,14 @@ async def checked_job_input(data: list[bytes], settings: GenerateSettings, check
 
 
 def submit(jobs, job_input: JobInput) -> str:
+    from facefact.serving.families import check_request_size
+
+    settings = job_input.settings  # a portrait's size (a template job's crop size has its own bound)
+    try:
+        check_request_size(getattr(settings, "width", None), getattr(settings, "height", None),
+                           jobs.base_family() or "sd15")
+    except FacefactError as err:
+        raise library_error(err) from None
     try:
         return jobs.submit(job_input)
     except QueueFull as full:
@@ -293,7 +301,8 @@ def _add_service_routes(app: FastAPI, jobs, config: ServerConfig, require_key) -
     async def health():
         ready = bool(jobs.ready)
         health = Health(status="ok" if ready else "warming_up", ready=ready, queue_depth=jobs.depth(),
-                        queue_size=config.queue_size, workers=jobs.workers, backend=jobs.backend)
+                        queue_size=config.queue_size, workers=jobs.workers, backend=jobs.backend,
+                        base_family=jobs.base_family())
         # 503 while warming up: a load balancer's readiness probe sends no traffic yet
         return health if ready else JSONResponse(health.model_dump(), status_code=503)
 
@@ -302,8 +311,11 @@ def _add_service_routes(app: FastAPI, jobs, config: ServerConfig, require_key) -
         from facefact.serving.presets import STYLE_PRESETS
         from facefact.serving.schemas import SCHEDULER_NAMES
 
+        from facefact.serving.families import max_side
+
+        family = jobs.base_family()
         return ModelsInfo(loras=jobs.loras(), styles=list(STYLE_PRESETS), schedulers=list(SCHEDULER_NAMES),
-                          default_size=jobs.default_size())
+                          default_size=jobs.default_size(), base_family=family, max_size=max_side(family or "sd15"))
 
     @app.get("/metrics", dependencies=[Depends(require_key)], response_class=Response, tags=["service"])
     async def metrics():

@@ -7,9 +7,10 @@ every denoising step and may raise (cancel, timeout) to stop the job between ste
 
 `Engine.generate_template` runs FACT's template mode (`facefact.template.TemplatePortrait`) on an
 inpainting pipeline made on the first template job, once: by `template_pipeline()` when given;
-else, for the tiny models, the tiny two-ControlNet one `facefact template --model tiny` uses, and
-for real models one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
-**pipe.components)`, the adapter already attached to that UNet used as is: no second copy).
+else, for the tiny models, the tiny two-ControlNet one `facefact template --model tiny|tiny-sdxl`
+uses (of the served family), and otherwise one on the loaded pipeline's own modules (`FACTStableDiffusionInpaintPipeline(
+**pipe.components)`, or the SDXL inpaint twin on an SDXL base; the adapter already attached to
+that UNet used as is: no second copy).
 """
 from __future__ import annotations
 
@@ -73,14 +74,17 @@ def progress_callback(on_step: Callable[[int, int], None] | None, steps: int):
 
 
 class Engine:
-    """One loaded FACT pipeline (a `FACTStableDiffusionPipeline`) on one device. One worker thread owns it."""
+    """One loaded FACT pipeline (SD1.5 or SDXL text-to-image) on one device. One worker thread owns it."""
 
     def __init__(self, pipeline, name: str = "engine0", lora_weights: dict[str, float] | None = None,
                  template_pipeline: Callable[[], object] | None = None):
+        from facefact.model.layouts import unet_family  # here: the API process behind Redis stays free of torch
+
         self.pipeline = pipeline
         self._make_template_pipeline = template_pipeline or (lambda: default_template_pipeline(pipeline))
         self._template = None  # the TemplatePortrait, made on the first template job
         self.name = name
+        self.base_family = unet_family(pipeline.unet)  # 'sd15' or 'sdxl', as the UNet's config says
         self.lora_weights = dict(lora_weights or {})  # LoRAs loaded into the pipeline, at their default weights
         self._busy = threading.Lock()  # two requests at once would interleave the scheduler and FACT scale
         # Every request builds its scheduler from the base model's own config, never from the last request's.
@@ -124,6 +128,10 @@ class Engine:
     @property
     def default_size(self) -> int:
         return int(self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor)
+
+    def model_info(self) -> dict:
+        """What the API tells clients about this engine's model (JSON: a Redis worker publishes it)."""
+        return {"base_family": self.base_family, "default_size": self.default_size}
 
     def generate(self, photos: list[np.ndarray], settings: GenerateSettings,
                  on_step: Callable[[int, int], None] | None = None) -> EngineResult:
@@ -257,20 +265,26 @@ class Engine:
 
 def default_template_pipeline(pipe):
     """The template mode's pipeline for an engine on ``pipe`` (see the module's docstring)."""
+    from facefact.model.layouts import unet_family
+
     tiny_seed = getattr(pipe, "_facefact_tiny", None)
-    if tiny_seed is not None:  # as `facefact template --model tiny` (--tiny-kind controlnet2, the release's layout)
+    if tiny_seed is not None:  # as `facefact template --model tiny|tiny-sdxl` (--tiny-kind controlnet2, as released)
         from facefact.template.tiny import tiny_template_pipeline
 
-        return tiny_template_pipeline("controlnet2", seed=tiny_seed, analysis=getattr(pipe, "face_analysis", None))
+        return tiny_template_pipeline("controlnet2", seed=tiny_seed, analysis=getattr(pipe, "face_analysis", None),
+                                      family=unet_family(pipe.unet))
     return inpaint_sibling(pipe)
 
 
 def inpaint_sibling(pipe):
-    """A FACT inpainting pipeline on ``pipe``'s own modules (no second copy of the weights): FACT lives
-    with the shared UNet, so the sibling has ``pipe``'s adapter, encoder and their provenance."""
-    from facefact.pipelines import FACTStableDiffusionInpaintPipeline
+    """A FACT inpainting pipeline (SD1.5 or SDXL, as ``pipe``'s UNet) on ``pipe``'s own modules (no
+    second copy of the weights): FACT lives with the shared UNet, so the sibling has ``pipe``'s
+    adapter, encoder and their provenance."""
+    from facefact.model.layouts import unet_family
+    from facefact.pipelines.build import pipeline_class
 
-    sibling = FACTStableDiffusionInpaintPipeline(**pipe.components)
+    cls = pipeline_class("inpaint", controlnet=False, family=unet_family(pipe.unet))
+    sibling = cls(**pipe.components)
     if getattr(pipe.config, "_name_or_path", None):
         sibling.register_to_config(_name_or_path=pipe.config._name_or_path)  # the base model in the provenance
     return sibling

@@ -127,6 +127,9 @@ class LocalJobs:
     def default_size(self) -> int:
         return self.engines[0].default_size
 
+    def base_family(self) -> str | None:
+        return self.engines[0].base_family
+
     def loras(self) -> dict[str, float]:
         return dict(self.engines[0].lora_weights)
 

@@ -97,7 +97,8 @@ def size_fields(size: str | None) -> dict[str, str]:
     match = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size.strip())
     if match is None:
         raise OpenAIRequestError(f"size '{size}' is not WIDTHxHEIGHT", "size",
-                                 hint="e.g. 512x512 (multiples of 8, 64 to 1536), or auto for the model's size")
+                                 hint="e.g. 512x512 (multiples of 8, 64 to the model's max_size: 1536 on SD1.5, "
+                                      "2048 on SDXL), or auto for the model's size")
     return {"width": match[1], "height": match[2]}
 
 

@@ -55,7 +55,8 @@ class ImageEditForm(BaseModel):
     prompt: str = Field(description="what to draw, up to 2000 characters")
     model: str | None = Field(default=None, description=f"'{SERVED_MODEL}' (GET /v1/models)")
     n: int = Field(default=1, ge=1, le=8, description="images; image i uses seed + i")
-    size: str | None = Field(default=None, description="WIDTHxHEIGHT, multiples of 8 from 64 to 1536, or 'auto' "
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT, multiples of 8 from 64 to 1536 on "
+                                                       "SD1.5, 2048 on SDXL (GET /v1/models: max_size), or 'auto' "
                                                        "(the model's size)")
     response_format: Literal["b64_json", "url"] = "b64_json"
     seed: int | None = Field(default=None, description="and every other GenerateSettings field: fact_scale, steps, "

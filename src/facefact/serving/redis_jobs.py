@@ -16,6 +16,7 @@ Liveness does not depend on how long a step takes: a thread in each worker refre
 `facefact:worker:<name>` and, while a job runs, `facefact:alive:<id>` every quarter of
 `heartbeat_s`, with a TTL of `heartbeat_s`. A worker killed outright stops refreshing them, so
 within `heartbeat_s` `/health` stops counting it and its job reads `failed` / `worker_lost`.
+The worker key holds its model's family and default size (JSON), which `/v1/models` and the UI show.
 """
 from __future__ import annotations
 
@@ -85,33 +86,49 @@ class RedisJobs:
 
     def __init__(self, redis_url: str, queue_size: int = 8, job_timeout_s: float = 600.0,
                  result_ttl_s: float = 600.0, queue_wait_s: float = 3600.0, metrics: Metrics | None = None,
-                 queue_name: str = QUEUE_NAME, default_size: int = 512):
+                 queue_name: str = QUEUE_NAME, default_size: int = 512, base_family: str | None = None):
         self.redis = Redis.from_url(redis_url)
         self.queue = Queue(queue_name, connection=self.redis, serializer=JSONSerializer)
         self.queue_size, self.job_timeout_s, self.result_ttl_s = queue_size, job_timeout_s, result_ttl_s
         self.queue_wait_s = queue_wait_s  # a job not taken by then is dropped, photos included
         self.metrics = metrics or Metrics()
         self.metrics.bind_queue_depth(self.depth)
-        self._default_size = default_size
+        # until a live worker says what it serves (model_info): the serve command's guess
+        self._default_info = {"default_size": default_size, "base_family": base_family}
 
-    @property
-    def workers(self) -> int:
-        """Workers on this queue that are alive now: registered with RQ and heard from within their
+    def _live_workers(self) -> list[bytes | None]:
+        """The heartbeat key's value of each worker on this queue, None for one not heard from within its
         heartbeat (RQ keeps a killed worker's registration for minutes)."""
         prefix = SimpleWorker.redis_worker_namespace_prefix
         names = [key.removeprefix(prefix) for key in SimpleWorker.all_keys(connection=self.redis, queue=self.queue)]
         if not names:
-            return 0
-        with self.redis.pipeline() as pipe:
-            for name in names:
-                pipe.exists(_key("worker", name))
-            return sum(pipe.execute())
+            return []
+        return self.redis.mget([_key("worker", name) for name in names])
+
+    @property
+    def workers(self) -> int:
+        """Workers on this queue that are alive now: registered with RQ and heard from within their heartbeat."""
+        return sum(value is not None for value in self._live_workers())
+
+    def model_info(self) -> dict:
+        """A live worker's model family and default size, else the defaults this object was made with."""
+        for value in self._live_workers():
+            try:
+                info = json.loads(value) if value is not None else None
+            except ValueError:
+                info = None  # an older worker's plain "1"
+            if isinstance(info, dict) and info.get("base_family"):
+                return {**self._default_info, **info}
+        return dict(self._default_info)
+
+    def base_family(self) -> str | None:
+        return self.model_info()["base_family"]
 
     def depth(self) -> int:
         return self.queue.count
 
     def default_size(self) -> int:
-        return self._default_size
+        return int(self.model_info()["default_size"])
 
     def loras(self) -> dict[str, float]:
         return {}  # the workers know theirs; a request naming an unknown one fails with bad_settings
@@ -218,7 +235,7 @@ class FacefactWorker(SimpleWorker):
     def _beat_once(self) -> None:
         ttl = max(1, round(self.heartbeat_s))
         with self.connection.pipeline() as pipe:
-            pipe.set(_key("worker", self.name), 1, ex=ttl)
+            pipe.set(_key("worker", self.name), json.dumps(self.engine.model_info()), ex=ttl)
             if (job_id := self._current_job) is not None:
                 pipe.set(_key("alive", job_id), self.name, ex=ttl)
             pipe.execute()

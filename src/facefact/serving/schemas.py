@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facefact.pipelines.scheduler_names import SCHEDULER_NAMES  # plain names: no torch in the API process
 from facefact.pipelines.settings import GenerationSettings, check_fact_scale, check_window, default_of
+from facefact.serving.families import LARGEST_SIDE
 from facefact.serving.openai_schemas import ModelCard
 from facefact.serving.presets import STYLE_PRESETS
 
@@ -47,8 +48,9 @@ class GenerateSettings(BaseModel):
     steps: int = shared("steps", default=30, le=150)  # the UI's default: a web request should be quick
     guidance: float = shared("guidance", le=30.0)
     scheduler: str = shared("scheduler")
-    width: int | None = shared("width", ge=64, le=1536)
-    height: int | None = shared("height", ge=64, le=1536)
+    # the largest any family takes; the served family's own limit is checked on submit (serving.families)
+    width: int | None = shared("width", ge=64, le=LARGEST_SIDE)
+    height: int | None = shared("height", ge=64, le=LARGEST_SIDE)
     cfg_face: bool = shared("cfg_face")
     face_combine: Literal["concat", "mean", "weighted"] = shared("face_combine")
     fact_window: tuple[float, float] | None = shared("fact_window", description="(start, end) fractions of the "
@@ -238,7 +240,10 @@ class ModelsInfo(BaseModel):
     loras: dict[str, float] = Field(description="LoRAs loaded on the server, with their default weights")
     styles: list[str]
     schedulers: list[str]
-    default_size: int
+    default_size: int = Field(description="the image side a request without a size gets (the model's own)")
+    base_family: str | None = Field(default=None, description="the served base model's family: sd15 or sdxl "
+                                                              "(null: no worker has said yet)")
+    max_size: int = Field(default=1536, description="the largest width or height a request may ask for")
     object: Literal["list"] = "list"
     data: list[ModelCard] = Field(default_factory=lambda: [ModelCard()], description="the model served, by the id "
                                   "OpenAI clients name as `model`")
@@ -251,3 +256,4 @@ class Health(BaseModel):
     queue_size: int
     workers: int
     backend: Literal["local", "redis"]
+    base_family: str | None = None  # sd15 / sdxl: the served base model's (null: no worker has said yet)

@@ -115,7 +115,7 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
                                         object_fit="contain", allow_preview=False, fit_columns=False,
                                         elem_id="face_check")
                 face_notes = gr.Markdown(elem_id="face_notes")
-                settings = _settings_inputs(jobs.default_size(), jobs.loras())
+                settings = _settings_inputs(jobs.default_size(), jobs.loras(), _slider_max(jobs))
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 results = result_outputs("Portraits", ("gallery", "downloads", "used_seed", "status"))
@@ -123,6 +123,8 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
             from facefact.serving.ui_template import build_template_tab
 
             build_template_tab(jobs, checker, config, files)
+        # Behind Redis the workers say their model (SD1.5 or SDXL) once they run: each page load asks again.
+        demo.load(lambda: _size_updates(jobs), None, settings[-2:], api_name=False, show_progress="hidden")
         photos.change(lambda f: face_check_view(checker, f, config.max_photo_pixels), photos, [face_crops, face_notes],
                       api_name=False, concurrency_limit=2)
         # The handlers mostly wait on the shared queue, which does the bounding ("busy" when full).
@@ -131,8 +133,21 @@ def build_ui(jobs, checker: FaceChecker, config) -> gr.Blocks:
     return demo
 
 
-def _settings_inputs(size: int, loras: dict[str, float]) -> list:
-    """The generation settings, in the order `_generate_handler`'s function takes them."""
+def _slider_max(jobs) -> int:
+    from facefact.serving.families import UI_MAX_SIDE
+
+    return UI_MAX_SIDE.get(jobs.base_family() or "sd15", UI_MAX_SIDE["sd15"])
+
+
+def _size_updates(jobs) -> list:
+    """Width and height following the served family: its default size, its sliders' range."""
+    size, top = jobs.default_size(), _slider_max(jobs)
+    return [gr.update(value=size, maximum=top)] * 2
+
+
+def _settings_inputs(size: int, loras: dict[str, float], max_side: int = 1024) -> list:
+    """The generation settings, in the order `_generate_handler`'s function takes them; width and
+    height from 64 to `max_side` (the served family's: 1024 for SD1.5, 2048 for SDXL)."""
     prompt = gr.Textbox(label="Prompt", value="a portrait in a garden", elem_id="prompt")
     negative = gr.Textbox(label="Negative prompt", elem_id="negative")
     style = gr.Dropdown([NO_STYLE, *STYLE_PRESETS], value=NO_STYLE, label="Style preset")
@@ -151,8 +166,8 @@ def _settings_inputs(size: int, loras: dict[str, float]) -> list:
         combine = gr.Dropdown(["concat", "mean", "weighted"], value="concat",
                               label="Several photos: all tokens (concat), their mean, or quality-weighted mean")
         fact_start = gr.Slider(0, 1, value=0, step=0.05, label="FACT starts at this fraction of the steps")
-        width = gr.Slider(64, 1024, value=size, step=8, label="Width", elem_id="width")
-        height = gr.Slider(64, 1024, value=size, step=8, label="Height", elem_id="height")
+        width = gr.Slider(64, max_side, value=size, step=8, label="Width", elem_id="width")
+        height = gr.Slider(64, max_side, value=size, step=8, label="Height", elem_id="height")
     return [prompt, negative, style, lora, lora_weight, fact_scale, count, seed, randomize, steps, guidance,
             scheduler, combine, fact_start, width, height]
 
