@@ -129,14 +129,15 @@ class TemplateJobSettings(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="first seed; random if not given")
     num_images: int = Field(default=1, ge=1, le=8)
     refine: bool = Field(default=True, description="the release's light second pass over the face")
-    crop_size: int = Field(default=512, ge=64, le=1024, description="the face crop the model works on")
+    crop_size: int | None = Field(default=None, ge=64, le=1024, description="the face crop the model works on "
+                                  "(default: the served base's own size, 512 for SD1.5 and 1024 for SDXL)")
 
     _known_scheduler = field_validator("scheduler")(GenerateSettings._known_scheduler.__func__)
 
     @field_validator("crop_size")
     @classmethod
-    def _crop_fits_the_latents(cls, value: int) -> int:
-        if value % 8:
+    def _crop_fits_the_latents(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
             raise ValueError(f"{value} is not a multiple of 8 (try {value // 8 * 8})")
         return value
 
