@@ -160,10 +160,11 @@ def check_model_files(args) -> str:
     from facefact.cli import config as cli_config
     from facefact.cli import model_flags
     from facefact.pipelines.loading import base_family
+    from facefact.pipelines.registry import TINY_BASES
 
     config, config_path = cli_config.load_config(args.config)
     base = model_flags.model_locations(args, config, config_path)["base_model"]
-    return {"tiny": "sd15", "tiny-sdxl": "sdxl"}.get(base) or base_family(base)
+    return TINY_BASES.get(base) or base_family(base)
 
 
 def load_pipeline(args, analysis):

@@ -21,7 +21,8 @@ from facefact.cli.exit_codes import ExitCode
 from facefact.cli.settings_flags import add_setting_flags, given_flags
 from facefact.cli.threads import add_threads_flag, torch_threads
 from facefact.errors import ConfigError
-from facefact.training.config import FIELD_HELP, TINY_BASE_MODELS, TrainConfig
+from facefact.pipelines.registry import TINY_BASES
+from facefact.training.config import FIELD_HELP, TrainConfig
 
 # --model NAME: the built-in random-weight models it stands for
 TINY_MODELS = {"tiny": {"base_model": "tiny", "encoder": "tiny"},
@@ -108,7 +109,7 @@ def run(args) -> int:
     config = config_from_args(args).check()
     prepare_output_folder(config.output_dir, "--output-dir")
     main_process = os.environ.get("RANK", "0") == "0"  # one message per run, not one per process
-    tiny = config.base_model in TINY_BASE_MODELS and config.encoder == "tiny"
+    tiny = config.base_model in TINY_BASES and config.encoder == "tiny"
     try:
         with torch_threads(args.threads, tiny=tiny, device=None), signals_as_interrupt(), \
                 (training_notes() if main_process else contextlib.nullcontext()):

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from facefact.errors import ConfigError
+from facefact.pipelines.registry import TINY_BASES
 from facefact.validation import MAX_IMAGE_SIDE, MAX_SEED, finite_float, strict_bool, whole_number
 
 # The built-in random-weight bases (pipelines.build's TINY / TINY_XL; this module stays free of torch).
-TINY_BASE_MODELS = ("tiny", "tiny-sdxl")
 # FACT's block layouts (model.layouts.BLOCK_LAYOUTS, named here without importing torch).
 BLOCK_LAYOUTS = ("first", "all")
 
@@ -139,7 +139,7 @@ class TrainConfig:
 
     @property
     def uses_random_models(self) -> bool:
-        return self.base_model in TINY_BASE_MODELS or self.encoder == "tiny"
+        return self.base_model in TINY_BASES or self.encoder == "tiny"
 
     def to_dict(self) -> dict:
         out = asdict(self)

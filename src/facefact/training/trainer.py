@@ -30,7 +30,8 @@ from facefact.logfilters import dropped_log_messages, empty_fp32_notice
 from facefact.model.checkpoints import save_adapter
 from facefact.training import checkpointing
 from facefact.training.cache import caches_for_training
-from facefact.training.config import TINY_BASE_MODELS, TrainConfig
+from facefact.pipelines.registry import TINY_BASES
+from facefact.training.config import TrainConfig
 from facefact.training.data import FaceTrainingSet, MicroBatchSampler
 from facefact.training.fair import FairRegularizer
 from facefact.training.models import (AdapterTrainingModule, build_adapter, copy_adapter_weights, encode_conditions,
@@ -158,7 +159,7 @@ def train(config: TrainConfig) -> TrainResult:
     dataset.use_caches(caches_for_training(config.data, use_cache=config.use_cache, base_model=config.base_model,
                                            encoder_spec=config.encoder, vae=base.vae, encoder=encoder,
                                            image_size=dataset.image_size, resolution=config.resolution))
-    adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model in TINY_BASE_MODELS,
+    adapter = build_adapter(base.unet, encoder, config.init_adapter, tiny=config.base_model in TINY_BASES,
                             layout=config.layout)
     if base.family == "sdxl" and dataset.lacks_micro_conditioning and accelerator.is_main_process:
         logger.warning("%s (%d of %d samples)", MISSING_NOTE, dataset.lacks_micro_conditioning, len(dataset))
