@@ -212,7 +212,7 @@ def _rejected(case, reasons: dict[str, str]):
         found = {Path(row["source"]).name: row["reason"] for row in rows}
         for name, reason in reasons.items():
             assert found.get(name) == reason, (name, reason, found)
-        assert (case.cwd / "out" / "index.jsonl").is_file(), "no index written"
+        assert (case.cwd / "out" / "index" / "manifest.json").is_file(), "no index written"
     return check
 
 

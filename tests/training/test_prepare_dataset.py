@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -59,23 +60,27 @@ def test_resume_skips_finished_photos_and_redoes_missing_ones(tmp_path, photo_fo
     settings = PrepareSettings(size=64)
     first = prepare_dataset(photo_folder, out, settings, progress=False)
     assert first["processed_now"] == 6
-    before = (out / "index.jsonl").read_text()
+    before = _index_files(out)
     # simulate a kill: one sample never got its record, and the index was never written
     victim = next(out.glob("samples/*/*.json"))
     victim.unlink()
-    (out / "index.jsonl").unlink()
+    shutil.rmtree(out / "index")
     second = prepare_dataset(photo_folder, out, settings, progress=False)
     assert (second["processed_now"], second["skipped_already_done"]) == (1, 5)
-    assert (out / "index.jsonl").read_text() == before  # idempotent
+    assert _index_files(out) == before  # idempotent
     assert not list(out.rglob("*.tmp"))
     with pytest.raises(ConfigError, match="other settings"):
         prepare_dataset(photo_folder, out, PrepareSettings(size=96), progress=False)
 
 
+def _index_files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "index").iterdir())}
+
+
 def test_parallel_workers_give_the_same_set(tmp_path, photo_folder, prepared):
     prepare_dataset(photo_folder, tmp_path / "par", PrepareSettings(size=128), workers=2, progress=False)
-    serial = [{k: s[k] for k in ("id", "identity", "caption")} for s in read_jsonl(prepared / "index.jsonl")]
-    parallel = [{k: s[k] for k in ("id", "identity", "caption")} for s in read_jsonl(tmp_path / "par" / "index.jsonl")]
+    serial = [{k: s[k] for k in ("id", "identity", "caption")} for s in load_index(prepared)]
+    parallel = [{k: s[k] for k in ("id", "identity", "caption")} for s in load_index(tmp_path / "par")]
     assert serial == parallel
 
 
@@ -142,7 +147,7 @@ def test_later_call_uses_its_own_caption_model(tmp_path, photo_folder, monkeypat
         (tmp_path / name).mkdir()
         prepare_dataset(photo_folder, tmp_path / f"out_{name}",
                         PrepareSettings(size=64, caption_model=str(tmp_path / name)), progress=False)
-        captions = {s["caption"] for s in read_jsonl(tmp_path / f"out_{name}" / "index.jsonl")}
+        captions = {s["caption"] for s in load_index(tmp_path / f"out_{name}")}
         # photo 0 of each person has a sidecar .txt; the other photos are captioned by the model
         assert f"caption by {name}" in captions and not {c for c in captions if c.startswith("caption by")} - {
             f"caption by {name}"}

@@ -61,7 +61,7 @@ def test_ray_run_writes_the_local_runs_files(ray_cluster, photo_folder, prepared
                           timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / INFO_NAME).read_text())["summary"]["processed_now"] == 6
-    assert _files(out) == _files(prepared)  # every file, dataset.json and index.jsonl included
+    assert _files(out) == _files(prepared)  # every file, dataset.json and the index shards included
 
 
 @pytest.mark.slow  # a Ray cluster run: ~30 s of Ray start-up per command on a busy 2-core box
@@ -82,7 +82,7 @@ def test_stopped_run_resumes_and_survives_a_killed_worker(ray_cluster, larger_ph
     _, stderr = first.communicate(timeout=HANG_GUARD_S)
     assert first.returncode == 130, stderr
     done_before = _finished(out)
-    assert 0 < len(done_before) < 24 and not (out / "index.jsonl").exists()
+    assert 0 < len(done_before) < 24 and not (out / "index").exists()
 
     # 2. the same command again, one of its Ray workers killed once it has written a photo more
     second = subprocess.Popen(_command(larger_photo_folder, out, ray_cluster.address), env=env, text=True,

@@ -88,7 +88,8 @@ def test_identities_with_one_photo_are_refused_when_shuffle_is_on(tmp_path, prep
     import json
     import shutil
 
-    rows = [json.loads(line) for line in (prepared / "index.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for shard in sorted((prepared / "index").glob("shard-*.jsonl"))
+            for line in shard.read_text().splitlines()]
     lonely = tmp_path / "set"
     lonely.mkdir()
     keep = [r for r in rows if r["identity"] == "astronaut"] + [next(r for r in rows if r["identity"] == "hopper")]
@@ -97,7 +98,7 @@ def test_identities_with_one_photo_are_refused_when_shuffle_is_on(tmp_path, prep
             target = lonely / r[key]
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(prepared / r[key], target)
-    (lonely / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
+    (lonely / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))  # an older facefact's index
     with pytest.raises(DatasetError, match="only one photo"):
         FaceTrainingSet(lonely, shuffle_prob_end=1.0)
     assert len(FaceTrainingSet(lonely, shuffle_prob_start=0.0, shuffle_prob_end=0.0)) == len(keep)

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
         "prepare", help="turn photos grouped by person into a training set for `facefact train`",
         description="PHOTOS is a folder with one sub-folder per person (captions in optional sidecar "
                     "photo.txt files), or a CSV/JSONL manifest with columns path, identity[, caption]. "
-                    "Writes index.jsonl, per-sample files and rejected.jsonl (every photo left out, and why). "
+                    "Writes the sample index (index/: JSON-Lines shards + manifest), per-sample files and "
+                    "rejected.jsonl (every photo left out, and why). "
                     "Re-running the same command resumes an interrupted run and skips finished photos.",
         formatter_class=DefaultsHelpFormatter)
     parser.add_argument("photos", help="folder of per-person folders, or a .csv/.jsonl manifest")

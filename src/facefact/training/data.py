@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections import defaultdict
 from typing import NamedTuple
 
 import numpy as np
@@ -56,27 +55,26 @@ class FaceTrainingSet(torch.utils.data.Dataset):
                  face_drop_prob: float = 0.1, text_drop_prob: float = 0.0, shuffle_prob_start: float = 0.0,
                  shuffle_prob_end: float = 1.0, shuffle_ramp_steps: int = 0, require_pairs: bool | None = None):
         self.root = root
-        self.samples = load_index(root)
+        self.samples = load_index(root)  # a SampleIndex: entries read from the shards when drawn
         self.caches: dict[str, str] = {}  # kind -> expected fingerprint; set by use_caches()
         self._target_size: int | None = None
         self.resolution = resolution
         self.seed, self.accumulation = seed, gradient_accumulation_steps
         self.face_drop_prob, self.text_drop_prob = face_drop_prob, text_drop_prob
         self.shuffle = (shuffle_prob_start, shuffle_prob_end, shuffle_ramp_steps)
-        members = defaultdict(list)
-        for i, sample in enumerate(self.samples):
-            members[sample["identity"]].append(i)
-        self.identity_members = dict(members)
-        self.members_of = [self.identity_members[s["identity"]] for s in self.samples]
         if require_pairs is None:
             require_pairs = max(shuffle_prob_start, shuffle_prob_end) > 0
-        lonely = sorted(name for name, idx in self.identity_members.items() if len(idx) < 2)
+        counts = self.samples.photos_per_identity()
+        lonely = sorted(str(name) for name, count in counts.items() if count < 2)
         if require_pairs and lonely:
             raise DatasetError(
-                f"{len(lonely)} of {len(self.identity_members)} identities have only one photo "
+                f"{len(lonely)} of {len(counts)} identities have only one photo "
                 f"(e.g. {lonely[:3]}), so face shuffle cannot pick another photo of them", path=root,
                 hint="add photos of those people, remove them from the set, or turn face shuffle off "
                      "(shuffle_prob_start: 0 and shuffle_prob_end: 0)")
+        # One sample's files checked now, the rest when drawn: a set whose files are not where its
+        # index says fails before any model is loaded or file written, without a stat per sample.
+        self.samples.check_files(0)
 
     def use_caches(self, caches: dict[str, str]) -> None:
         """Read VAE latents / encoder tokens from the set's cache files (facefact.training.cache) instead
@@ -94,18 +92,19 @@ class FaceTrainingSet(torch.utils.data.Dataset):
         generator = generator_for(self.seed, 1, key.micro_step, key.slot)
         drop_face = torch.rand((), generator=generator).item() < self.face_drop_prob
         drop_text = torch.rand((), generator=generator).item() < self.text_drop_prob
-        condition = choose_condition(key.index, self.members_of[key.index], self.shuffle_probability(key.micro_step),
-                                     generator)
-        return {"drop_face": drop_face, "drop_text": drop_text, "condition_index": condition}
+        condition = choose_condition(key.index, self.samples.members(key.index),
+                                     self.shuffle_probability(key.micro_step), generator)
+        return {"drop_face": drop_face, "drop_text": drop_text, "condition_index": int(condition)}
 
     def __getitem__(self, key) -> dict:
         key = SampleKey(*key) if isinstance(key, tuple) else SampleKey(int(key), 0, 0, 0)
-        sample, choice = self.samples[key.index], self.decide(key)
+        choice = self.decide(key)
+        sample, partner = self._entry(key.index), self._entry(choice["condition_index"])
         mask = self._read(sample["mask"], "L")
-        condition = self._read(self.samples[choice["condition_index"]]["condition"], "RGB", resize=False)
+        condition = self._read(partner["condition"], "RGB", resize=False)
         if condition.shape[:2] != (112, 112):
             raise DatasetError(f"condition image is {condition.shape[1]}x{condition.shape[0]}, expected 112x112",
-                               path=self.samples[choice["condition_index"]]["condition"])
+                               path=partner["condition"])
         item = {}
         if LATENTS in self.caches:  # the VAE posterior instead of the pixels
             cached = load_cached(cache_path(self.root, sample["id"], LATENTS), LATENTS, self.caches[LATENTS])
@@ -113,8 +112,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
         else:
             item["pixel_values"] = _to_unit_range(self._read(sample["image"], "RGB"))  # [3, R, R] in [-1, 1]
         if TOKENS in self.caches:  # the encoder's tokens of the chosen condition
-            cond_id = self.samples[choice["condition_index"]]["id"]
-            item["encoder_tokens"] = load_cached(cache_path(self.root, cond_id, TOKENS), TOKENS,
+            item["encoder_tokens"] = load_cached(cache_path(self.root, partner["id"], TOKENS), TOKENS,
                                                  self.caches[TOKENS])["tokens"]        # [144, D]
         return {
             **item,
@@ -131,7 +129,12 @@ class FaceTrainingSet(torch.utils.data.Dataset):
 
     def own_condition(self, index: int) -> torch.Tensor:
         """Sample `index`'s own condition face, without shuffle or drop: [3, 112, 112] in [-1, 1]."""
-        return _to_unit_range(self._read(self.samples[index]["condition"], "RGB", resize=False))
+        return _to_unit_range(self._read(self._entry(index)["condition"], "RGB", resize=False))
+
+    def _entry(self, index: int) -> dict:
+        """Sample `index`'s entry, its files checked (present, inside the set) as it is drawn."""
+        self.samples.check_files(index)
+        return self.samples[index]
 
     def _read(self, path: str, mode: str, resize: bool = True) -> np.ndarray:
         try:
@@ -161,7 +164,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
     def image_size(self) -> int:
         if self.resolution:
             return self.resolution
-        path = self.samples[0]["image"]
+        path = self._entry(0)["image"]
         try:
             with open_prepared_image(path) as img:
                 return img.size[0]

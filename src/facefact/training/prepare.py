@@ -26,9 +26,10 @@ from facefact.safe_open import read_text_file
 from facefact.training.cache import remove_cache_files
 from facefact.training.micro_conditioning import crop_fields
 from facefact.training.prepare_settings import PrepareSettings
-from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INDEX_NAME, INFO_NAME, REJECTED_NAME,
+from facefact.training.dataset_format import (FORMAT, FORMAT_VERSION, INFO_NAME, REJECTED_NAME,
                                               atomic_write_bytes, atomic_write_json, atomic_write_jsonl,
                                               read_info, sample_stem)
+from facefact.training.sample_index import write_sample_index
 from facefact.training.photo_list import (NOT_SCANNED_SUFFIXES, PhotoJob, list_photos,  # noqa: F401 (public names)
                                           list_photos_and_skips)
 
@@ -307,7 +308,7 @@ def _write_index(out: Path, jobs: list[PhotoJob], records: dict, settings: Prepa
         "identities_with_one_photo": sorted(i for i, n in photos_per_identity.items() if n == 1),
         "identity_checks": list(identity_checks),
     }
-    atomic_write_jsonl(out / INDEX_NAME, accepted)
+    write_sample_index(out, accepted)  # shards + manifest (sample_index.py)
     atomic_write_jsonl(out / REJECTED_NAME, rejected)
     atomic_write_json(out / INFO_NAME, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                         "settings": asdict(settings), "complete": True, "summary": summary})

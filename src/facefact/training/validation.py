@@ -15,6 +15,7 @@ generators, the global RNG state is forked around it, and the adapter's scale is
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from pathlib import Path
 
@@ -55,9 +56,10 @@ def validation_pipeline(base, unet, encoder, adapter: FaceAdapter):
 
 def validation_indices(dataset, samples: int) -> list[int]:
     """The first photo of each person first (rows show different people), then more photos."""
-    firsts = [members[0] for members in dataset.identity_members.values()]
+    firsts = dataset.samples.first_of_each_identity()[:samples]
     taken = set(firsts)
-    return (firsts + [i for i in range(len(dataset)) if i not in taken])[:samples]
+    more = (i for i in range(len(dataset)) if i not in taken)  # lazily: a set may hold a million
+    return firsts + list(itertools.islice(more, samples - len(firsts)))
 
 
 @torch.no_grad()
