@@ -87,9 +87,11 @@ def signals_as_interrupt():
 
 
 @contextlib.contextmanager
-def training_notes():
-    """Print facefact.training's notes (random models, resumed from which step) on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+def training_notes(shown: bool = True):
+    """Print facefact.training's notes (random models, resumed from which step) on stderr; with
+    `shown` false (the other processes of a multi-process run) drop them, so a note appears once
+    (Python would print an unhandled warning of each process)."""
+    handler = logging.StreamHandler(sys.stderr) if shown else logging.NullHandler()
     handler.setFormatter(logging.Formatter("note: %(message)s"))
     logger = logging.getLogger("facefact.training")
     level = logger.level
@@ -112,7 +114,7 @@ def run(args) -> int:
     tiny = config.base_model in TINY_BASES and config.encoder == "tiny"
     try:
         with torch_threads(args.threads, tiny=tiny, device=None), signals_as_interrupt(), \
-                (training_notes() if main_process else contextlib.nullcontext()):
+                training_notes(shown=main_process):
             result = train(config)
     except TrainingInterrupted as stop:
         if main_process:

@@ -229,6 +229,12 @@ class SampleIndex(Sequence):
         code = self.identity_codes[number]
         return self._by_identity[self._identity_start[code]:self._identity_start[code + 1]]
 
+    def fingerprint(self) -> str:
+        """Names what this index holds without reading it: the shards' checksums (sharded), or
+        the single file's name and size (an older facefact's index.jsonl)."""
+        parts = [f"{s.path.name}:{s.sha256 or s.path.stat().st_size}" for s in self.shards]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
     def first_of_each_identity(self) -> list[int]:
         """The first sample of each identity, identities in order of appearance."""
         return self._by_identity[self._identity_start[:-1]].tolist()

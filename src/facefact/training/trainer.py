@@ -202,6 +202,7 @@ def train(config: TrainConfig) -> TrainResult:
         start_step = int(state["step"])
         if accelerator.is_main_process:
             logger.info("resuming from %s at step %d of %d", resume_from, start_step, config.max_steps)
+    check_processes_agree(accelerator, start_step, dataset, config)
 
     stop_step = config.max_steps
     if config.stop_after_steps is not None:
@@ -278,8 +279,7 @@ def train(config: TrainConfig) -> TrainResult:
                 continue
             lr_scheduler.step()
             step += 1
-            mse = sum(m for m, _ in window) / len(window)
-            fair = sum(f for _, f in window) / len(window)
+            mse, fair = mean_over_processes(accelerator, window)
             window = []
             row = {"step": step, "loss": mse + config.fair_weight * fair, "mse": mse, "fair": fair,
                    "lr": lr_scheduler.get_last_lr()[0], "shuffle_prob": dataset.shuffle_probability(micro_step),
@@ -324,6 +324,33 @@ def train(config: TrainConfig) -> TrainResult:
     adapter.detach()
     accelerator.end_training()
     return TrainResult(output_dir, adapter_path, last[-1] if last else None, step, history, resume_from, start_step)
+
+
+def mean_over_processes(accelerator, window: list[tuple[float, float]]) -> tuple[float, float]:
+    """(MSE, FAIR) of one optimizer step: the mean over its micro-batches and over all processes, so
+    log.csv and the progress bar show the loss of the global batch (what one process with the whole
+    batch would log), not the main process's share. One small all-reduce per step."""
+    local = torch.tensor([[m, f] for m, f in window], dtype=torch.float64).mean(dim=0)
+    if accelerator.num_processes == 1:
+        return float(local[0]), float(local[1])
+    total = accelerator.reduce(local.to(accelerator.device), reduction="mean").cpu()
+    return float(total[0]), float(total[1])
+
+
+def check_processes_agree(accelerator, start_step: int, dataset, config: TrainConfig) -> None:
+    """Every process starts at the same step on the same set. A node that cannot see the checkpoint
+    (output_dir not shared) or holds another copy of the set would otherwise train out of step."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    seen = gather_object([(start_step, len(dataset), dataset.samples.fingerprint())])
+    if len(set(seen)) > 1:
+        raise ConfigError(
+            f"the {accelerator.num_processes} processes disagree on where training starts (step, samples, index) "
+            f"per process: {seen}", path=config.output_dir,
+            hint="put output_dir on a filesystem every node shares (resume reads the main process's "
+                 "checkpoints), and give every node the same prepared set (a shared folder or an exact copy)")
 
 
 def _save(accelerator, config: TrainConfig, step, adapter, optimizer, lr_scheduler):
