@@ -92,7 +92,7 @@ def test_start_up_reads_no_shard_and_touches_no_sample_file(tmp_path, monkeypatc
     assert [name for name in opened if name.startswith("shard-")] == [index.shards[3].path.name]  # that one only
     assert not list(tmp_path.glob("samples"))  # no sample file exists, and none was needed
     with pytest.raises(DatasetError, match="line 8: the image file .* is missing"):
-        index.check_files(37)
+        index.checked(37)
 
 
 def test_damaged_index_files_are_named(tmp_path):

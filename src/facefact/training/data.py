@@ -74,7 +74,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
                      "(shuffle_prob_start: 0 and shuffle_prob_end: 0)")
         # One sample's files checked now, the rest when drawn: a set whose files are not where its
         # index says fails before any model is loaded or file written, without a stat per sample.
-        self.samples.check_files(0)
+        self.samples.checked(0)
 
     def use_caches(self, caches: dict[str, str]) -> None:
         """Read VAE latents / encoder tokens from the set's cache files (facefact.training.cache) instead
@@ -133,8 +133,7 @@ class FaceTrainingSet(torch.utils.data.Dataset):
 
     def _entry(self, index: int) -> dict:
         """Sample `index`'s entry, its files checked (present, inside the set) as it is drawn."""
-        self.samples.check_files(index)
-        return self.samples[index]
+        return self.samples.checked(index)
 
     def _read(self, path: str, mode: str, resize: bool = True) -> np.ndarray:
         try:

@@ -214,17 +214,20 @@ class SampleIndex(Sequence):
         return f"{shard.path.name} line {offset + 1}"
 
     def __getitem__(self, number) -> dict:
-        shard, offset = self.locate(number)
-        entry = shard.line(offset)
-        check_entry(entry, f"{shard.path.name} line {offset + 1}", shard.path)
-        return {**entry, **{key: str(self.root / entry[key]) for key in ENTRY_FILES}}
+        return self._entry(number, check_files=False)
 
-    def check_files(self, number: int) -> None:
-        """Sample `number`'s files exist and stay inside the set (a DatasetError naming its index line)."""
+    def checked(self, number: int) -> dict:
+        """Sample `number`'s entry after checking its files exist and stay inside the set (a
+        DatasetError naming its index line otherwise): what training does as it draws a sample."""
+        return self._entry(number, check_files=True)
+
+    def _entry(self, number, check_files: bool) -> dict:
         shard, offset = self.locate(number)
-        entry = shard.line(offset)
-        check_entry(entry, f"{shard.path.name} line {offset + 1}", shard.path)
-        check_sample_files(self.root, entry, f"{shard.path.name} line {offset + 1}", shard.path)
+        entry, where = shard.line(offset), f"{shard.path.name} line {offset + 1}"
+        check_entry(entry, where, shard.path)
+        if check_files:
+            check_sample_files(self.root, entry, where, shard.path)
+        return {**entry, **{key: str(self.root / entry[key]) for key in ENTRY_FILES}}
 
     def members(self, number: int) -> np.ndarray:
         """The sample numbers of sample `number`'s identity (itself included), ascending."""
