@@ -51,6 +51,10 @@ def test_shards_read_back_every_entry_and_identity(tmp_path):
     assert index.first_of_each_identity() == [v[0] for v in expected.values()]
     with pytest.raises(IndexError):
         index[23]
+    rows[0].pop("original_size")  # an older prepare's entry, mixed in: counted without reading a shard
+    write_sample_index(tmp_path, rows, shard_size=5)
+    index = open_sample_index(tmp_path)
+    assert (index.entries_with("original_size"), index.entries_with("id"), index.entries_with("nope")) == (22, 23, 0)
 
 
 def test_an_older_sets_index_jsonl_reads_as_one_shard_and_prepare_replaces_it(tmp_path):
@@ -65,6 +69,7 @@ def test_an_older_sets_index_jsonl_reads_as_one_shard_and_prepare_replaces_it(tm
         assert {k: v for k, v in a[i].items() if k not in ("image", "condition", "mask")} == \
                {k: v for k, v in b[i].items() if k not in ("image", "condition", "mask")}
         assert a.members(i).tolist() == b.members(i).tolist()
+    assert a.entries_with("original_size") == b.entries_with("original_size") == 9
     assert a.where(3) == "index.jsonl line 4" and b.where(5) == f"{b.shards[1].path.name} line 2"
     write_sample_index(old, rows)  # what a re-run of prepare does to an older set
     assert not (old / LEGACY_INDEX_NAME).exists() and len(open_sample_index(old)) == 9

@@ -1,6 +1,7 @@
 """The sample index of a prepared set: JSON-Lines shards and a small manifest, read lazily.
 
-    OUT/index/manifest.json                 format, version, sample count, and per file: name, samples, bytes, sha256
+    OUT/index/manifest.json                 format, version, sample count, per file: name, samples, bytes, sha256;
+                                            per field: how many entries have it
     OUT/index/shard-00000-<sha>.jsonl       SHARD_SIZE samples per shard, one JSON object per line (`SampleRecord`)
     OUT/index/identities-<sha>.json         every sample's identity, run-length coded: {"names": [...],
                                             "runs": [[name number, count], ...]} (photos of a person are adjacent)
@@ -21,6 +22,7 @@ files the new manifest does not name are removed after. A set prepared before sh
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 import hashlib
 import json
 import mmap
@@ -82,8 +84,9 @@ def write_sample_index(root: str | Path, entries: list[dict], shard_size: int = 
     runs = identity_runs(entry["identity"] for entry in entries)
     identities = _file_entry(folder, "identities", ".json", (json.dumps(runs, sort_keys=True) + "\n").encode(),
                              names=len(runs["names"]))
+    fields = Counter(key for entry in entries for key in entry)  # a later field's coverage, known without a scan
     manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "samples": len(entries), "shard_size": shard_size,
-                "shards": shards, "identities": identities}
+                "shards": shards, "identities": identities, "fields": dict(sorted(fields.items()))}
     atomic_write_bytes(folder / MANIFEST_NAME, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     named = {MANIFEST_NAME, identities["name"], *(shard["name"] for shard in shards)}
     for path in folder.iterdir():
@@ -188,9 +191,10 @@ class SampleIndex(Sequence):
     """The samples of a prepared set, by global number; `index[i]` is sample i's entry with its file
     paths made absolute (parsed and checked on each access; nothing is kept per sample)."""
 
-    def __init__(self, root: Path, shards: list[_Shard], identities: dict):
+    def __init__(self, root: Path, shards: list[_Shard], identities: dict, fields: dict[str, int]):
         self.root = root
         self.shards = shards
+        self.fields = fields  # field name -> how many entries have it
         self.first = np.cumsum([0] + [s.samples for s in shards]).tolist()  # sample number of each shard's line 0
         names, runs = identities["names"], np.asarray(identities["runs"], dtype=np.int64).reshape(-1, 2)
         self.identity_names = names
@@ -233,6 +237,10 @@ class SampleIndex(Sequence):
         """The sample numbers of sample `number`'s identity (itself included), ascending."""
         code = self.identity_codes[number]
         return self._by_identity[self._identity_start[code]:self._identity_start[code + 1]]
+
+    def entries_with(self, field: str) -> int:
+        """How many entries have `field` (e.g. one an older prepare did not write), from the manifest."""
+        return self.fields.get(field, 0)
 
     def fingerprint(self) -> str:
         """Names what this index holds without reading it: the shards' checksums (sharded), or
@@ -315,7 +323,10 @@ def _open_sharded(root: Path) -> SampleIndex:
     total = sum(s.samples for s in shards)
     if sum(count for _, count in identities["runs"]) != total or total != manifest["samples"]:
         raise DatasetError("the manifest's sample counts do not add up", path=manifest_path, hint=REPAIR)
-    return SampleIndex(root, shards, identities)
+    fields = manifest.get("fields")
+    if not isinstance(fields, dict):
+        raise DatasetError("the index manifest lacks its field counts", path=manifest_path, hint=REPAIR)
+    return SampleIndex(root, shards, identities, fields)
 
 
 def _plain_name(name) -> str:
@@ -351,4 +362,5 @@ def _open_single_file(root: Path) -> SampleIndex:
     for number, entry in enumerate(rows, 1):
         check_entry(entry, f"{LEGACY_INDEX_NAME} line {number}", path)
     shard = _Shard(path, len(rows), rows=rows)
-    return SampleIndex(root, [shard], identity_runs(entry["identity"] for entry in rows))
+    fields = Counter(key for entry in rows for key in entry)
+    return SampleIndex(root, [shard], identity_runs(entry["identity"] for entry in rows), dict(fields))
