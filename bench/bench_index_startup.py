@@ -116,7 +116,9 @@ def per_sample_checks_seconds(root: Path) -> float:
 def _in_fresh_process(root: Path, batch_size: int) -> dict:
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_index_startup as b; " \
            f"print(json.dumps(b.start_up({str(root)!r}, {batch_size})))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the start-up of {root} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
