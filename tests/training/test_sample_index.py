@@ -11,7 +11,7 @@ import pytest
 
 from facefact.errors import DatasetError
 from facefact.training.sample_index import (INDEX_DIR, LEGACY_INDEX_NAME, MANIFEST_NAME, open_sample_index,
-                                            write_sample_index)
+                                            write_sample_index, written_entries)
 
 
 def _entries(count: int, people: list[str]) -> list[dict]:
@@ -23,7 +23,8 @@ def _entries(count: int, people: list[str]) -> list[dict]:
         sid = f"{n:016x}"
         rows.append({"id": sid, "identity": person, "caption": f"photo {n}", "image": f"samples/{sid[:2]}/{sid}.image.jpg",
                      "condition": f"samples/{sid[:2]}/{sid}.cond.png", "mask": f"samples/{sid[:2]}/{sid}.mask.png",
-                     "original_size": [640 + n, 480]})  # a later field: kept as is
+                     "original_size": [640 + n, 480], "crops_coords_top_left": [n, 0],  # later fields: kept
+                     "target_size": [128, 128]})
     return rows
 
 
@@ -51,7 +52,8 @@ def test_shards_read_back_every_entry_and_identity(tmp_path):
     assert index.first_of_each_identity() == [v[0] for v in expected.values()]
     with pytest.raises(IndexError):
         index[23]
-    rows[0].pop("original_size")  # an older prepare's entry, mixed in: counted without reading a shard
+    for field in ("original_size", "crops_coords_top_left", "target_size"):
+        rows[0].pop(field)  # an older prepare's entry, mixed in: counted without reading a shard
     write_sample_index(tmp_path, rows, shard_size=5)
     index = open_sample_index(tmp_path)
     assert (index.entries_with("original_size"), index.entries_with("id"), index.entries_with("nope")) == (22, 23, 0)
@@ -152,9 +154,10 @@ def test_training_draws_the_same_items_from_shards_as_from_an_older_index(tmp_pa
 
     older = tmp_path / "older"
     shutil.copytree(prepared, older)
-    rows = [line for shard in open_sample_index(prepared).shards for line in shard.path.read_text().splitlines()]
+    rows = written_entries(prepared)
     shutil.rmtree(older / INDEX_DIR)
-    (older / LEGACY_INDEX_NAME).write_text("".join(line + "\n" for line in rows))
+    (older / LEGACY_INDEX_NAME).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert written_entries(older) == rows
     sets = [FaceTrainingSet(root, resolution=64, seed=3, shuffle_prob_start=1.0, face_drop_prob=0.2)
             for root in (prepared, older)]
     for keys in MicroBatchSampler(len(sets[0]), 2, seed=3, start=0, stop=4):

@@ -88,8 +88,9 @@ def test_identities_with_one_photo_are_refused_when_shuffle_is_on(tmp_path, prep
     import json
     import shutil
 
-    rows = [json.loads(line) for shard in sorted((prepared / "index").glob("shard-*.jsonl"))
-            for line in shard.read_text().splitlines()]
+    from facefact.training.sample_index import written_entries
+
+    rows = written_entries(prepared)
     lonely = tmp_path / "set"
     lonely.mkdir()
     keep = [r for r in rows if r["identity"] == "astronaut"] + [next(r for r in rows if r["identity"] == "hopper")]

@@ -20,7 +20,9 @@ XL = dict(base_model="tiny-sdxl", encoder="tiny", resolution=64, progress=False,
 
 
 def _records(data) -> list[dict]:
-    return [json.loads(line) for line in (data / "index.jsonl").read_text().splitlines()]
+    from facefact.training.sample_index import written_entries
+
+    return written_entries(data)
 
 
 def test_prepare_records_where_each_crop_comes_from(trained_sdxl_adapter):
@@ -82,6 +84,7 @@ def test_an_older_set_trains_with_diffusers_defaults_and_says_so(tmp_path, prepa
     from facefact.training.data import FaceTrainingSet
 
     old = shutil.copytree(prepared, tmp_path / "old")  # the same files, an index without the SDXL fields
+    shutil.rmtree(old / "index")  # as an older facefact wrote it: one index.jsonl
     rows = [{k: v for k, v in r.items() if k not in ("original_size", "crops_coords_top_left", "target_size")}
             for r in _records(prepared)]
     (old / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

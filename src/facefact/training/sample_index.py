@@ -257,6 +257,13 @@ class SampleIndex(Sequence):
         return {name: int(count) for name, count in zip(self.identity_names, counts)}
 
 
+def written_entries(root: str | Path) -> list[dict]:
+    """Every entry as prepare wrote it (file paths relative to the set), reading every shard: for
+    tools and tests that rewrite an index, never for training's start-up."""
+    index = open_sample_index(root)
+    return [shard.line(offset) for shard in index.shards for offset in range(shard.samples)]
+
+
 def open_sample_index(root: str | Path) -> SampleIndex:
     """The index of the prepared set in `root` (sharded, or an older facefact's index.jsonl as one
     shard); clear DatasetErrors for a missing, empty, foreign or damaged index."""
