@@ -1,10 +1,11 @@
 """The closed loop on the tiny SDXL base, through the CLI: prepare at 1024 px -> train (FAIR on) ->
 kill the run mid-way -> resume = the uninterrupted run, bit for bit -> generate with the trained
-adapter, whose PNG metadata names that very file (by hash). Later steps of the loop (template mode,
-evaluate) continue from the same `trained_sdxl_adapter` fixture (conftest.py)."""
+adapter, whose PNG metadata names that very file (by hash) -> template mode -> evaluate, both naming it
+too. Every step continues from the same `trained_sdxl_adapter` fixture (conftest.py)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -70,3 +71,34 @@ def test_killed_sdxl_run_resumes_to_the_same_adapter_and_generates_with_it(tmp_p
     base, _ = generate(tmp_path / "base", 0.0)
     assert np.abs(trained - base).max() > 0  # the trained adapter acts
     assert meta["models"]["adapter"] == {"id": "adapter.safetensors", "sha256": file_sha256(resumed)[:16]}
+
+
+def test_the_trained_sdxl_adapter_redraws_a_template_face_and_is_evaluated(tmp_path, trained_sdxl_adapter):
+    """The loop's last two steps with the trained file: template mode on the tiny SDXL base (the face
+    redrawn inside its crop only) and `facefact evaluate`, each naming that very file by hash."""
+    adapter = trained_sdxl_adapter.adapter
+    adapter_hash = file_sha256(adapter)[:16]
+    person = sorted(p for p in trained_sdxl_adapter.photos.iterdir() if p.is_dir())[0]
+    template, reference = sorted(person.glob("*.jpg"))[:2]
+    models = ["--model", "tiny-sdxl", "--adapter", str(adapter)]
+    assert main(["template", "--template", str(template), "--face", str(reference), *models, "--crop-size", "64",
+                 "--steps", "10", "--prompt", "a portrait", "--seed", "4", "--out", str(tmp_path / "template"),
+                 "--quiet"]) == 0
+    (image,) = (tmp_path / "template").glob("*.png")
+    meta = read_png_metadata(image)
+    assert meta["pipeline"]["base_family"] == "sdxl"
+    assert meta["models"]["adapter"] == {"id": "adapter.safetensors", "sha256": adapter_hash}
+    before, after = np.asarray(Image.open(template).convert("RGB")), np.asarray(Image.open(image).convert("RGB"))
+    crop = meta["redrawn_faces"][0]["crop"]
+    inside = np.zeros(before.shape[:2], bool)
+    inside[max(0, crop["y0"]):crop["y0"] + crop["side"], max(0, crop["x0"]):crop["x0"] + crop["side"]] = True
+    changed = np.any(before != after, axis=2)
+    assert changed.any() and not changed[~inside].any()
+
+    out = tmp_path / "evaluate"
+    assert main(["evaluate", "--identities", str(trained_sdxl_adapter.photos), *models, "--method", "fact:0.5",
+                 "--seeds", "1", "--steps", "2", "--size", "64", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["models"]["adapter"] == {"id": "adapter.safetensors", "sha256": adapter_hash,
+                                                      "bytes": adapter.stat().st_size}
+    assert {a["method"]: a["base_family"] for a in results["aggregate"]} == {"fact:0.5": "sdxl", "base": "sdxl"}
