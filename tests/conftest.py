@@ -8,6 +8,8 @@ import os
 import numpy as np
 import pytest
 
+pytest_plugins = ["suite_workers"]  # tests/suite_workers.py: how the suite is shared out among pytest-xdist workers
+
 # Folders whose tests run tiny random-weight models: they gain nothing from threads, and on a busy
 # 2-core machine two threads spin-wait for each other (one thread is 5-30x faster here).
 ONE_THREAD_FOLDERS = {"generation", "identity", "model", "serving", "template"}
