@@ -18,7 +18,9 @@ def test_two_processes_train_checkpoint_and_match_one_process(tmp_path, prepared
     out = tmp_path / "ddp"
     # torchrun, because `accelerate launch --cpu` starts a single process unless MPI is set up;
     # on GPUs `accelerate launch --multi_gpu` runs the same command.
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "facefact.cli.main", "train",
+    # --standalone: torchrun picks a free port (not 29500, which another test run on this machine may hold)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "facefact.cli.main", "train",
            "--data", str(prepared), "--output-dir", str(out), "--batch-size", "1", "--no-progress", "--model", "tiny", *flags]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
