@@ -1,4 +1,4 @@
-"""Settings and fixtures for the whole test run: the hash cache, one torch thread for the tiny-model
+"""Settings and fixtures for the whole test run: caches of its own, one torch thread for the tiny-model
 folders, the public-domain photos (as arrays; a folder may override them with paths or PIL images)
 and a group photo of both, and an in-process CLI runner."""
 from __future__ import annotations
@@ -8,21 +8,31 @@ import os
 import numpy as np
 import pytest
 
+pytest_plugins = ["suite_workers"]  # tests/suite_workers.py: how the suite is shared out among pytest-xdist workers
+
 # Folders whose tests run tiny random-weight models: they gain nothing from threads, and on a busy
 # 2-core machine two threads spin-wait for each other (one thread is 5-30x faster here).
 ONE_THREAD_FOLDERS = {"generation", "identity", "model", "serving", "template"}
 
 
+# Caches that libraries write under a fixed path (the home folder, /tmp/gradio), where another worker or another
+# test run on this machine writes the same files at the same time: each session gets its own.
+SESSION_CACHES = {"FACEFACT_HASH_CACHE": "hashes.json",  # provenance hashes, else ~/.cache/facefact/hashes.json
+                  "GRADIO_TEMP_DIR": "gradio"}  # the UI's uploads, else /tmp/gradio/<hash>/<name>, written unlocked
+
+
 @pytest.fixture(scope="session", autouse=True)
-def hash_cache_in_a_temporary_folder(tmp_path_factory):
-    """Provenance hashes are remembered in ~/.cache/facefact/hashes.json; tests keep theirs to themselves."""
-    before = os.environ.get("FACEFACT_HASH_CACHE")
-    os.environ["FACEFACT_HASH_CACHE"] = str(tmp_path_factory.mktemp("hash-cache") / "hashes.json")
+def caches_in_a_temporary_folder(tmp_path_factory):
+    """SESSION_CACHES point into this session's temporary folder while it runs."""
+    folder = tmp_path_factory.mktemp("caches")
+    before = {var: os.environ.get(var) for var in SESSION_CACHES}
+    os.environ.update({var: str(folder / name) for var, name in SESSION_CACHES.items()})
     yield
-    if before is None:
-        os.environ.pop("FACEFACT_HASH_CACHE", None)
-    else:
-        os.environ["FACEFACT_HASH_CACHE"] = before
+    for var, value in before.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -91,7 +91,7 @@ def test_a_model_a_worker_cannot_load_is_the_commands_one_line_error(ray_cluster
                           capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 2
     errors = [line for line in done.stderr.splitlines() if line.startswith("facefact evaluate: error:")]
-    assert len(errors) == 1 and "not a valid safetensors file" in errors[0] and str(damaged) in errors[0]
+    assert len(errors) == 1 and "not a readable .safetensors file" in errors[0] and str(damaged) in errors[0]
     assert "Traceback" not in done.stderr and "ray::" not in done.stderr
     assert not list((tmp_path / "run").rglob("*.png"))
 

@@ -25,6 +25,8 @@ GROUPS = ["photos", "checkpoints", "numbers", "outputs", "training", "prepare", 
           "disk-full", "damaged", "templates"]
 TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?\.tmp$")
 
+pytestmark = pytest.mark.slow  # the whole corpus runs once, in its session fixture: minutes
+
 
 def _snapshot(folder: Path) -> dict[str, int]:
     files = {}

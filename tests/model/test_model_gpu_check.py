@@ -17,6 +17,8 @@ sys.path.insert(0, str(BENCH))
 from gpu_check import CHECK_NAMES, parse_args  # noqa: E402
 from gpu_checks.report import Report  # noqa: E402
 
+pytestmark = pytest.mark.slow  # bench/gpu_check.py on the CPU, in a subprocess: about a minute
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):

