@@ -37,6 +37,7 @@ from facefact.training.fair import FairRegularizer
 from facefact.training.models import (AdapterTrainingModule, build_adapter, copy_adapter_weights, encode_conditions,
                                       load_base_model,
                                       load_encoder, trainable_parameters)
+from facefact.training.processes import check_processes_agree, mean_over_processes, on_every_process
 from facefact.training.schedule import generator_for
 from facefact.training.micro_conditioning import MISSING_NOTE
 from facefact.training.text_conditioning import added_conditions, encode_prompts
@@ -248,8 +249,10 @@ def train(config: TrainConfig) -> TrainResult:
                                       added_cond_kwargs=added_conditions(text, batch["time_ids"], weight_dtype))
             mse = F.mse_loss(prediction.float(), target.float())
             mse_value, fair_value = mse.item(), fair.item()
-            if not (math.isfinite(mse_value) and math.isfinite(fair_value)):  # before it reaches the weights
-                raise diverged_error(config, step, f"the loss is {mse_value} (FAIR {fair_value})")
+            finite = math.isfinite(mse_value) and math.isfinite(fair_value)
+            if not on_every_process(accelerator, finite):  # before it reaches the weights; all stop together
+                raise diverged_error(config, step, f"the loss is {mse_value} (FAIR {fair_value})" if not finite
+                                     else "the loss of another training process is not finite")
             accelerator.backward(mse + config.fair_weight * fair)
         return mse_value, fair_value
 
@@ -324,33 +327,6 @@ def train(config: TrainConfig) -> TrainResult:
     adapter.detach()
     accelerator.end_training()
     return TrainResult(output_dir, adapter_path, last[-1] if last else None, step, history, resume_from, start_step)
-
-
-def mean_over_processes(accelerator, window: list[tuple[float, float]]) -> tuple[float, float]:
-    """(MSE, FAIR) of one optimizer step: the mean over its micro-batches and over all processes, so
-    log.csv and the progress bar show the loss of the global batch (what one process with the whole
-    batch would log), not the main process's share. One small all-reduce per step."""
-    local = torch.tensor([[m, f] for m, f in window], dtype=torch.float64).mean(dim=0)
-    if accelerator.num_processes == 1:
-        return float(local[0]), float(local[1])
-    total = accelerator.reduce(local.to(accelerator.device), reduction="mean").cpu()
-    return float(total[0]), float(total[1])
-
-
-def check_processes_agree(accelerator, start_step: int, dataset, config: TrainConfig) -> None:
-    """Every process starts at the same step on the same set. A node that cannot see the checkpoint
-    (output_dir not shared) or holds another copy of the set would otherwise train out of step."""
-    if accelerator.num_processes == 1:
-        return
-    from accelerate.utils import gather_object
-
-    seen = gather_object([(start_step, len(dataset), dataset.samples.fingerprint())])
-    if len(set(seen)) > 1:
-        raise ConfigError(
-            f"the {accelerator.num_processes} processes disagree on where training starts (step, samples, index) "
-            f"per process: {seen}", path=config.output_dir,
-            hint="put output_dir on a filesystem every node shares (resume reads the main process's "
-                 "checkpoints), and give every node the same prepared set (a shared folder or an exact copy)")
 
 
 def _save(accelerator, config: TrainConfig, step, adapter, optimizer, lr_scheduler):
