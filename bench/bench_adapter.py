@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from base_unets import BASE_UNETS, DEFAULT_SIZE, extra_inputs  # noqa: E402
+from cpu_info import cpu_name  # noqa: E402
 from flops import count_flops  # noqa: E402
 from sd15 import official_adapter  # noqa: E402
 from timing import peak_memory_mib, synchronize, timed  # noqa: E402
@@ -194,19 +195,6 @@ def report_row(r: dict) -> None:
 
 
 # ---- report ----------------------------------------------------------------------------------------
-def cpu_name() -> str:
-    """/proc/cpuinfo's model name, plus the ISA flags that decide bf16 speed (VMs often say only 'AMD EPYC')."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), platform.machine())
-    flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
-    field = {l.split(":", 1)[0].strip(): l.split(":", 1)[1].strip() for l in info[:30] if ":" in l}
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} (family {field.get('cpu family', '?')} model {field.get('model', '?')}; {', '.join(shown) or 'no avx2'})"
-
-
 def machine(device: torch.device) -> str:
     import diffusers
 

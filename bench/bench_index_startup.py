@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,17 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpu_info import cpu_name  # bench/: beside this script
+
 STORM_PROBE = 2000  # samples whose files are made to time the former per-sample checks
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def synthetic_entries(samples: int, people: int):
@@ -144,7 +135,7 @@ def main() -> None:
         sizes = {"single": _size_mb(single / "index.jsonl"), "sharded": _size_mb(sharded / "index")}
     best = {name: min(r["seconds"] for r in results) for name, results in runs.items()}
     assert runs["single"][0]["ids"] == runs["sharded"][0]["ids"], "the two forms drew different samples"
-    print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores; {args.samples:,} samples, {args.people:,} people, "
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; {args.samples:,} samples, {args.people:,} people, "
           f"batch {args.batch_size}; best of {args.repeats} fresh processes, files in the page cache")
     print("| index | on disk | start-up to the first batch's ids | peak memory | vs shards |")
     print("|---|---|---|---|---|")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -22,15 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from cpu_info import cpu_name  # bench/: beside this script
 
 
 def _photo_folder(root: Path, count: int, side: int) -> Path:
@@ -85,7 +76,7 @@ def main() -> None:
         for name in ("ray1", "ray2"):  # the same files as the local run
             for path in (tmp / "local").rglob("*.jpg"):
                 assert path.read_bytes() == (tmp / name / path.relative_to(tmp / "local")).read_bytes()
-    print(f"{args.photos} photos of {args.side} px -> {args.size} px crops; {_cpu_name()}, {os.cpu_count()} CPUs")
+    print(f"{args.photos} photos of {args.side} px -> {args.size} px crops; {cpu_name()}, {os.cpu_count()} CPUs")
     base = args.photos / rows[0][1]
     print(f"{'run':22s} {'seconds':>9s} {'photos/s':>9s} {'vs local':>9s}")
     for name, seconds in rows:

@@ -17,6 +17,15 @@ def identities_dir(tmp_path_factory, astronaut, grace_hopper):
     return root
 
 
+@pytest.fixture(scope="module")
+def one_identity(tmp_path_factory, astronaut):
+    """A folder with one person (the astronaut), one reference photo."""
+    root = tmp_path_factory.mktemp("one")
+    (root / "astronaut").mkdir()
+    Image.fromarray(astronaut).save(root / "astronaut" / "ref.jpg", quality=95)
+    return root
+
+
 @pytest.fixture(scope="session")
 def analyzer():
     from facefact.evaluation.observe import ImageAnalyzer

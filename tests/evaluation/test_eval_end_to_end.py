@@ -13,14 +13,6 @@ from facefact.evaluation.clip_score import ClipScorer, tiny_clip_scorer
 
 
 @pytest.fixture(scope="module")
-def one_identity(tmp_path_factory, astronaut):
-    root = tmp_path_factory.mktemp("one")
-    (root / "astronaut").mkdir()
-    Image.fromarray(astronaut).save(root / "astronaut" / "ref.jpg", quality=95)
-    return root
-
-
-@pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
     scorer = tiny_clip_scorer()
     path = tmp_path_factory.mktemp("clip")

@@ -5,17 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
-
-
-@pytest.fixture(scope="module")
-def one_identity(tmp_path_factory, astronaut):
-    root = tmp_path_factory.mktemp("one")
-    (root / "astronaut").mkdir()
-    Image.fromarray(astronaut).save(root / "astronaut" / "ref.jpg", quality=95)
-    return root
 
 
 def test_sd15_and_sdxl_fact_in_one_run(cli, tmp_path, one_identity):
